@@ -1,0 +1,255 @@
+"""The edgekd command line: thin commands (options -> config -> library call -> exit code).
+
+Exit codes (DESIGN.md): 0 every budget met, 1 a budget or stage failed, 2 bad input (one line, no
+traceback), 3 inconclusive measurement, 70 internal error (traceback).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from edgekd.errors import EdgeKDError
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+                  help="Distil a big model into a small, fast one that provably fits an edge device.")
+console = Console()
+err_console = Console(stderr=True)
+
+# ----------------------------------------------------------------------------- shared options
+Target = Annotated[str, typer.Option("--target", "-t", help="Target name (see `edgekd targets`) or a target .yaml.")]
+ConfigFile = Annotated[Path | None, typer.Option("--config", help="Build config YAML (see README).")]
+TeacherOpt = Annotated[str | None, typer.Option("--teacher", help="model.onnx | model.pt2 | TorchScript file | "
+                                                "torchvision:NAME. Default: the embedded digits teacher.")]
+TeacherWeights = Annotated[Path | None, typer.Option("--teacher-weights",
+                                                     help="Weights for torchvision:NAME (.safetensors or state_dict).")]
+TrustPickle = Annotated[bool, typer.Option("--trust-pickle", help="Allow a pickled whole module (runs its code).")]
+DataOpt = Annotated[str | None, typer.Option("--data", help="digits | ImageFolder folder | file.npz. Default: digits.")]
+OutOpt = Annotated[Path | None, typer.Option("--out", help="Output folder. Default: export/<target>-<time>/.")]
+LatencyOpt = Annotated[float | None, typer.Option("--latency-ms", help="Latency budget (ms, batch of the target).")]
+MemoryOpt = Annotated[float | None, typer.Option("--memory-mb", help="Memory budget (MB at run time).")]
+DropOpt = Annotated[float | None, typer.Option("--max-accuracy-drop", help="Max accuracy drop vs teacher (points).")]
+EpochsOpt = Annotated[int | None, typer.Option("--epochs", help="Distillation epochs.")]
+SeedOpt = Annotated[int | None, typer.Option("--seed", help="Seed for splits, search and training.")]
+DeviceOpt = Annotated[str | None, typer.Option("--device", help="auto | cpu | cuda (distillation).")]
+SizeOpt = Annotated[str | None, typer.Option("--input-size", help="Resize inputs to H,W.")]
+MeanOpt = Annotated[str | None, typer.Option("--mean", help="Per-channel mean of 0..1 pixels, e.g. 0.5,0.5,0.5.")]
+StdOpt = Annotated[str | None, typer.Option("--std", help="Per-channel std, e.g. 0.25,0.25,0.25.")]
+SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Override any config field: --set distill.lr=0.01.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+
+
+def _numbers(option: str, text: str | None, kind=float) -> list | None:
+    if text is None:
+        return None
+    try:
+        return [kind(v) for v in text.split(",")]
+    except ValueError:
+        raise typer.BadParameter(f"expected comma-separated numbers, got '{text}'", param_hint=option) from None
+
+
+def handle_errors(fn):
+    """EdgeKDError -> its exit code with one line on stderr; anything else is a bug: traceback, exit 70."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except (typer.Exit, typer.Abort, typer.BadParameter):
+            raise
+        except EdgeKDError as e:
+            err_console.print(f"[red]error:[/] {e}" if e.exit_code == 2 else f"[red]failed:[/] {e}",
+                              highlight=False, soft_wrap=True)
+            raise typer.Exit(e.exit_code) from None
+        except KeyboardInterrupt:
+            raise typer.Exit(130) from None
+        except Exception:
+            err_console.print_exception()
+            err_console.print("[red]internal error[/] (a bug in edgekd): please report it with the traceback above")
+            raise typer.Exit(70) from None
+
+    return wrapper
+
+
+def build_config(config: Path | None, out: Path | None, sets: list[str] | None, **options):
+    """Config file (or OUT/config.json from an earlier run) < options < --set."""
+    from edgekd.config import load_build_config
+    from edgekd.context import load_saved_config
+
+    saved = load_saved_config(out) if config is None and out is not None else None
+    return load_build_config(config, {**options, "out": str(out) if out else None}, sets or [],
+                             base=saved, base_name=f"{out}/config.json")
+
+
+def _options(target, teacher, teacher_weights, trust_pickle, data, seed, device, input_size=None, mean=None,
+             std=None, latency_ms=None, memory_mb=None, max_accuracy_drop=None, epochs=None) -> dict:
+    return {"target": target, "teacher.source": teacher,
+            "teacher.weights": str(teacher_weights) if teacher_weights else None,
+            "teacher.trust_pickle": trust_pickle or None, "data": data, "seed": seed, "device": device,
+            "preprocess.input_size": _numbers("--input-size", input_size, int),
+            "preprocess.mean": _numbers("--mean", mean), "preprocess.std": _numbers("--std", std),
+            "budgets.latency_ms": latency_ms, "budgets.memory_mb": memory_mb,
+            "budgets.max_accuracy_drop": max_accuracy_drop, "distill.epochs": epochs}
+
+
+def _context(cfg):
+    from edgekd.context import make_context
+
+    return make_context(cfg, console)
+
+
+# ----------------------------------------------------------------------------- commands
+@app.command()
+@handle_errors
+def build(target: Target = "host-cpu", config: ConfigFile = None, teacher: TeacherOpt = None,
+          teacher_weights: TeacherWeights = None, trust_pickle: TrustPickle = False, data: DataOpt = None,
+          out: OutOpt = None, latency_ms: LatencyOpt = None, memory_mb: MemoryOpt = None,
+          max_accuracy_drop: DropOpt = None, epochs: EpochsOpt = None, seed: SeedOpt = None,
+          device: DeviceOpt = None, input_size: SizeOpt = None, mean: MeanOpt = None, std: StdOpt = None,
+          set_: SetOpt = None,
+          require_measured: Annotated[bool, typer.Option("--require-measured",
+                                                         help="Exit 0 only if every budget was measured.")] = False):
+    """Search, distil, export, compile and check a student for a target; writes OUT/report.json."""
+    from edgekd.config import load_build_config
+    from edgekd.pipeline import build as run_build
+
+    opts = _options(target, teacher, teacher_weights, trust_pickle, data, seed, device, input_size, mean, std,
+                    latency_ms, memory_mb, max_accuracy_drop, epochs)
+    cfg = load_build_config(config, {**opts, "out": str(out) if out else None}, set_ or [])
+    report = run_build(_context(cfg))
+    unmeasured = [b.name for b in report.budgets if b.source != "measured"]
+    if require_measured and unmeasured:
+        err_console.print(f"failed: --require-measured, but {', '.join(unmeasured)} were predicted")
+        raise typer.Exit(1)
+    raise typer.Exit(0 if report.passed else 1)
+
+
+@app.command()
+@handle_errors
+def targets(as_json: JsonOpt = False):
+    """List deployment targets (profile + runtime + precision + default budgets)."""
+    from edgekd.config import list_names, load_target
+
+    items = [load_target(n) for n in list_names("targets")]
+    if as_json:
+        console.print_json(json.dumps([t.model_dump() for t in items]))
+        return
+    table = Table("target", "profile", "runtime", "precision", "latency_ms", "memory_mb", "max_accuracy_drop",
+                  title="edgekd targets")
+    for t in items:
+        b = t.budgets
+        table.add_row(t.name, t.profile, t.runtime, t.precision, *(str(v) for v in (b.latency_ms, b.memory_mb,
+                                                                                    b.max_accuracy_drop)))
+    console.print(table)
+
+
+@app.command()
+@handle_errors
+def profiles(as_json: JsonOpt = False):
+    """List hardware profiles; `host` is detected (and measured) on this machine."""
+    from edgekd.config import list_names, load_profile
+
+    items = [load_profile(n) for n in list_names("profiles")]
+    if as_json:
+        console.print_json(json.dumps([p.model_dump() for p in items]))
+        return
+    table = Table("profile", "arch", "device", "cores", "RAM MB", "GB/s", "fp32 GOPS", "fp16 GOPS", "int8 GOPS",
+                  "runtimes", title="edgekd profiles")
+    for p in items:
+        g = p.peak_gops
+        table.add_row(p.name, p.arch, p.device, f"{p.cores.value:g}", f"{p.ram_mb.value:.0f}",
+                      f"{p.memory_bandwidth_gbs.value:.3g}", *(f"{g[k].value:.4g}" for k in ("fp32", "fp16", "int8")),
+                      ",".join(p.runtimes))
+    console.print(table)
+
+
+@app.command()
+@handle_errors
+def search(target: Target = "host-cpu", config: ConfigFile = None, teacher: TeacherOpt = None,
+           teacher_weights: TeacherWeights = None, trust_pickle: TrustPickle = False, data: DataOpt = None,
+           out: OutOpt = None, latency_ms: LatencyOpt = None, memory_mb: MemoryOpt = None, seed: SeedOpt = None,
+           device: DeviceOpt = None, set_: SetOpt = None):
+    """Pick a student within the budgets without training; writes OUT/search/search.json."""
+    from edgekd.search import run_search
+
+    cfg = build_config(config, out, set_, **_options(target, teacher, teacher_weights, trust_pickle, data, seed,
+                                                     device, latency_ms=latency_ms, memory_mb=memory_mb))
+    ctx = _context(cfg)
+    ctx.out.mkdir(parents=True, exist_ok=True)
+    ctx.save_config()
+    run_search(ctx)
+    console.print(f"wrote {ctx.out / 'search' / 'search.json'}")
+
+
+@app.command()
+@handle_errors
+def distill(out: Annotated[Path, typer.Option("--out", help="Run folder holding search/search.json.")],
+            arch: Annotated[str | None, typer.Option(help="Student arch as JSON (default: the search pick).")] = None,
+            target: Annotated[str | None, typer.Option("--target", "-t", help="Target (default: the run's).")] = None,
+            config: ConfigFile = None, teacher: TeacherOpt = None, teacher_weights: TeacherWeights = None,
+            trust_pickle: TrustPickle = False, data: DataOpt = None, epochs: EpochsOpt = None,
+            seed: SeedOpt = None, device: DeviceOpt = None, set_: SetOpt = None):
+    """Distil the searched (or --arch) student from the teacher; writes OUT/distill/."""
+    from edgekd.distill import run_distill
+    from edgekd.errors import InputError
+
+    cfg = build_config(config, out, set_, **_options(target, teacher, teacher_weights, trust_pickle, data, seed,
+                                                     device, epochs=epochs))
+    ctx = _context(cfg)
+    if arch is not None:
+        try:
+            pick = json.loads(arch)
+        except json.JSONDecodeError as e:
+            raise InputError(f"--arch: not valid JSON ({e.msg})") from None
+    else:
+        path = out / "search" / "search.json"
+        if not path.is_file():
+            raise InputError(f"--out {out}: no search/search.json; run `edgekd search --out {out}` or pass --arch")
+        pick = json.loads(path.read_text())["pick"]
+    ctx.out.mkdir(parents=True, exist_ok=True)
+    ctx.save_config()
+    run_distill(ctx, pick)
+
+
+@app.command("export")
+@handle_errors
+def export_(out: Annotated[Path, typer.Option("--out", help="Run folder holding distill/.")],
+            set_: SetOpt = None):
+    """Export the distilled student (and a torch teacher) to ONNX with a parity check; writes OUT/export/."""
+    from edgekd.onnx_export import run_export
+
+    run_export(_context(build_config(None, out, set_)))
+
+
+@app.command("compile")
+@handle_errors
+def compile_(out: Annotated[Path, typer.Option("--out", help="Run folder holding export/.")],
+             target: Annotated[str | None, typer.Option("--target", "-t", help="Target (default: the run's).")] = None,
+             set_: SetOpt = None):
+    """Compile the exported ONNX for the target runtime; writes OUT/compile/."""
+    from edgekd.compile import run_compile
+    from edgekd.errors import InputError
+
+    ctx = _context(build_config(None, out, set_, target=target))
+    exported = out / "export" / "export.json"
+    if not exported.is_file():
+        raise InputError(f"--out {out}: no export/export.json; run `edgekd export --out {out}` first")
+    paths = json.loads(exported.read_text())
+    artifacts, reason = run_compile(ctx, Path(paths["student"]), Path(paths["teacher"]))
+    console.print(f"skipped: {reason}" if reason else f"wrote {artifacts['student'].path}")
+
+
+def main() -> None:
+    # Click reports its own usage errors with exit 2, as DESIGN.md asks for bad input.
+    app(prog_name="edgekd")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,251 @@
+"""Configuration schema: hardware profiles, deployment targets, budgets and the build config.
+
+Every model forbids unknown fields, so a typo in a YAML file is an error that names the file and field,
+never a silently ignored setting. YAML is read with yaml.safe_load only.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from edgekd.errors import InputError
+
+Precision = Literal["fp32", "fp16", "int8"]
+RuntimeName = Literal["onnxruntime", "openvino", "tensorrt"]
+PositiveFloat = Annotated[float, Field(gt=0)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# ----------------------------------------------------------------------------- profiles
+class Sourced(Strict):
+    """A hardware number and where it comes from (datasheet, derivation, or measurement)."""
+
+    value: PositiveFloat
+    source: Annotated[str, Field(min_length=3)]
+
+
+class Profile(Strict):
+    """What a device *is*: compute per precision, memory, cores, and the runtimes it has."""
+
+    name: str
+    description: str
+    arch: Literal["x86_64", "aarch64"]
+    device: Literal["cpu", "gpu"]
+    runtimes: list[RuntimeName]
+    # Host architectures on which a local measurement stands in for this device (a generic x86 CPU
+    # profile is measured on any x86_64 host; a Raspberry Pi never is). `host` is always measured.
+    measurable_on: list[Literal["x86_64", "aarch64"]] = []
+    # True for `host`: the numbers below are detected on the machine at run time.
+    detect: bool = False
+    threads: int | None = Field(default=None, gt=0)
+    cores: Sourced | None = None
+    ram_mb: Sourced | None = None
+    memory_bandwidth_gbs: Sourced | None = None
+    peak_gops: dict[Precision, Sourced] | None = None
+    # Fixed cost per executed kernel (runtime dispatch, launch), which dominates tiny edge models.
+    dispatch_overhead_us: Sourced | None = None
+
+    @model_validator(mode="after")
+    def _complete_unless_detected(self) -> Profile:
+        if not self.detect:
+            needed = ("threads", "cores", "ram_mb", "memory_bandwidth_gbs", "peak_gops", "dispatch_overhead_us")
+            missing = [f for f in needed if getattr(self, f) is None]
+            if missing:
+                raise ValueError(f"missing {', '.join(missing)} (only a profile with detect: true may omit them)")
+            if set(self.peak_gops) != {"fp32", "fp16", "int8"}:
+                raise ValueError("peak_gops needs fp32, fp16 and int8 entries")
+        return self
+
+
+# ----------------------------------------------------------------------------- targets
+class Budgets(Strict):
+    latency_ms: PositiveFloat | None = None
+    memory_mb: PositiveFloat | None = None
+    max_accuracy_drop: Annotated[float, Field(ge=0)] | None = None  # percentage points
+
+    def merged(self, override: Budgets) -> Budgets:
+        """These budgets with every field `override` sets replacing ours."""
+        return self.model_copy(update=override.model_dump(exclude_none=True))
+
+
+class Target(Strict):
+    """Where a model is deployed: a profile + a runtime + a precision + default budgets."""
+
+    name: str
+    description: str
+    profile: str
+    runtime: RuntimeName
+    precision: Precision
+    batch_size: int = Field(default=1, gt=0)
+    budgets: Budgets
+
+
+# ----------------------------------------------------------------------------- build config
+class Preprocess(Strict):
+    """Pixels are scaled to 0..1, resized to input_size, then (x - mean) / std per channel."""
+
+    input_size: tuple[Annotated[int, Field(gt=0)], Annotated[int, Field(gt=0)]] | None = None
+    mean: list[float] | None = None
+    std: list[Annotated[float, Field(gt=0)]] | None = None
+
+    @model_validator(mode="after")
+    def _same_channels(self) -> Preprocess:
+        if self.mean is not None and self.std is not None and len(self.mean) != len(self.std):
+            raise ValueError(f"mean has {len(self.mean)} values but std has {len(self.std)}")
+        return self
+
+
+class TeacherSpec(Strict):
+    source: str | None = None  # None: the embedded digits teacher
+    weights: Path | None = None
+    trust_pickle: bool = False
+
+
+class SearchConfig(Strict):
+    spaces: list[str] = ["mobilenetv2", "resnet"]
+    score: str = "nwot"
+    max_candidates: int = Field(default=32, gt=0)
+    # A student exists to be faster: candidates predicted slower than this share of the teacher are dropped.
+    max_teacher_latency_ratio: float = Field(default=0.5, gt=0, le=1)
+    score_batch_size: int = Field(default=64, gt=1)
+
+
+class DistillConfig(Strict):
+    method: str = "kd"
+    epochs: int = Field(default=30, gt=0)
+    batch_size: int = Field(default=64, gt=0)
+    lr: PositiveFloat = 0.05
+    weight_decay: Annotated[float, Field(ge=0)] = 5e-4
+    temperature: PositiveFloat = 4.0
+    kd_weight: Annotated[float, Field(ge=0, le=1)] = 0.9  # lambda in (1-l)*CE + l*T^2*KL
+
+
+class BuildConfig(Strict):
+    target: str = "host-cpu"
+    teacher: TeacherSpec = TeacherSpec()
+    data: str = "digits"
+    preprocess: Preprocess = Preprocess()
+    budgets: Budgets = Budgets()  # overrides of the target's defaults
+    search: SearchConfig = SearchConfig()
+    distill: DistillConfig = DistillConfig()
+    out: Path | None = None
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+
+# ----------------------------------------------------------------------------- loading
+def format_validation_error(where: str, err: ValidationError) -> str:
+    """One line: the file (or option), the dotted field, and what is wrong with it."""
+    first = err.errors()[0]
+    field = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    msg = first["msg"]
+    if first["type"] == "extra_forbidden":
+        msg = "unknown field; remove it or check its spelling"
+    more = f" (and {err.error_count() - 1} more)" if err.error_count() > 1 else ""
+    return f"{where}: field '{field}': {msg}{more}"
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise InputError(f"{path}: file not found") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise InputError(f"{path}:{where} is not valid YAML ({getattr(e, 'problem', e)}); fix the syntax") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: expected a mapping of fields at the top level, got {type(data).__name__}")
+    return data
+
+
+def validate(model: type[Strict], data: dict[str, Any], where: str):
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        raise InputError(format_validation_error(where, e)) from None
+
+
+def data_dir(kind: Literal["profiles", "targets"]) -> Path:
+    """profiles/ and targets/: inside the installed wheel, or at the top of a source checkout."""
+    packaged = Path(__file__).parent / "_data" / kind
+    return packaged if packaged.is_dir() else Path(__file__).parents[1] / kind
+
+
+def _load_named(kind: Literal["profiles", "targets"], model: type[Strict], name_or_path: str):
+    path = Path(name_or_path)
+    if path.suffix not in (".yaml", ".yml"):
+        path = data_dir(kind) / f"{name_or_path}.yaml"
+        if not path.is_file():
+            known = ", ".join(list_names(kind))
+            option = "--target" if kind == "targets" else "profile"
+            raise InputError(f"unknown {kind[:-1]} '{name_or_path}' ({option}); known: {known}, "
+                             f"or a path to a .yaml file")
+    obj = validate(model, read_yaml(path), str(path))
+    if path.parent == data_dir(kind) and obj.name != path.stem:
+        raise InputError(f"{path}: field 'name' is '{obj.name}' but the file is {path.name}; make them agree")
+    return obj
+
+
+def list_names(kind: Literal["profiles", "targets"]) -> list[str]:
+    return sorted(p.stem for p in data_dir(kind).glob("*.yaml"))
+
+
+def load_target(name_or_path: str) -> Target:
+    return _load_named("targets", Target, name_or_path)
+
+
+def load_profile(name_or_path: str) -> Profile:
+    """A profile; `detect: true` profiles (host) are completed from this machine."""
+    profile = _load_named("profiles", Profile, name_or_path)
+    if profile.detect:
+        from edgekd.hostinfo import detect_profile
+
+        profile = detect_profile(profile)
+    return profile
+
+
+def apply_overrides(data: dict[str, Any], pairs: list[str]) -> dict[str, Any]:
+    """--set a.b=value pairs; values are parsed as YAML scalars (numbers, booleans, lists)."""
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise InputError(f"--set '{pair}': expected key=value, e.g. --set distill.epochs=5")
+        node = data
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise InputError(f"--set '{pair}': '{part}' is not a section")
+        try:
+            node[leaf] = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            raise InputError(f"--set '{pair}': value is not a valid YAML scalar") from None
+    return data
+
+
+def load_build_config(path: Path | None, overrides: dict[str, Any], pairs: list[str],
+                      base: dict[str, Any] | None = None, base_name: str = "") -> BuildConfig:
+    """Config file (or `base`, a config an earlier run saved) < explicit CLI options < --set pairs,
+    validated once at the end."""
+    data = read_yaml(path) if path else dict(base or {})
+    for dotted, value in overrides.items():
+        if value is None:
+            continue
+        node = data
+        *parents, leaf = dotted.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    apply_overrides(data, pairs)
+    where = str(path) if path else base_name or "options"
+    if pairs:
+        where += " (with --set " + " ".join(pairs) + ")"
+    return validate(BuildConfig, data, where)

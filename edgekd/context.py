@@ -1,0 +1,91 @@
+"""Everything a stage needs, resolved and validated once before any output is written."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import cached_property
+from pathlib import Path
+
+import torch
+from rich.console import Console
+
+from edgekd.config import Budgets, BuildConfig, Profile, Target, load_profile, load_target
+from edgekd.data import Dataset, load_data
+from edgekd.errors import InputError
+from edgekd.models.teacher import EMBEDDED, Teacher, load_teacher, teacher_accuracy
+
+
+@dataclass
+class Context:
+    cfg: BuildConfig
+    target: Target
+    profile: Profile
+    budgets: Budgets
+    teacher: Teacher
+    data: Dataset
+    out: Path
+    device: torch.device
+    console: Console = field(default_factory=Console)
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        p = self.data.preprocessing
+        return (p.channels, *p.input_size)
+
+    def stage_dir(self, name: str) -> Path:
+        path = self.out / name
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    @cached_property
+    def teacher_accuracy(self) -> float:
+        """The teacher as supplied (torch, or ONNX through onnxruntime) on the held-out split."""
+        x, y = self.data.split("val")
+        return teacher_accuracy(self.teacher, x, y, self.device)
+
+    def save_config(self) -> None:
+        (self.out / "config.json").write_text(self.cfg.model_dump_json(indent=2))
+
+
+def default_out(target: str) -> Path:
+    return Path("export") / f"{Path(target).stem}-{datetime.now():%Y%m%d-%H%M%S}"
+
+
+def make_context(cfg: BuildConfig, console: Console | None = None) -> Context:
+    """Validate target, profile, teacher and data (raising InputError) without writing to OUT."""
+    from edgekd.distill.trainer import pick_device
+
+    console = console or Console()
+    target = load_target(cfg.target)
+    profile = load_profile(target.profile)
+    if target.runtime not in profile.runtimes:
+        raise InputError(f"target '{target.name}': runtime '{target.runtime}' is not one of profile "
+                         f"'{profile.name}' runtimes {profile.runtimes}")
+    device = pick_device(cfg.device)
+    teacher = load_teacher(cfg.teacher)
+    if teacher.source == EMBEDDED and cfg.data != "digits":
+        raise InputError(f"--data {cfg.data} needs --teacher: the embedded teacher only knows the digits data")
+    data = load_data(cfg.data, cfg.preprocess, cfg.seed, channels=teacher.in_channels,
+                     default_size=teacher.input_size, default_norm=teacher.default_norm)
+    if teacher.num_classes is not None and teacher.num_classes != data.num_classes:
+        raise InputError(f"--teacher {teacher.source} predicts {teacher.num_classes} classes but --data "
+                         f"{cfg.data} has {data.num_classes}")
+    if teacher.source == EMBEDDED:
+        from edgekd.models.digits_teacher import embedded_teacher
+
+        teacher.module = embedded_teacher(data, cfg.seed, device)
+        teacher.num_classes = data.num_classes
+    elif teacher.module is not None:
+        teacher.module.to(device).eval()
+    out = cfg.out or default_out(target.name)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out '{out}': exists and is not a folder")
+    return Context(cfg, target, profile, target.budgets.merged(cfg.budgets), teacher, data, out, device, console)
+
+
+def load_saved_config(out: Path) -> dict | None:
+    """The config an earlier run saved in OUT (stage commands resume from it)."""
+    path = out / "config.json"
+    return json.loads(path.read_text()) if path.is_file() else None

@@ -1,0 +1,1 @@
+"""Latency and memory prediction for devices edgekd cannot run on (see roofline.py)."""

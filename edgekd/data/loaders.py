@@ -1,0 +1,146 @@
+"""Raw loaders: each returns pixels as (N, C, H, W), labels, class names, and the 0..1 scale."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edgekd.errors import InputError
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
+
+
+@dataclass(frozen=True)
+class RawData:
+    x: np.ndarray
+    y: np.ndarray
+    classes: list[str]
+    scale: float
+    train_idx: np.ndarray | None = None  # set when the source has its own train/val split
+    val_idx: np.ndarray | None = None
+
+
+def load_raw(spec: str, size: tuple[int, int] | None, seed: int) -> RawData:
+    if spec == "digits":
+        return load_digits()
+    path = Path(spec)
+    if path.suffix == ".npz":
+        return load_npz(path)
+    if path.is_dir():
+        return load_folder(path, size)
+    if not path.exists():
+        raise InputError(f"--data '{spec}': no such file or folder; give 'digits', an ImageFolder folder or a .npz")
+    raise InputError(f"--data '{spec}': not a folder or a .npz file; give 'digits', an ImageFolder folder or a .npz")
+
+
+def load_digits() -> RawData:
+    """scikit-learn's 1,797 real 8x8 handwritten digits (values 0..16), shipped inside scikit-learn."""
+    from sklearn.datasets import load_digits as sk_digits
+
+    d = sk_digits()
+    x = d.images.astype(np.uint8)[:, None]
+    return RawData(x=x, y=d.target.astype(np.int64), classes=[str(c) for c in d.target_names], scale=16.0)
+
+
+def _check_labels(y: np.ndarray, n: int, where: str) -> np.ndarray:
+    if y.ndim != 1 or len(y) != n:
+        raise InputError(f"{where}: 'y' must be a 1-D array of {n} labels, got shape {y.shape}")
+    if not np.issubdtype(y.dtype, np.integer) or y.min() < 0:
+        raise InputError(f"{where}: 'y' must hold non-negative integer class labels, got {y.dtype}")
+    if len(np.unique(y)) < 2:
+        raise InputError(f"{where}: 'y' has a single class; distillation needs at least 2")
+    return y.astype(np.int64)
+
+
+def load_npz(path: Path) -> RawData:
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            arrays = {k: f[k] for k in f.files}
+    except FileNotFoundError:
+        raise InputError(f"--data '{path}': file not found") from None
+    except (ValueError, OSError) as e:
+        raise InputError(f"--data '{path}': not a readable .npz without pickled objects ({e})") from None
+    for key in ("x", "y"):
+        if key not in arrays:
+            raise InputError(f"--data '{path}': missing array '{key}' (has {sorted(arrays)}); "
+                             "save with np.savez(f, x=..., y=...)")
+    x = arrays["x"]
+    if x.ndim == 3:
+        x = x[:, None]
+    elif x.ndim == 4 and x.shape[-1] in (1, 3) and x.shape[1] not in (1, 3):
+        x = x.transpose(0, 3, 1, 2)
+    if x.ndim != 4 or x.shape[1] not in (1, 3):
+        raise InputError(f"--data '{path}': 'x' must be (N,H,W), (N,H,W,C) or (N,C,H,W) with C 1 or 3, "
+                         f"got {arrays['x'].shape}")
+    if x.dtype == np.uint8:
+        scale = 255.0
+    elif np.issubdtype(x.dtype, np.floating) and x.size and x.min() >= 0 and x.max() <= 1:
+        x, scale = x.astype(np.float32), 1.0
+    else:
+        raise InputError(f"--data '{path}': 'x' must be uint8 pixels or floats in 0..1, got {x.dtype}")
+    y = _check_labels(arrays["y"], len(x), f"--data '{path}'")
+    classes = [str(c) for c in range(int(y.max()) + 1)]
+    return RawData(x=np.ascontiguousarray(x), y=y, classes=classes, scale=scale)
+
+
+def _list_classes(root: Path) -> dict[str, list[Path]]:
+    classes = {}
+    for d in sorted(p for p in root.iterdir() if p.is_dir()):
+        files = sorted(f for f in d.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES)
+        if files:
+            classes[d.name] = files
+    return classes
+
+
+def load_folder(root: Path, size: tuple[int, int] | None) -> RawData:
+    """ImageFolder layout: root/<class>/*, or root/train/<class>/* and root/val/<class>/*."""
+    if (root / "train").is_dir() and (root / "val").is_dir():
+        train, val = _list_classes(root / "train"), _list_classes(root / "val")
+        if sorted(train) != sorted(val):
+            raise InputError(f"--data '{root}': train/ has classes {sorted(train)} but val/ has {sorted(val)}")
+        splits = [train, val]
+    else:
+        splits = [_list_classes(root)]
+    classes = sorted(splits[0])
+    if len(classes) < 2:
+        found = f"one class ('{classes[0]}')" if classes else "no class folders with images"
+        raise InputError(f"--data '{root}': found {found}; an ImageFolder needs a sub-folder of images per "
+                         "class and at least 2 classes")
+    files = [(f, classes.index(c)) for split in splits for c in classes for f in split[c]]
+    x, y = _read_images(files, size)
+    if len(splits) == 2:
+        n_train = sum(len(v) for v in splits[0].values())
+        idx = np.arange(len(y))
+        return RawData(x, y, classes, 255.0, train_idx=idx[:n_train], val_idx=idx[n_train:])
+    return RawData(x, y, classes, 255.0)
+
+
+def _read_images(files: list[tuple[Path, int]], size: tuple[int, int] | None) -> tuple[np.ndarray, np.ndarray]:
+    from PIL import Image, UnidentifiedImageError
+
+    images, modes, first = [], set(), None
+    for path, _ in files:
+        try:
+            with Image.open(path) as im:
+                im.load()
+                modes.add(im.mode)
+                images.append(im.copy())
+        except (UnidentifiedImageError, OSError) as e:
+            raise InputError(f"--data: cannot read image {path} ({e}); remove or replace it") from None
+        if size is None:
+            if first is None:
+                first = (path, im.size)
+            elif im.size != first[1]:
+                raise InputError(f"--data: images have different sizes ({first[1][0]}x{first[1][1]} in {first[0]}, "
+                                 f"{im.size[0]}x{im.size[1]} in {path}); pass --input-size H,W to resize them")
+    mode = "L" if modes <= {"L", "1"} else "RGB"
+    arrays = []
+    for im in images:
+        im = im.convert(mode)
+        if size is not None and im.size != (size[1], size[0]):
+            im = im.resize((size[1], size[0]), Image.BILINEAR)
+        a = np.asarray(im, np.uint8)
+        arrays.append(a[None] if a.ndim == 2 else a.transpose(2, 0, 1))
+    return np.stack(arrays), np.array([label for _, label in files], np.int64)

@@ -1,0 +1,98 @@
+"""Detect the `host` profile's numbers on this machine.
+
+Cores, RAM and architecture are read from the OS; compute and bandwidth are *measured* with short
+numpy microbenchmarks (achievable, not datasheet, peaks) and cached per machine in the XDG cache.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+
+from edgekd.config import Profile, Sourced
+
+
+def cache_dir() -> Path:
+    root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    path = root / "edgekd"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def _best_seconds(fn, repeats: int) -> float:
+    fn()  # warm-up: page faults, BLAS thread start
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def _measure() -> dict[str, float]:
+    n = 768
+    a = np.random.default_rng(0).random((n, n), dtype=np.float32)
+    matmul_gflops = 2 * n**3 / _best_seconds(lambda: a @ a, 7) / 1e9
+    big = np.ones(16 * 2**20, dtype=np.float32)  # 64 MiB, well beyond the caches
+    dst = np.empty_like(big)
+    copy_gbs = 2 * big.nbytes / _best_seconds(lambda: np.copyto(dst, big), 5) / 1e9  # read + write
+    return {"fp32_gflops": matmul_gflops, "copy_gbs": copy_gbs}
+
+
+def host_measurements() -> dict[str, float]:
+    key = f"{cpu_name()}|{usable_cores()}|{platform.machine()}".encode().hex()[:48]
+    path = cache_dir() / f"host-{key}.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    found = _measure()
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(found))
+    os.replace(tmp, path)
+    return found
+
+
+def detect_profile(template: Profile) -> Profile:
+    """Fill a `detect: true` profile from this machine; fields the YAML sets explicitly are kept."""
+    import psutil
+
+    measured = host_measurements()
+    cores = usable_cores()
+    fp32 = measured["fp32_gflops"]
+    found = {
+        "arch": platform.machine() if platform.machine() in ("x86_64", "aarch64") else template.arch,
+        "description": f"{template.description} ({cpu_name()}, {cores} cores)",
+        "threads": template.threads or cores,
+        "cores": Sourced(value=cores, source="os.sched_getaffinity on this host"),
+        "ram_mb": Sourced(value=psutil.virtual_memory().total / 2**20, source="psutil.virtual_memory on this host"),
+        "memory_bandwidth_gbs": Sourced(value=measured["copy_gbs"],
+                                        source="measured: numpy copy of 64 MiB on this host"),
+        "peak_gops": {
+            "fp32": Sourced(value=fp32, source="measured: numpy float32 768^3 matmul on this host (best of 7)"),
+            "fp16": Sourced(value=fp32, source="assumed equal to fp32: CPU runtimes compute fp16 models in fp32"),
+            "int8": Sourced(value=2 * fp32, source="assumed 2x fp32 (int8 dot products); not measured"),
+        },
+    }
+    keep = {k: v for k, v in found.items() if k in ("arch", "description") or getattr(template, k) is None}
+    return template.model_copy(update=keep)

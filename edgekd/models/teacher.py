@@ -1,0 +1,190 @@
+"""Load the teacher from what users have: ONNX, torch.export (.pt2), TorchScript, or a torchvision
+architecture plus weights. Files are loaded without unpickling arbitrary objects; a pickled whole
+module is refused unless the user says they trust it (--trust-pickle).
+"""
+
+from __future__ import annotations
+
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from edgekd.config import TeacherSpec
+from edgekd.errors import InputError
+
+IMAGENET_NORM = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+EMBEDDED = "embedded:digits-resnet"
+
+
+@dataclass
+class Teacher:
+    source: str
+    in_channels: int
+    input_size: tuple[int, int] | None  # fixed spatial size the teacher demands, if any
+    num_classes: int | None
+    default_norm: tuple | None  # (mean, std) the teacher was trained with, when known
+    module: nn.Module | None = None  # torch teachers
+    onnx_path: Path | None = None  # ONNX teachers run through onnxruntime
+    _ort = None
+
+    @property
+    def params(self) -> int:
+        if self.module is not None:
+            return sum(p.numel() for p in self.module.parameters())
+        import onnx
+        from onnx import numpy_helper
+
+        model = onnx.load(str(self.onnx_path))
+        return int(sum(numpy_helper.to_array(t).size for t in model.graph.initializer))
+
+    @torch.no_grad()
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Teacher logits for a batch, on x's device."""
+        if self.module is not None:
+            return self.module(x).float()
+        if self._ort is None:
+            from edgekd.runtimes.onnxruntime_backend import OrtSession
+
+            self._ort = OrtSession(self.onnx_path, threads=torch.get_num_threads())
+        out = self._ort.run(x.detach().float().cpu().numpy())
+        return torch.from_numpy(out).to(x.device)
+
+
+def _first_conv_channels(module: nn.Module) -> int:
+    """Input channels from the first 4-D (convolution) weight; works for TorchScript and export too."""
+    for p in module.parameters():
+        if p.ndim == 4:
+            return int(p.shape[1])
+    raise InputError("teacher: no convolution weights found; edgekd distils image classifiers")
+
+
+def load_teacher(spec: TeacherSpec) -> Teacher:
+    """The teacher a spec names (None: the embedded digits teacher, trained later on the data)."""
+    src = spec.source
+    if src is None:
+        return Teacher(EMBEDDED, in_channels=1, input_size=None, num_classes=None, default_norm=None)
+    if src.startswith("torchvision:"):
+        return _torchvision(src.split(":", 1)[1], spec.weights)
+    path = Path(src)
+    if not path.is_file():
+        raise InputError(f"--teacher '{src}': file not found")
+    if spec.weights is not None:
+        raise InputError("--teacher-weights is only for --teacher torchvision:NAME; a model file carries its weights")
+    suffix = path.suffix.lower()
+    if suffix == ".onnx":
+        return _onnx(path)
+    if suffix == ".pt2":
+        try:
+            module = torch.export.load(str(path)).module()
+        except Exception as e:  # the loader raises many types on a foreign or damaged file
+            raise InputError(f"--teacher '{path}': not a readable torch.export archive "
+                             f"({type(e).__name__}: {e})") from None
+        return Teacher(str(path), _first_conv_channels(module), None, None, None, module=module)
+    return _torch_file(path, spec.trust_pickle)
+
+
+def _onnx(path: Path) -> Teacher:
+    import onnx
+
+    try:
+        model = onnx.load(str(path))
+        onnx.checker.check_model(model)
+    except Exception as e:  # DecodeError, ValidationError, ...
+        raise InputError(f"--teacher '{path}': not a valid ONNX model ({type(e).__name__}: "
+                         f"{str(e).splitlines()[0] if str(e) else ''}); re-export it") from None
+    inputs = [i for i in model.graph.input if i.name not in {t.name for t in model.graph.initializer}]
+    if len(inputs) != 1:
+        raise InputError(f"--teacher '{path}': expected one image input, found {len(inputs)}")
+    dims = [d.dim_value if d.HasField("dim_value") else None for d in inputs[0].type.tensor_type.shape.dim]
+    if len(dims) != 4 or dims[1] is None:
+        raise InputError(f"--teacher '{path}': input must be (batch, channels, height, width), got {dims}")
+    size = (dims[2], dims[3]) if dims[2] and dims[3] else None
+    out = [d.dim_value for d in model.graph.output[0].type.tensor_type.shape.dim]
+    classes = out[-1] if out and out[-1] else None
+    return Teacher(str(path), dims[1], size, classes, None, onnx_path=path)
+
+
+def _is_torchscript(path: Path) -> bool:
+    try:
+        with zipfile.ZipFile(path) as z:
+            return any(n.endswith("constants.pkl") or "/code/" in n for n in z.namelist())
+    except zipfile.BadZipFile:
+        return False
+
+
+def _torch_file(path: Path, trust_pickle: bool) -> Teacher:
+    if _is_torchscript(path):
+        try:
+            module = torch.jit.load(str(path), map_location="cpu").eval()
+        except Exception as e:
+            raise InputError(f"--teacher '{path}': damaged TorchScript archive ({e})") from None
+        return Teacher(str(path), _first_conv_channels(module), None, None, None, module=module)
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:
+        if not trust_pickle:
+            raise InputError(f"--teacher '{path}': a pickled Python object, and loading it would run arbitrary "
+                             "code; save it with torch.export or TorchScript, or pass --trust-pickle if you "
+                             "trust this file") from None
+        obj = torch.load(path, map_location="cpu", weights_only=False)
+    if isinstance(obj, dict):
+        raise InputError(f"--teacher '{path}': holds a state_dict, not a model; use "
+                         f"--teacher torchvision:NAME --teacher-weights {path}")
+    if not isinstance(obj, nn.Module):
+        raise InputError(f"--teacher '{path}': holds a {type(obj).__name__}, not a torch module")
+    return Teacher(str(path), _first_conv_channels(obj), None, None, None, module=obj.eval())
+
+
+def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """Weights from .safetensors, or a state_dict loaded with weights_only=True (never a pickle)."""
+    if not path.is_file():
+        raise InputError(f"--teacher-weights '{path}': file not found")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(str(path))
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise InputError(f"--teacher-weights '{path}': not a safetensors file or plain state_dict ({e})") from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise InputError(f"--teacher-weights '{path}': expected a dict of tensors (a state_dict)")
+    return state
+
+
+def _torchvision(name: str, weights: Path | None) -> Teacher:
+    import torchvision
+
+    if name not in torchvision.models.list_models():
+        import difflib
+
+        close = difflib.get_close_matches(name, torchvision.models.list_models(), n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise InputError(f"--teacher torchvision:{name}: no such torchvision model{hint}")
+    if weights is None:
+        raise InputError(f"--teacher torchvision:{name} needs --teacher-weights FILE (.safetensors or state_dict); "
+                         "this machine cannot download pretrained weights")
+    state = load_state_dict(weights)
+    head = [v for v in state.values() if v.ndim == 2]
+    if not head:
+        raise InputError(f"--teacher-weights '{weights}': no classifier weight matrix found")
+    num_classes = head[-1].shape[0]
+    module = torchvision.models.get_model(name, weights=None, num_classes=num_classes)
+    try:
+        module.load_state_dict(state)
+    except RuntimeError as e:
+        raise InputError(f"--teacher-weights '{weights}' do not fit torchvision:{name}: "
+                         f"{str(e).splitlines()[1].strip() if len(str(e).splitlines()) > 1 else e}") from None
+    return Teacher(f"torchvision:{name}", 3, None, num_classes, IMAGENET_NORM, module=module.eval())
+
+
+def teacher_accuracy(teacher: Teacher, x: np.ndarray, y: np.ndarray, device: torch.device) -> float:
+    correct = 0
+    for i in range(0, len(x), 256):
+        logits = teacher.logits(torch.from_numpy(x[i:i + 256]).to(device))
+        correct += int((logits.argmax(1).cpu().numpy() == y[i:i + 256]).sum())
+    return correct / len(y)

@@ -1,0 +1,96 @@
+"""build(): search -> distill -> export -> compile -> check, budgets checked after each stage.
+
+A stage that fails (a budget that cannot be met, a parity failure) stops the run; the report is still
+written with that stage failed and the later ones skipped, and the CLI exits 1.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from edgekd.context import Context
+from edgekd.errors import StageFailed
+from edgekd.report import Report, StageRecord, environment, print_summary, write_report
+
+STAGES = ("search", "distill", "export", "compile", "check")
+
+
+def _relative(path, out: Path) -> str:
+    try:
+        return str(Path(path).resolve().relative_to(out.resolve()))
+    except ValueError:
+        return str(path)
+
+
+def build(ctx: Context) -> Report:
+    from edgekd.checks import run_check
+    from edgekd.compile import run_compile
+    from edgekd.distill import run_distill
+    from edgekd.onnx_export import run_export
+    from edgekd.runtimes import create_backend
+    from edgekd.search import run_search
+
+    ctx.out.mkdir(parents=True, exist_ok=True)
+    ctx.save_config()
+    t = ctx.target
+    report = Report(target={"name": t.name, "profile": ctx.profile.name, "runtime": t.runtime,
+                            "precision": t.precision, "batch_size": t.batch_size},
+                    seed=ctx.cfg.seed,
+                    extra={"preprocessing": ctx.data.preprocessing.as_dict(),
+                           "data": {"source": ctx.data.source, "classes": ctx.data.num_classes,
+                                    "train": len(ctx.data.train_idx), "val": len(ctx.data.val_idx),
+                                    "calibration": len(ctx.data.calib_idx)},
+                           "distillation": ctx.cfg.distill.model_dump()})
+    report.teacher = {"source": ctx.teacher.source, "params": ctx.teacher.params}
+    state: dict = {}
+
+    def search():
+        state["search"] = run_search(ctx)
+
+    def distill():
+        state["distill"] = run_distill(ctx, state["search"]["pick"])
+        info = state["distill"]
+        report.student.update({"arch": info["arch"], "params": info["params"], "method": info["method"],
+                               "torch_accuracy": info["torch_accuracy"]})
+
+    def export():
+        state["export"] = run_export(ctx)
+        report.artifacts["onnx"] = _relative(state["export"]["student"], ctx.out)
+        report.student["parity"] = state["export"]["student_parity"]
+
+    def compile_():
+        artifacts, reason = run_compile(ctx, Path(state["export"]["student"]), Path(state["export"]["teacher"]))
+        state["compile"] = artifacts
+        report.artifacts["compiled"] = _relative(artifacts["student"].path, ctx.out)
+        report.student["artifact"] = artifacts["student"].to_dict() | {"path": report.artifacts["compiled"]}
+        return reason
+
+    def check():
+        student, teacher, budgets = run_check(ctx, state["compile"], Path(state["export"]["student"]),
+                                              Path(state["export"]["teacher"]))
+        report.student.update(student)
+        report.teacher.update(teacher | {"precision": "fp32"})
+        report.budgets = budgets
+
+    steps = {"search": search, "distill": distill, "export": export, "compile": compile_, "check": check}
+    failed = ""
+    for name in STAGES:
+        if failed:
+            report.stages.append(StageRecord(name, "skipped", 0.0, f"not run: {failed} failed"))
+            continue
+        start = time.perf_counter()
+        try:
+            reason = steps[name]()
+            status = "skipped" if reason else "passed"
+            report.stages.append(StageRecord(name, status, time.perf_counter() - start, reason or ""))
+        except StageFailed as e:
+            report.budgets = report.budgets or list(getattr(e, "budgets", []))
+            report.stages.append(StageRecord(name, "failed", time.perf_counter() - start, str(e)))
+            ctx.console.print(f"[red]{name} failed[/]: {e}")
+            failed = name
+    report.environment = environment(create_backend(t.runtime).versions())
+    write_report(report, ctx.out)
+    print_summary(report, ctx.console)
+    ctx.console.print(f"report: {ctx.out / 'report.json'}")
+    return report

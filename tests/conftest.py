@@ -1,0 +1,68 @@
+"""Shared fixtures: one XDG cache per test session (the embedded teacher trains once), tiny models,
+and one end-to-end build that several tests inspect."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+REPO = Path(__file__).resolve().parents[1]
+CHECK_REPORT = REPO.parent / "shared" / "tools" / "check_report.py"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def xdg_cache(tmp_path_factory):
+    """Keep the embedded teacher and host measurements out of the user's cache, shared by all tests."""
+    path = os.environ.get("EDGEKD_TEST_CACHE") or str(tmp_path_factory.mktemp("xdg-cache"))
+    old = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = path
+    yield Path(path)
+    if old is None:
+        os.environ.pop("XDG_CACHE_HOME", None)
+    else:
+        os.environ["XDG_CACHE_HOME"] = old
+
+
+def cli(*args: str):
+    """Run the edgekd CLI in-process; returns the click Result (exit_code, stdout, stderr)."""
+    from edgekd.cli import app
+
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture(scope="session")
+def tiny_arch():
+    return {"family": "resnet", "widths": [8, 16, 32], "blocks": [1, 1, 1]}
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx(tmp_path_factory, tiny_arch) -> Path:
+    """A small 10-class CNN on 1x8x8 inputs, exported with edgekd's exporter."""
+    from edgekd.models.families import create_model
+    from edgekd.onnx_export import export_onnx
+
+    torch.manual_seed(0)
+    model = create_model(tiny_arch, 1, 10, (8, 8)).eval()
+    return export_onnx(model, (1, 8, 8), tmp_path_factory.mktemp("tiny") / "tiny.onnx", {"test": True})
+
+
+@pytest.fixture(scope="session")
+def host_build(tmp_path_factory) -> Path:
+    """One real `edgekd build --target host-cpu` on the embedded default, with few epochs."""
+    out = tmp_path_factory.mktemp("build") / "host"
+    result = cli("build", "--target", "host-cpu", "--out", out, "--epochs", "3")
+    assert result.exit_code in (0, 1), result.output + result.stderr
+    return out
+
+
+def digits_like_npz(path: Path, n: int = 120, classes: int = 3, size: int = 8) -> Path:
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 255, size=(n, size, size), dtype=np.uint8)
+    y = np.arange(n) % classes
+    np.savez(path, x=x, y=y)
+    return path

@@ -1,0 +1,79 @@
+import numpy as np
+import pytest
+from conftest import digits_like_npz
+from PIL import Image
+
+from edgekd.config import Preprocess
+from edgekd.data import load_data
+from edgekd.errors import InputError
+
+
+def _folder(root, sizes, classes=("a", "b")):
+    for c in classes:
+        (root / c).mkdir(parents=True)
+        for i, size in enumerate(sizes):
+            Image.fromarray(np.full((size, size, 3), 40 * i, np.uint8)).save(root / c / f"{i}.png")
+    return root
+
+
+def test_digits_splits_are_disjoint_and_calibration_comes_from_train():
+    d = load_data("digits", Preprocess(), seed=0)
+    assert d.num_classes == 10 and d.x.shape[1:] == (1, 8, 8)
+    assert not set(d.val_idx) & set(d.train_idx)
+    assert set(d.calib_idx) <= set(d.train_idx) and not set(d.calib_idx) & set(d.val_idx)
+    x, y = d.split("val")
+    assert x.dtype == np.float32 and x.min() >= 0 and x.max() <= 1 and len(x) == len(y)
+
+
+def test_preprocessing_resizes_and_normalizes():
+    d = load_data("digits", Preprocess(input_size=(16, 12), mean=[0.5], std=[0.25]), seed=0)
+    x, _ = d.split("calib")
+    assert x.shape[1:] == (1, 16, 12)
+    assert d.preprocessing.as_dict()["mean"] == [0.5]
+    raw = d.x[d.calib_idx].astype(np.float32) / d.scale
+    np.testing.assert_allclose(x, (raw - 0.5) / 0.25, rtol=1e-5)
+
+
+def test_split_is_deterministic_per_seed():
+    a, b, c = (load_data("digits", Preprocess(), seed=s) for s in (0, 0, 1))
+    assert (a.val_idx == b.val_idx).all() and not (a.val_idx == c.val_idx).all()
+
+
+def test_npz_and_channel_conversion(tmp_path):
+    path = digits_like_npz(tmp_path / "d.npz")
+    d = load_data(str(path), Preprocess(), seed=0, channels=3)
+    assert d.x.shape[1] == 3 and d.num_classes == 3 and d.scale == 255
+
+
+def test_npz_missing_array_is_named(tmp_path):
+    np.savez(tmp_path / "bad.npz", x=np.zeros((4, 8, 8), np.uint8))
+    with pytest.raises(InputError, match="missing array 'y'"):
+        load_data(str(tmp_path / "bad.npz"), Preprocess(), seed=0)
+
+
+def test_image_folder_loads_and_keeps_train_val_split(tmp_path):
+    root = tmp_path / "imgs"
+    _folder(root / "train", [8] * 6)
+    _folder(root / "val", [8] * 2)
+    d = load_data(str(root), Preprocess(), seed=0)
+    assert d.classes == ["a", "b"] and len(d.train_idx) == 12 and len(d.val_idx) == 4
+    assert d.x.shape[1:] == (3, 8, 8)
+
+
+def test_folder_with_one_class_is_refused(tmp_path):
+    root = _folder(tmp_path / "one", [8, 8], classes=("only",))
+    with pytest.raises(InputError, match="one class \\('only'\\).*at least 2 classes"):
+        load_data(str(root), Preprocess(), seed=0)
+
+
+def test_mixed_image_sizes_need_input_size(tmp_path):
+    root = _folder(tmp_path / "mixed", [8, 12, 8, 8, 8])
+    with pytest.raises(InputError, match="different sizes.*--input-size"):
+        load_data(str(root), Preprocess(), seed=0)
+    d = load_data(str(root), Preprocess(input_size=(10, 10)), seed=0)
+    assert d.x.shape[2:] == (10, 10)
+
+
+def test_missing_data_path(tmp_path):
+    with pytest.raises(InputError, match="no such file or folder"):
+        load_data(str(tmp_path / "nope"), Preprocess(), seed=0)

@@ -1,0 +1,67 @@
+import pytest
+import torch
+import torchvision
+from safetensors.torch import save_file
+
+from edgekd.config import TeacherSpec
+from edgekd.errors import InputError
+from edgekd.models.families import create_model
+from edgekd.models.teacher import load_teacher
+
+
+def test_onnx_teacher_runs_through_onnxruntime(tiny_onnx):
+    t = load_teacher(TeacherSpec(source=str(tiny_onnx)))
+    assert t.in_channels == 1 and t.num_classes == 10 and t.module is None and t.params > 0
+    assert t.logits(torch.zeros(3, 1, 8, 8)).shape == (3, 10)
+
+
+def test_corrupt_onnx_is_refused(tmp_path):
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"\x08\x07garbage" * 10)
+    with pytest.raises(InputError, match="not a valid ONNX model"):
+        load_teacher(TeacherSpec(source=str(bad)))
+
+
+def test_missing_teacher_file(tmp_path):
+    with pytest.raises(InputError, match="file not found"):
+        load_teacher(TeacherSpec(source=str(tmp_path / "nope.onnx")))
+
+
+def test_pickled_module_needs_trust(tmp_path, tiny_arch):
+    path = tmp_path / "whole.pt"
+    torch.save(create_model(tiny_arch, 1, 10, (8, 8)), path)
+    with pytest.raises(InputError, match="pickled Python object.*--trust-pickle"):
+        load_teacher(TeacherSpec(source=str(path)))
+    t = load_teacher(TeacherSpec(source=str(path), trust_pickle=True))
+    assert t.logits(torch.zeros(2, 1, 8, 8)).shape == (2, 10)
+
+
+def test_state_dict_file_points_to_teacher_weights(tmp_path, tiny_arch):
+    path = tmp_path / "sd.pt"
+    torch.save(create_model(tiny_arch, 1, 10, (8, 8)).state_dict(), path)
+    with pytest.raises(InputError, match="--teacher-weights"):
+        load_teacher(TeacherSpec(source=str(path)))
+
+
+def test_torchscript_and_torch_export_teachers(tmp_path, tiny_arch):
+    model = create_model(tiny_arch, 1, 10, (8, 8)).eval()
+    torch.jit.trace(model, torch.zeros(1, 1, 8, 8)).save(str(tmp_path / "m.ts"))
+    ts = load_teacher(TeacherSpec(source=str(tmp_path / "m.ts")))
+    torch.export.save(torch.export.export(model, (torch.zeros(2, 1, 8, 8),)), str(tmp_path / "m.pt2"))
+    ep = load_teacher(TeacherSpec(source=str(tmp_path / "m.pt2")))
+    x = torch.randn(2, 1, 8, 8)
+    torch.testing.assert_close(ts.logits(x), model(x))
+    torch.testing.assert_close(ep.logits(x), model(x))
+
+
+def test_torchvision_teacher_from_safetensors(tmp_path):
+    model = torchvision.models.get_model("resnet18", weights=None, num_classes=4)
+    save_file(model.state_dict(), str(tmp_path / "w.safetensors"))
+    t = load_teacher(TeacherSpec(source="torchvision:resnet18", weights=tmp_path / "w.safetensors"))
+    assert t.num_classes == 4 and t.in_channels == 3 and t.default_norm is not None
+    with pytest.raises(InputError, match="did you mean 'resnet18'"):
+        load_teacher(TeacherSpec(source="torchvision:resnet19", weights=tmp_path / "w.safetensors"))
+    with pytest.raises(InputError, match="needs --teacher-weights"):
+        load_teacher(TeacherSpec(source="torchvision:resnet18"))
+    with pytest.raises(InputError, match="do not fit torchvision:resnet34"):
+        load_teacher(TeacherSpec(source="torchvision:resnet34", weights=tmp_path / "w.safetensors"))
