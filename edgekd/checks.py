@@ -66,6 +66,12 @@ def run_check(ctx, artifacts: dict, student_onnx, teacher_onnx) -> tuple[dict, d
     """(student figures, teacher figures, budget results) for the compiled artifacts in `artifacts`."""
     x, y = ctx.data.split("val")
     student_art: Artifact = artifacts["student"]
+    if getattr(ctx.cfg, "remote", None) and student_art.runtime != "onnx":  # everything measured on the device
+        from edgekd.remote import remote_check
+
+        student, teacher = remote_check(ctx, artifacts)
+        drop = 100 * (ctx.teacher_accuracy - student["accuracy"])
+        return student, teacher, compare_budgets(ctx.budgets, student, drop)
     runs_here = student_art.runtime != "onnx"
     eval_art = student_art if runs_here else Artifact(student_onnx, "onnxruntime", "fp32")
     session = create_backend(eval_art.runtime).load(eval_art, ctx.profile.threads)
@@ -73,8 +79,9 @@ def run_check(ctx, artifacts: dict, student_onnx, teacher_onnx) -> tuple[dict, d
     ctx.console.print(f"[bold]check[/]: accuracy {acc:.4f} through {eval_art.runtime} ({eval_art.precision})")
     blocker = local_measurement_blocker(ctx.profile, ctx.target.runtime)
     batch = ctx.target.batch_size
-    student = artifact_figures(eval_art, student_onnx, ctx.profile, ctx.target.precision, batch, ctx.input_shape,
-                               blocker)
+    # The shipped precision (the precision guard may ship float); the target's for an engine not built yet.
+    precision = student_art.precision if runs_here else ctx.target.precision
+    student = artifact_figures(eval_art, student_onnx, ctx.profile, precision, batch, ctx.input_shape, blocker)
     student["accuracy"] = acc
     student["evaluated_with"] = f"{eval_art.runtime} {eval_art.precision}" + (
         "" if runs_here else " (the ONNX artifact; the target runtime is not available here)")
