@@ -12,7 +12,10 @@ import torch
 from typer.testing import CliRunner
 
 REPO = Path(__file__).resolve().parents[1]
-CHECK_REPORT = REPO.parent / "shared" / "tools" / "check_report.py"
+# shared/ sits beside the main checkout; a worktree (wt/issueN) finds it two levels up.
+CHECK_REPORT = next((p / "shared" / "tools" / "check_report.py" for p in (REPO.parent, REPO.parents[1])
+                     if (p / "shared" / "tools" / "check_report.py").is_file()),
+                    REPO.parent / "shared" / "tools" / "check_report.py")
 
 
 @pytest.fixture(scope="session", autouse=True)
