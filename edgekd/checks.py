@@ -25,6 +25,14 @@ def local_measurement_blocker(profile: Profile, runtime: str) -> str | None:
     return f"this host is not a {profile.name} ({profile.arch}); connect one with --remote ssh://..."
 
 
+def local_threads(profile: Profile) -> int:
+    """The profile's threads, but no more than this host's cores: a 4-thread profile timed on 2 cores would
+    measure oversubscription, not the model."""
+    from edgekd.hostinfo import usable_cores
+
+    return min(profile.threads, usable_cores())
+
+
 def artifact_figures(artifact: Artifact, onnx_path, profile: Profile, precision: str, batch: int,
                      input_shape: tuple[int, ...], blocker: str | None) -> dict:
     """Latency and memory of one artifact: measured if nothing blocks it, else predicted."""
@@ -32,10 +40,10 @@ def artifact_figures(artifact: Artifact, onnx_path, profile: Profile, precision:
     if blocker is None:
         import numpy as np
 
-        session = create_backend(artifact.runtime).load(artifact, profile.threads)
+        session = create_backend(artifact.runtime).load(artifact, local_threads(profile))
         x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
         stats = time_calls(lambda: session.run(x))
-        memory = measure_memory_mb(artifact, shape, profile.threads)
+        memory = measure_memory_mb(artifact, shape, local_threads(profile))
         return {"latency_ms": stats.p50_ms, "latency_interval": stats.interval_ms, "latency_source": "measured",
                 "latency_stats": stats.as_dict(), "memory_mb": memory, "memory_source": "measured",
                 "session": session.settings}

@@ -62,7 +62,7 @@ def _remote(ctx):
 
 def _figures(ctx, artifact: Artifact, onnx_path: Path, remote, blocker: str | None, eval_npz: Path | None) -> dict:
     """Accuracy and logits on the held-out split through the artifact's runtime, and its latency."""
-    from edgekd.checks import artifact_figures
+    from edgekd.checks import artifact_figures, local_threads
 
     x, y = ctx.data.split("val")
     if remote is not None:
@@ -74,7 +74,7 @@ def _figures(ctx, artifact: Artifact, onnx_path: Path, remote, blocker: str | No
         return {"accuracy": res["accuracy"], "logits": logits, "latency_ms": res["latency_ms"],
                 "latency_interval": res["latency_interval"], "latency_source": "measured",
                 "device_state": res["device_state"]}
-    session = create_backend(artifact.runtime).load(artifact, ctx.profile.threads)
+    session = create_backend(artifact.runtime).load(artifact, local_threads(ctx.profile))
     accuracy, logits = evaluate_accuracy(session, x, y)
     if blocker is None:
         from edgekd.runtimes.bench import latency_figures
@@ -150,7 +150,7 @@ def _skip(ctx, student_onnx: Path, reason: str, record: dict) -> tuple[dict, str
 
 def run_compile(ctx, student_onnx: Path, teacher_onnx: Path) -> tuple[dict, str]:
     """Returns ({"student": Artifact, "teacher": Artifact | None, "record": dict}, skip reason or "")."""
-    from edgekd.checks import local_measurement_blocker
+    from edgekd.checks import local_measurement_blocker, local_threads
     from edgekd.runtimes.onnxruntime_backend import OrtSession
 
     t, profile = ctx.target, ctx.profile
@@ -173,7 +173,7 @@ def run_compile(ctx, student_onnx: Path, teacher_onnx: Path) -> tuple[dict, str]
     if remote is not None:
         eval_npz = folder / "heldout.npz"
         np.savez(eval_npz, x=x_val, y=y_val)
-    reference = OrtSession(student_onnx, profile.threads if remote is None else 1)
+    reference = OrtSession(student_onnx, local_threads(profile))
     _, ref_logits = evaluate_accuracy(reference, x_val, y_val)
     float_p = FLOAT_PRECISION[t.runtime]
     where = f"on {remote.url}" if remote is not None else "here" if blocker is None else "predicted"

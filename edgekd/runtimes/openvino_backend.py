@@ -26,10 +26,14 @@ class OpenVinoSession:
         shape = compiled.input(0).get_partial_shape()
         self.sample_shape = tuple(d.get_length() if d.is_static else None for d in list(shape)[1:])
         self.request = compiled.create_infer_request()
+        self.ov = ov
 
     def run(self, x: np.ndarray) -> np.ndarray:
-        # share_inputs: no copy of the input into OpenVINO's tensor (tens of microseconds on tiny models).
-        self.request.infer({0: np.ascontiguousarray(x)}, share_inputs=True)
+        # The input wrapped without a copy and set directly: the dict form of infer() costs ~5-10 us more a
+        # call, which is a tenth of a small student's whole latency.
+        x = np.ascontiguousarray(x, np.float32)  # kept alive by this frame while OpenVINO reads it
+        self.request.set_input_tensor(self.ov.Tensor(x, shared_memory=True))
+        self.request.infer()
         return self.request.get_output_tensor(0).data.copy()
 
 
