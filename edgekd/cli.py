@@ -44,6 +44,9 @@ MeanOpt = Annotated[str | None, typer.Option("--mean", help="Per-channel mean of
 StdOpt = Annotated[str | None, typer.Option("--std", help="Per-channel std, e.g. 0.25,0.25,0.25.")]
 SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Override any config field: --set distill.lr=0.01.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+RemoteOpt = Annotated[str | None, typer.Option(
+    "--remote", help="ssh://user@host[:port]: run on that device (key, python: EDGEKD_SSH_KEY, EDGEKD_REMOTE_PYTHON).")]
+RuntimeOpt = Annotated[str | None, typer.Option("--runtime", "-r", help="onnxruntime | openvino | tensorrt.")]
 
 
 def _numbers(option: str, text: str | None, kind=float) -> list | None:
@@ -113,7 +116,7 @@ def build(target: Target = "host-cpu", config: ConfigFile = None, teacher: Teach
           out: OutOpt = None, latency_ms: LatencyOpt = None, memory_mb: MemoryOpt = None,
           max_accuracy_drop: DropOpt = None, epochs: EpochsOpt = None, seed: SeedOpt = None,
           device: DeviceOpt = None, input_size: SizeOpt = None, mean: MeanOpt = None, std: StdOpt = None,
-          set_: SetOpt = None,
+          set_: SetOpt = None, remote: RemoteOpt = None,
           require_measured: Annotated[bool, typer.Option("--require-measured",
                                                          help="Exit 0 only if every budget was measured.")] = False):
     """Search, distil, export, compile and check a student for a target; writes OUT/report.json."""
@@ -122,7 +125,7 @@ def build(target: Target = "host-cpu", config: ConfigFile = None, teacher: Teach
 
     opts = _options(target, teacher, teacher_weights, trust_pickle, data, seed, device, input_size, mean, std,
                     latency_ms, memory_mb, max_accuracy_drop, epochs)
-    cfg = load_build_config(config, {**opts, "out": str(out) if out else None}, set_ or [])
+    cfg = load_build_config(config, {**opts, "out": str(out) if out else None, "remote": remote}, set_ or [])
     report = run_build(_context(cfg))
     unmeasured = [b.name for b in report.budgets if b.source != "measured"]
     if require_measured and unmeasured:
@@ -228,11 +231,6 @@ def export_(out: Annotated[Path, typer.Option("--out", help="Run folder holding 
     run_export(_context(build_config(None, out, set_)))
 
 
-RemoteOpt = Annotated[str | None, typer.Option(
-    "--remote", help="ssh://user@host[:port]: run on that device (key, python: EDGEKD_SSH_KEY, EDGEKD_REMOTE_PYTHON).")]
-RuntimeOpt = Annotated[str | None, typer.Option("--runtime", "-r", help="onnxruntime | openvino | tensorrt.")]
-
-
 @app.command("compile")
 @handle_errors
 def compile_(model: Annotated[Path | None, typer.Argument(help="One .onnx to compile (else the run in --out).")] = None,
@@ -256,11 +254,10 @@ def compile_(model: Annotated[Path | None, typer.Argument(help="One .onnx to com
         if remote:
             from edgekd.remote import remote_compile
 
-            artifact = remote_compile(remote, model, runtime, precision or "", out, batch, calibration)
+            artifact = remote_compile(remote, model, runtime, precision, out, batch, calibration)
         else:
             artifact = compile_model(model, out, runtime, precision, calibration, batch, mobile)
-        console.print_json(json.dumps(artifact.to_dict(), default=str)) if as_json else console.print(
-            f"wrote {artifact.path}")
+        print(json.dumps(artifact.to_dict(), default=str)) if as_json else console.print(f"wrote {artifact.path}")
         return
     if out is None:
         raise InputError("compile: give --out (a run folder holding export/), or a MODEL.onnx")
@@ -304,13 +301,23 @@ def bench(model: Annotated[Path, typer.Argument(help="Artifact: .onnx, .ort, Ope
           threads: Annotated[int | None, typer.Option(min=1, help="Threads (default: the usable cores).")] = None,
           eval_: Annotated[Path | None, typer.Option("--eval", help="Also top-1 accuracy on an .npz (x, y).")] = None,
           logits: Annotated[Path | None, typer.Option(help="With --eval: save the logits (.npy) here.")] = None,
-          as_json: JsonOpt = False, remote: RemoteOpt = None):
+          as_json: JsonOpt = False, remote: RemoteOpt = None,
+          trtexec: Annotated[bool, typer.Option("--trtexec", help="With --remote: time with trtexec on the device "
+                                                "(GPU compute and host latency), no edgekd needed there.")] = False):
     """Latency (p50 with its interval; GPU compute apart on TensorRT), memory and accuracy of one artifact."""
     from edgekd.runtimes import artifact_from_path
     from edgekd.runtimes.bench import bench as run_bench
     from edgekd.runtimes.bench import print_bench
 
     artifact = artifact_from_path(model, runtime)
+    if trtexec:
+        from edgekd.errors import InputError
+        from edgekd.remote import remote_trtexec
+
+        if not remote:
+            raise InputError("--trtexec runs on the device: give --remote ssh://user@host")
+        print(json.dumps(remote_trtexec(remote, model, artifact.precision, batch), default=str))
+        return
     if remote:
         import shutil
 

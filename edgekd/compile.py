@@ -60,7 +60,8 @@ def _remote(ctx):
     return parse_remote(url) if url else None
 
 
-def _figures(ctx, artifact: Artifact, onnx_path: Path, remote, blocker: str | None, eval_npz: Path | None) -> dict:
+def _figures(ctx, artifact: Artifact, onnx_path: Path, remote, blocker: str | None, eval_npz: Path | None,
+             timing: bool = True) -> dict:
     """Accuracy and logits on the held-out split through the artifact's runtime, and its latency."""
     from edgekd.checks import artifact_figures, local_threads
 
@@ -76,6 +77,8 @@ def _figures(ctx, artifact: Artifact, onnx_path: Path, remote, blocker: str | No
                 "device_state": res["device_state"]}
     session = create_backend(artifact.runtime).load(artifact, local_threads(ctx.profile))
     accuracy, logits = evaluate_accuracy(session, x, y)
+    if not timing:
+        return {"accuracy": accuracy, "logits": logits}
     if blocker is None:
         from edgekd.runtimes.bench import latency_figures
 
@@ -86,6 +89,15 @@ def _figures(ctx, artifact: Artifact, onnx_path: Path, remote, blocker: str | No
                                   ctx.input_shape, blocker)
     keep = ("latency_ms", "latency_interval", "latency_source")
     return {"accuracy": accuracy, "logits": logits, **{k: timing[k] for k in keep}}
+
+
+def _check_parity(parity: dict, precision: str, what: str) -> None:
+    """A float artifact must agree with its ONNX model; INT8's drift is bounded by the accuracy budget."""
+    limits = PARITY_LIMITS.get(precision)
+    if limits and (parity["max_abs_diff"] > limits[0] or parity["top1_agreement"] < limits[1]):
+        raise StageFailed(f"compile: the {what} artifact disagrees with its ONNX model: max |diff| "
+                          f"{parity['max_abs_diff']:.3g} (limit {limits[0]:g}), top-1 agreement "
+                          f"{parity['top1_agreement']:.2%} (limit {limits[1]:.0%})")
 
 
 def precision_guard(candidates: dict[str, dict], max_drop: float | None) -> tuple[str, str]:
@@ -194,11 +206,7 @@ def run_compile(ctx, student_onnx: Path, teacher_onnx: Path) -> tuple[dict, str]
         parity = compare_logits(figures.pop("logits"), ref_logits)
         figures |= {"accuracy_drop": 100 * (teacher_acc - figures["accuracy"]), "parity": parity,
                     "path": artifact.path.name, "settings": artifact.settings}
-        limits = PARITY_LIMITS.get(precision)
-        if limits and (parity["max_abs_diff"] > limits[0] or parity["top1_agreement"] < limits[1]):
-            raise StageFailed(f"compile: the {backend.name} {precision} artifact disagrees with the ONNX model: "
-                              f"max |diff| {parity['max_abs_diff']:.3g} (limit {limits[0]:g}), top-1 agreement "
-                              f"{parity['top1_agreement']:.2%} (limit {limits[1]:.0%})")
+        _check_parity(parity, precision, f"{backend.name} {precision} student")
         candidates[precision], artifacts[precision] = figures, artifact
         ctx.console.print(f"  {precision}: accuracy {figures['accuracy']:.4f}, {figures['latency_ms']:.4g} ms "
                           f"({figures['latency_source']}), parity top-1 {parity['top1_agreement']:.2%}")
@@ -207,6 +215,12 @@ def run_compile(ctx, student_onnx: Path, teacher_onnx: Path) -> tuple[dict, str]
     record["precision_guard"] = {"requested": t.precision, "shipped": shipped, "reason": why,
                                  "candidates": candidates}
     teacher = _compile_one(ctx, backend, teacher_onnx, folder, "fp32", options, remote)
+    # The teacher's artifact is verified the same way: through its runtime, against its ONNX model.
+    _, teacher_ref = evaluate_accuracy(OrtSession(teacher_onnx, local_threads(profile)), x_val, y_val)
+    got = _figures(ctx, teacher, teacher_onnx, remote, blocker, eval_npz, timing=False)
+    record["teacher"] = {"accuracy": got["accuracy"], "parity": compare_logits(got["logits"], teacher_ref),
+                         "path": teacher.path.name}
+    _check_parity(record["teacher"]["parity"], "fp32", f"{backend.name} fp32 teacher")
     (folder / "compile.json").write_text(json.dumps(record | {"shipped": artifacts[shipped].to_dict(),
                                                               "teacher": teacher.to_dict()}, indent=2, default=str))
     return {"student": artifacts[shipped], "teacher": teacher, "record": record}, ""

@@ -177,7 +177,7 @@ def run_remote(remote: str | RemoteSpec, args: Sequence[str | Path], files: Sequ
                 dst.parent.mkdir(parents=True, exist_ok=True)
                 if dst.is_dir():
                     shutil.rmtree(dst)
-                src.replace(dst)
+                shutil.move(str(src), str(dst))  # across file systems too (the temp folder may be tmpfs)
                 fetched[name] = dst
     result = RemoteResult(command=command, returncode=int(meta[".rc"].strip() or 1), stdout=meta[".stdout"],
                           stderr=meta[".stderr"], result=_json(meta[".stdout"]),
@@ -248,13 +248,19 @@ def trtexec_command(model: str, precision: str, batch: int = 1, input_name: str 
     return args
 
 
-def remote_trtexec(remote: str | RemoteSpec, model: Path, precision: str, batch: int = 1,
-                   sample_shape: Sequence[int] = (), input_name: str = "input") -> dict:
-    """trtexec on the device (no edgekd needed there): GPU compute and host latency summarized separately."""
+def remote_trtexec(remote: str | RemoteSpec, model: Path, precision: str, batch: int = 1) -> dict:
+    """trtexec on the device (no edgekd needed there): GPU compute and host latency summarized separately.
+    An .onnx is built there first (shapes for its batch); an .engine is loaded as is."""
     import numpy as np
 
     from edgekd.measure import summarize
 
+    input_name, sample_shape = "input", ()
+    if model.suffix == ".onnx":
+        import onnx
+
+        inp = onnx.load(str(model), load_external_data=False).graph.input[0]
+        input_name, sample_shape = inp.name, [d.dim_value for d in inp.type.tensor_type.shape.dim[1:]]
     cmd = trtexec_command(model.name, precision, batch, input_name, sample_shape)
     r = run_remote(remote, cmd, files=[model], fetch=["times.json"], edgekd=False)
     if "times.json" not in r.files:
@@ -267,15 +273,15 @@ def remote_trtexec(remote: str | RemoteSpec, model: Path, precision: str, batch:
             "tool": "trtexec", "command": r.command, "device_state": r.device_state}
 
 
-def remote_compile(remote: str | RemoteSpec, onnx_path: Path, runtime: str, precision: str, into: Path,
+def remote_compile(remote: str | RemoteSpec, onnx_path: Path, runtime: str, precision: str | None, into: Path,
                    batch: int = 1, calibration: Path | None = None) -> Artifact:
     """`edgekd compile MODEL.onnx` on the device (TensorRT engines are built where they run); the artifact
     and its build record come back into `into`. For TensorRT int8, pass a Q/DQ ONNX (made here from the
     calibration subset) or a calibration .npy."""
     from edgekd.runtimes import Artifact, save_artifact
 
-    args: list[str | Path] = ["compile", onnx_path, "--runtime", runtime, "--precision", precision,
-                              "--batch", str(batch), "--out", "compiled", "--json"]
+    args: list[str | Path] = ["compile", onnx_path, "--runtime", runtime, "--batch", str(batch),
+                              "--out", "compiled", "--json", *(["--precision", precision] if precision else [])]
     files = [onnx_path]
     if calibration is not None:
         args += ["--calibration", calibration]
@@ -285,7 +291,6 @@ def remote_compile(remote: str | RemoteSpec, onnx_path: Path, runtime: str, prec
         raise StageFailed(f"remote compile printed no artifact: {r.stdout[-300:]}")
     built = Artifact.from_dict(r.result)
     local = into / built.path.name
-    r.files["compiled"].joinpath(built.path.name).replace(local)
     for extra in r.files["compiled"].glob("*"):
         if extra.is_file():
             extra.replace(into / extra.name)

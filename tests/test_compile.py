@@ -72,3 +72,13 @@ def test_bench_command_here(tiny_onnx, tmp_path):
     assert np.load(tmp_path / "logits.npy").shape == (12, 10) and res["memory_mb"] > 0
     bad = cli("bench", tiny_onnx, "--eval", tiny_onnx)
     assert bad.exit_code == 2 and "--eval" in bad.stderr
+
+
+def test_parity_rule_fails_a_float_artifact_that_disagrees_but_not_int8():
+    from edgekd.compile import _check_parity
+
+    drift = {"max_abs_diff": 0.2, "top1_agreement": 0.9, "samples": 100}
+    with pytest.raises(StageFailed, match=r"fp16 student artifact disagrees .*max \|diff\| 0.2 \(limit 0.02\)"):
+        _check_parity(drift, "fp16", "openvino fp16 student")
+    _check_parity(drift, "int8", "openvino int8 student")  # bounded by the accuracy budget instead
+    _check_parity({"max_abs_diff": 1e-6, "top1_agreement": 1.0, "samples": 100}, "fp32", "teacher")

@@ -164,3 +164,20 @@ def test_compile_command_over_remote_brings_the_artifact_back(remote_env, tiny_o
     assert (out / "tiny-fp16.bin").is_file() and artifact.settings["built_on"]["machine"]
     x = np.zeros((2, 1, 8, 8), np.float32)
     assert create_backend("openvino").load(artifact, 1).run(x).shape == (2, 10)
+
+
+@pytest.mark.slow
+def test_build_measures_on_the_remote_device(remote_env, tmp_path):
+    out = tmp_path / "ov-remote"
+    result = cli("build", "--target", "openvino", "--out", out, "--epochs", "1", "--remote", remote_env,
+                 "--max-accuracy-drop", "100")
+    report = json.loads((out / "report.json").read_text())
+    assert result.exit_code == (0 if report["passed"] else 1), result.stderr
+    guard = report["student"]["compile"]["precision_guard"]
+    for c in guard["candidates"].values():  # evaluated and timed on the device, with its state recorded
+        assert c["latency_source"] == "measured" and c["device_state"]["before"]["machine"]
+    student = report["student"]
+    assert student["remote"] == remote_env and student["evaluated_with"].endswith(f"on {remote_env}")
+    assert abs(student["accuracy"] - guard["candidates"][guard["shipped"]]["accuracy"]) < 1e-9
+    assert {b["source"] for b in report["budgets"]} == {"measured"}
+    assert report["teacher"]["remote"] == remote_env and report["teacher"]["latency_ms"] > 0

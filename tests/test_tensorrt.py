@@ -181,3 +181,14 @@ def test_engine_with_a_foreign_fingerprint_is_refused_on_load(tiny_onnx, tmp_pat
     record.write_text(json.dumps(data))
     with pytest.raises(InputError, match="built for another device"):
         create_backend("tensorrt").load(artifact_from_path(artifact.path), threads=1)
+
+
+def test_trtexec_command_builds_or_loads_with_shapes_and_times():
+    from edgekd.remote import trtexec_command
+
+    build = trtexec_command("student-qdq.onnx", "int8", batch=4, input_name="input", sample_shape=(1, 8, 8))
+    assert build[:2] == ["trtexec", "--onnx=student-qdq.onnx"] and {"--fp16", "--int8"} <= set(build)
+    assert "--minShapes=input:1x1x8x8" in build and "--optShapes=input:4x1x8x8" in build
+    assert "--exportTimes=times.json" in build
+    load = trtexec_command("student-fp16.engine", "fp16")
+    assert load[1] == "--loadEngine=student-fp16.engine" and "--fp16" not in load

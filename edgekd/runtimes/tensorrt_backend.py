@@ -1,9 +1,11 @@
 """TensorRT (Jetson targets): engines built on the device through the tensorrt Python API.
 
-- fp16: the FP16 builder flag on the float ONNX.
+- fp16: the FP16 builder flag on the float ONNX (TensorRT 8.x-10.x). TensorRT 11 removed the precision
+  flags (strongly typed networks only): there the ONNX is converted to fp16 first (inputs and outputs
+  stay fp32) and built strongly typed.
 - int8: explicit quantization. The network carries QuantizeLinear/DequantizeLinear pairs (a QDQ ONNX made
-  from the calibration subset, symmetric as TensorRT requires); the implicit-calibrator API is deprecated.
-  Layers left in float run in fp16.
+  from the calibration subset, symmetric as TensorRT requires); the implicit-calibrator API is deprecated
+  (removed in 11). Layers left in float run in fp16 where the FP16 flag exists, else in fp32.
 - One optimization profile for the dynamic batch (min 1, opt = the target's batch, max), a timing cache
   reused across builds on the device, and a fingerprint of the device (TensorRT version, GPU and its
   compute capability, L4T/JetPack) recorded beside the engine and checked when it is loaded: an engine
@@ -83,14 +85,31 @@ def _logger(trt):
     return Keep()
 
 
+def weakly_typed(trt) -> bool:
+    """Whether this TensorRT still has the precision flags (8.x-10.x); 11.x builds strongly typed only."""
+    return hasattr(trt.BuilderFlag, "FP16")
+
+
+def to_fp16_onnx(onnx_path: Path, out: Path) -> Path:
+    """The float ONNX with fp16 weights and compute, fp32 inputs and outputs (for strongly typed builds)."""
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    onnx.save(convert_float_to_float16(onnx.load(str(onnx_path)), keep_io_types=True), str(out))
+    return out
+
+
 def build_engine(onnx_path: Path, out: Path, precision: str, options: CompileOptions) -> dict:
     """Parse, configure and build; writes the engine to `out`, returns the build settings."""
     trt = _trt()
     keep = _logger(trt)
     builder = trt.Builder(keep)
+    weak = weakly_typed(trt)
     flags = 0
     if int(trt.__version__.split(".")[0]) < 10:  # explicit batch is the only mode from TensorRT 10 on
         flags = 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
+    if not weak:  # TensorRT 11: types come from the graph (fp16 ONNX, Q/DQ); the flag is accepted, harmless
+        flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
     network = builder.create_network(flags)
     parser = trt.OnnxParser(network, keep)
     if not parser.parse_from_file(str(onnx_path)):
@@ -98,9 +117,9 @@ def build_engine(onnx_path: Path, out: Path, precision: str, options: CompileOpt
         raise StageFailed(f"TensorRT's ONNX parser rejected {onnx_path.name}: {'; '.join(errors) or keep.errors}")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, WORKSPACE_BYTES)
-    if precision in ("fp16", "int8"):
+    if weak and precision in ("fp16", "int8"):
         config.set_flag(trt.BuilderFlag.FP16)  # int8: layers without Q/DQ run in fp16 rather than fp32
-    if precision == "int8":
+    if weak and precision == "int8":
         config.set_flag(trt.BuilderFlag.INT8)  # weakly typed network: Q/DQ layers need the INT8 flag
     inp = network.get_input(0)
     shape = tuple(inp.shape)
@@ -124,11 +143,12 @@ def build_engine(onnx_path: Path, out: Path, precision: str, options: CompileOpt
     out.write_bytes(bytes(serialized))
     cache_path.write_bytes(bytes(config.get_timing_cache().serialize()))
     return {"format": "tensorrt-engine", "from": onnx_path.name, "fingerprint": fingerprint(),
-            "builder_flags": {"fp32": [], "fp16": ["FP16"], "int8": ["FP16", "INT8"]}[precision],
+            "typing": "weak (builder precision flags)" if weak else "strong (types from the ONNX)",
+            "builder_flags": {"fp32": [], "fp16": ["FP16"], "int8": ["FP16", "INT8"]}[precision] if weak else [],
             "quantization": "explicit (Q/DQ in the ONNX)" if precision == "int8" else None,
             "optimization_profile": {"input": inp.name, "min_opt_max": profile_shapes},
             "timing_cache": str(cache_path), "workspace_bytes": WORKSPACE_BYTES,
-            "fast_fp16": bool(builder.platform_has_fast_fp16), "build_seconds": time.perf_counter() - start}
+            "build_seconds": time.perf_counter() - start}
 
 
 class TensorRTSession:
@@ -215,12 +235,15 @@ class TensorRTBackend:
         if precision not in ("fp32", "fp16", "int8"):
             raise InputError(f"precision '{precision}': TensorRT engines are fp32, fp16 or int8")
         options = options or CompileOptions()
-        _trt()
+        trt = _trt()
         out_dir.mkdir(parents=True, exist_ok=True)
         source, extra = onnx_path, {}
         if precision == "int8" and not is_quantized(onnx_path):
             source = out_dir / f"{onnx_path.stem}-qdq.onnx"
             extra = {"qdq": quantize_qdq(onnx_path, source, calibration, "QInt8", symmetric=True)}
+        if precision == "fp16" and not weakly_typed(trt):
+            source = to_fp16_onnx(onnx_path, out_dir / f"{onnx_path.stem}-fp16.onnx")
+            extra = {"fp16_onnx": source.name}
         out = out_dir / f"{onnx_path.stem}-{precision}.engine"
         settings = build_engine(source, out, precision, options) | extra
         return Artifact(out, self.name, precision, settings)
