@@ -17,6 +17,7 @@ Without the runtime here and without --remote, the stage is skipped with the rea
 from __future__ import annotations
 
 import json
+import tempfile
 from dataclasses import replace
 from pathlib import Path
 
@@ -69,9 +70,10 @@ def _figures(ctx, artifact: Artifact, onnx_path: Path, remote, blocker: str | No
     if remote is not None:
         from edgekd.remote import remote_bench
 
-        res = remote_bench(remote, artifact.path, artifact.runtime, ctx.profile.threads, ctx.target.batch_size,
-                           eval_npz, logits=True, into=artifact.path.parent / ".remote")
-        logits = np.load(res.pop("logits_path"))
+        with tempfile.TemporaryDirectory() as tmp:
+            res = remote_bench(remote, artifact.path, artifact.runtime, ctx.profile.threads, ctx.target.batch_size,
+                               eval_npz, logits=True, into=Path(tmp))
+            logits = np.load(res.pop("logits_path"))
         return {"accuracy": res["accuracy"], "logits": logits, "latency_ms": res["latency_ms"],
                 "latency_interval": res["latency_interval"], "latency_source": "measured",
                 "device_state": res["device_state"]}
@@ -83,12 +85,12 @@ def _figures(ctx, artifact: Artifact, onnx_path: Path, remote, blocker: str | No
         from edgekd.runtimes.bench import latency_figures
 
         xb = np.ascontiguousarray(x[:1].repeat(ctx.target.batch_size, 0))
-        timing = latency_figures(session, xb)
+        figures = latency_figures(session, xb)
     else:
-        timing = artifact_figures(artifact, onnx_path, ctx.profile, artifact.precision, ctx.target.batch_size,
-                                  ctx.input_shape, blocker)
+        figures = artifact_figures(artifact, onnx_path, ctx.profile, artifact.precision, ctx.target.batch_size,
+                                   ctx.input_shape, blocker)
     keep = ("latency_ms", "latency_interval", "latency_source")
-    return {"accuracy": accuracy, "logits": logits, **{k: timing[k] for k in keep}}
+    return {"accuracy": accuracy, "logits": logits, **{k: figures[k] for k in keep}}
 
 
 def _check_parity(parity: dict, precision: str, what: str) -> None:

@@ -159,8 +159,9 @@ def run_remote(remote: str | RemoteSpec, args: Sequence[str | Path], files: Sequ
               f"tar -cf - .rc .stdout .stderr .state-before .state-after $(cat .fetch); "
               f"cd / && rm -rf {shlex.quote(workdir)}")
     proc = _call(spec, script, timeout_s=timeout_s)
-    into = Path(into or tempfile.mkdtemp(prefix="edgekd-remote-"))
-    into.mkdir(parents=True, exist_ok=True)
+    if fetch:
+        into = Path(into or tempfile.mkdtemp(prefix="edgekd-remote-"))
+        into.mkdir(parents=True, exist_ok=True)
     if not proc.stdout:
         raise StageFailed(f"{spec.url}: the device sent no results ({proc.stderr.decode(errors='replace')[-500:]})")
     meta: dict[str, str] = {}
@@ -172,7 +173,7 @@ def run_remote(remote: str | RemoteSpec, args: Sequence[str | Path], files: Sequ
             meta[name] = path.read_text(errors="replace") if path.is_file() else ""
         for name in fetch:
             src = Path(tmp) / name
-            if src.exists():
+            if src.exists() and into is not None:
                 dst = into / name
                 dst.parent.mkdir(parents=True, exist_ok=True)
                 if dst.is_dir():
@@ -321,7 +322,7 @@ def remote_check(ctx, artifacts: dict) -> tuple[dict, dict]:
     for who in ("student", "teacher"):
         art = artifacts[who]
         res = remote_bench(spec, art.path, art.runtime, ctx.profile.threads, ctx.target.batch_size,
-                           heldout if who == "student" else None, into=folder / ".remote")
+                           heldout if who == "student" else None)
         figures[who] = {k: res[k] for k in keep if k in res} | {"latency_source": "measured",
                                                                 "memory_source": "measured", "remote": spec.url}
     student = artifacts["student"]
