@@ -8,7 +8,7 @@ the alternative a user would try first.
 Each student is what `edgekd build --target openvino` makes (search -> distill -> export -> compile with the
 precision guard) when the search is asked for students predicted at most RATIO of the teacher's latency
 (search.max_teacher_latency_ratio); every ratio is its own build, and a ratio the search or the accuracy
-budget cannot meet is reported as such. Latency: edgekd.measure in 3 interleaved rounds per artifact (median
+budget cannot meet is reported as such. Latency: edgekd.measure in 5 interleaved rounds per artifact (median
 of the rounds' p50s), batch 1, one thread per usable core. Memory: peak RSS the model adds in a fresh
 process (edgekd.runtimes.memprobe).
 """
@@ -30,7 +30,7 @@ from edgekd.runtimes.memprobe import measure_memory_mb
 
 RUNS = [("onnxruntime", "fp32"), ("onnxruntime", "int8"), ("openvino", "fp16"), ("openvino", "int8")]
 FLOAT = {"onnxruntime": "fp32", "openvino": "fp16"}
-ROUNDS = 3
+ROUNDS = 5
 AIM_SPEEDUP, AIM_DROP = 8.0, 1.0
 # Quoted from issue #6 (measured on this kind of machine, torchvision resnet18, 48x48, 8 classes, batch 1,
 # 2 threads): not measured by this script, printed beside our rows for comparison.
@@ -75,7 +75,7 @@ def measure(ctx, arts: dict, threads: int) -> dict:
     rows = {k: {"accuracy": evaluate_accuracy(s, x_val, y_val)[0], "p50_rounds_ms": []} for k, s in sessions.items()}
     for _ in range(ROUNDS):  # interleaved, so a noisy minute on a shared machine hits every artifact alike
         for k, s in sessions.items():
-            stats = time_calls(lambda s=s: s.run(x1), max_seconds=2.0)
+            stats = time_calls(lambda s=s: s.run(x1), max_seconds=1.5)
             rows[k]["p50_rounds_ms"].append(stats.p50_ms)
     for k, a in arts.items():
         rounds = rows[k]["p50_rounds_ms"]
