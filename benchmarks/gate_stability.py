@@ -13,6 +13,8 @@ and run count are printed; the script exits 1 when any verdict is not the expect
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import sys
 import tempfile
@@ -31,7 +33,7 @@ def export_outside_model(path: Path) -> Path:
     """resnet18 through torch.onnx directly: no edgekd exporter, no metadata, fixed batch 1."""
     torch.manual_seed(0)
     model = torchvision.models.resnet18(weights=None, num_classes=10).eval()
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):  # the exporter's progress chatter
         warnings.simplefilter("ignore")
         torch.onnx.export(model, (torch.randn(1, 3, 64, 64),), str(path), dynamo=True, external_data=False)
     return path
@@ -83,9 +85,16 @@ def main() -> None:
                           f"{r['runs']:5d} {r['converged']}")
                 tally[kind] = (hits, expected)
                 ok &= hits == args.repeats
+            mine = [r for t, _, _, r in rows if t == target]
+            p50s = [r["value"] for r in mine]
+            widths = [(r["interval"][1] - r["interval"][0]) / r["value"] for r in mine]
             print(f"[{target}] budget +{100 * args.margin:.0f}%: {tally['+30%'][0]}/{args.repeats} pass; "
                   f"budget -{100 * args.margin:.0f}%: {tally['-30%'][0]}/{args.repeats} fail "
                   f"({time.perf_counter() - start:.0f} s)")
+            print(f"[{target}] p50 across the {len(mine)} gate runs: {min(p50s):.4f} .. {max(p50s):.4f} ms "
+                  f"(max/min {max(p50s) / min(p50s):.3f}); within-run interval width median "
+                  f"{100 * sorted(widths)[len(widths) // 2]:.1f}%; runs per gate {min(r['runs'] for r in mine)}"
+                  f"..{max(r['runs'] for r in mine)}")
     if args.plot:
         plot(rows, args.plot)
         print(f"plot: {args.plot}")

@@ -149,10 +149,10 @@ class _Run:
             how = (f"interval within {100 * cfg.rel_width:g}%" if timing.converged else
                    f"hit the {cfg.max_seconds:g} s cap before the interval got within {100 * cfg.rel_width:g}%")
             said = (f"{cfg.statistic} {value:.4g} ms, 95% interval [{interval[0]:.4g}, {interval[1]:.4g}], "
-                    f"{s.runs} runs after {WARMUP_CALLS} warm-up calls ({how})")
-            self.student |= {"latency_stats": s.as_dict() | {"converged": timing.converged, "rel_width": cfg.rel_width,
-                                                             "max_seconds": cfg.max_seconds},
-                             "session": self.session.settings}
+                    f"{s.runs} runs in {timing.seconds:.2g} s after {WARMUP_CALLS} warm-up calls ({how})")
+            run_info = {"converged": timing.converged, "seconds": timing.seconds, "rel_width": cfg.rel_width,
+                        "max_seconds": cfg.max_seconds}
+            self.student |= {"latency_stats": s.as_dict() | run_info, "session": self.session.settings}
             self.stages.append(StageRecord("latency", "passed", time.perf_counter() - start, said))
             self.notes.append(f"latency measured through {plan.run_art.runtime} on this host, batch {self.batch}: "
                               f"{said}")

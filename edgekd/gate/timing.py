@@ -19,7 +19,10 @@ from edgekd.measure import LatencyStats, summarize, time_calls
 
 WARMUP_CALLS = 10  # first calls pay allocation, kernel selection and cache misses
 MIN_RUNS = 30
-MAX_RUNS = 20_000  # the time cap, not this, ends a run on anything slower than ~0.5 ms
+MIN_SECONDS = 1.0  # time at least this long (within MAX_RUNS // 2 and --max-seconds)
+# The bootstrap resamples every sample 1000 times (40 MB at 5000 samples), which bounds the run count;
+# the time cap, not this, ends a run of anything slower than ~2 ms.
+MAX_RUNS = 5000
 POOL_SIZE = 64  # distinct inputs the timed run cycles through
 # Outputs during timing vs the accuracy run: same session, batch and input, so they agree to float
 # rounding; a substituted model or a stale result misses by far more than this.
@@ -34,15 +37,23 @@ class Timing:
     stats: LatencyStats
     outputs: dict[int, np.ndarray]  # the last output of each pool entry, captured while timed
     converged: bool  # the interval got within rel_width before the time cap
-    rel_width: float
-    max_seconds: float
+    seconds: float  # wall time of the timed runs
 
 
-def time_pool(session, pool: list[np.ndarray], statistic: str, rel_width: float, max_seconds: float) -> Timing:
-    """Warm up, then time `session` cycling through `pool` until the interval of `statistic` is within
-    `rel_width` of it or `max_seconds` pass; keeps what each call returned."""
+def time_pool(session, pool: list[np.ndarray], statistic: str, rel_width: float, max_seconds: float,
+              min_seconds: float = MIN_SECONDS) -> Timing:
+    """Warm up, then time `session` cycling through `pool` for at least `min_seconds` (and MIN_RUNS),
+    until the interval of `statistic` is within `rel_width` of it or `max_seconds` pass; keeps what
+    each call returned."""
+    warm = []
     for i in range(WARMUP_CALLS):
+        t = time.perf_counter()
         session.run(pool[i % len(pool)])
+        warm.append(time.perf_counter() - t)
+    # Samples spread over a second see the machine's short bursts of other work, so the interval
+    # includes them; 30 samples of a 1 ms model would cover 30 ms and could miss or be all burst.
+    per_call = float(np.median(warm[WARMUP_CALLS // 2:]))
+    min_runs = int(np.clip(min(min_seconds, max_seconds) / max(per_call, 1e-7), MIN_RUNS, MAX_RUNS // 2))
     outputs: dict[int, np.ndarray] = {}
     calls = 0
 
@@ -52,10 +63,11 @@ def time_pool(session, pool: list[np.ndarray], statistic: str, rel_width: float,
         outputs[k] = session.run(pool[k])
         calls += 1
 
-    stats = time_calls(call, warmup=0, min_runs=MIN_RUNS, max_runs=MAX_RUNS, max_seconds=max_seconds,
+    start = time.perf_counter()
+    stats = time_calls(call, warmup=0, min_runs=min_runs, max_runs=MAX_RUNS, max_seconds=max_seconds,
                        rel_width=rel_width, statistic=statistic)
     lo, hi = stats.interval_ms
-    return Timing(stats, outputs, (hi - lo) <= rel_width * stats.value_ms, rel_width, max_seconds)
+    return Timing(stats, outputs, (hi - lo) <= rel_width * stats.value_ms, time.perf_counter() - start)
 
 
 @dataclass(frozen=True)
