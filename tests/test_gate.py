@@ -199,6 +199,22 @@ def test_baseline_regressions_use_the_same_interval_rule(tmp_path, tiny_onnx):
     assert cli("check", tiny_onnx, "--target", "host-cpu", "--baseline", base, *FAST).exit_code == 1
 
 
+def test_check_reproduces_a_build_and_takes_its_report_as_baseline(tmp_path, host_build):
+    built = json.loads((host_build / "report.json").read_text())
+    r = cli("check", host_build / built["artifacts"]["compiled"], "--target", "host-cpu", "--data", "digits",
+            "--reference", host_build / "export" / "teacher.onnx", "--baseline", host_build / "report.json",
+            "--max-regression", "300%", "--json", tmp_path / "c.json", *FAST)
+    report = json.loads((tmp_path / "c.json").read_text())
+    assert r.exit_code == {"pass": 0, "fail": 1, "inconclusive": 3}[report["verdict"]], r.output + r.stderr
+    budgets = {b["name"]: b for b in report["budgets"]}
+    # same held-out split and preprocessing (read from the student's ONNX metadata) as the build used
+    assert report["student"]["accuracy"] == pytest.approx(built["student"]["accuracy"])
+    drop = next(b for b in built["budgets"] if b["name"] == "accuracy_drop")["value"]
+    assert abs(budgets["accuracy_drop"]["value"] - drop) <= 0.51
+    assert budgets["latency_ms_regression"]["limit"] == pytest.approx(4 * built["student"]["latency_ms"])
+    assert budgets["memory_mb_regression"]["limit"] == pytest.approx(4 * built["student"]["memory_mb"])
+
+
 def test_check_gates_an_openvino_ir(tmp_path, tiny_onnx):
     ir = create_backend("openvino").compile(tiny_onnx, tmp_path / "ov", "fp16", None, "x86_64")
     r = cli("check", ir.path, "--target", "openvino", "--latency-ms", "50", "--memory-mb", "512",
