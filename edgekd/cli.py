@@ -260,9 +260,9 @@ def check(model: Annotated[Path, typer.Argument(help="Model to gate: .onnx, Open
           reference: _opt("--reference", "Model to compare accuracy with, e.g. the fp32 teacher.", Path | None) = None,
           baseline: _opt("--baseline", "report.json of an earlier check or build to compare with.", Path | None) = None,
           max_regression: _opt("--max-regression", "Allowed growth over --baseline, e.g. 5%.", str) = "5%",
-          json_out: _opt("--json", "Write the report (report.json schema) here.", Path | None) = None,
-          junit: _opt("--junit", "Write JUnit XML here (one testcase per budget).", Path | None) = None,
-          markdown: _opt("--markdown", "Write a Markdown summary (for a PR comment) here.", Path | None) = None,
+          json_path: _opt("--json", "Write the report (report.json schema) here.", Path | None) = None,
+          junit_path: _opt("--junit", "Write JUnit XML here (one testcase per budget).", Path | None) = None,
+          markdown_path: _opt("--markdown", "Write a Markdown summary (for a PR comment) here.", Path | None) = None,
           remote: _opt("--remote", "ssh://user@host: measure on the device (not available yet).") = None,
           require_measured: _opt("--require-measured", "Predicted figures fail.", bool) = False,
           statistic: _opt("--statistic", "Latency statistic gated: p50 | p90.", str) = "p50",
@@ -272,13 +272,11 @@ def check(model: Annotated[Path, typer.Argument(help="Model to gate: .onnx, Open
           rel_width: _opt("--rel-width", "Stop timing when the 95% interval is this narrow (relative).", float) = 0.05,
           input_size: SizeOpt = None, mean: MeanOpt = None, std: StdOpt = None, seed: SeedOpt = None):
     """CI gate: latency, memory and accuracy budgets of any model; exit 0 pass, 1 fail, 3 inconclusive."""
-    options = dict(locals()) | {"json_path": json_out, "junit_path": junit, "markdown_path": markdown,
-                                "input_size": _numbers("--input-size", input_size, int),
+    options = dict(locals()) | {"input_size": _numbers("--input-size", input_size, int),
                                 "mean": _numbers("--mean", mean), "std": _numbers("--std", std)}
     from edgekd.gate import config_from_options, exit_code, run_gate
 
-    cfg = config_from_options(**{k: v for k, v in options.items() if k not in ("json_out", "junit", "markdown")})
-    raise typer.Exit(exit_code(run_gate(cfg, console).verdict))
+    raise typer.Exit(exit_code(run_gate(config_from_options(**options), console).verdict))
 
 
 def main() -> None:
