@@ -147,7 +147,7 @@ def plot(results: dict, path: Path) -> None:
         for (label, runtime, precision), r in rows.items():
             color = "tab:blue" if runtime == "onnxruntime" else "tab:orange"
             ax.scatter(r["p50_ms"], 100 * r["accuracy"], marker="o" if label == "teacher" else "*", s=90, color=color)
-            ax.annotate(f"{label.split(' ')[0]} {precision}", (r["p50_ms"], 100 * r["accuracy"]), fontsize=7,
+            ax.annotate(f"{label.replace('student ', '')} {precision}", (r["p50_ms"], 100 * r["accuracy"]), fontsize=7,
                         textcoords="offset points", xytext=(4, 3))
         ax.set_xscale("log")
         ax.set(title=f"{data}: blue ONNX Runtime, orange OpenVINO; o teacher, * students",
