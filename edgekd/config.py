@@ -109,9 +109,13 @@ class TeacherSpec(Strict):
 
 
 class SearchConfig(Strict):
-    spaces: list[str] = ["mobilenetv2", "resnet"]
-    score: str = "nwot"
-    max_candidates: int = Field(default=32, gt=0)
+    spaces: list[str] = ["mobilenetv2", "mobilenetv3", "resnet"]
+    # Also search the teacher's own family, scaled down, when it is a torchvision model of a known family.
+    shrink_teacher: bool = True
+    score: str = "diswot"
+    max_candidates: int = Field(default=48, gt=0)  # candidates scored (those that fit; the rest are only priced)
+    population: int = Field(default=16, gt=1)  # random candidates before evolution, and the population's size
+    top_k: int = Field(default=5, gt=0)  # best candidates listed in search.json and the table
     # A student exists to be faster: candidates predicted slower than this share of the teacher are dropped.
     max_teacher_latency_ratio: float = Field(default=0.5, gt=0, le=1)
     score_batch_size: int = Field(default=64, gt=1)
