@@ -164,7 +164,9 @@ def mobilenetv3(arch: dict, in_channels: int, num_classes: int, input_size: tupl
     c_in = adjust(16)
     layers: list[nn.Module] = [Conv2dNormActivation(in_channels, c_in, 3, stride=strides[0],
                                                     activation_layer=nn.Hardswish)]
-    norm = partial(nn.BatchNorm2d, eps=0.001, momentum=0.01)  # torchvision's MobileNetV3 settings
+    # Plain BatchNorm2d, not torchvision's ImageNet setting (momentum 0.01): distillation recipes here are a
+    # few hundred steps, too few for such slow running statistics to settle before evaluation.
+    norm = nn.BatchNorm2d
     for (cnf, k, ratio, use_se, _), stride in zip(plan, strides[1:], strict=True):
         c_out = adjust(cnf.out_channels)
         expanded = _make_divisible(c_in * ratio, 8) if ratio else adjust(cnf.expanded_channels)

@@ -75,7 +75,7 @@ def evaluate_arch(ctx: Context, probe: Probe, teacher_ms: float, space: Space, a
     kernels, _ = kernels_from_torch(model, (1, *ctx.input_shape))
     return Candidate(index, space.name, origin, arch, count_params(model), float(sum(k.flops for k in kernels)),
                      lat.value, lat.interval, mem.value, not broken, "; ".join(r for _, r in broken),
-                     tuple(k for k, _ in broken), values.get(score_names[0]), values)
+                     tuple(k for k, _ in broken), values.get(score_names[0]) if score_names else None, values)
 
 
 def run_search(ctx: Context) -> dict:
@@ -153,5 +153,5 @@ def _nothing_fits(candidates: list[Candidate], b, teacher_ms: float, ratio: floa
              BudgetResult("memory_mb", b.memory_mb, fastest.memory_mb, "predicted",
                           b.memory_mb is None or fastest.memory_mb <= b.memory_mb, None, "fastest search candidate")]
     return BudgetFailed(f"search: none of {len(candidates)} candidates fits ({counts}); the fastest, {fastest.space} "
-                        f"{fastest.arch}, is predicted at {fastest.latency_ms:.3g} ms and {fastest.memory_mb:.3g} MB "
+                        f"{json.dumps(fastest.arch)}, is predicted at {fastest.latency_ms:.3g} ms and {fastest.memory_mb:.3g} MB "
                         f"({fastest.reason}); it would need {' and '.join(needs)}", known)

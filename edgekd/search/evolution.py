@@ -70,6 +70,8 @@ def evolve(spaces: list[Space], evaluate: Evaluate, seed: int, max_candidates: i
 
     for space in spaces:
         add(space, space.minimal(), "smallest")
+    if not pool:  # each space's cheapest network is over a limit: no other will fit
+        return out
     tries = 0
     while scored[0] < min(population, max_candidates) and len(out) < priced_per_scored * population \
             and tries < 100 * population:

@@ -99,7 +99,7 @@ def nwot(model: nn.Module, probe: Probe) -> float:
     model = copy.deepcopy(model).train()  # train mode updates batch-norm statistics: work on a copy
     x = probe.x
     n = x.shape[0]
-    kernel = torch.zeros(n, n, dtype=torch.float64)
+    kernel = torch.zeros(n, n, dtype=torch.float64, device=x.device)
 
     def hook(_m, _inp, out):
         codes = (out.detach().reshape(n, -1) > 0).double()
@@ -125,8 +125,9 @@ def synflow(model: nn.Module, probe: Probe) -> float:
         for p in model.parameters():
             p.abs_()
     model.zero_grad()
-    model(torch.ones((1, *probe.x.shape[1:]), dtype=torch.float64)).sum().backward()
-    total = sum(float((p * p.grad).abs().sum()) for p in model.parameters() if p.grad is not None)
+    model(torch.ones((1, *probe.x.shape[1:]), dtype=torch.float64, device=probe.x.device)).sum().backward()
+    with torch.no_grad():
+        total = sum(float((p * p.grad).abs().sum()) for p in model.parameters() if p.grad is not None)
     return math.log(total) if total > 0 else float("-inf")
 
 
@@ -151,5 +152,5 @@ def flops(model: nn.Module, probe: Probe) -> float:
     """Floating-point operations of one sample (the cost model's kernel list): bigger networks learn more."""
     from edgekd.cost.ops import kernels_from_torch
 
-    kernels, _ = kernels_from_torch(model, (1, *probe.x.shape[1:]))
+    kernels, _ = kernels_from_torch(copy.deepcopy(model).cpu(), (1, *probe.x.shape[1:]))
     return float(sum(k.flops for k in kernels))
