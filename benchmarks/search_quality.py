@@ -51,11 +51,27 @@ class CachedTeacher:
         return torch.stack([self.table[r.tobytes()] for r in xb.cpu().numpy()]).to(xb.device)
 
 
-def distil(ctx, arch: dict, train: tuple, val: tuple, teacher: CachedTeacher, label: str) -> float:
-    with cpu_lock():
-        student = build_candidate(ctx, arch)
-        fit(student, *train, ctx.cfg.distill, ctx.device, ctx.cfg.seed, teacher=teacher, description=label)
-        return accuracy(student, *val, ctx.device)
+class Distiller:
+    """Distils one arch with the recipe and returns its held-out accuracy. Results are kept in a JSON file
+    keyed by arch, recipe, data and seed (training is deterministic on the CPU), so rerunning the benchmark
+    after changing a score does not retrain the same students."""
+
+    def __init__(self, ctx, train: tuple, val: tuple, teacher: CachedTeacher, cache: Path, recipe_key: dict):
+        self.ctx, self.train, self.val, self.teacher, self.path = ctx, train, val, teacher, cache
+        self.recipe_key = recipe_key
+        self.cache = json.loads(cache.read_text()) if cache.is_file() else {}
+
+    def __call__(self, arch: dict, label: str) -> float:
+        key = json.dumps({"arch": arch, **self.recipe_key}, sort_keys=True)
+        if key not in self.cache:
+            with cpu_lock():
+                student = build_candidate(self.ctx, arch)
+                fit(student, *self.train, self.ctx.cfg.distill, self.ctx.device, self.ctx.cfg.seed,
+                    teacher=self.teacher, description=label)
+                self.cache[key] = accuracy(student, *self.val, self.ctx.device)
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.write_text(json.dumps(self.cache))
+        return self.cache[key]
 
 
 def main() -> None:
@@ -106,9 +122,11 @@ def main() -> None:
                   f"{', '.join(s.name for s in spaces)}; {len(names)} scores each in {seconds:.1f} s")
 
     # ---- distil each
+    distil = Distiller(ctx, (x, y), val, teacher, args.out / f"search_quality_{args.data}_accuracies.json",
+                       {"recipe": recipe, "data": args.data, "target": args.target})
     accs = []
     for i, c in enumerate(fitting):
-        accs.append(distil(ctx, c.arch, (x, y), val, teacher, f"candidate {i + 1}/{len(fitting)}"))
+        accs.append(distil(c.arch, f"candidate {i + 1}/{len(fitting)}"))
         console.print(f"  #{c.index:3d} {c.space:12s} params {c.params:8,d}  {c.latency_ms:.3g} ms  "
                       f"acc {accs[-1]:.4f}")
     accs = np.array(accs)
@@ -142,8 +160,8 @@ def main() -> None:
             pctx = make_context(pick_cfg, Console(quiet=True))
             result = run_search(pctx)
         pick = result["candidates"][result["pick_index"]]
-        acc_pick = distil(ctx, pick["arch"], (x, y), val, teacher, "search pick")
-        acc_base = distil(ctx, baseline, (x, y), val, teacher, "baseline")
+        acc_pick = distil(pick["arch"], "search pick")
+        acc_base = distil(baseline, "baseline")
         print(f"\npick vs hand-picked baseline under the baseline's predicted latency ({base_c.latency_ms:.3g} ms, "
               f"{args.target}; search: {cfg.search.score}, {cfg.search.max_candidates} candidates scored)")
         print(f"  baseline mobilenet_v3_small {json.dumps(baseline)}: {base_c.latency_ms:.3g} ms, "

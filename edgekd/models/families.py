@@ -1,4 +1,7 @@
-"""Parametric network families built from torchvision's blocks.
+"""Parametric network families built from torchvision's blocks: resnet (BasicBlock / Bottleneck),
+mobilenetv2 (InvertedResidual), mobilenetv3 (InvertedResidualConfig + InvertedResidual, with kernel,
+expansion and squeeze-excitation per stage), and the full-size bodies of known torchvision teachers in
+these terms (torchvision_arch), which the "shrunk teacher" search space scales down.
 
 A candidate is a small JSON-able dict (`{"family": "resnet", "widths": [...], ...}`) that rebuilds the
 same network for a given input size, channel and class count, so search.json and checkpoints can store
