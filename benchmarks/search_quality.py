@@ -60,9 +60,11 @@ class Distiller:
         self.ctx, self.train, self.val, self.teacher, self.path = ctx, train, val, teacher, cache
         self.recipe_key = recipe_key
         self.cache = json.loads(cache.read_text()) if cache.is_file() else {}
+        self.reused = 0
 
     def __call__(self, arch: dict, label: str) -> float:
         key = json.dumps({"arch": arch, **self.recipe_key}, sort_keys=True)
+        self.reused += key in self.cache
         if key not in self.cache:
             with cpu_lock():
                 student = build_candidate(self.ctx, arch)
@@ -169,6 +171,9 @@ def main() -> None:
         print(f"  search pick {pick['space']} {json.dumps(pick['arch'])}: {pick['latency_ms']:.3g} ms, "
               f"{pick['params']:,} params, post-KD accuracy {acc_pick:.4f} ({100 * (acc_pick - acc_base):+.2f} points)")
     print(recipe)
+    if distil.reused:
+        print(f"({distil.reused} of these accuracies were measured by an earlier run with the same recipe and "
+              f"read from {distil.path})")
 
     args.out.mkdir(parents=True, exist_ok=True)
     out = args.out / f"search_quality_{args.data}.json"
