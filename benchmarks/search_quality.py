@@ -9,7 +9,6 @@ fit) and distils both with the same recipe: the search's pick should win.
     python benchmarks/search_quality.py --data digits
     python benchmarks/search_quality.py --data fonts --epochs 3 --train-limit 5400
 
-Each heavy step (teacher, scoring, one candidate's distillation) takes the shared CPU lock on its own.
 Writes search_quality_<data>.json and .png under --out.
 """
 
@@ -23,7 +22,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from cpulock import cpu_lock
 from rich.console import Console
 from scipy import stats
 
@@ -66,11 +64,10 @@ class Distiller:
         key = json.dumps({"arch": arch, **self.recipe_key}, sort_keys=True)
         self.reused += key in self.cache
         if key not in self.cache:
-            with cpu_lock():
-                student = build_candidate(self.ctx, arch)
-                fit(student, *self.train, self.ctx.cfg.distill, self.ctx.device, self.ctx.cfg.seed,
-                    teacher=self.teacher, description=label)
-                self.cache[key] = accuracy(student, *self.val, self.ctx.device)
+            student = build_candidate(self.ctx, arch)
+            fit(student, *self.train, self.ctx.cfg.distill, self.ctx.device, self.ctx.cfg.seed,
+                teacher=self.teacher, description=label)
+            self.cache[key] = accuracy(student, *self.val, self.ctx.device)
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.path.write_text(json.dumps(self.cache))
         return self.cache[key]
@@ -93,17 +90,16 @@ def main() -> None:
     cfg = load_build_config(None, {"target": args.target, "data": args.data, "seed": args.seed,
                                    "distill.epochs": args.epochs, "distill.batch_size": args.batch_size,
                                    "distill.lr": args.lr, "out": str(args.out / "search")}, [])
-    with cpu_lock():
-        ctx = make_context(cfg, console)
-        probe = make_probe(ctx)
-        t_ms = teacher_latency_ms(ctx)
-        x, y = ctx.data.split("train")
-        if args.train_limit and args.train_limit < len(y):
-            keep = np.sort(np.random.default_rng(args.seed).choice(len(y), args.train_limit, replace=False))
-            x, y = x[keep], y[keep]
-        val = ctx.data.split("val")
-        teacher = CachedTeacher(ctx.teacher, x, ctx.device)
-        teacher_acc = ctx.teacher_accuracy
+    ctx = make_context(cfg, console)
+    probe = make_probe(ctx)
+    t_ms = teacher_latency_ms(ctx)
+    x, y = ctx.data.split("train")
+    if args.train_limit and args.train_limit < len(y):
+        keep = np.sort(np.random.default_rng(args.seed).choice(len(y), args.train_limit, replace=False))
+        x, y = x[keep], y[keep]
+    val = ctx.data.split("val")
+    teacher = CachedTeacher(ctx.teacher, x, ctx.device)
+    teacher_acc = ctx.teacher_accuracy
     d = ctx.cfg.distill
     recipe = (f"recipe: {d.method} (T={d.temperature:g}, kd_weight={d.kd_weight:g}), {d.epochs} epochs, batch "
               f"{d.batch_size}, SGD lr {d.lr:g} cosine, wd {d.weight_decay:g}, {len(y)} train images, seed "
@@ -114,11 +110,10 @@ def main() -> None:
 
     # ---- sample candidates that fit (the search's random phase) and score each with every score
     spaces = resolve_spaces(cfg.search.spaces, ctx.teacher.source, cfg.search.shrink_teacher)
-    with cpu_lock():
-        start = time.perf_counter()
-        sampled = evolve(spaces, lambda s, a, o, i: evaluate_arch(ctx, probe, t_ms, s, a, o, i, names), args.seed,
-                         max_candidates=args.candidates, population=args.candidates)
-        seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    sampled = evolve(spaces, lambda s, a, o, i: evaluate_arch(ctx, probe, t_ms, s, a, o, i, names), args.seed,
+                     max_candidates=args.candidates, population=args.candidates)
+    seconds = time.perf_counter() - start
     fitting = [c for c in sampled if c.fits]
     console.print(f"sampled {len(fitting)} candidates that fit (of {len(sampled)} priced) from "
                   f"{', '.join(s.name for s in spaces)}; {len(names)} scores each in {seconds:.1f} s")
@@ -158,9 +153,8 @@ def main() -> None:
     else:
         pick_cfg = cfg.model_copy(update={"budgets": cfg.budgets.model_copy(update={"latency_ms": base_c.latency_ms}),
                                           "out": args.out / f"search-{args.data}"})
-        with cpu_lock():
-            pctx = make_context(pick_cfg, Console(quiet=True))
-            result = run_search(pctx)
+        pctx = make_context(pick_cfg, Console(quiet=True))
+        result = run_search(pctx)
         pick = result["candidates"][result["pick_index"]]
         acc_pick = distil(pick["arch"], "search pick")
         acc_base = distil(baseline, "baseline")

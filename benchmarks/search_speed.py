@@ -5,7 +5,6 @@
 1. the search itself (`run_search`'s loop: price every arch with the cost model, score those that fit
    with the default score, evolve) until 100 candidates are scored;
 2. each registered score alone on those same 100 networks (built beforehand), on --device.
-Holds the shared CPU lock for the whole (short) run.
 """
 
 from __future__ import annotations
@@ -14,7 +13,6 @@ import argparse
 import time
 
 import torch
-from cpulock import cpu_lock
 from rich.console import Console
 
 from edgekd.config import load_build_config
@@ -35,40 +33,39 @@ def main() -> None:
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda: no CUDA device here")
     device = torch.device(args.device)
-    with cpu_lock():
-        cfg = load_build_config(None, {"target": args.target, "data": args.data}, [])
-        ctx = make_context(cfg, Console(quiet=True))
-        s = cfg.search
+    cfg = load_build_config(None, {"target": args.target, "data": args.data}, [])
+    ctx = make_context(cfg, Console(quiet=True))
+    s = cfg.search
+    start = time.perf_counter()
+    probe = make_probe(ctx)
+    t_ms = teacher_latency_ms(ctx)
+    setup = time.perf_counter() - start
+    spaces = resolve_spaces(s.spaces, ctx.teacher.source, s.shrink_teacher)
+    start = time.perf_counter()
+    cands = evolve(spaces, lambda sp, a, o, i: evaluate_arch(ctx, probe, t_ms, sp, a, o, i, [s.score]),
+                   cfg.seed, args.candidates, s.population)
+    loop = time.perf_counter() - start
+    fitting = [c for c in cands if c.fits]
+    print(f"{args.data}: input {ctx.input_shape}, {ctx.data.num_classes} classes, probe batch {len(probe.y)}, "
+          f"target {args.target}, {torch.get_num_threads()} torch threads, device {device.type}")
+    print(f"search loop ({s.score}): {len(fitting)} scored + {len(cands) - len(fitting)} priced only in "
+          f"{loop:.2f} s ({loop / max(1, len(fitting)):.3f} s per scored candidate); "
+          f"probe + teacher signals {setup:.2f} s")
+    models = [build_candidate(ctx, c.arch).to(device) for c in fitting]
+    on_device = _to(probe, device)
+    print(f"{'score':16s} {'seconds':>8s} {'per cand.':>10s}   (each score alone on the same {len(models)} "
+          f"networks)")
+    for name in scores.names():
+        fn = scores.get(name)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
         start = time.perf_counter()
-        probe = make_probe(ctx)
-        t_ms = teacher_latency_ms(ctx)
-        setup = time.perf_counter() - start
-        spaces = resolve_spaces(s.spaces, ctx.teacher.source, s.shrink_teacher)
-        start = time.perf_counter()
-        cands = evolve(spaces, lambda sp, a, o, i: evaluate_arch(ctx, probe, t_ms, sp, a, o, i, [s.score]),
-                       cfg.seed, args.candidates, s.population)
-        loop = time.perf_counter() - start
-        fitting = [c for c in cands if c.fits]
-        print(f"{args.data}: input {ctx.input_shape}, {ctx.data.num_classes} classes, probe batch {len(probe.y)}, "
-              f"target {args.target}, {torch.get_num_threads()} torch threads, device {device.type}")
-        print(f"search loop ({s.score}): {len(fitting)} scored + {len(cands) - len(fitting)} priced only in "
-              f"{loop:.2f} s ({loop / max(1, len(fitting)):.3f} s per scored candidate); "
-              f"probe + teacher signals {setup:.2f} s")
-        models = [build_candidate(ctx, c.arch).to(device) for c in fitting]
-        on_device = _to(probe, device)
-        print(f"{'score':16s} {'seconds':>8s} {'per cand.':>10s}   (each score alone on the same {len(models)} "
-              f"networks)")
-        for name in scores.names():
-            fn = scores.get(name)
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            start = time.perf_counter()
-            for m in models:
-                fn(m, on_device)
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            took = time.perf_counter() - start
-            print(f"{name:16s} {took:8.2f} {took / len(models):10.4f}")
+        for m in models:
+            fn(m, on_device)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        took = time.perf_counter() - start
+        print(f"{name:16s} {took:8.2f} {took / len(models):10.4f}")
 
 
 def _to(probe: Probe, device: torch.device) -> Probe:

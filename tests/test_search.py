@@ -274,7 +274,8 @@ def test_search_cli_is_deterministic_within_budget_and_writes_the_front(tmp_path
     by_index = {c["index"]: c for c in a["candidates"]}
     pick = by_index[a["pick_index"]]
     assert pick["fits"] and pick["arch"] == a["pick"]
-    limit = min(a["limits"]["latency_ms"], 0.5 * a["limits"]["teacher_latency_ms"]["value"])
+    limits = a["limits"]
+    limit = min(limits["latency_ms"], limits["max_teacher_latency_ratio"] * limits["teacher_latency_ms"]["value"])
     assert pick["latency_ms"] <= limit and pick["memory_mb"] <= a["limits"]["memory_mb"]
     assert pick["score"] == max(c["score"] for c in a["candidates"] if c["fits"])
     assert a["fit"] == 12 and len(a["top_k"]) == 3 and a["top_k"][0] == a["pick_index"]
@@ -326,3 +327,23 @@ def test_search_shrinks_a_torchvision_teacher(tmp_path):
     assert [s["name"] for s in saved["spaces"]] == ["resnet", "shrunk"]
     shrunk = [c for c in saved["candidates"] if c["space"] == "shrunk"]
     assert shrunk and all(c["arch"]["family"] == "mobilenetv3" and c["arch"]["base"] == "small" for c in shrunk)
+
+
+@pytest.mark.parametrize("target", ["mobile-cpu", "openvino"])
+def test_int8_targets_hold_students_against_the_teacher_at_the_same_precision(target):
+    """The teacher-latency limit compares architectures: on an int8 target the teacher is priced at int8 too,
+    so the teacher's own architecture costs exactly the teacher's latency and is dropped by the ratio limit."""
+    from rich.console import Console
+
+    from edgekd.config import load_build_config
+    from edgekd.context import make_context
+    from edgekd.models.embedded_teacher import RECIPES
+    from edgekd.search import evaluate_arch, make_probe, teacher_latency_ms
+
+    ctx = make_context(load_build_config(None, {"target": target}, []), Console(quiet=True))
+    assert ctx.target.precision == "int8"
+    t_ms = teacher_latency_ms(ctx)
+    space = spaces.get("resnet")(None)
+    twin = evaluate_arch(ctx, make_probe(ctx), t_ms, space, RECIPES["digits"][0], "test", 0, [])
+    assert twin.latency_ms == pytest.approx(t_ms)
+    assert not twin.fits and "teacher_latency_ratio" in twin.violations

@@ -28,14 +28,17 @@ SCHEMA = "edgekd.search/1"
 
 
 def teacher_latency_ms(ctx: Context) -> float:
-    """Predicted teacher latency on the target profile (fp32, as the teacher would ship unchanged)."""
-    t = ctx.teacher
+    """Predicted teacher latency on the target profile at the target's precision, like the students': the
+    ratio limit compares architectures, so an int8 student must not be held against an fp32 teacher (that
+    lets networks as big as the teacher through, and on int8 targets the search then picked the teacher's own
+    architecture)."""
+    t, precision = ctx.teacher, ctx.target.precision
     shape = (ctx.target.batch_size, *ctx.input_shape)
     if t.module is not None:
-        return predict_torch(t.module, shape, ctx.profile, "fp32")[0].value
+        return predict_torch(t.module, shape, ctx.profile, precision)[0].value
     import onnx
 
-    return predict_onnx(onnx.load(str(t.onnx_path)), ctx.profile, "fp32", ctx.target.batch_size)[0].value
+    return predict_onnx(onnx.load(str(t.onnx_path)), ctx.profile, precision, ctx.target.batch_size)[0].value
 
 
 def make_probe(ctx: Context) -> Probe:
@@ -111,7 +114,8 @@ def run_search(ctx: Context) -> dict:
         "batch_size": ctx.target.batch_size, "score": cfg.score, "seed": ctx.cfg.seed,
         "limits": {"latency_ms": b.latency_ms, "memory_mb": b.memory_mb,
                    "max_teacher_latency_ratio": cfg.max_teacher_latency_ratio,
-                   "teacher_latency_ms": {"value": t_ms, "source": "predicted"}},
+                   "teacher_latency_ms": {"value": t_ms, "source": "predicted",
+                                         "precision": ctx.target.precision}},
         "spaces": [asdict(s) for s in spaces],
         "probe": {"samples": len(probe.y), "cam_classes": probe.classes.tolist(), "teacher": probe.teacher.describe()},
         "evaluated": len(candidates), "fit": len(ranked),
@@ -153,5 +157,6 @@ def _nothing_fits(candidates: list[Candidate], b, teacher_ms: float, ratio: floa
              BudgetResult("memory_mb", b.memory_mb, fastest.memory_mb, "predicted",
                           b.memory_mb is None or fastest.memory_mb <= b.memory_mb, None, "fastest search candidate")]
     return BudgetFailed(f"search: none of {len(candidates)} candidates fits ({counts}); the fastest, {fastest.space} "
-                        f"{json.dumps(fastest.arch)}, is predicted at {fastest.latency_ms:.3g} ms and {fastest.memory_mb:.3g} MB "
+                        f"{json.dumps(fastest.arch)}, is predicted at {fastest.latency_ms:.3g} ms and "
+                        f"{fastest.memory_mb:.3g} MB "
                         f"({fastest.reason}); it would need {' and '.join(needs)}", known)
