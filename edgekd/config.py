@@ -113,8 +113,9 @@ class SearchConfig(Strict):
     # Also search the teacher's own family, scaled down, when it is a torchvision model of a known family.
     shrink_teacher: bool = True
     # The best-measured ranking of post-KD accuracy on our data (benchmarks/search_quality.py, Kendall tau over
-    # 24 students: params 0.47 on fonts, 0.13 on digits; diswot 0.38 and -0.25). See the search issue's note.
-    score: str = "params"
+    # 22 students each: flops 0.35 on digits and 0.54 on fonts; params 0.14 and 0.47; nwot 0.31 and 0.44;
+    # diswot -0.13 and 0.01). See the search issue's note.
+    score: str = "flops"
     max_candidates: int = Field(default=48, gt=0)  # candidates scored (those that fit; the rest are only priced)
     population: int = Field(default=16, gt=1)  # random candidates before evolution, and the population's size
     top_k: int = Field(default=5, gt=0)  # best candidates listed in search.json and the table
