@@ -179,12 +179,19 @@ def profiles(as_json: JsonOpt = False):
 def search(target: Target = "host-cpu", config: ConfigFile = None, teacher: TeacherOpt = None,
            teacher_weights: TeacherWeights = None, trust_pickle: TrustPickle = False, data: DataOpt = None,
            out: OutOpt = None, latency_ms: LatencyOpt = None, memory_mb: MemoryOpt = None, seed: SeedOpt = None,
-           device: DeviceOpt = None, set_: SetOpt = None):
-    """Pick a student within the budgets without training; writes OUT/search/search.json."""
+           device: DeviceOpt = None, input_size: SizeOpt = None, mean: MeanOpt = None, std: StdOpt = None,
+           score: Annotated[str | None, typer.Option(help="Training-free score (see search/scores.py).")] = None,
+           spaces: Annotated[str | None, typer.Option(help="Search spaces, e.g. resnet,mobilenetv3.")] = None,
+           candidates: Annotated[int | None, typer.Option(help="Candidates to score (those that fit).")] = None,
+           top_k: Annotated[int | None, typer.Option("--top-k", help="Best candidates to list.")] = None,
+           set_: SetOpt = None):
+    """Pick a student within the budgets without training; writes OUT/search/search.json and pareto.png."""
     from edgekd.search import run_search
 
     cfg = build_config(config, out, set_, **_options(target, teacher, teacher_weights, trust_pickle, data, seed,
-                                                     device, latency_ms=latency_ms, memory_mb=memory_mb))
+                                                     device, input_size, mean, std, latency_ms, memory_mb),
+                       **{"search.score": score, "search.spaces": spaces.split(",") if spaces else None,
+                          "search.max_candidates": candidates, "search.top_k": top_k})
     ctx = _context(cfg)
     ctx.out.mkdir(parents=True, exist_ok=True)
     ctx.save_config()

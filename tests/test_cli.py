@@ -40,7 +40,7 @@ def test_host_build_meets_the_report_contract(host_build):
 @pytest.mark.slow
 def test_jetson_build_skips_engine_and_predicts(tmp_path):
     out = tmp_path / "jetson"
-    result = cli("build", "--target", "jetson", "--out", out, "--epochs", "2")
+    result = cli("build", "--target", "jetson", "--out", out, "--epochs", "4")
     report = json.loads((out / "report.json").read_text())
     assert result.exit_code == (0 if report["passed"] else 1)
     compile_stage = next(s for s in report["stages"] if s["name"] == "compile")
@@ -58,7 +58,7 @@ def test_jetson_build_skips_engine_and_predicts(tmp_path):
 @pytest.mark.slow
 def test_openvino_build_measures_an_ir(tmp_path):
     out = tmp_path / "ov"
-    cli("build", "--target", "openvino", "--out", out, "--epochs", "2")
+    cli("build", "--target", "openvino", "--out", out, "--epochs", "4")
     report = json.loads((out / "report.json").read_text())
     assert report["artifacts"]["compiled"].endswith(".xml")
     assert report["student"]["latency_source"] == "measured"
@@ -77,7 +77,7 @@ def test_openvino_build_measures_an_ir(tmp_path):
 @pytest.mark.slow
 def test_mobile_build_ships_an_ort_format_artifact(tmp_path):
     out = tmp_path / "mobile"
-    cli("build", "--target", "mobile-cpu", "--out", out, "--epochs", "2")
+    cli("build", "--target", "mobile-cpu", "--out", out, "--epochs", "4")
     report = json.loads((out / "report.json").read_text())
     guard = report["student"]["compile"]["precision_guard"]
     assert report["artifacts"]["compiled"] == f"compile/student-{guard['shipped']}.ort"

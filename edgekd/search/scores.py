@@ -1,42 +1,156 @@
-"""Training-free scores of an untrained candidate on one minibatch; higher is better. One registry."""
+"""Training-free scores of an untrained candidate on one minibatch; higher is better. One registry.
+
+Each score takes the freshly initialized student and a Probe (the minibatch and the teacher's signals
+on it) and leaves the student as it found it (scores that change weights or statistics work on a copy).
+Students are scored in train mode, as the proxies' papers do: batch-norm uses the batch's statistics,
+so an untrained network's activations are normalized rather than drifting with depth.
+"""
 
 from __future__ import annotations
 
+import copy
+import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from edgekd.registry import Registry
+from edgekd.search.signals import Signals, module_signals
 
-Score = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor | None], float]
+
+@dataclass(frozen=True)
+class Probe:
+    x: torch.Tensor  # (B, C, H, W) preprocessed inputs
+    y: torch.Tensor  # (B,) labels
+    classes: torch.Tensor  # classes whose Grad-CAMs DisWOT compares
+    teacher: Signals
+
+
+Score = Callable[[nn.Module, Probe], float]
 scores: Registry[Score] = Registry("search score")
 
 
-@scores.register("nwot")
-def nwot(model: nn.Module, x: torch.Tensor, y: torch.Tensor, teacher_logits: torch.Tensor | None) -> float:
-    """Mellor et al. 2021 (NASWOT): log|K_H| of the Hamming-similarity kernel of ReLU on/off codes.
+# ----------------------------------------------------------------------------- DisWOT
+def relation_distance(f_t: torch.Tensor, f_s: torch.Tensor) -> float:
+    """Sample-relation distance (Tung & Mori's similarity-preserving KD, DisWOT's M_r): the B x B Gram
+    matrices of the flattened features, rows L2-normalized, mean squared difference."""
+    b = f_t.shape[0]
+    g_t = F.normalize(f_t.reshape(b, -1).double() @ f_t.reshape(b, -1).double().T, dim=1)
+    g_s = F.normalize(f_s.reshape(b, -1).double() @ f_s.reshape(b, -1).double().T, dim=1)
+    return float(((g_t - g_s) ** 2).sum() / (b * b))
 
-    Networks whose activation patterns tell the samples apart at initialization train better.
-    """
+
+def semantic_distance(cam_t: torch.Tensor, cam_s: torch.Tensor) -> float:
+    """DisWOT's M_s: per sample, the N x N inter-class correlation of the Grad-CAM maps (B, N, H, W), rows
+    L2-normalized, squared difference summed and divided by N * B. Contracting over H*W makes teacher and
+    student comparable whatever their resolutions and widths."""
+    b, n = cam_t.shape[:2]
+    flat_t, flat_s = cam_t.reshape(b, n, -1).double(), cam_s.reshape(b, n, -1).double()
+    c_t = F.normalize(flat_t @ flat_t.transpose(1, 2), dim=2)
+    c_s = F.normalize(flat_s @ flat_s.transpose(1, 2), dim=2)
+    return float(((c_t - c_s) ** 2).sum() / (n * b))
+
+
+def diswot_terms(model: nn.Module, probe: Probe) -> tuple[float | None, float]:
+    """(M_s, M_r) between the teacher and the untrained student; M_s is None when the teacher has no
+    Grad-CAM (no global pool found). Without a teacher feature map, relations are taken on logits."""
+    s = module_signals(copy.deepcopy(model).train(), probe.x, probe.classes, "student")
+    t = probe.teacher
+    semantic = semantic_distance(t.cams, s.cams) if t.cams is not None and s.cams is not None else None
+    if t.feature is not None and s.feature is not None:
+        relation = relation_distance(t.feature, s.feature)
+    else:
+        relation = relation_distance(t.logits, s.logits)
+    return semantic, relation
+
+
+@scores.register("diswot")
+def diswot(model: nn.Module, probe: Probe) -> float:
+    """Dong, Li, Wei (CVPR 2023): -(M_s + M_r). A student whose class-activation correlations and sample
+    relations already resemble the teacher's at initialization distils best from it."""
+    semantic, relation = diswot_terms(model, probe)
+    return -((semantic or 0.0) + relation)
+
+
+@scores.register("diswot-semantic")
+def diswot_semantic(model: nn.Module, probe: Probe) -> float:
+    """DisWOT's semantic term alone, -M_s (ablation); falls back to -M_r without teacher Grad-CAMs."""
+    semantic, relation = diswot_terms(model, probe)
+    return -(semantic if semantic is not None else relation)
+
+
+@scores.register("diswot-relation")
+def diswot_relation(model: nn.Module, probe: Probe) -> float:
+    """DisWOT's sample-relation term alone, -M_r (ablation)."""
+    return -diswot_terms(model, probe)[1]
+
+
+# ----------------------------------------------------------------------------- baselines
+ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.Hardswish)
+
+
+@scores.register("nwot")
+def nwot(model: nn.Module, probe: Probe) -> float:
+    """Mellor et al. 2021 (NASWOT): log|K_H| of the Hamming-similarity kernel of the activations' on/off
+    codes. Networks whose activation patterns tell the samples apart at initialization train better."""
+    model = copy.deepcopy(model).train()  # train mode updates batch-norm statistics: work on a copy
+    x = probe.x
     n = x.shape[0]
-    kernel = torch.zeros(n, n, dtype=torch.float64)
+    kernel = torch.zeros(n, n, dtype=torch.float64, device=x.device)
 
     def hook(_m, _inp, out):
         codes = (out.detach().reshape(n, -1) > 0).double()
         kernel.add_(codes @ codes.T + (1 - codes) @ (1 - codes).T)
 
-    hooks = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.ReLU, nn.ReLU6))]
+    hooks = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, ACTIVATIONS)]
     try:
         with torch.no_grad():
-            model.eval()(x)
+            model(x)
     finally:
         for h in hooks:
             h.remove()
     return float(torch.linalg.slogdet(kernel)[1])
 
 
+@scores.register("synflow")
+def synflow(model: nn.Module, probe: Probe) -> float:
+    """Tanaka et al. 2020 (SynFlow), as Abdelfattah et al. 2021 use it: log sum |theta * dR/dtheta| with
+    R the summed output of the network with |weights| on an all-ones input. Data-free. float64 and the log
+    keep deep networks from overflowing; batch-norm is the identity at initialization (eval mode)."""
+    model = copy.deepcopy(model).double().eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.abs_()
+    model.zero_grad()
+    model(torch.ones((1, *probe.x.shape[1:]), dtype=torch.float64, device=probe.x.device)).sum().backward()
+    with torch.no_grad():
+        total = sum(float((p * p.grad).abs().sum()) for p in model.parameters() if p.grad is not None)
+    return math.log(total) if total > 0 else float("-inf")
+
+
+@scores.register("grad-norm")
+def grad_norm(model: nn.Module, probe: Probe) -> float:
+    """Abdelfattah et al. 2021: sum over layers of the L2 norm of the cross-entropy loss's weight gradients."""
+    model = copy.deepcopy(model).train()
+    model.zero_grad()
+    F.cross_entropy(model(probe.x), probe.y).backward()
+    return float(sum(m.weight.grad.norm() for m in model.modules()
+                     if isinstance(m, (nn.Conv2d, nn.Linear)) and m.weight.grad is not None))
+
+
 @scores.register("params")
-def params(model: nn.Module, x: torch.Tensor, y: torch.Tensor, teacher_logits: torch.Tensor | None) -> float:
+def params(model: nn.Module, probe: Probe) -> float:
     """Parameter count: the naive baseline every proxy must beat."""
     return float(sum(p.numel() for p in model.parameters()))
+
+
+@scores.register("flops")
+def flops(model: nn.Module, probe: Probe) -> float:
+    """Floating-point operations of one sample (the cost model's kernel list): bigger networks learn more."""
+    from edgekd.cost.ops import kernels_from_torch
+
+    kernels, _ = kernels_from_torch(copy.deepcopy(model).cpu(), (1, *probe.x.shape[1:]))
+    return float(sum(k.flops for k in kernels))

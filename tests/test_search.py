@@ -1,0 +1,349 @@
+"""Search spaces, training-free scores, teacher signals (torch and ONNX), the search loop, search.json."""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import cli
+from torch import nn
+
+from edgekd.models.families import count_params, create_model, torchvision_arch
+from edgekd.search.evolution import Candidate, evolve, pareto_front
+from edgekd.search.scores import Probe, relation_distance, scores, semantic_distance
+from edgekd.search.signals import cam_classes, module_signals, onnx_signals
+from edgekd.search.spaces import arch_key, resolve_spaces, spaces
+
+TV_TEACHERS = ["torchvision:resnet18", "torchvision:resnet50", "torchvision:mobilenet_v2",
+               "torchvision:mobilenet_v3_small", "torchvision:mobilenet_v3_large"]
+
+
+def _spaces():
+    return [spaces.get(n)(None) for n in spaces.names() if n != "shrunk"] + \
+        [spaces.get("shrunk")(t) for t in TV_TEACHERS]
+
+
+# ----------------------------------------------------------------------------- spaces and families
+@pytest.mark.parametrize("space", _spaces(), ids=lambda s: f"{s.name}-{s.base.get('base', s.base['family'])}")
+@pytest.mark.parametrize("shape", [(1, 8, 8), (3, 32, 32)])
+def test_space_archs_build_and_rebuild_from_json(space, shape):
+    rng = np.random.default_rng(0)
+    for arch in (space.minimal(), space.sample(rng)):
+        torch.manual_seed(0)
+        model = create_model(arch, shape[0], 7, shape[1:]).eval()
+        again = json.loads(json.dumps(arch))  # what search.json stores
+        torch.manual_seed(0)
+        rebuilt = create_model(again, shape[0], 7, shape[1:]).eval()
+        x = torch.randn(2, *shape)
+        with torch.no_grad():
+            assert model(x).shape == (2, 7)
+            assert torch.equal(model(x), rebuilt(x))
+        assert isinstance(model.features, nn.Sequential) and isinstance(model.classifier, nn.Linear)
+
+
+def test_space_operators_stay_in_the_space_and_are_seeded():
+    space = spaces.get("mobilenetv3")(None)
+    a, b = space.sample(np.random.default_rng(1)), space.sample(np.random.default_rng(2))
+    assert space.sample(np.random.default_rng(1)) == a
+    rng = np.random.default_rng(3)
+    for _ in range(50):
+        child = space.crossover(a, b, rng)
+        assert all(child_v in (va, vb) for child_v, va, vb in
+                   zip(space.values(child).values(), space.values(a).values(), space.values(b).values(), strict=True))
+        mutant = space.mutate(a, rng)
+        assert mutant != a
+        assert all(v in space.genes[p] for p, v in space.values(mutant).items())
+
+
+def test_minimal_arch_is_the_cheapest():
+    from edgekd.cost.ops import kernels_from_torch
+
+    for space in _spaces():
+        flops = [sum(k.flops for k in kernels_from_torch(create_model(a, 3, 10, (32, 32)), (1, 3, 32, 32))[0])
+                 for a in [space.minimal()] + [space.sample(np.random.default_rng(i)) for i in range(3)]]
+        assert flops[0] <= min(flops[1:]), space.name
+
+
+@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v3_small", "mobilenet_v2"])
+def test_torchvision_arch_rebuilds_the_teachers_body(name):
+    import torchvision
+
+    ours = create_model(torchvision_arch(name), 3, 1000, (224, 224))
+    theirs = torchvision.models.get_model(name)
+    if hasattr(theirs, "features"):
+        assert count_params(ours.features) == count_params(theirs.features)
+    else:  # same blocks; only the stem differs (our 3x3 convolution for torchvision's 7x7)
+        body = [m for n, m in theirs.named_children() if n not in ("fc", "avgpool")]
+        assert count_params(ours.features) == sum(count_params(m) for m in body) - 64 * 3 * (49 - 9)
+
+
+def test_shrunk_space_needs_a_known_torchvision_teacher():
+    from edgekd.errors import InputError
+
+    with pytest.raises(InputError, match="shrunk"):
+        spaces.get("shrunk")("model.onnx")
+    assert [s.name for s in resolve_spaces(["resnet"], "torchvision:resnet18", True)] == ["resnet", "shrunk"]
+    assert [s.name for s in resolve_spaces(["resnet"], "model.onnx", True)] == ["resnet"]
+
+
+def test_bad_arch_is_an_input_error():
+    from edgekd.errors import InputError
+
+    with pytest.raises(InputError, match="arch"):
+        create_model({"family": "mobilenetv3", "depth": [1, 2]}, 1, 10, (8, 8))
+    with pytest.raises(InputError, match="arch"):
+        create_model({"family": "resnet", "widths": [8], "blocks": [1], "block": "wide"}, 1, 10, (8, 8))
+
+
+# ----------------------------------------------------------------------------- scores
+def _probe(teacher: nn.Module, shape=(1, 8, 8), n=16, classes=10, mode="eval") -> Probe:
+    torch.manual_seed(1)
+    x, y = torch.randn(n, *shape), torch.arange(n) % classes
+    cls = cam_classes(y)
+    teacher.train(mode == "train")
+    return Probe(x, y, cls, module_signals(teacher, x, cls, "test teacher"))
+
+
+@pytest.fixture(scope="module")
+def teacher_net(tiny_arch):
+    torch.manual_seed(0)
+    return create_model(tiny_arch, 1, 10, (8, 8)).eval()
+
+
+@pytest.mark.parametrize("name", scores.names())
+def test_every_score_is_finite_deterministic_and_leaves_the_model_alone(name, teacher_net):
+    probe = _probe(teacher_net)
+    torch.manual_seed(0)
+    student = create_model({"family": "mobilenetv3", "width": 0.25}, 1, 10, (8, 8))
+    before = copy.deepcopy(student.state_dict())
+    first = scores.get(name)(student, probe)
+    assert np.isfinite(first)
+    assert scores.get(name)(student, probe) == first
+    assert all(torch.equal(before[k], v) for k, v in student.state_dict().items())
+
+
+def test_diswot_is_best_for_the_teachers_twin_and_lower_for_others(teacher_net):
+    probe = _probe(teacher_net, mode="train")  # the twin is scored in train mode too: identical signals
+    twin = copy.deepcopy(teacher_net)
+    assert scores.get("diswot")(twin, probe) == pytest.approx(0.0, abs=1e-9)
+    torch.manual_seed(0)
+    other = create_model({"family": "resnet", "widths": [16, 16, 16], "blocks": [1, 1, 1]}, 1, 10, (8, 8))
+    assert scores.get("diswot")(other, probe) < -1e-3
+
+
+def test_diswot_distances_ignore_scale_and_resolution():
+    torch.manual_seed(0)
+    f = torch.randn(8, 16, 4, 4)
+    assert relation_distance(f, 3 * f) == pytest.approx(0, abs=1e-12)
+    assert relation_distance(f, torch.randn(8, 32, 2, 2)) > 0.01
+    cams = torch.rand(8, 5, 4, 4)
+    assert semantic_distance(cams, 2 * cams) == pytest.approx(0, abs=1e-12)
+    # the class-correlation matrix is N x N whatever the map size: a student at 2x2 is comparable
+    assert semantic_distance(cams, torch.nn.functional.avg_pool2d(cams, 2)) < semantic_distance(
+        cams, torch.rand(8, 5, 2, 2))
+
+
+def test_nwot_prefers_networks_that_tell_samples_apart(teacher_net):
+    probe = _probe(teacher_net)
+    same = Probe(probe.x[:1].repeat(16, 1, 1, 1), probe.y, probe.classes, probe.teacher)
+    torch.manual_seed(0)
+    net = create_model({"family": "resnet", "widths": [8, 16, 32], "blocks": [1, 1, 1]}, 1, 10, (8, 8))
+    assert scores.get("nwot")(net, probe) > scores.get("nwot")(net, same)
+
+
+def test_synflow_is_data_free_and_grows_with_width(teacher_net):
+    probe = _probe(teacher_net)
+    torch.manual_seed(0)
+    narrow = create_model({"family": "resnet", "widths": [8, 8, 8], "blocks": [1, 1, 1]}, 1, 10, (8, 8))
+    wide = create_model({"family": "resnet", "widths": [32, 32, 32], "blocks": [1, 1, 1]}, 1, 10, (8, 8))
+    noisy = Probe(probe.x * 5 + 1, probe.y, probe.classes, probe.teacher)
+    assert scores.get("synflow")(narrow, probe) == scores.get("synflow")(narrow, noisy)
+    assert scores.get("synflow")(wide, probe) > scores.get("synflow")(narrow, probe)
+
+
+def test_grad_norm_params_and_flops_match_hand_computation(teacher_net):
+    probe = _probe(teacher_net)
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 64, 10))
+    ref = copy.deepcopy(net)
+    torch.nn.functional.cross_entropy(ref(probe.x), probe.y).backward()
+    expected = float(ref[0].weight.grad.norm() + ref[3].weight.grad.norm())
+    assert scores.get("grad-norm")(net, probe) == pytest.approx(expected, rel=1e-6)
+    assert scores.get("params")(net, probe) == 4 * 9 + 4 + 256 * 10 + 10
+    assert scores.get("flops")(net, probe) == 2 * 64 * 4 * 9 + 2 * 10 * 256
+
+
+# ----------------------------------------------------------------------------- teacher signals
+class _NonLinearHead(nn.Module):
+    """A MobileNetV3-like head (pool -> linear -> hardswish -> linear) over a small body."""
+
+    def __init__(self):
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 16, 3, stride=2))
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Sequential(nn.Linear(16, 12), nn.Hardswish(), nn.Linear(12, 10))
+
+    def forward(self, x):
+        return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
+
+
+@pytest.mark.parametrize("kind", ["convnet", "nonlinear-head"])
+def test_onnx_teacher_signals_match_torch(kind, tiny_arch, tmp_path):
+    from edgekd.onnx_export import export_onnx
+
+    torch.manual_seed(0)
+    model = (create_model(tiny_arch, 1, 10, (8, 8)) if kind == "convnet" else _NonLinearHead()).eval()
+    path = export_onnx(model, (1, 8, 8), tmp_path / "t.onnx", {})
+    x, y = torch.randn(12, 1, 8, 8), torch.arange(12) % 10
+    cls = cam_classes(y)
+    ref, got = module_signals(model, x, cls, "torch"), onnx_signals(path, x, cls)
+    assert got.feature is not None and got.cams is not None, got.source
+    for name in ("logits", "feature", "cams"):
+        a, b = getattr(ref, name), getattr(got, name)
+        assert a.shape == b.shape
+        assert float((a - b).abs().max()) <= 1e-3 * float(a.abs().max()), name
+
+
+def test_onnx_teacher_without_global_pool_gives_logits_only(tmp_path):
+    from edgekd.onnx_export import export_onnx
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(256, 10)).eval()
+    path = export_onnx(model, (1, 8, 8), tmp_path / "flat.onnx", {})
+    x = torch.randn(6, 1, 8, 8)
+    got = onnx_signals(path, x, torch.tensor([0, 1]))
+    assert got.feature is None and got.cams is None and "logits only" in got.source
+    with torch.no_grad():
+        assert torch.allclose(got.logits, model(x), atol=1e-5)
+
+
+# ----------------------------------------------------------------------------- the loop and the front
+def _fake(fits_below: float, score_of=lambda arch: float(sum(arch["widths"]))):
+    def evaluate(space, arch, origin, index):
+        size = sum(arch.get("widths", [100])) * sum(arch.get("blocks", [1]))
+        ok = size < fits_below
+        return Candidate(index, space.name, origin, arch, size, 0.0, float(size), (size, size), 1.0, ok,
+                         "" if ok else "too big", () if ok else ("latency_ms",), score_of(arch) if ok else None)
+    return evaluate
+
+
+def test_evolution_is_seeded_distinct_and_beats_its_random_phase():
+    space = spaces.get("resnet")(None)
+    runs = [evolve([space], _fake(600), seed=5, max_candidates=40, population=10) for _ in range(2)]
+    assert [c.arch for c in runs[0]] == [c.arch for c in runs[1]]
+    keys = [arch_key(c.arch) for c in runs[0]]
+    assert len(keys) == len(set(keys))
+    fitting = [c for c in runs[0] if c.fits]
+    assert len(fitting) == 40
+    random_best = max(c.score for c in fitting if c.origin != "evolved")
+    evolved = [c.score for c in fitting if c.origin == "evolved"]
+    assert np.mean(sorted(evolved)[-10:]) > random_best * 0.9 and max(evolved) >= random_best
+
+
+def test_evolution_stops_early_when_nothing_fits():
+    space = spaces.get("resnet")(None)
+    out = evolve([space, spaces.get("mobilenetv2")(None)], _fake(0), seed=0, max_candidates=40, population=8)
+    assert [c.origin for c in out] == ["smallest", "smallest"] and not any(c.fits for c in out)
+
+
+def test_pareto_front():
+    def cand(i, ms, score, fits=True):
+        return Candidate(i, "s", "random", {}, 0, 0.0, ms, (ms, ms), 1.0, fits, "", (), score if fits else None)
+
+    cs = [cand(0, 1.0, 0.1), cand(1, 2.0, 0.5), cand(2, 1.5, 0.05), cand(3, 3.0, 0.4), cand(4, 0.5, 9, fits=False),
+          cand(5, 4.0, 0.9)]
+    assert [c.index for c in pareto_front(cs)] == [0, 1, 5]
+
+
+# ----------------------------------------------------------------------------- end to end
+def test_search_cli_is_deterministic_within_budget_and_writes_the_front(tmp_path):
+    runs = []
+    for name in ("a", "b"):
+        out = tmp_path / name
+        result = cli("search", "--target", "openvino", "--out", out, "--candidates", "12", "--top-k", "3")
+        assert result.exit_code == 0, result.output + result.stderr
+        runs.append(json.loads((out / "search" / "search.json").read_text()))
+        assert (out / "search" / "pareto.png").stat().st_size > 1000
+    a, b = runs
+    assert a["pick"] == b["pick"] and [c["arch"] for c in a["candidates"]] == [c["arch"] for c in b["candidates"]]
+    assert [c["score"] for c in a["candidates"]] == [c["score"] for c in b["candidates"]]
+    by_index = {c["index"]: c for c in a["candidates"]}
+    pick = by_index[a["pick_index"]]
+    assert pick["fits"] and pick["arch"] == a["pick"]
+    limits = a["limits"]
+    limit = min(limits["latency_ms"], limits["max_teacher_latency_ratio"] * limits["teacher_latency_ms"]["value"])
+    assert pick["latency_ms"] <= limit and pick["memory_mb"] <= a["limits"]["memory_mb"]
+    assert pick["score"] == max(c["score"] for c in a["candidates"] if c["fits"])
+    assert a["fit"] == 12 and len(a["top_k"]) == 3 and a["top_k"][0] == a["pick_index"]
+    assert sum(a["dropped"].values()) >= a["evaluated"] - a["fit"]
+    front = [by_index[i] for i in a["pareto_front"]]
+    assert a["pick_index"] in a["pareto_front"]
+    assert all(x["latency_ms"] <= y["latency_ms"] and x["score"] < y["score"] for x, y in itertools.pairwise(front))
+    assert all(not c["fits"] and c["reason"] and c["score"] is None for c in a["candidates"] if not c["fits"])
+    assert a["probe"]["teacher"]["cams"] is not None
+    assert "Pareto front" in cli("search", "--target", "openvino", "--out", tmp_path / "c", "--candidates", "4").stdout
+
+
+def test_search_says_what_the_fastest_candidate_would_need(tmp_path):
+    result = cli("search", "--out", tmp_path / "tight", "--latency-ms", "0.001", "--candidates", "4")
+    assert result.exit_code == 1
+    assert "would need --latency-ms" in result.stderr and "none of" in result.stderr
+    saved = json.loads((tmp_path / "tight" / "search" / "search.json").read_text())
+    assert saved["pick"] is None and saved["dropped"]["latency_ms"] == saved["evaluated"]
+
+
+def test_search_rejects_an_unknown_score(tmp_path):
+    result = cli("search", "--out", tmp_path / "bad", "--score", "diswat")
+    assert result.exit_code == 2 and "did you mean 'diswot'" in result.stderr
+
+
+def test_search_with_an_onnx_teacher_uses_its_feature_map(tmp_path, tiny_onnx):
+    out = tmp_path / "onnx"
+    result = cli("search", "--teacher", tiny_onnx, "--data", "digits", "--out", out, "--candidates", "4",
+                 "--set", "search.max_teacher_latency_ratio=1")
+    assert result.exit_code == 0, result.output + result.stderr
+    probe = json.loads((out / "search" / "search.json").read_text())["probe"]["teacher"]
+    assert probe["source"].startswith("onnx:") and probe["cams"] == [64, 10, 4, 4]
+
+
+def test_search_shrinks_a_torchvision_teacher(tmp_path):
+    import torchvision
+    from conftest import digits_like_npz
+    from safetensors.torch import save_file
+
+    weights = tmp_path / "mnv3.safetensors"
+    torch.manual_seed(0)
+    save_file(torchvision.models.mobilenet_v3_small(num_classes=3).state_dict(), str(weights))
+    npz = digits_like_npz(tmp_path / "d.npz", n=120, classes=3, size=32)
+    out = tmp_path / "tv"
+    result = cli("search", "--teacher", "torchvision:mobilenet_v3_small", "--teacher-weights", weights, "--data", npz,
+                 "--out", out, "--candidates", "6", "--spaces", "resnet", "--set", "search.max_teacher_latency_ratio=1")
+    assert result.exit_code == 0, result.output + result.stderr
+    saved = json.loads((out / "search" / "search.json").read_text())
+    assert [s["name"] for s in saved["spaces"]] == ["resnet", "shrunk"]
+    shrunk = [c for c in saved["candidates"] if c["space"] == "shrunk"]
+    assert shrunk and all(c["arch"]["family"] == "mobilenetv3" and c["arch"]["base"] == "small" for c in shrunk)
+
+
+@pytest.mark.parametrize("target", ["mobile-cpu", "openvino"])
+def test_int8_targets_hold_students_against_the_teacher_at_the_same_precision(target):
+    """The teacher-latency limit compares architectures: on an int8 target the teacher is priced at int8 too,
+    so the teacher's own architecture costs exactly the teacher's latency and is dropped by the ratio limit."""
+    from rich.console import Console
+
+    from edgekd.config import load_build_config
+    from edgekd.context import make_context
+    from edgekd.models.embedded_teacher import RECIPES
+    from edgekd.search import evaluate_arch, make_probe, teacher_latency_ms
+
+    ctx = make_context(load_build_config(None, {"target": target}, []), Console(quiet=True))
+    assert ctx.target.precision == "int8"
+    t_ms = teacher_latency_ms(ctx)
+    space = spaces.get("resnet")(None)
+    twin = evaluate_arch(ctx, make_probe(ctx), t_ms, space, RECIPES["digits"][0], "test", 0, [])
+    assert twin.latency_ms == pytest.approx(t_ms)
+    assert not twin.fits and "teacher_latency_ratio" in twin.violations
