@@ -246,6 +246,11 @@ def compile_(out: Annotated[Path, typer.Option("--out", help="Run folder holding
     console.print(f"skipped: {reason}" if reason else f"wrote {artifacts['student'].path}")
 
 
+from edgekd.cli_calibrate import calibrate as _calibrate  # noqa: E402  (the cost model's command, own module)
+
+app.command("calibrate")(handle_errors(_calibrate))
+
+
 def main() -> None:
     # Click reports its own usage errors with exit 2, as DESIGN.md asks for bad input.
     app(prog_name="edgekd")

@@ -36,6 +36,7 @@ class Candidate:
     memory_mb: float  # predicted for the target
     fits: bool
     reason: str  # why it was dropped ("" when it fits)
+    memory_interval: tuple[float, float] | None = None  # the prediction's band
 
 
 def teacher_latency_ms(ctx: Context) -> float:
@@ -43,10 +44,11 @@ def teacher_latency_ms(ctx: Context) -> float:
     t = ctx.teacher
     shape = (ctx.target.batch_size, *ctx.input_shape)
     if t.module is not None:
-        return predict_torch(t.module, shape, ctx.profile, "fp32")[0].value
+        return predict_torch(t.module, shape, ctx.profile, "fp32", runtime=ctx.target.runtime)[0].value
     import onnx
 
-    return predict_onnx(onnx.load(str(t.onnx_path)), ctx.profile, "fp32", ctx.target.batch_size)[0].value
+    return predict_onnx(onnx.load(str(t.onnx_path)), ctx.profile, "fp32", ctx.target.batch_size,
+                        runtime=ctx.target.runtime)[0].value
 
 
 def evaluate_candidates(ctx: Context) -> tuple[list[Candidate], float]:
@@ -65,7 +67,8 @@ def evaluate_candidates(ctx: Context) -> tuple[list[Candidate], float]:
     for arch in archs:
         torch.manual_seed(ctx.cfg.seed)  # same init for every candidate: scores depend on the arch alone
         model = create_model(arch, ctx.data.preprocessing.channels, ctx.data.num_classes, ctx.input_shape[1:])
-        lat, mem = predict_torch(model, (ctx.target.batch_size, *ctx.input_shape), ctx.profile, ctx.target.precision)
+        lat, mem = predict_torch(model, (ctx.target.batch_size, *ctx.input_shape), ctx.profile, ctx.target.precision,
+                                 runtime=ctx.target.runtime)
         reasons = []
         if b.latency_ms is not None and lat.value > b.latency_ms:
             reasons.append(f"latency {lat.value:.3g} ms > budget {b.latency_ms:g} ms")
@@ -74,7 +77,7 @@ def evaluate_candidates(ctx: Context) -> tuple[list[Candidate], float]:
         if b.memory_mb is not None and mem.value > b.memory_mb:
             reasons.append(f"memory {mem.value:.3g} MB > budget {b.memory_mb:g} MB")
         out.append(Candidate(arch, count_params(model), score_fn(model, x, y, soft), lat.value, lat.interval,
-                             mem.value, not reasons, "; ".join(reasons)))
+                             mem.value, not reasons, "; ".join(reasons), mem.interval))
     return out, t_ms
 
 
@@ -98,7 +101,7 @@ def run_search(ctx: Context) -> dict:
                               b.latency_ms is None or fastest.latency_ms <= b.latency_ms, fastest.latency_interval,
                               "fastest search candidate"),
                  BudgetResult("memory_mb", b.memory_mb, fastest.memory_mb, "predicted",
-                              b.memory_mb is None or fastest.memory_mb <= b.memory_mb, None,
+                              b.memory_mb is None or fastest.memory_mb <= b.memory_mb, fastest.memory_interval,
                               "fastest search candidate")]
         raise BudgetFailed(f"search: none of {len(candidates)} candidates fits; the fastest ({fastest.arch}) "
                            f"is predicted at {fastest.latency_ms:.3g} ms and {fastest.memory_mb:.3g} MB "
