@@ -32,8 +32,8 @@ class LatencyStats:
     runs: int
     statistic: str
     interval_ms: tuple[float, float]  # bootstrap 95% interval of `statistic`
-    # Share of the machine's CPU that other processes (or the hypervisor, as steal) used while this was
-    # timed; None where the OS does not say (no /proc).
+    # Share of its runnable time this process waited for a CPU while timed (other processes, the
+    # hypervisor); None where the OS does not say (no /proc).
     interference: float | None = None
 
     @property
@@ -45,7 +45,18 @@ class LatencyStats:
 
 
 def bootstrap_interval(samples: np.ndarray, q: float, n_boot: int = 1000, seed: int = 0) -> tuple[float, float]:
-    """95% percentile-bootstrap interval of the q-th percentile of `samples`."""
+    """95% percentile-bootstrap interval of the q-th percentile of `samples`.
+
+    Beyond a few thousand samples, resampling costs seconds, so the bootstrap distribution is computed
+    exactly instead: a resample's q-quantile is at most the i-th smallest sample exactly when at least
+    ceil(q n) of its n draws fall at or below it, a binomial event."""
+    if len(samples) > 2000:
+        from scipy.stats import binom
+
+        ordered = np.sort(samples)
+        n = len(ordered)
+        below = binom.sf(np.ceil(q / 100 * n) - 1, n, np.arange(1, n + 1) / n)  # P(quantile <= x_(i))
+        return float(ordered[np.searchsorted(below, 0.025)]), float(ordered[min(n - 1, np.searchsorted(below, 0.975))])
     rng = np.random.default_rng(seed)
     picks = rng.integers(0, len(samples), size=(n_boot, len(samples)))
     stats = np.percentile(samples[picks], q, axis=1)
@@ -60,54 +71,62 @@ def summarize(samples_ms: np.ndarray, statistic: str = "p50") -> LatencyStats:
                         bootstrap_interval(s, STATISTICS[statistic]))
 
 
-def _cpu_jiffies() -> tuple[int, int] | None:
-    """(busy jiffies of the whole machine incl. steal, jiffies of this process), or None without /proc."""
+def _sched_ns() -> dict[str, tuple[int, int]] | None:
+    """Per thread of this process: (ns on a CPU, ns runnable but waiting for one), from schedstat."""
+    out = {}
     try:
-        with open("/proc/stat") as f:
-            user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in f.readline().split()[1:9])
-        with open("/proc/self/stat") as f:
-            own = f.read().rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
+        for task in os.listdir("/proc/self/task"):
+            with open(f"/proc/self/task/{task}/schedstat") as f:
+                ran, waited = f.read().split()[:2]
+            out[task] = (int(ran), int(waited))
     except (OSError, ValueError):
         return None
-    return user + nice + system + irq + softirq + steal, int(own[11]) + int(own[12])  # utime + stime
+    return out
 
 
-def _interference(before: tuple[int, int] | None, seconds: float) -> float | None:
-    after = _cpu_jiffies()
-    if before is None or after is None or seconds <= 0:
+def _interference(before: dict[str, tuple[int, int]] | None) -> float | None:
+    """Share of the time this process's threads were ready to run but had no CPU since `before`:
+    other processes (or the hypervisor) taking the cores. Precise to the nanosecond, unlike load averages."""
+    after = _sched_ns()
+    if before is None or after is None:
         return None
-    others = (after[0] - before[0]) - (after[1] - before[1])
-    return max(0.0, others / (seconds * os.sysconf("SC_CLK_TCK") * (os.cpu_count() or 1)))
+    ran = waited = 0
+    for task, (r, w) in after.items():
+        r0, w0 = before.get(task, (0, 0))
+        ran, waited = ran + r - r0, waited + w - w0
+    return waited / (ran + waited) if ran + waited > 0 else 0.0
 
 
 def _time_once(fn: Callable[[], object], min_runs: int, max_runs: int, max_seconds: float, rel_width: float,
-               statistic: str) -> LatencyStats:
+               statistic: str, min_seconds: float) -> LatencyStats:
     samples: list[float] = []
-    before, start = _cpu_jiffies(), time.perf_counter()
+    before, start = _sched_ns(), time.perf_counter()
     next_check = min_runs
     while len(samples) < max_runs:
         t = time.perf_counter()
         fn()
         samples.append((time.perf_counter() - t) * 1e3)
         if len(samples) >= next_check:
+            elapsed = time.perf_counter() - start
             stats = summarize(np.array(samples), statistic)
             lo, hi = stats.interval_ms
-            if (hi - lo) <= rel_width * stats.value_ms or time.perf_counter() - start > max_seconds:
+            if elapsed > max_seconds or ((hi - lo) <= rel_width * stats.value_ms and elapsed >= min_seconds):
                 break
-            next_check = int(len(samples) * 1.5)
-    stats = summarize(np.array(samples), statistic)
-    return replace(stats, interference=_interference(before, time.perf_counter() - start))
+            next_check = len(samples) + max(1, len(samples) // 2)
+    return replace(summarize(np.array(samples), statistic), interference=_interference(before))
 
 
 def time_calls(fn: Callable[[], object], warmup: int = 10, min_runs: int = 30, max_runs: int = 2000,
                max_seconds: float = 3.0, rel_width: float = 0.05, statistic: str = "p50",
-               warmup_s: float = 0.0, tries: int = 1, max_interference: float = 0.1) -> LatencyStats:
+               warmup_s: float = 0.0, tries: int = 1, max_interference: float = 0.1,
+               min_seconds: float = 0.0) -> LatencyStats:
     """Time `fn` until the statistic's 95% interval is within rel_width of it, or a cap is hit.
 
     Warm-up runs at least `warmup` calls and `warmup_s` seconds: the first calls of a fresh session pay
     for lazy initialisation, page faults and a CPU clocking up, which are no part of steady latency.
-    With `tries` > 1, a timing during which other processes used more than `max_interference` of the
-    machine's CPU is repeated (other work only ever slows a run down, so the fastest try is kept).
+    Timing also lasts `min_seconds`, so it spans many scheduler slices of whatever else runs. With
+    `tries` > 1, a timing during which this process waited for a CPU more than `max_interference` of
+    its runnable time is repeated (other work only ever slows a run down, so the fastest try is kept).
     """
     start = time.perf_counter()
     done = 0
@@ -116,7 +135,7 @@ def time_calls(fn: Callable[[], object], warmup: int = 10, min_runs: int = 30, m
         done += 1
     best = None
     for _ in range(max(1, tries)):
-        stats = _time_once(fn, min_runs, max_runs, max_seconds, rel_width, statistic)
+        stats = _time_once(fn, min_runs, max_runs, max_seconds, rel_width, statistic, min_seconds)
         if best is None or stats.value_ms < best.value_ms:
             best = stats
         if stats.interference is None or stats.interference <= max_interference:
@@ -154,7 +173,7 @@ def measure_artifact(artifact, input_shape: tuple[int, ...], threads: int, stati
     backend = create_backend(artifact.runtime)
     session = backend.load(artifact, threads)
     x = np.random.default_rng(seed).standard_normal(input_shape).astype(np.float32)
-    timing = {"warmup_s": 0.2, "tries": 3, **timing}
+    timing = {"warmup_s": 0.2, "min_seconds": 0.3, "tries": 3, "max_runs": 50_000, **timing}
     stats = time_calls(lambda: session.run(x), statistic=statistic, **timing)
     return Measurement(stats, artifact.runtime, threads, tuple(input_shape), backend.versions(),
                        dict(session.settings))

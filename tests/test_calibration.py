@@ -77,7 +77,7 @@ def test_calibration_applies_only_to_the_precisions_it_timed(monkeypatch, tmp_pa
     data = {"schema": "edgekd.calibration/1", "profile": "host", "runtime": "onnxruntime", "precisions": ["fp32"],
             "threads": load_profile("host").threads, "created": "2026-01-01T00:00:00+00:00",
             "versions": {"onnxruntime": "0"}, "host": host_identity(),
-            "roofline": {"peak_gops": 10, "bandwidth_gbs": 10, "overhead_us": 1}, "call_overhead_us": 1.0,
+            "roofline": {"peak_gops": 10, "bandwidth_gbs": 10, "overhead_us": 1}, "call_overhead_us": 1.0, "vector_block": 16,
             "kernels": {}, "network": {"coef": {}, "intercept_us": 1.0, "ratio_interval": [0.9, 1.1],
                                        "within_10pct": 1.0, "networks": 1},
             "memory": {"weights": 1, "activations": 1, "constant_mb": 1, "ratio_interval": [0.9, 1.1],

@@ -32,9 +32,14 @@ from edgekd.errors import InputError
 SCHEMA = "edgekd.calibration/1"
 NETWORK_KINDS = ("conv", "dwconv", "gemm", "pool", "eltwise", "other")
 # What a kernel type's in-network predictor weighs: a per-launch cost, work, traffic, and the time the
-# stand-alone forest predicts for it (minus the call), which carries the shape effects (channel blocking,
-# im2col vs direct) the linear terms cannot.
-NET_FEATURES = ("launches", "mflops", "mbytes", "standalone_us")
+# stand-alone forest predicts for it (minus the call), which carries shape effects the linear terms
+# cannot. CPU runtimes keep activations in a channel-blocked layout (ORT's NCHWc, oneDNN's nChw16c, one
+# block per vector register); a convolution whose channels are not a whole number of blocks leaves that
+# layout: its output is reordered back, its input is read unblocked by a slower kernel. The unblocked_*
+# terms price that; the block size (4, 8 or 16 channels) is the one that fits the device best.
+NET_FEATURES = ("launches", "mflops", "mbytes", "standalone_us", "unblocked_launches", "unblocked_out_mbytes",
+                "unblocked_in_mflops")
+VECTOR_BLOCKS = (4, 8, 16)
 ACT_CODES = {"": 0, "Relu": 1, "Clip": 2}
 # Precisions a runtime executes with the fp32 kernels it was calibrated with: OpenVINO's CPU plugin
 # decompresses fp16 IR weights at compile time and computes in f32 (edgekd pins INFERENCE_PRECISION_HINT).
@@ -87,6 +92,7 @@ class Calibration(_Strict):
     host: dict[str, Any]  # the machine it was measured on (host_identity()), with its key
     roofline: Roofline
     call_overhead_us: float  # a one-element kernel timed alone: the call, not the kernel
+    vector_block: int  # channels per block of the runtime's blocked layout (NET_FEATURES)
     kernels: dict[str, KernelModel]
     network: NetworkModel
     memory: MemoryModel
@@ -97,7 +103,7 @@ class Calibration(_Strict):
     # ------------------------------------------------------------------ prediction
     def kernel_us(self, kernels: list[Kernel]) -> np.ndarray:
         """Predicted time of each kernel inside a network, microseconds (the call's cost is separate)."""
-        terms = kernel_terms(kernels, self.kernels, self.roofline, self.call_overhead_us)
+        terms = kernel_terms(kernels, self.kernels, self.roofline, self.call_overhead_us, self.vector_block)
         out = np.empty(len(kernels))
         for i, k in enumerate(kernels):
             coef = self.network.coef.get(k.kind if k.kind in NETWORK_KINDS else "other")
@@ -146,11 +152,17 @@ def standalone_us(kernels: list[Kernel], models: dict[str, KernelModel], r: Roof
     return out
 
 
-def kernel_terms(kernels: list[Kernel], models: dict[str, KernelModel], r: Roofline, call_us: float) -> np.ndarray:
+def kernel_terms(kernels: list[Kernel], models: dict[str, KernelModel], r: Roofline, call_us: float,
+                 block: int) -> np.ndarray:
     """One row per kernel: what its kind's linear predictor weighs (NET_FEATURES, in that order)."""
     alone = standalone_us(kernels, models, r)
-    rows = [[1.0, k.flops / 1e6, 4 * (k.activation_elems + k.weight_elems) / 1e6,
-             0.0 if np.isnan(t) else max(t - call_us, 0.0)] for k, t in zip(kernels, alone, strict=True)]
+    rows = []
+    for k, t in zip(kernels, alone, strict=True):
+        conv = k.kind in ("conv", "dwconv")
+        out_off, in_off = conv and k.cout % block != 0, conv and k.cin % block != 0
+        rows.append([1.0, k.flops / 1e6, 4 * (k.activation_elems + k.weight_elems) / 1e6,
+                     0.0 if np.isnan(t) else max(t - call_us, 0.0), float(out_off),
+                     4 * k.output_elems / 1e6 if out_off else 0.0, k.flops / 1e6 if in_off else 0.0])
     return np.array(rows).reshape(len(kernels), len(NET_FEATURES))
 
 
