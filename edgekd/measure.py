@@ -195,3 +195,19 @@ def timing_lock(path: str | None = None):
             yield
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
+
+
+class Canary:
+    """A fixed reference workload timed around measurements, to tell a machine in its usual state from
+    one running slow for reasons no counter shows (a VM's vCPUs moved apart on the host, clocks
+    throttled): there the canary slows down too. The fastest reading so far is the usual state."""
+
+    def __init__(self, fn: Callable[[], object], seconds: float = 0.1):
+        self.fn, self.seconds, self.best_ms = fn, seconds, float("inf")
+
+    def reading(self) -> float:
+        """The canary's p50 now (ms)."""
+        st = time_calls(self.fn, warmup=3, min_runs=10, min_seconds=self.seconds, max_seconds=self.seconds,
+                        max_runs=1_000_000)
+        self.best_ms = min(self.best_ms, st.p50_ms)
+        return st.p50_ms

@@ -109,8 +109,8 @@ def test_kernel_timer_feeds_residual_kernels_on_openvino():
 
     timer = KernelTimer(create_backend("openvino"), 1, "x86_64")
     try:
-        small = timer(make_kernel("conv", 8, 8, 4, 1, 1, "", residual=True))
-        big = timer(make_kernel("conv", 64, 64, 32, 3, 1, "Relu", residual=True))
+        small = timer(make_kernel("conv", 8, 8, 4, 1, 1, "", residual=True))[0]
+        big = timer(make_kernel("conv", 64, 64, 32, 3, 1, "Relu", residual=True))[0]
     finally:
         timer.close()
     assert 0 < small < big
