@@ -69,3 +69,14 @@ def test_interference_from_a_busy_process_is_seen_and_retried():
         busy.wait()
     # one spinning process is a whole core of this machine's CPUs, minus scheduling slack
     assert st.interference is not None and st.interference > 0.5 / (os.cpu_count() or 1)
+
+
+def test_canary_keeps_its_fastest_reading():
+    from edgekd.measure import Canary
+
+    delay = [0.002]
+    canary = Canary(lambda: time.sleep(delay[0]), seconds=0.05)
+    fast = canary.reading()
+    delay[0] = 0.006
+    slow = canary.reading()
+    assert slow > 2 * fast and canary.best_ms == fast
