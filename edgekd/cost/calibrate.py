@@ -63,7 +63,7 @@ KERNEL_TIMING = {"warmup": 5, "warmup_s": 0.05, "min_runs": 20, "min_seconds": 0
                  "max_runs": 50_000, "rel_width": 0.03, "tries": 5}
 NETWORK_TIMING = {"max_seconds": 1.5, "rel_width": 0.02, "tries": 5}
 MAX_INTERFERENCE = 0.2  # timings that waited longer than this share for a CPU on every try are not fitted
-PATIENCE_S = 20.0  # how long one timing waits for a busy machine to quieten down before it is dropped
+PATIENCE_S = 6.0  # how long one timing waits for a slow or busy machine before it is kept as it is
 
 
 CANARY_TOLERANCE = 1.1  # a canary reading this much above its best marks the machine as running slow
