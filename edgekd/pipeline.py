@@ -64,6 +64,7 @@ def build(ctx: Context) -> Report:
         state["compile"] = artifacts
         report.artifacts["compiled"] = _relative(artifacts["student"].path, ctx.out)
         report.student["artifact"] = artifacts["student"].to_dict() | {"path": report.artifacts["compiled"]}
+        report.student["compile"] = artifacts.get("record", {})  # lint findings, precision guard, parity
         return reason
 
     def check():
