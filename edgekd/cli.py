@@ -14,6 +14,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from edgekd.errors import EdgeKDError
@@ -68,8 +69,8 @@ def handle_errors(fn):
         except (typer.Exit, typer.Abort, typer.BadParameter):
             raise
         except EdgeKDError as e:
-            err_console.print(f"[red]error:[/] {e}" if e.exit_code == 2 else f"[red]failed:[/] {e}",
-                              highlight=False, soft_wrap=True)
+            label = "[red]error:[/]" if e.exit_code == 2 else "[red]failed:[/]"
+            err_console.print(f"{label} {escape(str(e))}", highlight=False, soft_wrap=True)
             raise typer.Exit(e.exit_code) from None
         except KeyboardInterrupt:
             raise typer.Exit(130) from None
@@ -267,7 +268,7 @@ def compile_(model: Annotated[Path | None, typer.Argument(help="One .onnx to com
         raise InputError(f"--out {out}: no export/export.json; run `edgekd export --out {out}` first")
     paths = json.loads(exported.read_text())
     artifacts, reason = run_compile(ctx, Path(paths["student"]), Path(paths["teacher"]))
-    console.print(f"skipped: {reason}" if reason else f"wrote {artifacts['student'].path}")
+    console.print(f"skipped: {escape(reason)}" if reason else f"wrote {artifacts['student'].path}")
 
 
 @app.command()

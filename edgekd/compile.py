@@ -22,6 +22,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+from rich.markup import escape
 
 from edgekd.errors import StageFailed
 from edgekd.runtimes import (
@@ -172,7 +173,8 @@ def _skip(ctx, student_onnx: Path, reason: str, record: dict) -> tuple[dict, str
         settings = quantize_qdq(student_onnx, qdq, ctx.data.split("calib")[0], "QInt8", symmetric=True)
         record["qdq_lint"] = lint_or_fail(qdq, ctx.target.batch_size)
         artifact = Artifact(qdq, "onnx", "int8", settings)
-    ctx.console.print(f"[bold]compile[/]: skipped: {reason}; the ONNX model ({artifact.path.name}) is the artifact")
+    ctx.console.print(f"[bold]compile[/]: skipped: {escape(reason)}; "
+                      f"the ONNX model ({artifact.path.name}) is the artifact")
     return {"student": artifact, "teacher": None, "record": record}, reason
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from rich.markup import escape
+
 from edgekd.context import Context
 from edgekd.errors import StageFailed
 from edgekd.report import Report, StageRecord, environment, print_summary, write_report
@@ -88,7 +90,7 @@ def build(ctx: Context) -> Report:
         except StageFailed as e:
             report.budgets = report.budgets or list(getattr(e, "budgets", []))
             report.stages.append(StageRecord(name, "failed", time.perf_counter() - start, str(e)))
-            ctx.console.print(f"[red]{name} failed[/]: {e}")
+            ctx.console.print(f"[red]{name} failed[/]: {escape(str(e))}")
             failed = name
     report.environment = environment(create_backend(t.runtime).versions())
     write_report(report, ctx.out)

@@ -49,6 +49,7 @@ def test_jetson_build_skips_engine_and_predicts(tmp_path):
         import tensorrt  # noqa: F401
     except ImportError:
         assert compile_stage["status"] == "skipped" and "TensorRT" in compile_stage["reason"]
+        assert "edgekd[tensorrt]" in result.output  # the install hint survives rich's markup
         assert all(b["source"] == "predicted" for b in report["budgets"] if b["name"] != "accuracy_drop")
     check = check_report(out / "report.json", "--skipped-stage")
     assert check.returncode == 0, check.stdout
