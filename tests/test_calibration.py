@@ -92,7 +92,9 @@ def test_calibration_applies_only_to_the_precisions_it_timed(monkeypatch, tmp_pa
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--profile", "host", "--runtime", "onnxruntime", "--remote", "ssh://pi@device"], "--remote ssh://pi@device"),
+    (["--profile", "host", "--runtime", "onnxruntime", "--remote", "ssh://pi@device"],
+     "--remote ssh://pi@device: profile 'host' is the machine edgekd runs on"),
+    (["--profile", "raspberry-pi-5", "--runtime", "onnxruntime", "--remote", "http://pi"], "expected ssh://"),
     (["--profile", "jetson-orin-nano", "--runtime", "tensorrt"], "is not a jetson-orin-nano"),
     (["--profile", "raspberry-pi-5", "--runtime", "openvino"], "--runtime openvino: profile 'raspberry-pi-5' runs"),
     (["--profile", "nope", "--runtime", "onnxruntime"], "unknown profile 'nope'"),

@@ -305,21 +305,60 @@ def perturb_arch(arch: dict, rng: np.random.Generator) -> dict:
 
 # ----------------------------------------------------------------------------- the command
 def check_calibratable(profile: Profile, runtime: str, remote: str | None) -> None:
-    """Raise InputError unless `runtime` can be timed for `profile` from here."""
+    """Raise InputError unless `runtime` can be timed for `profile` from here (or on the --remote device)."""
     if runtime not in profile.runtimes:
         raise InputError(f"--runtime {runtime}: profile '{profile.name}' runs {', '.join(profile.runtimes)}")
     if remote is not None:
-        raise InputError(f"--remote {remote}: remote calibration needs edgekd's ssh runner, which this build does "
-                         f"not have yet; run `edgekd calibrate --profile {profile.name} --runtime {runtime}` on "
-                         "the device itself and copy the file it writes")
+        from edgekd.remote import parse_remote
+
+        parse_remote(remote)  # a malformed URL is one clear line
+        if profile.detect:
+            raise InputError(f"--remote {remote}: profile '{profile.name}' is the machine edgekd runs on; calibrate "
+                             "it here without --remote, or name the device's profile (e.g. --profile raspberry-pi-5)")
+        return  # the device checks that it is one and has the runtime (this check, run there)
     if not (profile.detect or platform.machine() in profile.measurable_on):
         raise InputError(f"--profile {profile.name}: this {platform.machine()} host is not a {profile.name}; "
                          "calibrate on the device (or with --remote ssh://user@device)")
+    from edgekd.hostinfo import usable_cores
+
+    if profile.threads > usable_cores():
+        # timing 4 threads on 2 cores measures oversubscription, not the device the profile describes
+        raise InputError(f"--profile {profile.name}: it runs {profile.threads} threads and this host has "
+                         f"{usable_cores()} cores; calibrate on the device (or with --remote ssh://user@device)")
     from edgekd.runtimes import create_backend
 
     reason = create_backend(runtime).unavailable_reason()
     if reason:
         raise InputError(f"--runtime {runtime}: {reason}")
+
+
+def calibrate_remote(profile: Profile, runtime: str, budget: Budget, progress, remote: str) -> Calibration:
+    """`edgekd calibrate` run on the --remote device over ssh (edgekd.remote), with this profile as a file
+    (the device may not know a custom one); the calibration it writes there comes back validated."""
+    import yaml
+
+    from edgekd.cost.calibration import load_calibration
+    from edgekd.errors import StageFailed
+    from edgekd.remote import run_remote
+
+    with tempfile.TemporaryDirectory(prefix="edgekd-calibrate-remote-") as tmp:
+        spec = Path(tmp) / f"{profile.name}.yaml"
+        spec.write_text(yaml.safe_dump(profile.model_dump(mode="json", by_alias=True, exclude_unset=True)))
+        args: list = ["calibrate", "--profile", spec, "--runtime", runtime, "--out", "calibration.json",
+                      "--kernels", budget.kernels, "--rounds", budget.rounds, "--networks", budget.networks,
+                      "--refine", budget.refine_networks, "--memory-networks", budget.memory_networks,
+                      "--seed", budget.seed]
+        task = progress.add_task(f"calibrate on {remote} (the timing runs there)", total=None)
+        r = run_remote(remote, [str(a) if not isinstance(a, Path) else a for a in args], files=[spec],
+                       fetch=["calibration.json"], into=Path(tmp) / "back", timeout_s=6 * 3600)
+        progress.update(task, total=1, completed=1)
+        if "calibration.json" not in r.files:
+            raise StageFailed(f"on {remote}: `{r.command}` wrote no calibration.json")
+        cal = load_calibration(r.files["calibration.json"])
+    if (cal.profile, cal.runtime) != (profile.name, runtime):
+        raise StageFailed(f"on {remote}: the device calibrated {cal.profile} + {cal.runtime}, "
+                          f"not {profile.name} + {runtime}")
+    return cal
 
 
 def _versions(backend, runtime: str) -> dict[str, str]:
@@ -337,7 +376,7 @@ def calibrate(profile: Profile, runtime: str, budget: Budget, progress, remote: 
     """Time kernels and networks of `profile` through `runtime` and fit a Calibration (see module doc).
 
     `progress` is a rich Progress (or anything with add_task/advance/update). Timing runs under
-    measure.timing_lock(); exporting networks does not.
+    measure.timing_lock(); exporting networks does not. With `remote`, all of it runs on that device.
     """
     from edgekd.cost.samples import exported_network, network_cache, network_key, sample_networks
     from edgekd.measure import measure_artifact, timing_lock
@@ -345,6 +384,8 @@ def calibrate(profile: Profile, runtime: str, budget: Budget, progress, remote: 
     from edgekd.runtimes.memprobe import measure_memory_mb
 
     check_calibratable(profile, runtime, remote)
+    if remote is not None:
+        return calibrate_remote(profile, runtime, budget, progress, remote)
     backend = create_backend(runtime)
     threads = profile.threads
     r = Roofline(peak_gops=profile.peak_gops["fp32"].value, bandwidth_gbs=profile.memory_bandwidth_gbs.value,
