@@ -54,6 +54,22 @@ def line(label: str, s: dict, extra: str = "") -> str:
             f"{s['ratio_lo']:.2f}..{s['ratio_hi']:.2f}{extra}")
 
 
+def summary(runtime: str, r: dict, cal) -> None:
+    """The accuracy lines of one runtime, printed as soon as it is done (a run cut short keeps them)."""
+    pred, meas, lo, hi = (np.array(r[k]) for k in ("pred", "meas", "lo", "hi"))
+    inside = float(np.mean((meas >= lo) & (meas <= hi)))
+    label = "calibrated" if cal else "uncalibrated (no calibration for this host)"
+    console.print(f"[bold]{runtime}[/] ({label}; {r['retimed']} timings repeated after a slow spell, "
+                  f"{sum(r['disturbed'])} of {len(meas)} still disturbed and kept; p50 {meas.min():.3f}.."
+                  f"{meas.max():.3f} ms)")
+    console.print(line("latency, predicted", shares(pred, meas), f"   inside band: {inside:.1%}"), soft_wrap=True)
+    console.print(line("latency, roofline only", shares(np.array(r["roof"]), meas)), soft_wrap=True)
+    mp, mm = np.array(r["mem_pred"]), np.array(r["mem_meas"])
+    if len(mm):
+        spread = f"   mean |err| {np.mean(np.abs(mp - mm)):.2f} MB over {mm.min():.1f}..{mm.max():.1f} MB"
+        console.print(line("peak memory (MB)", shares(mp, np.maximum(mm, 1e-3)), spread), soft_wrap=True)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--networks", type=int, default=120)
@@ -92,6 +108,8 @@ def main() -> int:
             b, _ = kernels_from_torch(build_network(arch, shape), (1, *shape))
             same += [(k.kind, k.flops, k.act, k.residual) for k in a] == [(k.kind, k.flops, k.act, k.residual)
                                                                            for k in b]
+        console.print(f"cost model accuracy on this host ({profile.description}), fp32, batch 1; torch (search) "
+                      f"and ONNX (check) extractors give identical kernels for {same}/{len(nets)} networks")
         for runtime in args.runtimes:
             backend = create_backend(runtime)
             r = results[runtime] = {k: [] for k in ("pred", "lo", "hi", "meas", "roof", "mem_pred", "mem_meas",
@@ -140,24 +158,10 @@ def main() -> int:
                 r["meas"].append(m.value_ms)
                 r["disturbed"].append((m.stats.interference or 0.0) > MAX_INTERFERENCE
                                       or canary_ms > CANARY_TOLERANCE * canary.best_ms)
+            progress.stop()
+            summary(runtime, r, calibrated[runtime])
+            progress.start()
 
-    console.print(f"\ncost model accuracy on this host ({profile.description}), fp32, batch 1, "
-                  f"p50 latency {np.min([min(r['meas']) for r in results.values()]):.3f}.."
-                  f"{np.max([max(r['meas']) for r in results.values()]):.3f} ms")
-    console.print(f"torch (search) and ONNX (check) extractors give identical kernels for {same}/{len(nets)} networks")
-    for runtime, r in results.items():
-        pred, meas, lo, hi = (np.array(r[k]) for k in ("pred", "meas", "lo", "hi"))
-        inside = float(np.mean((meas >= lo) & (meas <= hi)))
-        cal = calibrated[runtime]
-        label = "calibrated" if cal else "uncalibrated (no calibration for this host)"
-        console.print(f"[bold]{runtime}[/] ({label}; {r['retimed']} timings repeated after a slow spell, "
-                      f"{sum(r['disturbed'])} of {len(meas)} still disturbed and kept)")
-        console.print(line("latency, predicted", shares(pred, meas), f"   inside band: {inside:.1%}"), soft_wrap=True)
-        console.print(line("latency, roofline only", shares(np.array(r["roof"]), meas)), soft_wrap=True)
-        mp, mm = np.array(r["mem_pred"]), np.array(r["mem_meas"])
-        if len(mm):
-            spread = f"   mean |err| {np.mean(np.abs(mp - mm)):.2f} MB over {mm.min():.1f}..{mm.max():.1f} MB"
-            console.print(line("peak memory (MB)", shares(mp, np.maximum(mm, 1e-3)), spread), soft_wrap=True)
     console.print("anchors: nn-Meter 99.0% within +-10% (Pixel 4 CPU), 83.4% (Intel VPU); HELP Spearman 0.93")
     if args.save:
         import json
