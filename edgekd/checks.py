@@ -9,7 +9,7 @@ import onnx
 
 from edgekd.config import Budgets, Profile
 from edgekd.cost.roofline import predict_onnx
-from edgekd.measure import time_calls
+from edgekd.measure import measure_artifact
 from edgekd.report import BudgetResult
 from edgekd.runtimes import Artifact, create_backend, evaluate_accuracy
 from edgekd.runtimes.memprobe import measure_memory_mb
@@ -34,23 +34,22 @@ def local_threads(profile: Profile) -> int:
 
 
 def artifact_figures(artifact: Artifact, onnx_path, profile: Profile, precision: str, batch: int,
-                     input_shape: tuple[int, ...], blocker: str | None) -> dict:
-    """Latency and memory of one artifact: measured if nothing blocks it, else predicted."""
+                     input_shape: tuple[int, ...], blocker: str | None, runtime: str | None = None) -> dict:
+    """Latency and memory of one artifact: measured if nothing blocks it, else predicted for `runtime`
+    (the target's; default the artifact's) on the profile."""
     shape = (batch, *input_shape)
     if blocker is None:
-        import numpy as np
-
-        session = create_backend(artifact.runtime).load(artifact, local_threads(profile))
-        x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
-        stats = time_calls(lambda: session.run(x))
-        memory = measure_memory_mb(artifact, shape, local_threads(profile))
-        return {"latency_ms": stats.p50_ms, "latency_interval": stats.interval_ms, "latency_source": "measured",
-                "latency_stats": stats.as_dict(), "memory_mb": memory, "memory_source": "measured",
-                "session": session.settings}
-    latency, memory = predict_onnx(onnx.load(str(onnx_path)), profile, precision, batch)
+        threads = local_threads(profile)
+        m = measure_artifact(artifact, shape, threads)
+        memory = measure_memory_mb(artifact, shape, threads)
+        return {"latency_ms": m.stats.p50_ms, "latency_interval": m.stats.interval_ms, "latency_source": "measured",
+                "latency_stats": m.stats.as_dict(), "memory_mb": memory, "memory_source": "measured",
+                "session": m.settings, "versions": m.versions}
+    latency, memory = predict_onnx(onnx.load(str(onnx_path)), profile, precision, batch,
+                                   runtime=runtime or artifact.runtime)
     return {"latency_ms": latency.value, "latency_interval": latency.interval, "latency_source": "predicted",
             "latency_detail": latency.detail, "memory_mb": memory.value, "memory_interval": memory.interval,
-            "memory_source": "predicted", "blocker": blocker}
+            "memory_source": "predicted", "memory_detail": memory.detail, "blocker": blocker}
 
 
 def compare_budgets(budgets: Budgets, student: dict, accuracy_drop: float) -> list[BudgetResult]:
@@ -89,12 +88,14 @@ def run_check(ctx, artifacts: dict, student_onnx, teacher_onnx) -> tuple[dict, d
     batch = ctx.target.batch_size
     # The shipped precision (the precision guard may ship float); the target's for an engine not built yet.
     precision = student_art.precision if runs_here else ctx.target.precision
-    student = artifact_figures(eval_art, student_onnx, ctx.profile, precision, batch, ctx.input_shape, blocker)
+    student = artifact_figures(eval_art, student_onnx, ctx.profile, precision, batch, ctx.input_shape, blocker,
+                               ctx.target.runtime)
     student["accuracy"] = acc
     student["evaluated_with"] = f"{eval_art.runtime} {eval_art.precision}" + (
         "" if runs_here else " (the ONNX artifact; the target runtime is not available here)")
     teacher_art = artifacts.get("teacher") or Artifact(teacher_onnx, "onnxruntime", "fp32")
-    teacher = artifact_figures(teacher_art, teacher_onnx, ctx.profile, "fp32", batch, ctx.input_shape, blocker)
+    teacher = artifact_figures(teacher_art, teacher_onnx, ctx.profile, "fp32", batch, ctx.input_shape, blocker,
+                               ctx.target.runtime)
     teacher["accuracy"] = ctx.teacher_accuracy
     drop = 100 * (ctx.teacher_accuracy - acc)
     ctx.console.print(f"  student {student['latency_ms']:.3g} ms vs teacher {teacher['latency_ms']:.3g} ms "

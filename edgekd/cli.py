@@ -377,6 +377,11 @@ def check(model: Annotated[Path, typer.Argument(help="Model to gate: .onnx, Open
     raise typer.Exit(exit_code(run_gate(config_from_options(**options), console).verdict))
 
 
+from edgekd.cli_calibrate import calibrate as _calibrate  # noqa: E402  (the cost model's command, own module)
+
+app.command("calibrate")(handle_errors(_calibrate))
+
+
 def main() -> None:
     # Click reports its own usage errors with exit 2, as DESIGN.md asks for bad input.
     app(prog_name="edgekd")

@@ -77,7 +77,9 @@ def test_openvino_build_measures_an_ir(tmp_path):
 @pytest.mark.slow
 def test_mobile_build_ships_an_ort_format_artifact(tmp_path):
     out = tmp_path / "mobile"
-    cli("build", "--target", "mobile-cpu", "--out", out, "--epochs", "4")
+    # A ResNet student distils within the budget in 4 epochs; which family the search prefers for a
+    # Raspberry Pi (the cost model's call) is not what this test is about.
+    cli("build", "--target", "mobile-cpu", "--out", out, "--epochs", "4", "--set", "search.spaces=[resnet]")
     report = json.loads((out / "report.json").read_text())
     guard = report["student"]["compile"]["precision_guard"]
     assert report["artifacts"]["compiled"] == f"compile/student-{guard['shipped']}.ort"

@@ -183,6 +183,33 @@ def test_build_measures_on_the_remote_device(remote_env, tmp_path):
     assert report["teacher"]["remote"] == remote_env and report["teacher"]["latency_ms"] > 0
 
 
+@pytest.mark.slow
+def test_calibrate_over_remote_brings_the_device_calibration_back(remote_env, tmp_path, monkeypatch):
+    """A device profile the other side does not know (it travels as a file), calibrated there, used here."""
+    import yaml
+
+    from edgekd.config import load_profile
+    from edgekd.cost.calibration import load_calibration
+    from edgekd.cost.ops import make_kernel
+    from edgekd.cost.roofline import predict_kernels
+
+    spec = yaml.safe_load((REPO / "profiles" / "intel-x86-cpu.yaml").read_text())
+    spec.update(name="edge-x86-test", threads=1, runtimes=["onnxruntime"])
+    profile_path = tmp_path / "edge-x86-test.yaml"
+    profile_path.write_text(yaml.safe_dump(spec))
+    monkeypatch.setenv("EDGEKD_CALIBRATION_DIR", str(tmp_path / "calibration"))
+    result = cli("calibrate", "--profile", profile_path, "--runtime", "onnxruntime", "--remote", remote_env,
+                 "--kernels", "12", "--rounds", "0", "--networks", "4", "--refine", "0", "--memory-networks", "2")
+    assert result.exit_code == 0, result.stdout + result.stderr
+    cal = load_calibration(tmp_path / "calibration" / "edge-x86-test-onnxruntime.json")
+    assert cal.profile == "edge-x86-test" and cal.threads == 1 and cal.network.networks == 4
+    assert cal.versions["onnxruntime"] and cal.host["key"]  # the device's versions and identity
+    kernels = [make_kernel("conv", 16, 32, 16, 3, 1, "Relu")]
+    latency, memory = predict_kernels(kernels, 16 * 16 * 48, load_profile(str(profile_path)), "fp32", "onnxruntime")
+    assert latency.detail.startswith("calibrated") and "edge-x86-test-onnxruntime.json" in latency.detail
+    assert memory.detail.startswith("calibrated")
+
+
 def test_check_gates_on_the_remote_device(remote_env, tiny_onnx, tmp_path):
     """`edgekd check --remote`: accuracy, latency and memory all measured by the device's bench; the
     --reference is evaluated here on the same held-out split; a budget the device misses fails (exit 1)."""

@@ -62,7 +62,8 @@ def _predicted(plan: Plan):
     graph_input = next(i for i in proto.graph.input if i.name not in weights)
     for dim, size in zip(graph_input.type.tensor_type.shape.dim, plan.shape, strict=True):
         dim.dim_value = size  # price the shape that is gated, dynamic dims included
-    return predict_onnx(proto, plan.profile, plan.artifact.precision, plan.target.batch_size)
+    return predict_onnx(proto, plan.profile, plan.artifact.precision, plan.target.batch_size,
+                        runtime=plan.target.runtime)
 
 
 class _Run:

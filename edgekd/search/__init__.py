@@ -35,10 +35,11 @@ def teacher_latency_ms(ctx: Context) -> float:
     t, precision = ctx.teacher, ctx.target.precision
     shape = (ctx.target.batch_size, *ctx.input_shape)
     if t.module is not None:
-        return predict_torch(t.module, shape, ctx.profile, precision)[0].value
+        return predict_torch(t.module, shape, ctx.profile, precision, runtime=ctx.target.runtime)[0].value
     import onnx
 
-    return predict_onnx(onnx.load(str(t.onnx_path)), ctx.profile, precision, ctx.target.batch_size)[0].value
+    return predict_onnx(onnx.load(str(t.onnx_path)), ctx.profile, precision, ctx.target.batch_size,
+                        runtime=ctx.target.runtime)[0].value
 
 
 def make_probe(ctx: Context) -> Probe:
@@ -64,7 +65,8 @@ def evaluate_arch(ctx: Context, probe: Probe, teacher_ms: float, space: Space, a
 
     cfg, b = ctx.cfg.search, ctx.budgets
     model = build_candidate(ctx, arch)
-    lat, mem = predict_torch(model, (ctx.target.batch_size, *ctx.input_shape), ctx.profile, ctx.target.precision)
+    lat, mem = predict_torch(model, (ctx.target.batch_size, *ctx.input_shape), ctx.profile, ctx.target.precision,
+                             runtime=ctx.target.runtime)
     max_ms = teacher_ms * cfg.max_teacher_latency_ratio
     broken: list[tuple[str, str]] = []
     if b.latency_ms is not None and lat.value > b.latency_ms:
@@ -78,7 +80,8 @@ def evaluate_arch(ctx: Context, probe: Probe, teacher_ms: float, space: Space, a
     kernels, _ = kernels_from_torch(model, (1, *ctx.input_shape))
     return Candidate(index, space.name, origin, arch, count_params(model), float(sum(k.flops for k in kernels)),
                      lat.value, lat.interval, mem.value, not broken, "; ".join(r for _, r in broken),
-                     tuple(k for k, _ in broken), values.get(score_names[0]) if score_names else None, values)
+                     tuple(k for k, _ in broken), values.get(score_names[0]) if score_names else None, values,
+                     mem.interval)
 
 
 def run_search(ctx: Context) -> dict:
@@ -155,7 +158,8 @@ def _nothing_fits(candidates: list[Candidate], b, teacher_ms: float, ratio: floa
                           b.latency_ms is None or fastest.latency_ms <= b.latency_ms, fastest.latency_interval,
                           "fastest search candidate"),
              BudgetResult("memory_mb", b.memory_mb, fastest.memory_mb, "predicted",
-                          b.memory_mb is None or fastest.memory_mb <= b.memory_mb, None, "fastest search candidate")]
+                          b.memory_mb is None or fastest.memory_mb <= b.memory_mb, fastest.memory_interval,
+                          "fastest search candidate")]
     return BudgetFailed(f"search: none of {len(candidates)} candidates fits ({counts}); the fastest, {fastest.space} "
                         f"{json.dumps(fastest.arch)}, is predicted at {fastest.latency_ms:.3g} ms and "
                         f"{fastest.memory_mb:.3g} MB "

@@ -29,6 +29,7 @@ class Candidate:
     violations: tuple[str, ...]  # which limits it breaks: latency_ms, memory_mb, teacher_latency_ratio
     score: float | None  # the search score; None when not scored (over budget)
     scores: dict[str, float] = field(default_factory=dict)  # every score computed for it
+    memory_interval: tuple[float, float] | None = None  # the memory prediction's band
 
 
 # (space, arch, origin, index) -> Candidate
