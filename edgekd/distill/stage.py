@@ -111,11 +111,13 @@ def train_student(ctx: Context, arch: dict, plan: Plan, resume: bool) -> dict | 
         assistant = create_model(a_arch, channels, classes, size)
         ctx.console.print(f"  teacher assistant {a_arch} ({count_params(assistant)} parameters)")
         a_result, _ = _fit(ctx, assistant, teacher, plan, a_arch, folder / "assistant", resume, "assistant")
+        assistant = a_result.model
         xv, yv = ctx.data.split("val")
         extra["assistant"] = {"arch": a_arch, "params": count_params(assistant), "history": a_result.history,
                               "torch_accuracy": accuracy(assistant, xv, yv, ctx.device)}
         teacher = assistant
     result, pairs = _fit(ctx, student, teacher, plan, arch, folder / "checkpoints", resume, "distill")
+    student = result.model
     if _dist()[1] != 0:
         return None
     if not all(torch.isfinite(p).all() for p in student.parameters()):

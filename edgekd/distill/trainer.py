@@ -21,7 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch import nn
 
 from edgekd.config import DistillConfig
-from edgekd.distill import augment, checkpoint
+from edgekd.distill import augment, checkpoint, syncbn
 from edgekd.distill.losses import LossInputs, decompose_kl
 from edgekd.distill.method import Distiller, Plan, make_adapter, objective, parse_method
 from edgekd.errors import InputError, StageFailed
@@ -114,9 +114,10 @@ class LogitCache:
         self.store: torch.Tensor | None = None
         self.filled = torch.zeros(views, n, dtype=torch.bool)
 
-    def get(self, view: torch.Tensor, idx: torch.Tensor) -> torch.Tensor | None:
-        if self.store is None or not bool(self.filled[view, idx].all()):
-            return None
+    def missing(self, view: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        return ~self.filled[view, idx]
+
+    def get(self, view: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         return self.store[view.to(self.device), idx.to(self.device)]
 
     def put(self, view: torch.Tensor, idx: torch.Tensor, logits: torch.Tensor) -> None:
@@ -171,14 +172,15 @@ class _Run:
                  console: Console, description: str):
         if plan.needs_teacher and teacher is None:
             raise InputError(f"distill.method '{cfg.method}' needs a teacher")
-        self.model, self.cfg, self.device, self.teacher, self.plan = model, cfg, device, teacher, plan
+        self.cfg, self.device, self.teacher, self.plan = cfg, device, teacher, plan
         self.console, self.description = console, description
         self.world, self.rank = _dist()
         self.cuda = device.type == "cuda"
         adapters = [make_adapter(s[1][0], t[1][0]) for t, s in pairs] if plan.needs_adapters else []
+        if self.world > 1:  # BatchNorm statistics over the global batch, as one process computes them
+            model, adapters = syncbn.convert(model, self.cuda), [syncbn.convert(a, self.cuda) for a in adapters]
+        self.model = model
         self.distiller = Distiller(model, [s[0] for _, s in pairs], adapters).to(device)
-        if self.cuda and self.world > 1:
-            self.distiller = nn.SyncBatchNorm.convert_sync_batchnorm(self.distiller)
         self.channels_last = self.cuda and cfg.channels_last
         if self.channels_last:
             self.distiller.to(memory_format=torch.channels_last)
@@ -298,7 +300,7 @@ class _Run:
                 params = augment.draw(self.cfg, len(idx), self.size, self.gen_aug) if self.shift else None
             try:
                 loss = self.step(idx[local], None if params is None else params[local], view[local],
-                                 (epoch * n + pos) / total, sums)
+                                 (epoch * n + pos) / total, sums, len(idx))
             except torch.cuda.OutOfMemoryError:
                 self.out_of_memory()
                 continue
@@ -358,22 +360,27 @@ class _Run:
             xb = xb.contiguous(memory_format=torch.channels_last)
         return xb, yb
 
-    def step(self, idx, params, view, progress: float, sums: dict) -> float | None:
-        """One optimizer step on samples idx; None when it stepped, else the non-finite loss (step skipped)."""
+    def step(self, idx, params, view, progress: float, sums: dict, global_count: int) -> float | None:
+        """One optimizer step on samples idx (this process's share of global_count); None when it stepped, else
+        the non-finite loss (step skipped)."""
         xb, yb = self.inputs(idx, params)
         with torch.autocast(self.device.type, dtype=self.dtype or torch.float32, enabled=self.dtype is not None):
             t_logits, t_feats = None, []
-            if self.plan.needs_teacher:
-                t_logits = self.cache.get(view, idx) if self.cache is not None else None
-                if t_logits is None:
-                    out = self.teacher(xb)
-                    t_logits, t_feats = out.logits.float(), out.feats
-                    if self.cache is not None:
-                        self.cache.put(view, idx, t_logits)
+            if self.cache is not None:  # the teacher runs only on (image, view)s it has not seen
+                missing = self.cache.missing(view, idx)
+                if bool(missing.any()):
+                    self.cache.put(view[missing], idx[missing], self.teacher(xb[missing.to(self.device)]).logits)
+                t_logits = self.cache.get(view, idx)
+            elif self.plan.needs_teacher:
+                out = self.teacher(xb)
+                t_logits, t_feats = out.logits.float(), out.feats
             logits, feats, adapted = self.forward(xb)
             b = LossInputs(logits.float(), t_logits, yb, progress, feats, adapted, t_feats)
             loss, values = objective(self.plan, b, self.cfg)
-        self.scaler.scale(loss).backward()
+        # DDP averages gradients over processes; weighting each by its share makes that the global batch mean
+        # even when the last batch splits unevenly
+        share = self.world * len(idx) / global_count
+        self.scaler.scale(loss * share if share != 1 else loss).backward()
         self.scaler.unscale_(self.opt)
         grads = [p for p in self.distiller.parameters() if p.grad is not None]
         gnorm = torch.nn.utils.clip_grad_norm_(grads, self.cfg.grad_clip_norm or math.inf)

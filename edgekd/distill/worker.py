@@ -11,6 +11,7 @@ import argparse
 import json
 import os
 import sys
+import warnings
 from pathlib import Path
 
 
@@ -31,6 +32,9 @@ def main(argv: list[str] | None = None) -> int:
     from edgekd.distill.stage import train_student
     from edgekd.errors import EdgeKDError
 
+    # A 1x1 convolution's weight gradient comes back with equivalent but differently ordered strides; DDP copies
+    # it into its bucket correctly and warns on every process. Nothing to act on.
+    warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
     rank, local = int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"])
     console = Console(stderr=True, quiet=rank != 0)
     try:
