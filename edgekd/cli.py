@@ -255,6 +255,39 @@ def compile_(out: Annotated[Path, typer.Option("--out", help="Run folder holding
     console.print(f"skipped: {reason}" if reason else f"wrote {artifacts['student'].path}")
 
 
+def _opt(flag: str, help_: str, typ=str | None):
+    return Annotated[typ, typer.Option(flag, help=help_)]
+
+
+@app.command()
+@handle_errors
+def check(model: Annotated[Path, typer.Argument(help="Model to gate: .onnx, OpenVINO .xml, or an edgekd artifact.")],
+          target: Annotated[str, typer.Option("--target", "-t", help="Target name or .yaml (its budgets are the "
+                                              "defaults).")],
+          latency_ms: LatencyOpt = None, memory_mb: MemoryOpt = None, max_accuracy_drop: DropOpt = None,
+          data: _opt("--data", "Evaluation data (digits | folder | .npz); its held-out split is used.") = None,
+          reference: _opt("--reference", "Model to compare accuracy with, e.g. the fp32 teacher.", Path | None) = None,
+          baseline: _opt("--baseline", "report.json of an earlier check or build to compare with.", Path | None) = None,
+          max_regression: _opt("--max-regression", "Allowed growth over --baseline, e.g. 5%.", str) = "5%",
+          json_path: _opt("--json", "Write the report (report.json schema) here.", Path | None) = None,
+          junit_path: _opt("--junit", "Write JUnit XML here (one testcase per budget).", Path | None) = None,
+          markdown_path: _opt("--markdown", "Write a Markdown summary (for a PR comment) here.", Path | None) = None,
+          remote: _opt("--remote", "ssh://user@host: measure on the device (not available yet).") = None,
+          require_measured: _opt("--require-measured", "Predicted figures fail.", bool) = False,
+          statistic: _opt("--statistic", "Latency statistic gated: p50 | p90.", str) = "p50",
+          inconclusive: _opt("--inconclusive", "An interval straddling a limit gives: exit3 | pass | fail.",
+                             str) = "exit3",
+          max_seconds: _opt("--max-seconds", "Time cap for latency runs.", float) = 10.0,
+          rel_width: _opt("--rel-width", "Stop timing when the 95% interval is this narrow (relative).", float) = 0.05,
+          input_size: SizeOpt = None, mean: MeanOpt = None, std: StdOpt = None, seed: SeedOpt = None):
+    """CI gate: latency, memory and accuracy budgets of any model; exit 0 pass, 1 fail, 3 inconclusive."""
+    options = dict(locals()) | {"input_size": _numbers("--input-size", input_size, int),
+                                "mean": _numbers("--mean", mean), "std": _numbers("--std", std)}
+    from edgekd.gate import config_from_options, exit_code, run_gate
+
+    raise typer.Exit(exit_code(run_gate(config_from_options(**options), console).verdict))
+
+
 def main() -> None:
     # Click reports its own usage errors with exit 2, as DESIGN.md asks for bad input.
     app(prog_name="edgekd")

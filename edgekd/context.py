@@ -64,19 +64,20 @@ def make_context(cfg: BuildConfig, console: Console | None = None) -> Context:
         raise InputError(f"target '{target.name}': runtime '{target.runtime}' is not one of profile "
                          f"'{profile.name}' runtimes {profile.runtimes}")
     device = pick_device(cfg.device)
+    from edgekd.models.embedded_teacher import RECIPES, embedded_teacher, source_name
+
     teacher = load_teacher(cfg.teacher)
-    if teacher.source == EMBEDDED and cfg.data != "digits":
-        raise InputError(f"--data {cfg.data} needs --teacher: the embedded teacher only knows the digits data")
+    if teacher.source == EMBEDDED and cfg.data not in RECIPES:
+        raise InputError(f"--data {cfg.data} needs --teacher: embedded teachers exist only for "
+                         f"{', '.join(sorted(RECIPES))}")
     data = load_data(cfg.data, cfg.preprocess, cfg.seed, channels=teacher.in_channels,
                      default_size=teacher.input_size, default_norm=teacher.default_norm)
     if teacher.num_classes is not None and teacher.num_classes != data.num_classes:
         raise InputError(f"--teacher {teacher.source} predicts {teacher.num_classes} classes but --data "
                          f"{cfg.data} has {data.num_classes}")
     if teacher.source == EMBEDDED:
-        from edgekd.models.digits_teacher import embedded_teacher
-
         teacher.module = embedded_teacher(data, cfg.seed, device)
-        teacher.num_classes = data.num_classes
+        teacher.num_classes, teacher.source = data.num_classes, source_name(cfg.data)
     elif teacher.module is not None:
         teacher.module.to(device).eval()
     out = cfg.out or default_out(target.name)

@@ -24,11 +24,14 @@ class BudgetResult:
     passed: bool
     interval: tuple[float, float] | None = None
     detail: str = ""
+    # pass | fail | inconclusive where a gate decided it from an interval (edgekd check); "" elsewhere.
+    verdict: str = ""
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        if self.interval is None:
-            d.pop("interval")
+        for key in ("interval", "verdict"):
+            if not d[key]:
+                d.pop(key)
         return d
 
 
@@ -51,6 +54,8 @@ class Report:
     artifacts: dict = field(default_factory=dict)
     environment: dict = field(default_factory=dict)
     extra: dict = field(default_factory=dict)  # preprocessing, distillation settings, ...
+    notes: list[str] = field(default_factory=list)  # one-line remarks shown under the budgets in report.md
+    roles: tuple[str, str] = ("teacher", "student")  # row labels of report.md (check: reference, model)
 
     @property
     def passed(self) -> bool:
@@ -58,11 +63,25 @@ class Report:
         stages_ok = all(s.status in ("passed", "skipped") for s in self.stages)
         return bool(self.budgets) and stages_ok and all(b.passed for b in self.budgets)
 
+    @property
+    def verdict(self) -> str:
+        """pass | fail | inconclusive: inconclusive only when nothing failed outright."""
+        if self.passed:
+            return "pass"
+        failed_stage = any(s.status == "failed" for s in self.stages)
+        open_ = [b for b in self.budgets if not b.passed]
+        if self.budgets and not failed_stage and open_ and all(b.verdict == "inconclusive" for b in open_):
+            return "inconclusive"
+        return "fail"
+
     def to_dict(self) -> dict:
-        return {"schema": SCHEMA, "passed": self.passed, "target": self.target, "teacher": self.teacher,
-                "student": self.student, "budgets": [b.to_dict() for b in self.budgets],
-                "stages": [asdict(s) for s in self.stages], "artifacts": self.artifacts,
-                "environment": self.environment, "seed": self.seed, **self.extra}
+        d = {"schema": SCHEMA, "passed": self.passed, "target": self.target, "teacher": self.teacher,
+             "student": self.student, "budgets": [b.to_dict() for b in self.budgets],
+             "stages": [asdict(s) for s in self.stages], "artifacts": self.artifacts,
+             "environment": self.environment, "seed": self.seed, **self.extra}
+        if self.notes:
+            d["notes"] = self.notes
+        return d
 
 
 def environment(versions: dict[str, str]) -> dict:
@@ -89,40 +108,64 @@ def _fmt(v) -> str:
     return "-" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
+def _interval(b: BudgetResult) -> str:
+    return f"{b.interval[0]:.4g} .. {b.interval[1]:.4g}" if b.interval else ""
+
+
+RESULT_MD = {"pass": "pass", "fail": "**FAIL**", "inconclusive": "**INCONCLUSIVE**"}
+HEADLINE = {"pass": "PASSED", "fail": "FAILED", "inconclusive": "INCONCLUSIVE"}
+
+
 def to_markdown(report: Report) -> str:
     d = report.to_dict()
-    verdict = "PASSED" if d["passed"] else "FAILED"
     t = d["target"]
-    lines = [f"## edgekd: {verdict} on `{t.get('name')}` ({t.get('runtime')}, {t.get('precision')})", "",
+    lines = [f"## edgekd: {HEADLINE[report.verdict]} on `{t.get('name')}` ({t.get('runtime')}, {t.get('precision')})",
+             "",
              "| budget | value | limit | source | interval | result |", "|---|---|---|---|---|---|"]
     for b in report.budgets:
-        iv = f"{b.interval[0]:.4g} .. {b.interval[1]:.4g}" if b.interval else ""
-        lines.append(f"| {b.name} | {_fmt(b.value)} | {_fmt(b.limit)} | {b.source} | {iv} | "
-                     f"{'pass' if b.passed else '**FAIL**'} |")
-    lines += ["", "| | accuracy | latency_ms | params |", "|---|---|---|---|"]
-    for who in ("teacher", "student"):
-        w = d[who]
-        lines.append(f"| {who} | {_fmt(w.get('accuracy'))} | {_fmt(w.get('latency_ms'))} "
-                     f"({w.get('latency_source', '-')}) | {_fmt(w.get('params'))} |")
-    lines += ["", "| stage | status | seconds | reason |", "|---|---|---|---|"]
-    lines += [f"| {s.name} | {s.status} | {s.seconds:.1f} | {s.reason} |" for s in report.stages]
+        result = RESULT_MD[b.verdict or ("pass" if b.passed else "fail")]
+        lines.append(f"| {b.name} | {_fmt(b.value)} | {_fmt(b.limit)} | {b.source} | {_interval(b)} | {result} |")
+    if report.notes:
+        lines += [""] + [f"- {note}" for note in report.notes]
+    rows = [(label, d[who]) for who, label in zip(("teacher", "student"), report.roles, strict=True)
+            if d[who].get("accuracy") is not None or d[who].get("latency_ms") is not None]
+    if rows:
+        lines += ["", "| | accuracy | latency_ms | params |", "|---|---|---|---|"]
+        for label, w in rows:
+            lines.append(f"| {label} | {_fmt(w.get('accuracy'))} | {_fmt(w.get('latency_ms'))} "
+                         f"({w.get('latency_source', '-')}) | {_fmt(w.get('params'))} |")
+    if report.stages:
+        lines += ["", "| stage | status | seconds | reason |", "|---|---|---|---|"]
+        lines += [f"| {s.name} | {s.status} | {s.seconds:.1f} | {s.reason} |" for s in report.stages]
     return "\n".join(lines) + "\n"
 
 
 def to_junit(report: Report) -> str:
-    """One testcase per budget (value, limit, interval in the message) and one per failed stage."""
-    failures = sum(not b.passed for b in report.budgets) + sum(s.status == "failed" for s in report.stages)
+    """One testcase per budget (value, limit, interval as properties and in the message) and one per
+    failed stage. An inconclusive budget is an <error>, not a <failure>: nothing was shown to be wrong."""
+    failures = sum(not b.passed and b.verdict != "inconclusive" for b in report.budgets)
+    failures += sum(s.status == "failed" for s in report.stages)
+    errors = sum(not b.passed and b.verdict == "inconclusive" for b in report.budgets)
     suite = ET.Element("testsuite", name=f"edgekd.{report.target.get('name')}",
                        tests=str(len(report.budgets) + sum(s.status == "failed" for s in report.stages)),
-                       failures=str(failures))
+                       failures=str(failures), errors=str(errors))
     for b in report.budgets:
         case = ET.SubElement(suite, "testcase", classname="edgekd.budgets", name=b.name)
+        props = ET.SubElement(case, "properties")
+        values = {"value": b.value, "limit": b.limit, "source": b.source, "verdict": b.verdict or None}
+        if b.interval:
+            values |= {"interval_low": b.interval[0], "interval_high": b.interval[1]}
+        for key, v in values.items():
+            if v is not None:
+                ET.SubElement(props, "property", name=key, value=str(v))
         msg = f"{b.name} = {_fmt(b.value)} ({b.source}) limit {_fmt(b.limit)}"
         if b.interval:
             msg += f" interval [{b.interval[0]:.4g}, {b.interval[1]:.4g}]"
         ET.SubElement(case, "system-out").text = msg + (f"; {b.detail}" if b.detail else "")
         if not b.passed:
-            ET.SubElement(case, "failure", message=msg)
+            kind = "error" if b.verdict == "inconclusive" else "failure"
+            ET.SubElement(case, kind, message=msg + (f"; {b.detail}" if b.detail else ""),
+                          type=b.verdict or "failure")
     for s in report.stages:
         if s.status == "failed":
             case = ET.SubElement(suite, "testcase", classname="edgekd.stages", name=s.name)
@@ -130,27 +173,37 @@ def to_junit(report: Report) -> str:
     return ET.tostring(suite, encoding="unicode", xml_declaration=True)
 
 
+def write_outputs(report: Report, json_path: Path | None = None, md_path: Path | None = None,
+                  junit_path: Path | None = None) -> None:
+    """Write only the formats asked for, each atomically (a reader never sees half a file)."""
+    for path, render in ((json_path, lambda: json.dumps(report.to_dict(), indent=2, default=str)),
+                         (md_path, lambda: to_markdown(report)), (junit_path, lambda: to_junit(report))):
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            _atomic_write(path, render())
+
+
 def write_report(report: Report, out: Path, json_path: Path | None = None, md_path: Path | None = None,
                  junit_path: Path | None = None) -> Path:
-    out.mkdir(parents=True, exist_ok=True)
     json_path = json_path or out / "report.json"
-    _atomic_write(json_path, json.dumps(report.to_dict(), indent=2, default=str))
-    _atomic_write(md_path or out / "report.md", to_markdown(report))
-    _atomic_write(junit_path or out / "junit.xml", to_junit(report))
+    write_outputs(report, json_path, md_path or out / "report.md", junit_path or out / "junit.xml")
     return json_path
 
 
 def print_summary(report: Report, console: Console) -> None:
-    table = Table(title=f"edgekd {report.target.get('name')}: {'PASSED' if report.passed else 'FAILED'}")
-    for col in ("budget", "value", "limit", "source", "result"):
+    table = Table(title=f"edgekd {report.target.get('name')}: {HEADLINE[report.verdict]}")
+    for col in ("budget", "value", "limit", "source", "interval", "result"):
         table.add_column(col)
+    colours = {"pass": "[green]pass[/]", "fail": "[red]FAIL[/]", "inconclusive": "[yellow]INCONCLUSIVE[/]"}
     for b in report.budgets:
-        table.add_row(b.name, _fmt(b.value), _fmt(b.limit), b.source,
-                      "[green]pass[/]" if b.passed else "[red]FAIL[/]")
+        table.add_row(b.name, _fmt(b.value), _fmt(b.limit), b.source, _interval(b),
+                      colours[b.verdict or ("pass" if b.passed else "fail")])
     console.print(table)
+    for note in report.notes:
+        console.print(f"  {note}", highlight=False, markup=False)
     t, s = report.teacher, report.student
     if t.get("accuracy") is not None and s.get("accuracy") is not None:
         speed = ""
         if t.get("latency_ms") and s.get("latency_ms"):
             speed = f", {t['latency_ms'] / s['latency_ms']:.1f}x faster ({s.get('latency_source')})"
-        console.print(f"teacher {t['accuracy']:.4f} -> student {s['accuracy']:.4f}{speed}")
+        console.print(f"{report.roles[0]} {t['accuracy']:.4f} -> {report.roles[1]} {s['accuracy']:.4f}{speed}")

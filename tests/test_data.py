@@ -77,3 +77,28 @@ def test_mixed_image_sizes_need_input_size(tmp_path):
 def test_missing_data_path(tmp_path):
     with pytest.raises(InputError, match="no such file or folder"):
         load_data(str(tmp_path / "nope"), Preprocess(), seed=0)
+
+
+def test_npz_val_mask_fixes_the_held_out_split(tmp_path):
+    x = np.zeros((40, 8, 8), np.uint8)
+    y = np.arange(40) % 4
+    mask = np.arange(40) >= 32
+    np.savez(tmp_path / "s.npz", x=x, y=y, val_mask=mask, classes=np.array(list("abcd")))
+    d = load_data(str(tmp_path / "s.npz"), Preprocess(), seed=3)
+    assert d.classes == list("abcd") and list(d.val_idx) == list(range(32, 40))
+    np.savez(tmp_path / "bad.npz", x=x, y=y, val_mask=np.ones(40, bool))
+    with pytest.raises(InputError, match="'val_mask'"):
+        load_data(str(tmp_path / "bad.npz"), Preprocess(), seed=0)
+
+
+def test_fonts_set_is_deterministic_and_split_by_font():
+    from edgekd.data import fonts
+
+    files = fonts.font_files()
+    assert len(files) >= 20 and fonts.TEST_FONTS <= {f.stem for f in files}
+    a = fonts.render(files[0], "A", np.random.default_rng([0, 1]))
+    b = fonts.render(files[0], "A", np.random.default_rng([0, 1]))
+    c = fonts.render(files[0], "B", np.random.default_rng([0, 1]))
+    assert a.shape == (32, 32) and a.dtype == np.uint8 and (a == b).all() and not (a == c).all()
+    n_train = (len(files) - len(fonts.TEST_FONTS)) * len(fonts.CLASSES) * fonts.TRAIN_PER_GLYPH
+    assert n_train >= 10_000 and len(fonts.CLASSES) >= 20

@@ -25,14 +25,20 @@ class RawData:
 def load_raw(spec: str, size: tuple[int, int] | None, seed: int) -> RawData:
     if spec == "digits":
         return load_digits()
+    if spec == "fonts":
+        from edgekd.data.fonts import cached_npz
+
+        return load_npz(cached_npz(seed=0))  # the set is fixed; `seed` varies splits of other data only
     path = Path(spec)
     if path.suffix == ".npz":
         return load_npz(path)
     if path.is_dir():
         return load_folder(path, size)
     if not path.exists():
-        raise InputError(f"--data '{spec}': no such file or folder; give 'digits', an ImageFolder folder or a .npz")
-    raise InputError(f"--data '{spec}': not a folder or a .npz file; give 'digits', an ImageFolder folder or a .npz")
+        raise InputError(f"--data '{spec}': no such file or folder; give 'digits', 'fonts', an ImageFolder "
+                         "folder or a .npz")
+    raise InputError(f"--data '{spec}': not a folder or a .npz file; give 'digits', 'fonts', an ImageFolder "
+                     "folder or a .npz")
 
 
 def load_digits() -> RawData:
@@ -55,6 +61,7 @@ def _check_labels(y: np.ndarray, n: int, where: str) -> np.ndarray:
 
 
 def load_npz(path: Path) -> RawData:
+    """x (N,H,W[,C]) uint8 or 0..1 floats, y labels; optional `classes` names and `val_mask` (the held-out split)."""
     try:
         with np.load(path, allow_pickle=False) as f:
             arrays = {k: f[k] for k in f.files}
@@ -81,8 +88,19 @@ def load_npz(path: Path) -> RawData:
     else:
         raise InputError(f"--data '{path}': 'x' must be uint8 pixels or floats in 0..1, got {x.dtype}")
     y = _check_labels(arrays["y"], len(x), f"--data '{path}'")
-    classes = [str(c) for c in range(int(y.max()) + 1)]
-    return RawData(x=np.ascontiguousarray(x), y=y, classes=classes, scale=scale)
+    n_classes = int(y.max()) + 1
+    classes = [str(c) for c in arrays.get("classes", range(n_classes))]
+    if len(classes) != n_classes:
+        raise InputError(f"--data '{path}': 'classes' names {len(classes)} classes but 'y' uses {n_classes}")
+    raw = RawData(x=np.ascontiguousarray(x), y=y, classes=classes, scale=scale)
+    if "val_mask" not in arrays:
+        return raw
+    mask = arrays["val_mask"]
+    if mask.dtype != bool or mask.shape != y.shape or mask.all() or not mask.any():
+        raise InputError(f"--data '{path}': 'val_mask' must be a boolean array over the samples marking some, "
+                         "not all, as held out")
+    idx = np.arange(len(y))
+    return RawData(raw.x, y, classes, scale, train_idx=idx[~mask], val_idx=idx[mask])
 
 
 def _list_classes(root: Path) -> dict[str, list[Path]]:

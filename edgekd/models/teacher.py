@@ -17,7 +17,7 @@ from edgekd.config import TeacherSpec
 from edgekd.errors import InputError
 
 IMAGENET_NORM = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
-EMBEDDED = "embedded:digits-resnet"
+EMBEDDED = "embedded"  # placeholder source until the data set names its embedded teacher
 
 
 @dataclass
@@ -63,7 +63,7 @@ def _first_conv_channels(module: nn.Module) -> int:
 
 
 def load_teacher(spec: TeacherSpec) -> Teacher:
-    """The teacher a spec names (None: the embedded digits teacher, trained later on the data)."""
+    """The teacher a spec names (None: the embedded teacher of a built-in data set, trained later on it)."""
     src = spec.source
     if src is None:
         return Teacher(EMBEDDED, in_channels=1, input_size=None, num_classes=None, default_norm=None)

@@ -1,0 +1,231 @@
+"""`edgekd check`: a latency / memory / accuracy gate for CI that does not flake.
+
+    cfg = config_from_options(model="m.onnx", target="host-cpu", latency_ms=5)
+    report = run_gate(cfg, console)      # writes --json / --junit / --markdown
+    sys.exit(exit_code(report.verdict))  # 0 pass, 1 fail, 3 inconclusive (2: InputError before anything ran)
+
+Everything the user gave is validated first (gate.plan), so bad input exits 2 before a second is spent
+measuring. Latency is timed until its 95% interval is tight (or a time cap), and each budget is decided
+by where that interval lies (gate.verdict). Where the target's runtime or device is not here, latency and
+memory come from the cost model, labelled `predicted`, with the model's error band as the interval.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+from rich.console import Console
+
+from edgekd.errors import InputError
+from edgekd.gate.plan import CheckConfig, Plan, config_from_options, make_plan
+from edgekd.gate.verdict import budget_result, exit_code, regression_limit
+from edgekd.report import BudgetResult, Report, StageRecord, environment, print_summary, write_outputs
+from edgekd.runtimes import Artifact, create_backend
+
+__all__ = ["CheckConfig", "config_from_options", "exit_code", "make_plan", "run_gate"]
+
+MEMORY_PROBES = 3  # fresh processes; their min..max is the memory figure's interval
+
+
+def _load(artifact: Artifact, threads: int, option: str):
+    try:
+        return create_backend(artifact.runtime).load(artifact, threads)
+    except InputError:
+        raise
+    except Exception as e:  # the runtime rejects a model that onnx.checker accepted (unsupported op, ...)
+        first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+        raise InputError(f"{option} '{artifact.path}': {artifact.runtime} cannot load it ({first})") from None
+
+
+def _accuracy(session, x: np.ndarray, y: np.ndarray, batch: int, fixed: bool, option: str) -> tuple[float, np.ndarray]:
+    from edgekd.gate.timing import run_all
+
+    logits = run_all(session, x, batch, fixed)
+    if logits.ndim != 2:
+        raise InputError(f"{option}: outputs have shape {logits.shape[1:]} per input; accuracy needs class "
+                         "scores (batch, classes)")
+    if logits.shape[1] <= int(y.max()):
+        raise InputError(f"{option}: predicts {logits.shape[1]} classes but --data has labels up to {int(y.max())}")
+    return float((logits.argmax(1) == y).mean()), logits
+
+
+def _predicted(plan: Plan):
+    import onnx
+
+    from edgekd.cost.roofline import predict_onnx
+
+    proto = onnx.load(str(plan.cfg.model))
+    weights = {t.name for t in proto.graph.initializer}
+    graph_input = next(i for i in proto.graph.input if i.name not in weights)
+    for dim, size in zip(graph_input.type.tensor_type.shape.dim, plan.shape, strict=True):
+        dim.dim_value = size  # price the shape that is gated, dynamic dims included
+    return predict_onnx(proto, plan.profile, plan.artifact.precision, plan.target.batch_size)
+
+
+class _Run:
+    """One gate run: measures in order (accuracy, latency + audits, memory) and collects the results."""
+
+    def __init__(self, plan: Plan, console: Console):
+        self.plan, self.cfg, self.console = plan, plan.cfg, console
+        self.batch = plan.target.batch_size
+        self.session = _load(plan.run_art, plan.profile.threads, "MODEL")
+        self.prediction = _predicted(plan) if plan.blocker is not None else None
+        self.student: dict = {"source": str(self.cfg.model), "artifact": plan.artifact.to_dict()}
+        self.teacher: dict = {}
+        self.stages: list[StageRecord] = []
+        self.budgets: list[BudgetResult] = []
+        self.notes = list(plan.not_checked)
+        self.pool: list[np.ndarray] = []
+        self.pool_outputs: list[np.ndarray] | None = None  # the accuracy run's outputs for the pool
+
+    def decide(self, name: str, limit: float, value: float, source: str, interval, detail: str = "") -> None:
+        self.budgets.append(budget_result(name, limit, value, source, interval, detail, self.cfg.inconclusive,
+                                          self.cfg.require_measured))
+
+    def decide_all(self, name: str, limit: float | None, baseline: float | None, value: float, source: str,
+                   interval, detail: str) -> None:
+        """The budget (if set) and the regression against the baseline (if any), by the same interval rule."""
+        if limit is not None:
+            self.decide(name, limit, value, source, interval, detail)
+        if baseline is not None:
+            pct, unit = self.cfg.max_regression_pct, name.rsplit("_", 1)[1]
+            detail = f"baseline {baseline:.4g} {unit} ({self.plan.baseline.path}) + {pct:g}%; {detail}"
+            if source == "predicted":
+                # A prediction has no noise (same graph, same profile: same figure), and its error band is
+                # systematic, shared by baseline and now; two predictions are compared as points.
+                interval, detail = None, detail + "; predicted vs predicted by the same cost model, compared as points"
+            self.decide(f"{name}_regression", regression_limit(baseline, pct), value, source, interval, detail)
+
+    def accuracy(self) -> None:
+        from edgekd.gate.timing import POOL_SIZE
+
+        plan, cfg, batch = self.plan, self.cfg, self.batch
+        if plan.data is None:
+            rng = np.random.default_rng(cfg.seed)
+            self.pool = [rng.standard_normal(plan.shape).astype(np.float32) for _ in range(POOL_SIZE)]
+            self.stages.append(StageRecord("accuracy", "skipped", 0.0, "no --data"))
+            return
+        start = time.perf_counter()
+        x, y = plan.data
+        with self.console.status(f"accuracy of {cfg.model.name} on {len(x)} held-out inputs"):
+            acc, logits = _accuracy(self.session, x, y, batch, plan.model.dims[0] is not None, f"MODEL '{cfg.model}'")
+        n_pool = max(1, min(POOL_SIZE, len(x) // batch))
+        self.pool = [x[i * batch:(i + 1) * batch] for i in range(n_pool)]
+        self.pool_outputs = [logits[i * batch:(i + 1) * batch] for i in range(n_pool)]
+        run = plan.run_art
+        self.student |= {"accuracy": acc, "evaluated_with": f"{run.runtime} {run.precision}, batch {batch}, "
+                                                            f"{len(x)} held-out samples of {cfg.data}"}
+        reason = f"{acc:.4f} on {len(x)} held-out samples through {run.runtime}"
+        if plan.reference is not None:
+            ref = plan.reference_model
+            ref_fixed = ref.dims[0] is not None
+            ref_acc, _ = _accuracy(_load(plan.reference, plan.profile.threads, "--reference"), x, y,
+                                   ref.dims[0] if ref_fixed else 256, ref_fixed, f"--reference '{cfg.reference}'")
+            self.teacher = {"source": str(cfg.reference), "accuracy": ref_acc,
+                            "evaluated_with": f"{plan.reference.runtime} {plan.reference.precision}"}
+            drop = 100 * (ref_acc - acc)
+            reason += f"; reference {ref_acc:.4f}; drop {drop:.2f} points"
+            if plan.budgets.max_accuracy_drop is not None:
+                self.decide("accuracy_drop", plan.budgets.max_accuracy_drop, drop, "measured", None,
+                            "percentage points, model vs --reference on the same held-out split")
+        self.stages.append(StageRecord("accuracy", "passed", time.perf_counter() - start, reason))
+
+    def latency(self) -> None:
+        from edgekd.gate.timing import WARMUP_CALLS, outputs_match, repeated_input_audit, time_pool
+
+        plan, cfg, base = self.plan, self.cfg, self.plan.baseline
+        if plan.budgets.latency_ms is None and (base is None or base.latency_ms is None):
+            self.stages.append(StageRecord("latency", "skipped", 0.0, "no latency budget or baseline"))
+            return
+        start = time.perf_counter()
+        if self.prediction is None:
+            if self.pool_outputs is None:  # no --data: an untimed pass over the same inputs is the accuracy run
+                self.pool_outputs = [self.session.run(x) for x in self.pool]
+            with self.console.status(f"timing {cfg.model.name} ({cfg.statistic}, up to {cfg.max_seconds:g} s)"):
+                timing = time_pool(self.session, self.pool, cfg.statistic, cfg.rel_width, cfg.max_seconds)
+            s = timing.stats
+            value, interval, source = s.value_ms, s.interval_ms, "measured"
+            how = (f"interval within {100 * cfg.rel_width:g}%" if timing.converged else
+                   f"hit the {cfg.max_seconds:g} s cap before the interval got within {100 * cfg.rel_width:g}%")
+            said = (f"{cfg.statistic} {value:.4g} ms, 95% interval [{interval[0]:.4g}, {interval[1]:.4g}], "
+                    f"{s.runs} runs in {timing.seconds:.2g} s after {WARMUP_CALLS} warm-up calls ({how})")
+            run_info = {"converged": timing.converged, "seconds": timing.seconds, "rel_width": cfg.rel_width,
+                        "max_seconds": cfg.max_seconds}
+            self.student |= {"latency_stats": s.as_dict() | run_info, "session": self.session.settings}
+            self.stages.append(StageRecord("latency", "passed", time.perf_counter() - start, said))
+            self.notes.append(f"latency measured through {plan.run_art.runtime} on this host, batch {self.batch}: "
+                              f"{said}")
+            self.student["audits"] = {}
+            audits = (("outputs-match", lambda: outputs_match(timing.outputs, self.pool_outputs)),
+                      ("no-input-caching", lambda: repeated_input_audit(self.session, self.pool, s.p50_ms)))
+            for name, audit_fn in audits:
+                t0 = time.perf_counter()
+                audit = audit_fn()
+                self.stages.append(StageRecord(name, "passed" if audit.passed else "failed",
+                                               time.perf_counter() - t0, audit.reason))
+                self.student["audits"][name] = audit.figures | {"passed": audit.passed}
+        else:
+            p = self.prediction[0]
+            value, interval, source = p.value, p.interval, "predicted"
+            self.student |= {"latency_detail": p.detail, "blocker": plan.blocker}
+            self.stages.append(StageRecord("latency", "skipped", 0.0, f"predicted: {plan.blocker}"))
+            self.notes.append(f"latency and memory are predicted by the cost model for {plan.profile.name} "
+                              f"({p.detail}), not measured: {plan.blocker}")
+        self.student |= {"latency_ms": value, "latency_interval": list(interval), "latency_source": source}
+        self.decide_all("latency_ms", plan.budgets.latency_ms, base and base.latency_ms, value, source, interval,
+                        f"{cfg.statistic}, batch {self.batch}")
+
+    def memory(self) -> None:
+        from edgekd.runtimes.memprobe import measure_memory_mb
+
+        plan, cfg, base = self.plan, self.cfg, self.plan.baseline
+        if plan.budgets.memory_mb is None and (base is None or base.memory_mb is None):
+            self.stages.append(StageRecord("memory", "skipped", 0.0, "no memory budget or baseline"))
+            return
+        start = time.perf_counter()
+        if self.prediction is None:
+            with self.console.status(f"memory of {cfg.model.name} ({MEMORY_PROBES} fresh processes)"):
+                probes = sorted(measure_memory_mb(plan.run_art, plan.shape, plan.profile.threads)
+                                for _ in range(MEMORY_PROBES))
+            value, interval, source = float(np.median(probes)), (probes[0], probes[-1]), "measured"
+            self.stages.append(StageRecord("memory", "passed", time.perf_counter() - start,
+                                           "peak RSS the model adds, in fresh processes: "
+                                           + ", ".join(f"{p:.4g}" for p in probes) + " MB"))
+        else:
+            p = self.prediction[1]
+            value, interval, source = p.value, p.interval, "predicted"
+            self.stages.append(StageRecord("memory", "skipped", 0.0, f"predicted: {plan.blocker}"))
+        self.student |= {"memory_mb": value, "memory_interval": list(interval), "memory_source": source}
+        self.decide_all("memory_mb", plan.budgets.memory_mb, base and base.memory_mb, value, source, interval,
+                        "peak RSS the model adds at run time")
+
+    def report(self) -> Report:
+        plan, cfg, t = self.plan, self.cfg, self.plan.target
+        env = environment(create_backend(plan.run_art.runtime).versions())
+        if plan.baseline is not None and plan.baseline.host and plan.baseline.host != env["host"]:
+            self.notes.append(f"the baseline was measured on another host ({plan.baseline.host}); a regression "
+                              "across machines compares the machines too")
+        report = Report(target={"name": t.name, "profile": plan.profile.name, "runtime": t.runtime,
+                                "precision": t.precision, "batch_size": self.batch},
+                        seed=cfg.seed, teacher=self.teacher, student=self.student, budgets=self.budgets,
+                        stages=self.stages, artifacts={"model": str(cfg.model)}, environment=env,
+                        extra={"kind": "check", "statistic": cfg.statistic, "inconclusive": cfg.inconclusive,
+                               "require_measured": cfg.require_measured,
+                               "baseline": str(plan.baseline.path) if plan.baseline else None},
+                        notes=self.notes, roles=("reference", "model"))
+        report.extra |= {"verdict": report.verdict, "exit_code": exit_code(report.verdict)}
+        return report
+
+
+def run_gate(cfg: CheckConfig, console: Console | None = None) -> Report:
+    """Validate, measure (or predict), decide every budget, write the requested reports."""
+    console = console or Console()
+    run = _Run(make_plan(cfg), console)
+    run.accuracy()
+    run.latency()
+    run.memory()
+    report = run.report()
+    write_outputs(report, cfg.json_path, cfg.markdown_path, cfg.junit_path)
+    print_summary(report, console)
+    return report

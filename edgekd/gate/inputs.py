@@ -1,0 +1,193 @@
+"""What `edgekd check` is given, validated before anything is measured: the model's input, the
+evaluation data shaped for it, and the baseline report. Every problem is an InputError (exit 2) that
+names the file or option."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edgekd.config import Preprocess
+from edgekd.errors import InputError
+from edgekd.report import SCHEMA
+
+INT8_OPS = {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger"}
+
+
+@dataclass(frozen=True)
+class ModelInput:
+    """The single input of a model: its name and dims (None where dynamic)."""
+
+    path: Path
+    name: str
+    dims: tuple[int | None, ...]
+    precision: str  # fp32 | fp16 | int8, read from the graph
+    preprocessing: dict | None  # what edgekd's exporter recorded in the ONNX metadata, if anything
+
+    def shape(self, batch: int, input_size: tuple[int, int] | None) -> tuple[int, ...]:
+        """Concrete (batch, ...) shape to run: dynamic batch -> the target's, dynamic H, W -> input_size."""
+        dims = list(self.dims)
+        if dims[0] is not None and dims[0] != batch:
+            raise InputError(f"MODEL '{self.path}': input '{self.name}' has a fixed batch of {dims[0]} but the "
+                             f"target runs batch {batch}; export it with a dynamic or matching batch")
+        dims[0] = batch
+        if input_size is not None and len(dims) == 4:
+            fixed = [d for d in dims[2:] if d is not None]
+            if fixed and tuple(dims[2:]) != tuple(input_size):
+                raise InputError(f"--input-size {input_size[0]},{input_size[1]}: MODEL '{self.path}' takes "
+                                 f"{_dims(self.dims[1:])} inputs")
+            dims[2:] = input_size
+        if any(d is None for d in dims):
+            raise InputError(f"MODEL '{self.path}': input '{self.name}' has dynamic dims {_dims(self.dims)}; "
+                             "pass --input-size H,W (image models) or export it with fixed sizes")
+        return tuple(dims)
+
+
+def _dims(dims) -> str:
+    return "x".join("?" if d is None else str(d) for d in dims)
+
+
+def inspect_model(path: Path, option: str = "MODEL") -> ModelInput | None:
+    """The input of an ONNX model or OpenVINO IR; None for a TensorRT engine (not readable without TensorRT)."""
+    suffix = path.suffix.lower()
+    if suffix in (".onnx", ".ort"):
+        return _inspect_onnx(path, option)
+    if suffix == ".xml":
+        return _inspect_ir(path, option)
+    return None
+
+
+def _inspect_onnx(path: Path, option: str) -> ModelInput:
+    import onnx
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+        onnx.checker.check_model(str(path))  # by path: also checks models with external weights
+    except Exception as e:  # DecodeError, ValidationError, ... on a file that is not a sound ONNX model
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise InputError(f"{option} '{path}': not a valid ONNX model ({type(e).__name__}: {first}); "
+                         "give an .onnx exported by torch.onnx / tf2onnx, or an OpenVINO .xml") from None
+    weights = {t.name for t in model.graph.initializer}
+    inputs = [i for i in model.graph.input if i.name not in weights]
+    if len(inputs) != 1:
+        raise InputError(f"{option} '{path}': expected one input, found {len(inputs)} "
+                         f"({', '.join(i.name for i in inputs)}); edgekd check feeds a single tensor")
+    tensor = inputs[0].type.tensor_type
+    if tensor.elem_type != onnx.TensorProto.FLOAT:
+        raise InputError(f"{option} '{path}': input '{inputs[0].name}' is "
+                         f"{onnx.TensorProto.DataType.Name(tensor.elem_type).lower()}; edgekd check feeds float32")
+    dims = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in tensor.shape.dim)
+    if not dims:
+        raise InputError(f"{option} '{path}': input '{inputs[0].name}' has no shape; export it with one")
+    ops = {n.op_type for n in model.graph.node}
+    if ops & INT8_OPS:
+        precision = "int8"
+    elif any(t.data_type == onnx.TensorProto.FLOAT16 for t in model.graph.initializer):
+        precision = "fp16"
+    else:
+        precision = "fp32"
+    meta = {p.key: p.value for p in model.metadata_props}
+    try:
+        preprocessing = json.loads(meta["preprocessing"]) if "preprocessing" in meta else None
+    except json.JSONDecodeError:
+        preprocessing = None
+    return ModelInput(path, inputs[0].name, dims, precision, preprocessing)
+
+
+def _inspect_ir(path: Path, option: str) -> ModelInput:
+    import openvino as ov
+
+    try:
+        model = ov.Core().read_model(str(path))
+    except Exception as e:  # RuntimeError with a long OpenVINO message on a damaged IR
+        raise InputError(f"{option} '{path}': not a readable OpenVINO IR ({str(e).strip().splitlines()[0]}); "
+                         "the .bin must sit beside the .xml") from None
+    if len(model.inputs) != 1:
+        raise InputError(f"{option} '{path}': expected one input, found {len(model.inputs)}")
+    port = model.inputs[0]
+    if port.get_element_type() != ov.Type.f32:
+        raise InputError(f"{option} '{path}': input is {port.get_element_type()}; edgekd check feeds float32")
+    dims = tuple(d.get_length() if d.is_static else None for d in port.get_partial_shape())
+    return ModelInput(path, port.get_any_name(), dims, "fp32", None)
+
+
+# ----------------------------------------------------------------------------- data
+def preprocess_for(model: ModelInput, input_size, mean, std) -> Preprocess:
+    """Options first, then what the model's own metadata records (edgekd exports carry it)."""
+    meta = model.preprocessing or {}
+    size = input_size or meta.get("input_size")
+    return Preprocess(input_size=tuple(size) if size else None, mean=mean or meta.get("mean"),
+                      std=std or meta.get("std"))
+
+
+def load_eval_split(spec: str, model: ModelInput, preprocess: Preprocess, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The held-out split of --data (the same split `edgekd build` evaluates on), shaped for the model.
+
+    Images are resized only when --input-size (or the model's metadata) asks for it and never converted
+    between grey and colour: a gate must not make a mismatched data set fit silently.
+    """
+    from edgekd.data import load_data
+
+    data = load_data(spec, preprocess, seed)
+    x, y = data.split("val")
+    want = model.dims[1:]
+    got = x.shape[1:]
+    if len(want) != len(got) or any(w is not None and w != g for w, g in zip(want, got, strict=False)):
+        hint = ("pass --input-size H,W to resize them" if len(want) == 3 and want[0] == got[0]
+                else "give data with the model's input layout")
+        raise InputError(f"--data '{spec}': gives {_dims(got)} inputs but MODEL '{model.path}' takes "
+                         f"{_dims(want)}; {hint}")
+    return np.ascontiguousarray(x), y
+
+
+# ----------------------------------------------------------------------------- baseline
+@dataclass(frozen=True)
+class Baseline:
+    path: Path
+    latency_ms: float | None
+    latency_source: str | None
+    statistic: str
+    memory_mb: float | None
+    memory_source: str | None
+    host: str
+    profile: str
+
+
+def _number(d: dict, key: str, where: str) -> float | None:
+    v = d.get(key)
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+        raise InputError(f"{where}: field '{key}' is {v!r}; expected a positive number")
+    return float(v)
+
+
+def load_baseline(path: Path) -> Baseline:
+    """The model figures of an earlier `edgekd check --json` or `edgekd build` report."""
+    where = f"--baseline '{path}'"
+    try:
+        report = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise InputError(f"{where}: file not found; give the report.json of an earlier `edgekd check --json` "
+                         "or `edgekd build`") from None
+    except (json.JSONDecodeError, UnicodeDecodeError, IsADirectoryError) as e:
+        raise InputError(f"{where}: not a JSON report ({e})") from None
+    if not isinstance(report, dict) or report.get("schema") != SCHEMA:
+        found = report.get("schema") if isinstance(report, dict) else type(report).__name__
+        raise InputError(f"{where}: not an edgekd report (schema {found!r}, expected '{SCHEMA}')")
+    student = report.get("student")
+    if not isinstance(student, dict):
+        raise InputError(f"{where}: field 'student' is missing or not an object")
+    latency, memory = _number(student, "latency_ms", f"{where} student"), _number(student, "memory_mb",
+                                                                                   f"{where} student")
+    if latency is None and memory is None:
+        raise InputError(f"{where}: has neither student.latency_ms nor student.memory_mb to compare against")
+    stats = student.get("latency_stats") if isinstance(student.get("latency_stats"), dict) else {}
+    host = report.get("environment", {}).get("host", "") if isinstance(report.get("environment"), dict) else ""
+    profile = report.get("target", {}).get("profile", "") if isinstance(report.get("target"), dict) else ""
+    return Baseline(path, latency, student.get("latency_source"), stats.get("statistic", "p50"), memory,
+                    student.get("memory_source"), host, profile)

@@ -1,0 +1,164 @@
+"""What `edgekd check` was asked to do, resolved and validated before anything is measured, so that
+bad input exits 2 before a second is spent timing."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Literal
+
+import numpy as np
+from pydantic import Field, ValidationError
+
+from edgekd.config import Budgets, Preprocess, Profile, Strict, Target, load_profile, load_target
+from edgekd.errors import InputError
+from edgekd.gate.inputs import Baseline, ModelInput, inspect_model, load_baseline, load_eval_split, preprocess_for
+from edgekd.gate.verdict import parse_percent
+from edgekd.runtimes import Artifact, artifact_from_path, create_backend
+
+
+class CheckConfig(Strict):
+    """Options of `edgekd check` (field names follow the CLI options)."""
+
+    model: Path
+    target: str
+    latency_ms: Annotated[float, Field(gt=0)] | None = None
+    memory_mb: Annotated[float, Field(gt=0)] | None = None
+    max_accuracy_drop: Annotated[float, Field(ge=0)] | None = None  # percentage points
+    data: str | None = None
+    reference: Path | None = None
+    baseline: Path | None = None
+    max_regression_pct: Annotated[float, Field(ge=0)] = 5.0
+    statistic: Literal["p50", "p90"] = "p50"
+    inconclusive: Literal["exit3", "pass", "fail"] = "exit3"
+    require_measured: bool = False
+    remote: str | None = None
+    rel_width: Annotated[float, Field(gt=0, lt=1)] = 0.05  # stop timing when the 95% interval is this narrow
+    max_seconds: Annotated[float, Field(gt=0)] = 10.0  # ... or after this long
+    preprocess: Preprocess = Preprocess()
+    seed: int = 0
+    json_path: Path | None = None
+    junit_path: Path | None = None
+    markdown_path: Path | None = None
+
+
+OPTION_NAMES = {"json_path": "--json", "junit_path": "--junit", "markdown_path": "--markdown", "model": "MODEL",
+                "max_regression_pct": "--max-regression", "preprocess": "--mean/--std"}
+
+
+def config_from_options(max_regression: str = "5%", input_size=None, mean=None, std=None, **options) -> CheckConfig:
+    """CLI options -> a validated CheckConfig; an InputError names the option."""
+    options = {k: v for k, v in options.items() if v is not None}
+    options["max_regression_pct"] = parse_percent(max_regression)
+    options["preprocess"] = {"input_size": input_size, "mean": mean, "std": std}
+    try:
+        return CheckConfig.model_validate(options)
+    except ValidationError as e:
+        first = e.errors()[0]
+        field = str(first["loc"][0]) if first["loc"] else ""
+        option = OPTION_NAMES.get(field, "--" + field.replace("_", "-"))
+        raise InputError(f"{option}: {first['msg'][0].lower()}{first['msg'][1:]}") from None
+
+
+@dataclass
+class Plan:
+    """Everything resolved and validated before anything is measured."""
+
+    cfg: CheckConfig
+    target: Target
+    profile: Profile
+    budgets: Budgets
+    artifact: Artifact  # the model as given, on the target's runtime
+    model: ModelInput
+    run_art: Artifact  # what runs here: the artifact, or its ONNX through onnxruntime where the runtime is not here
+    blocker: str | None  # why latency/memory are predicted (None: measured)
+    shape: tuple[int, ...]
+    baseline: Baseline | None
+    data: tuple[np.ndarray, np.ndarray] | None
+    reference: Artifact | None
+    reference_model: ModelInput | None
+    not_checked: list[str]
+
+
+def make_plan(cfg: CheckConfig) -> Plan:
+    from edgekd.checks import local_measurement_blocker
+
+    if cfg.remote is not None:
+        raise InputError("--remote: measuring over ssh (edgekd.remote, issue #6) is not available in this build yet; "
+                         "run `edgekd check` on the device itself, or drop --remote to get predicted figures")
+    target = load_target(cfg.target)
+    profile = load_profile(target.profile)
+    if target.runtime not in profile.runtimes:
+        raise InputError(f"--target {cfg.target}: runtime '{target.runtime}' is not one of profile "
+                         f"'{profile.name}' runtimes {profile.runtimes}")
+    budgets = target.budgets.merged(Budgets(latency_ms=cfg.latency_ms, memory_mb=cfg.memory_mb,
+                                            max_accuracy_drop=cfg.max_accuracy_drop))
+    for path, option in ((cfg.json_path, "--json"), (cfg.junit_path, "--junit"), (cfg.markdown_path, "--markdown")):
+        if path is not None and path.is_dir():
+            raise InputError(f"{option} '{path}': is a folder; give a file path")
+    not_checked = []
+    if cfg.reference is not None and cfg.data is None:
+        raise InputError("--reference: needs --data to compare accuracy on")
+    if cfg.max_accuracy_drop is not None and (cfg.data is None or cfg.reference is None):
+        raise InputError("--max-accuracy-drop: needs --data (evaluation set) and --reference (the model to "
+                         "compare against, e.g. the fp32 teacher)")
+    if budgets.max_accuracy_drop is not None and cfg.reference is None:
+        not_checked.append(f"accuracy_drop (target default {budgets.max_accuracy_drop:g} points) was not "
+                           "checked: give --data and --reference")
+        budgets = budgets.model_copy(update={"max_accuracy_drop": None})
+    baseline = load_baseline(cfg.baseline) if cfg.baseline is not None else None
+    if budgets.latency_ms is None and budgets.memory_mb is None and budgets.max_accuracy_drop is None \
+            and baseline is None:
+        raise InputError(f"nothing to check: target '{target.name}' sets no budgets; give --latency-ms, "
+                         "--memory-mb, --max-accuracy-drop with --data and --reference, or --baseline")
+
+    artifact_from_path(cfg.model, target.runtime)  # file not found, unknown format, wrong runtime
+    model = inspect_model(cfg.model)
+    if model is None:
+        raise InputError(f"MODEL '{cfg.model}': edgekd check cannot read a TensorRT engine's input here; "
+                         "check the ONNX it was built from (or run on the device once --remote lands)")
+    artifact = artifact_from_path(cfg.model, target.runtime, model.precision)
+    blocker = local_measurement_blocker(profile, target.runtime)
+    if blocker is not None and cfg.model.suffix.lower() != ".onnx":
+        raise InputError(f"MODEL '{cfg.model}': a {artifact.runtime} artifact cannot be measured here ({blocker}) "
+                         "and the cost model predicts only from ONNX; pass the .onnx model instead")
+    run_art = artifact
+    if create_backend(target.runtime).unavailable_reason() is not None:
+        # The target runtime (TensorRT) is not here: accuracy and the audits run the ONNX through ORT, labelled.
+        run_art = Artifact(cfg.model, "onnxruntime", artifact.precision)
+    if baseline is not None:
+        _check_baseline(baseline, "measured" if blocker is None else "predicted", cfg.statistic, profile.name)
+    shape = model.shape(target.batch_size, cfg.preprocess.input_size)
+    data = reference = reference_model = None
+    if cfg.data is not None:
+        preprocess = preprocess_for(model, cfg.preprocess.input_size, cfg.preprocess.mean, cfg.preprocess.std)
+        data = load_eval_split(cfg.data, model, preprocess, cfg.seed)
+    if cfg.reference is not None:
+        if not cfg.reference.is_file() or cfg.reference.suffix.lower() not in (".onnx", ".xml"):
+            what = "unknown model format" if cfg.reference.is_file() else "file not found"
+            raise InputError(f"--reference '{cfg.reference}': {what}; give an .onnx or OpenVINO .xml model")
+        reference_model = inspect_model(cfg.reference, "--reference")
+        reference = artifact_from_path(cfg.reference)
+        if create_backend(reference.runtime).unavailable_reason() is not None:
+            raise InputError(f"--reference '{cfg.reference}': {reference.runtime} cannot run here; give the ONNX")
+        if tuple(reference_model.dims[1:]) != tuple(model.dims[1:]):
+            raise InputError(f"--reference '{cfg.reference}': takes inputs {reference_model.dims[1:]} but MODEL "
+                             f"takes {model.dims[1:]}; compare models on the same inputs")
+    return Plan(cfg, target, profile, budgets, artifact, model, run_art, blocker, shape, baseline, data, reference,
+                reference_model, not_checked)
+
+
+def _check_baseline(baseline: Baseline, source: str, statistic: str, profile: str) -> None:
+    """A regression compares like with like: measured with measured, p50 with p50, a prediction with a
+    prediction for the same profile."""
+    if source == "predicted" and baseline.profile != profile:
+        raise InputError(f"--baseline '{baseline.path}': was made for profile '{baseline.profile}' but this "
+                         f"target's is '{profile}'; compare predictions for the same device")
+    for name, theirs in (("latency", baseline.latency_source), ("memory", baseline.memory_source)):
+        value = baseline.latency_ms if name == "latency" else baseline.memory_mb
+        if value is not None and theirs != source:
+            raise InputError(f"--baseline '{baseline.path}': its {name} was {theirs} but this run's will be "
+                             f"{source}; compare reports made the same way")
+    if baseline.latency_ms is not None and baseline.statistic != statistic:
+        raise InputError(f"--baseline '{baseline.path}': gates {baseline.statistic} latency but --statistic is "
+                         f"{statistic}; use the same statistic")

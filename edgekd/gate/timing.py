@@ -1,0 +1,143 @@
+"""Timing for the gate, and the two audits MLPerf runs against benchmark cheats.
+
+* outputs-match (MLPerf TEST01's idea): the outputs the model returned *while being timed* must equal
+  the outputs of the untimed accuracy run on the same inputs; a runtime that skips work or returns stale
+  results during timing is caught.
+* no-input-caching (MLPerf TEST04's idea): one identical input repeated must not run markedly faster
+  than fresh inputs; a runtime that memoizes results is caught. TEST04 allows 10%; we flag only when the
+  95% intervals show more than that, so noise alone cannot fail a model.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from edgekd.measure import LatencyStats, summarize, time_calls
+
+WARMUP_CALLS = 10  # first calls pay allocation, kernel selection and cache misses
+MIN_RUNS = 30
+MIN_SECONDS = 1.0  # time at least this long (within MAX_RUNS // 2 and --max-seconds)
+# The bootstrap resamples every sample 1000 times (40 MB at 5000 samples), which bounds the run count;
+# the time cap, not this, ends a run of anything slower than ~2 ms.
+MAX_RUNS = 5000
+POOL_SIZE = 64  # distinct inputs the timed run cycles through
+# Outputs during timing vs the accuracy run: same session, batch and input, so they agree to float
+# rounding; a substituted model or a stale result misses by far more than this.
+OUTPUT_RTOL, OUTPUT_ATOL = 1e-4, 1e-5
+REPEAT_SPEEDUP_LIMIT = 0.10  # MLPerf TEST04: a repeated sample may be at most 10% faster
+GUARD_SECONDS = 1.5  # time spent on the caching audit (interleaved blocks)
+GUARD_BLOCK = 8
+
+
+@dataclass(frozen=True)
+class Timing:
+    stats: LatencyStats
+    outputs: dict[int, np.ndarray]  # the last output of each pool entry, captured while timed
+    converged: bool  # the interval got within rel_width before the time cap
+    seconds: float  # wall time of the timed runs
+
+
+def time_pool(session, pool: list[np.ndarray], statistic: str, rel_width: float, max_seconds: float,
+              min_seconds: float = MIN_SECONDS) -> Timing:
+    """Warm up, then time `session` cycling through `pool` for at least `min_seconds` (and MIN_RUNS),
+    until the interval of `statistic` is within `rel_width` of it or `max_seconds` pass; keeps what
+    each call returned."""
+    warm = []
+    for i in range(WARMUP_CALLS):
+        t = time.perf_counter()
+        session.run(pool[i % len(pool)])
+        warm.append(time.perf_counter() - t)
+    # Samples spread over a second see the machine's short bursts of other work, so the interval
+    # includes them; 30 samples of a 1 ms model would cover 30 ms and could miss or be all burst.
+    per_call = float(np.median(warm[WARMUP_CALLS // 2:]))
+    min_runs = int(np.clip(min(min_seconds, max_seconds) / max(per_call, 1e-7), MIN_RUNS, MAX_RUNS // 2))
+    outputs: dict[int, np.ndarray] = {}
+    calls = 0
+
+    def call():
+        nonlocal calls
+        k = calls % len(pool)
+        outputs[k] = session.run(pool[k])
+        calls += 1
+
+    start = time.perf_counter()
+    stats = time_calls(call, warmup=0, min_runs=min_runs, max_runs=MAX_RUNS, max_seconds=max_seconds,
+                       rel_width=rel_width, statistic=statistic)
+    lo, hi = stats.interval_ms
+    return Timing(stats, outputs, (hi - lo) <= rel_width * stats.value_ms, time.perf_counter() - start)
+
+
+@dataclass(frozen=True)
+class Audit:
+    passed: bool
+    reason: str
+    figures: dict
+
+
+def outputs_match(timed: dict[int, np.ndarray], reference: list[np.ndarray]) -> Audit:
+    """Every output captured during timing equals the accuracy run's output for the same input."""
+    bad, worst = [], 0.0
+    for k, out in sorted(timed.items()):
+        ref = reference[k]
+        if out.shape != ref.shape:
+            bad.append(k)
+            continue
+        scale = max(1.0, float(np.abs(ref).max(initial=0.0)))
+        worst = max(worst, float(np.abs(out.astype(np.float64) - ref).max(initial=0.0)) / scale)
+        if not np.allclose(out, ref, rtol=OUTPUT_RTOL, atol=OUTPUT_ATOL * scale):
+            bad.append(k)
+    figures = {"compared": len(timed), "mismatched": len(bad), "max_rel_diff": worst}
+    if not timed:
+        return Audit(False, "no outputs were captured while timing", figures)
+    if bad:
+        return Audit(False, f"{len(bad)} of {len(timed)} outputs returned while timed differ from the accuracy "
+                            f"run on the same inputs (max relative difference {worst:.3g}): the timed runs did "
+                            "not compute what the accuracy run did", figures)
+    return Audit(True, f"{len(timed)} outputs returned while timed equal the accuracy run's "
+                       f"(max relative difference {worst:.2g})", figures)
+
+
+def repeated_input_audit(session, pool: list[np.ndarray], p50_ms: float, seconds: float = GUARD_SECONDS) -> Audit:
+    """Time one input repeated against never-repeated inputs, in alternating blocks so that machine
+    drift hits both alike; fail only when the repeated input is faster beyond the 95% intervals."""
+    blocks = int(np.clip(seconds * 1e3 / (2 * GUARD_BLOCK * max(p50_ms, 1e-3)), 4, 250))
+    same_x = pool[0]
+    rng = np.random.default_rng(0)
+    varied, same = [], []
+    for _ in range(blocks):
+        for _ in range(GUARD_BLOCK):
+            # A fresh array each call (made outside the timer): no cache keyed on content or address can hit.
+            x = pool[int(rng.integers(len(pool)))] + np.float32(rng.standard_normal() * 1e-3)
+            t = time.perf_counter()
+            session.run(x)
+            varied.append((time.perf_counter() - t) * 1e3)
+        for _ in range(GUARD_BLOCK):
+            t = time.perf_counter()
+            session.run(same_x)
+            same.append((time.perf_counter() - t) * 1e3)
+    sv, ss = summarize(np.array(varied)), summarize(np.array(same))
+    ratio = ss.p50_ms / sv.p50_ms
+    figures = {"varied_p50_ms": sv.p50_ms, "varied_interval_ms": sv.interval_ms, "repeated_p50_ms": ss.p50_ms,
+               "repeated_interval_ms": ss.interval_ms, "runs_each": len(same), "ratio": ratio}
+    said = (f"repeated input p50 {ss.p50_ms:.4g} ms [{ss.interval_ms[0]:.4g}, {ss.interval_ms[1]:.4g}] vs fresh "
+            f"inputs {sv.p50_ms:.4g} ms [{sv.interval_ms[0]:.4g}, {sv.interval_ms[1]:.4g}], {len(same)} runs each")
+    if ss.interval_ms[1] < (1 - REPEAT_SPEEDUP_LIMIT) * sv.interval_ms[0]:
+        return Audit(False, f"{said}: a repeated input is {100 * (1 - ratio):.0f}% faster (more than the "
+                            f"{100 * REPEAT_SPEEDUP_LIMIT:.0f}% MLPerf allows); results look cached", figures)
+    return Audit(True, said, figures)
+
+
+def run_all(session, x: np.ndarray, batch: int, fixed_batch: bool) -> np.ndarray:
+    """Outputs for all of x in batches of `batch` (the deployed batch); a fixed-batch model gets its
+    last batch padded and the padding's outputs dropped."""
+    outs = []
+    for i in range(0, len(x), batch):
+        chunk = x[i:i + batch]
+        n = len(chunk)
+        if fixed_batch and n < batch:
+            chunk = np.concatenate([chunk, np.zeros((batch - n, *x.shape[1:]), x.dtype)])
+        outs.append(np.asarray(session.run(np.ascontiguousarray(chunk)))[:n])
+    return np.concatenate(outs)
