@@ -25,6 +25,14 @@ def local_measurement_blocker(profile: Profile, runtime: str) -> str | None:
     return f"this host is not a {profile.name} ({profile.arch}); connect one with --remote ssh://..."
 
 
+def local_threads(profile: Profile) -> int:
+    """The profile's threads, but no more than this host's cores: a 4-thread profile timed on 2 cores would
+    measure oversubscription, not the model."""
+    from edgekd.hostinfo import usable_cores
+
+    return min(profile.threads, usable_cores())
+
+
 def artifact_figures(artifact: Artifact, onnx_path, profile: Profile, precision: str, batch: int,
                      input_shape: tuple[int, ...], blocker: str | None) -> dict:
     """Latency and memory of one artifact: measured if nothing blocks it, else predicted."""
@@ -32,10 +40,10 @@ def artifact_figures(artifact: Artifact, onnx_path, profile: Profile, precision:
     if blocker is None:
         import numpy as np
 
-        session = create_backend(artifact.runtime).load(artifact, profile.threads)
+        session = create_backend(artifact.runtime).load(artifact, local_threads(profile))
         x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
         stats = time_calls(lambda: session.run(x))
-        memory = measure_memory_mb(artifact, shape, profile.threads)
+        memory = measure_memory_mb(artifact, shape, local_threads(profile))
         return {"latency_ms": stats.p50_ms, "latency_interval": stats.interval_ms, "latency_source": "measured",
                 "latency_stats": stats.as_dict(), "memory_mb": memory, "memory_source": "measured",
                 "session": session.settings}
@@ -66,6 +74,12 @@ def run_check(ctx, artifacts: dict, student_onnx, teacher_onnx) -> tuple[dict, d
     """(student figures, teacher figures, budget results) for the compiled artifacts in `artifacts`."""
     x, y = ctx.data.split("val")
     student_art: Artifact = artifacts["student"]
+    if getattr(ctx.cfg, "remote", None) and student_art.runtime != "onnx":  # everything measured on the device
+        from edgekd.remote import remote_check
+
+        student, teacher = remote_check(ctx, artifacts)
+        drop = 100 * (ctx.teacher_accuracy - student["accuracy"])
+        return student, teacher, compare_budgets(ctx.budgets, student, drop)
     runs_here = student_art.runtime != "onnx"
     eval_art = student_art if runs_here else Artifact(student_onnx, "onnxruntime", "fp32")
     session = create_backend(eval_art.runtime).load(eval_art, ctx.profile.threads)
@@ -73,8 +87,9 @@ def run_check(ctx, artifacts: dict, student_onnx, teacher_onnx) -> tuple[dict, d
     ctx.console.print(f"[bold]check[/]: accuracy {acc:.4f} through {eval_art.runtime} ({eval_art.precision})")
     blocker = local_measurement_blocker(ctx.profile, ctx.target.runtime)
     batch = ctx.target.batch_size
-    student = artifact_figures(eval_art, student_onnx, ctx.profile, ctx.target.precision, batch, ctx.input_shape,
-                               blocker)
+    # The shipped precision (the precision guard may ship float); the target's for an engine not built yet.
+    precision = student_art.precision if runs_here else ctx.target.precision
+    student = artifact_figures(eval_art, student_onnx, ctx.profile, precision, batch, ctx.input_shape, blocker)
     student["accuracy"] = acc
     student["evaluated_with"] = f"{eval_art.runtime} {eval_art.precision}" + (
         "" if runs_here else " (the ONNX artifact; the target runtime is not available here)")

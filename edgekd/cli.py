@@ -14,6 +14,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from edgekd.distill.catalog import DEFAULT_METHOD
@@ -49,6 +50,9 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a t
 MethodOpt = Annotated[str | None, typer.Option("--method", help="Distillation method (listed below), or names "
                                                "joined by + (weights: distill.method_weights). Default: "
                                                f"{DEFAULT_METHOD}.")]
+RemoteOpt = Annotated[str | None, typer.Option(
+    "--remote", help="ssh://user@host[:port]: run on that device (key, python: EDGEKD_SSH_KEY, EDGEKD_REMOTE_PYTHON).")]
+RuntimeOpt = Annotated[str | None, typer.Option("--runtime", "-r", help="onnxruntime | openvino | tensorrt.")]
 
 
 def _numbers(option: str, text: str | None, kind=float) -> list | None:
@@ -70,8 +74,8 @@ def handle_errors(fn):
         except (typer.Exit, typer.Abort, typer.BadParameter):
             raise
         except EdgeKDError as e:
-            err_console.print(f"[red]error:[/] {e}" if e.exit_code == 2 else f"[red]failed:[/] {e}",
-                              highlight=False, soft_wrap=True)
+            label = "[red]error:[/]" if e.exit_code == 2 else "[red]failed:[/]"
+            err_console.print(f"{label} {escape(str(e))}", highlight=False, soft_wrap=True)
             raise typer.Exit(e.exit_code) from None
         except KeyboardInterrupt:
             raise typer.Exit(130) from None
@@ -118,7 +122,7 @@ def build(target: Target = "host-cpu", config: ConfigFile = None, teacher: Teach
           out: OutOpt = None, latency_ms: LatencyOpt = None, memory_mb: MemoryOpt = None,
           max_accuracy_drop: DropOpt = None, epochs: EpochsOpt = None, seed: SeedOpt = None,
           device: DeviceOpt = None, input_size: SizeOpt = None, mean: MeanOpt = None, std: StdOpt = None,
-          method: MethodOpt = None, set_: SetOpt = None,
+          method: MethodOpt = None, set_: SetOpt = None, remote: RemoteOpt = None,
           require_measured: Annotated[bool, typer.Option("--require-measured",
                                                          help="Exit 0 only if every budget was measured.")] = False):
     """Search, distil, export, compile and check a student for a target; writes OUT/report.json."""
@@ -127,7 +131,7 @@ def build(target: Target = "host-cpu", config: ConfigFile = None, teacher: Teach
 
     opts = _options(target, teacher, teacher_weights, trust_pickle, data, seed, device, input_size, mean, std,
                     latency_ms, memory_mb, max_accuracy_drop, epochs, method)
-    cfg = load_build_config(config, {**opts, "out": str(out) if out else None}, set_ or [])
+    cfg = load_build_config(config, {**opts, "out": str(out) if out else None, "remote": remote}, set_ or [])
     report = run_build(_context(cfg))
     unmeasured = [b.name for b in report.budgets if b.source != "measured"]
     if require_measured and unmeasured:
@@ -239,24 +243,111 @@ def export_(out: Annotated[Path, typer.Option("--out", help="Run folder holding 
 
 @app.command("compile")
 @handle_errors
-def compile_(out: Annotated[Path, typer.Option("--out", help="Run folder holding export/.")],
+def compile_(model: Annotated[Path | None, typer.Argument(help="One .onnx to compile (else the run in --out).")] = None,
+             out: Annotated[Path | None, typer.Option("--out", help="Run folder holding export/; with MODEL, the "
+                                                      "folder for the artifact.")] = None,
              target: Annotated[str | None, typer.Option("--target", "-t", help="Target (default: the run's).")] = None,
-             set_: SetOpt = None):
-    """Compile the exported ONNX for the target runtime; writes OUT/compile/."""
-    from edgekd.compile import run_compile
+             runtime: RuntimeOpt = None,
+             precision: Annotated[str | None, typer.Option(help="With MODEL: fp32 | fp16 | int8.")] = None,
+             calibration: Annotated[Path | None, typer.Option(help="With MODEL and int8: inputs .npy/.npz.")] = None,
+             batch: Annotated[int, typer.Option(min=1, help="With MODEL: the batch to optimize for.")] = 1,
+             mobile: Annotated[bool, typer.Option("--mobile", help="With MODEL: ORT format (ONNX Runtime Mobile).")]
+             = False,
+             as_json: JsonOpt = False, remote: RemoteOpt = None, set_: SetOpt = None):
+    """Compile the run's exported ONNX for the target (OUT/compile/), or one MODEL for --runtime."""
+    from edgekd.compile import compile_model, run_compile
     from edgekd.errors import InputError
 
-    ctx = _context(build_config(None, out, set_, target=target))
+    if model is not None:
+        if runtime is None or out is None:
+            raise InputError("compile MODEL: give --runtime and --out (the folder for the artifact)")
+        if remote:
+            from edgekd.remote import remote_compile
+
+            artifact = remote_compile(remote, model, runtime, precision, out, batch, calibration)
+        else:
+            artifact = compile_model(model, out, runtime, precision, calibration, batch, mobile)
+        print(json.dumps(artifact.to_dict(), default=str)) if as_json else console.print(f"wrote {artifact.path}")
+        return
+    if out is None:
+        raise InputError("compile: give --out (a run folder holding export/), or a MODEL.onnx")
+    ctx = _context(build_config(None, out, set_, target=target, remote=remote))
     exported = out / "export" / "export.json"
     if not exported.is_file():
         raise InputError(f"--out {out}: no export/export.json; run `edgekd export --out {out}` first")
     paths = json.loads(exported.read_text())
     artifacts, reason = run_compile(ctx, Path(paths["student"]), Path(paths["teacher"]))
-    console.print(f"skipped: {reason}" if reason else f"wrote {artifacts['student'].path}")
+    console.print(f"skipped: {escape(reason)}" if reason else f"wrote {artifacts['student'].path}")
+
+
+@app.command()
+@handle_errors
+def lint(model: Annotated[Path, typer.Argument(help="The .onnx to check.")],
+         runtime: Annotated[str, typer.Option("--runtime", "-r", help="Runtime whose parser to check against.")]
+         = "tensorrt",
+         batch: Annotated[int, typer.Option(min=1, help="Batch the target runs (the profile's opt).")] = 1,
+         max_batch: Annotated[int, typer.Option(min=1, help="Largest batch the engine must take.")] = 64,
+         as_json: JsonOpt = False):
+    """Find what the runtime would refuse (node, op, why); exit 1 if anything would fail, 0 when clean."""
+    from edgekd.runtimes import get_linter
+
+    findings = get_linter(runtime)(model, batch, max(batch, max_batch))
+    errors = sum(f.severity == "error" for f in findings)
+    if as_json:
+        console.print_json(json.dumps({"model": str(model), "runtime": runtime, "errors": errors,
+                                       "findings": [f.to_dict() for f in findings]}))
+    else:
+        for f in findings:
+            console.print(f.line(), highlight=False, soft_wrap=True)
+        console.print(f"{model}: {errors} error(s), {len(findings) - errors} warning(s) for {runtime}")
+    raise typer.Exit(1 if errors else 0)
 
 
 def _opt(flag: str, help_: str, typ=str | None):
     return Annotated[typ, typer.Option(flag, help=help_)]
+
+
+@app.command()
+@handle_errors
+def bench(model: Annotated[Path, typer.Argument(help="Artifact: .onnx, .ort, OpenVINO .xml, TensorRT .engine.")],
+          runtime: RuntimeOpt = None,
+          batch: Annotated[int, typer.Option(min=1, help="Batch size to time.")] = 1,
+          threads: Annotated[int | None, typer.Option(min=1, help="Threads (default: the usable cores).")] = None,
+          eval_: Annotated[Path | None, typer.Option("--eval", help="Also top-1 accuracy on an .npz (x, y).")] = None,
+          logits: Annotated[Path | None, typer.Option(help="With --eval: save the logits (.npy) here.")] = None,
+          as_json: JsonOpt = False, remote: RemoteOpt = None,
+          trtexec: Annotated[bool, typer.Option("--trtexec", help="With --remote: time with trtexec on the device "
+                                                "(GPU compute and host latency), no edgekd needed there.")] = False):
+    """Latency (p50 with its interval; GPU compute apart on TensorRT), memory and accuracy of one artifact."""
+    from edgekd.runtimes import artifact_from_path
+    from edgekd.runtimes.bench import bench as run_bench
+    from edgekd.runtimes.bench import print_bench
+
+    artifact = artifact_from_path(model, runtime)
+    if trtexec:
+        from edgekd.errors import InputError
+        from edgekd.remote import remote_trtexec
+
+        if not remote:
+            raise InputError("--trtexec runs on the device: give --remote ssh://user@host")
+        print(json.dumps(remote_trtexec(remote, model, artifact.precision, batch), default=str))
+        return
+    if remote:
+        import shutil
+
+        from edgekd.remote import remote_bench
+
+        result = remote_bench(remote, model, artifact.runtime, threads, batch, eval_, logits=logits is not None)
+        if logits is not None and "logits_path" in result:
+            shutil.move(result.pop("logits_path"), logits)
+    else:
+        from edgekd.hostinfo import usable_cores
+
+        result = run_bench(artifact, threads or usable_cores(), batch, eval_, logits)
+    if as_json:
+        print(json.dumps(result, default=str))
+    else:
+        print_bench(result, console)
 
 
 @app.command()

@@ -175,6 +175,8 @@ class BuildConfig(Strict):
     out: Path | None = None
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    # ssh://user@host[:port]: compile (TensorRT engines) and measure on that device (edgekd.remote)
+    remote: str | None = None
 
 
 # ----------------------------------------------------------------------------- loading

@@ -9,6 +9,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from rich.markup import escape
+
 from edgekd.context import Context
 from edgekd.errors import StageFailed
 from edgekd.report import Report, StageRecord, environment, print_summary, write_report
@@ -64,6 +66,7 @@ def build(ctx: Context) -> Report:
         state["compile"] = artifacts
         report.artifacts["compiled"] = _relative(artifacts["student"].path, ctx.out)
         report.student["artifact"] = artifacts["student"].to_dict() | {"path": report.artifacts["compiled"]}
+        report.student["compile"] = artifacts.get("record", {})  # lint findings, precision guard, parity
         return reason
 
     def check():
@@ -87,7 +90,7 @@ def build(ctx: Context) -> Report:
         except StageFailed as e:
             report.budgets = report.budgets or list(getattr(e, "budgets", []))
             report.stages.append(StageRecord(name, "failed", time.perf_counter() - start, str(e)))
-            ctx.console.print(f"[red]{name} failed[/]: {e}")
+            ctx.console.print(f"[red]{name} failed[/]: {escape(str(e))}")
             failed = name
     report.environment = environment(create_backend(t.runtime).versions())
     write_report(report, ctx.out)

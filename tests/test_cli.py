@@ -44,10 +44,12 @@ def test_jetson_build_skips_engine_and_predicts(tmp_path):
     report = json.loads((out / "report.json").read_text())
     assert result.exit_code == (0 if report["passed"] else 1)
     compile_stage = next(s for s in report["stages"] if s["name"] == "compile")
+    assert report["student"]["compile"]["lint"]["errors"] == 0  # the TensorRT lint ran on the student ONNX
     try:
         import tensorrt  # noqa: F401
     except ImportError:
         assert compile_stage["status"] == "skipped" and "TensorRT" in compile_stage["reason"]
+        assert "edgekd[tensorrt]" in result.output  # the install hint survives rich's markup
         assert all(b["source"] == "predicted" for b in report["budgets"] if b["name"] != "accuracy_drop")
     check = check_report(out / "report.json", "--skipped-stage")
     assert check.returncode == 0, check.stdout
@@ -61,6 +63,27 @@ def test_openvino_build_measures_an_ir(tmp_path):
     assert report["artifacts"]["compiled"].endswith(".xml")
     assert report["student"]["latency_source"] == "measured"
     assert report["student"]["session"]["INFERENCE_PRECISION_HINT"] == "f32"
+    guard = report["student"]["compile"]["precision_guard"]
+    assert report["target"]["precision"] == "int8" and report["student"]["artifact"]["precision"] == guard["shipped"]
+    for c in guard["candidates"].values():  # each artifact run through OpenVINO on the held-out split
+        assert c["latency_source"] == "measured" and c["parity"]["samples"] == report["data"]["val"]
+    int8 = guard["candidates"]["int8"]
+    assert int8["settings"]["quantization"].startswith("nncf.quantize")
+    if guard["shipped"] == "int8":
+        assert int8["latency_interval"][1] < guard["candidates"]["fp16"]["latency_interval"][0]
+        assert int8["accuracy_drop"] <= 2.0
+
+
+@pytest.mark.slow
+def test_mobile_build_ships_an_ort_format_artifact(tmp_path):
+    out = tmp_path / "mobile"
+    cli("build", "--target", "mobile-cpu", "--out", out, "--epochs", "2")
+    report = json.loads((out / "report.json").read_text())
+    guard = report["student"]["compile"]["precision_guard"]
+    assert report["artifacts"]["compiled"] == f"compile/student-{guard['shipped']}.ort"
+    assert guard["candidates"]["int8"]["latency_source"] == "predicted"  # no Raspberry Pi here
+    assert report["student"]["evaluated_with"].startswith(f"onnxruntime {guard['shipped']}")
+    assert abs(report["student"]["accuracy"] - guard["candidates"][guard["shipped"]]["accuracy"]) < 1e-9
 
 
 def test_stage_commands_run_alone(tmp_path):
@@ -73,7 +96,9 @@ def test_stage_commands_run_alone(tmp_path):
     assert cli("export", "--out", out).exit_code == 0
     assert (out / "export" / "student.onnx").is_file()
     assert cli("compile", "--out", out, "--target", "openvino").exit_code == 0
-    assert (out / "compile" / "student.xml").is_file()
+    guard = json.loads((out / "compile" / "compile.json").read_text())["precision_guard"]
+    assert guard["requested"] == "int8" and set(guard["candidates"]) == {"fp16", "int8"}
+    assert (out / "compile" / f"student-{guard['shipped']}.xml").is_file() and guard["reason"]
 
 
 def test_search_fails_early_when_no_candidate_fits(tmp_path):

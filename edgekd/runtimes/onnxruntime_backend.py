@@ -1,28 +1,44 @@
-"""ONNX Runtime: fp32 as exported, int8 by static QDQ quantization on the calibration subset."""
+"""ONNX Runtime: fp32 as exported, int8 by static QDQ quantization (per-channel weights) on the
+calibration subset; for mobile builds both are converted to the ORT format that ONNX Runtime Mobile
+loads. XNNPACK is used when the installed onnxruntime has it (Android/iOS/Arm builds)."""
 
 from __future__ import annotations
 
+import contextlib
+import io
+import logging
 import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from edgekd.errors import InputError
-from edgekd.runtimes import Artifact, runtimes
+from edgekd.runtimes import Artifact, CompileOptions, runtimes
+
+XNNPACK = "XnnpackExecutionProvider"
 
 
 class OrtSession:
-    def __init__(self, path: Path, threads: int):
+    def __init__(self, path: Path, threads: int, prefer_xnnpack: bool = False):
         import onnxruntime as ort
 
         opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        providers = ["CPUExecutionProvider"]
+        providers: list = ["CPUExecutionProvider"]
+        if prefer_xnnpack and XNNPACK in ort.get_available_providers():
+            # XNNPACK runs its own thread pool; ORT's would only spin against it (ORT's XNNPACK guidance).
+            providers.insert(0, (XNNPACK, {"intra_op_num_threads": str(threads)}))
+            opts.intra_op_num_threads = 1
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        else:
+            opts.intra_op_num_threads = threads
         self.session = ort.InferenceSession(str(path), opts, providers=providers)
         self.input_name = self.session.get_inputs()[0].name
-        self.settings = {"providers": providers, "intra_op_threads": threads, "graph_optimization": "all"}
+        self.sample_shape = tuple(self.session.get_inputs()[0].shape[1:])  # one sample: no batch dimension
+        self.settings = {"providers": self.session.get_providers(), "threads": threads, "graph_optimization": "all",
+                         "format": "ort" if path.suffix == ".ort" else "onnx"}
 
     def run(self, x: np.ndarray) -> np.ndarray:
         return self.session.run(None, {self.input_name: x})[0]
@@ -36,6 +52,43 @@ class _Calibration:
 
     def get_next(self):
         return next(self.items, None)
+
+
+def quantize_qdq(onnx_path: Path, out: Path, calibration: np.ndarray | None, activation: str,
+                 symmetric: bool = False) -> dict:
+    """Static INT8 QDQ with per-channel weights; returns the settings used. activation: 'QInt8' or 'QUInt8'.
+    `symmetric` is the form TensorRT's explicit quantization takes: zero points 0, and biases left in float
+    (its parser has no INT32 DequantizeLinear; it folds the float bias into the INT8 kernel itself)."""
+    import onnx
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    if calibration is None or len(calibration) == 0:
+        raise InputError("int8 needs calibration data (the --data calibration subset)")
+    with tempfile.TemporaryDirectory() as tmp:
+        pre = Path(tmp) / "preprocessed.onnx"
+        quant_pre_process(str(onnx_path), str(pre), skip_symbolic_shape=True)
+        input_name = onnx.load(str(pre), load_external_data=False).graph.input[0].name
+        extra = {"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False} if symmetric else {}
+        quantize_static(str(pre), str(out), _Calibration(input_name, calibration), quant_format=QuantFormat.QDQ,
+                        per_channel=True, activation_type=QuantType[activation], weight_type=QuantType.QInt8,
+                        calibrate_method=CalibrationMethod.MinMax, extra_options=extra)
+    return {"format": "onnx-qdq", "per_channel": True, "activations": activation, "weights": "QInt8",
+            "symmetric": symmetric, "calibration_samples": len(calibration), "calibration": "minmax"}
+
+
+def to_ort_format(onnx_path: Path, out: Path, arch: str) -> None:
+    """ONNX -> ORT format (what ONNX Runtime Mobile loads), graph optimizations fixed for the target's
+    CPU family (the NCHWc layout transforms are x86-only, so an Arm target must not bake them in)."""
+    from onnxruntime.tools.convert_onnx_models_to_ort import OptimizationStyle, convert_onnx_models_to_ort
+
+    with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(io.StringIO()):
+        logging.getLogger("ort_format_model.utils").setLevel(logging.WARNING)
+        src = Path(tmp) / out.with_suffix(".onnx").name
+        shutil.copyfile(onnx_path, src)
+        convert_onnx_models_to_ort(src, Path(tmp) / "ort", [OptimizationStyle.Fixed],
+                                   target_platform="arm" if arch == "aarch64" else "amd64")
+        shutil.move(Path(tmp) / "ort" / src.with_suffix(".ort").name, out)
 
 
 @runtimes.register("onnxruntime")
@@ -55,36 +108,27 @@ class OnnxRuntimeBackend:
         return {"onnxruntime": onnxruntime.__version__}
 
     def compile(self, onnx_path: Path, out_dir: Path, precision: str, calibration: np.ndarray | None,
-                arch: str) -> Artifact:
+                arch: str, options: CompileOptions | None = None) -> Artifact:
+        options = options or CompileOptions()
+        if precision not in ("fp32", "int8"):
+            raise InputError(f"precision '{precision}': ONNX Runtime's CPU provider has no fp16 kernels; "
+                             "use fp32 or int8 for an onnxruntime target")
         out_dir.mkdir(parents=True, exist_ok=True)
-        out = out_dir / f"{onnx_path.stem}.onnx"
+        onnx_out = out_dir / f"{onnx_path.stem}-{precision}.onnx"
         if precision == "fp32":
-            shutil.copyfile(onnx_path, out)
-            return Artifact(out, self.name, precision, {"format": "onnx"})
-        if precision == "int8":
-            return self._quantize(onnx_path, out, calibration, arch)
-        raise InputError(f"precision '{precision}': ONNX Runtime's CPU provider has no fp16 kernels; "
-                         "use fp32 or int8 for an onnxruntime target")
-
-    def _quantize(self, onnx_path: Path, out: Path, calibration: np.ndarray | None, arch: str) -> Artifact:
-        import onnx
-        from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-        from onnxruntime.quantization.shape_inference import quant_pre_process
-
-        if calibration is None or len(calibration) == 0:
-            raise InputError("int8 needs calibration data (the --data calibration subset)")
-        pre = out.with_name(out.stem + "-preprocessed.onnx")
-        quant_pre_process(str(onnx_path), str(pre), skip_symbolic_shape=True)
-        # x86 integer kernels prefer unsigned activations (U8S8); Arm's dot products take S8S8.
-        activation = QuantType.QInt8 if arch == "aarch64" else QuantType.QUInt8
-        input_name = onnx.load(str(pre), load_external_data=False).graph.input[0].name
-        quantize_static(str(pre), str(out), _Calibration(input_name, calibration), quant_format=QuantFormat.QDQ,
-                        per_channel=True, activation_type=activation, weight_type=QuantType.QInt8,
-                        calibrate_method=CalibrationMethod.MinMax)
-        pre.unlink()
-        settings = {"format": "onnx-qdq", "per_channel": True, "activations": activation.name,
-                    "weights": "QInt8", "calibration_samples": len(calibration), "calibration": "minmax"}
-        return Artifact(out, self.name, "int8", settings)
+            shutil.copyfile(onnx_path, onnx_out)
+            settings: dict = {"format": "onnx"}
+        else:
+            # Arm's integer dot products take signed activations (S8S8); x86 VNNI/AVX2 kernels prefer U8S8.
+            settings = quantize_qdq(onnx_path, onnx_out, calibration, "QInt8" if arch == "aarch64" else "QUInt8")
+        settings["target_arch"] = arch
+        if not options.mobile:
+            return Artifact(onnx_out, self.name, precision, settings)
+        out = onnx_out.with_suffix(".ort")
+        to_ort_format(onnx_out, out, arch)
+        onnx_out.unlink()
+        settings.update({"format": "ort", "from": settings["format"], "prefer_xnnpack": True})
+        return Artifact(out, self.name, precision, settings)
 
     def load(self, artifact: Artifact, threads: int) -> OrtSession:
-        return OrtSession(artifact.path, threads)
+        return OrtSession(artifact.path, threads, prefer_xnnpack=bool(artifact.settings.get("prefer_xnnpack")))

@@ -1,0 +1,101 @@
+"""`edgekd bench`: latency (and GPU compute time where the runtime can time the device), memory, and
+optionally accuracy of one artifact on the machine this runs on. The remote runner runs this same code on
+the device and brings the JSON back, so a bench here and a bench over ssh report the same fields."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from edgekd.errors import InputError
+from edgekd.measure import summarize, time_calls
+from edgekd.runtimes import Artifact, Session, create_backend, evaluate_accuracy
+
+WARMUP = 10
+
+
+def latency_figures(session: Session, x: np.ndarray) -> dict:
+    """Host latency of `session.run(x)` (edgekd.measure), plus the device's compute time when the session
+    reports one (TensorRT's CUDA events): launch and copy overheads are the difference between the two."""
+    compute: list[float] = []
+    device_timed = hasattr(session, "last_compute_ms")
+
+    def call():
+        session.run(x)
+        if device_timed:
+            compute.append(session.last_compute_ms)
+
+    stats = time_calls(call, warmup=WARMUP)
+    out = {"latency_ms": stats.p50_ms, "latency_interval": list(stats.interval_ms), "latency_source": "measured",
+           "latency_stats": stats.as_dict()}
+    if device_timed and len(compute) > WARMUP:
+        out["compute_stats"] = summarize(np.array(compute[WARMUP:])).as_dict()
+        out["compute_ms"] = out["compute_stats"]["p50_ms"]
+    return out
+
+
+def load_eval(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """A labelled, preprocessed evaluation set: .npz with float32 x (N, C, H, W) and integer y."""
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            x, y = f["x"].astype(np.float32), f["y"].astype(np.int64)
+    except (OSError, KeyError, ValueError) as e:
+        raise InputError(f"--eval '{path}': need an .npz with float x (N, C, H, W) and integer y ({e})") from None
+    if x.ndim != 4 or len(x) != len(y):
+        raise InputError(f"--eval '{path}': x has shape {x.shape} and y {y.shape}; need (N, C, H, W) and (N,)")
+    return x, y
+
+
+def bench(artifact: Artifact, threads: int, batch: int = 1, eval_data: Path | None = None,
+          logits_out: Path | None = None, memory: bool = True) -> dict:
+    from edgekd.devicestate import device_state
+    from edgekd.runtimes.memprobe import measure_memory_mb
+
+    backend = create_backend(artifact.runtime)
+    reason = backend.unavailable_reason()
+    if reason:
+        raise InputError(f"--runtime {artifact.runtime}: {reason}")
+    session = backend.load(artifact, threads)
+    if any(not isinstance(d, int) or d < 1 for d in session.sample_shape):
+        raise InputError(f"MODEL '{artifact.path}': input shape {session.sample_shape} is not fixed beyond the batch")
+    shape = (batch, *session.sample_shape)
+    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    result = {"artifact": artifact.to_dict(), "versions": backend.versions(), "threads": threads,
+              "input_shape": list(shape), "session": session.settings, **latency_figures(session, x)}
+    if memory:
+        result |= {"memory_mb": measure_memory_mb(artifact, shape, threads), "memory_source": "measured"}
+    if eval_data is not None:
+        xe, ye = load_eval(eval_data)
+        accuracy, logits = evaluate_accuracy(session, xe, ye)
+        result |= {"accuracy": accuracy, "eval_samples": len(ye)}
+        if logits_out is not None:
+            np.save(logits_out, logits)
+    result["device_state"] = device_state()
+    return result
+
+
+def print_bench(result: dict, console) -> None:
+    from rich.table import Table
+
+    a = result["artifact"]
+    table = Table(title=f"{Path(a['path']).name}: {a['runtime']} {a['precision']}, batch "
+                        f"{result['input_shape'][0]}, {result['threads']} threads")
+    for col in ("figure", "value", "detail"):
+        table.add_column(col)
+    s = result["latency_stats"]
+    lo, hi = result["latency_interval"]
+    table.add_row("latency p50 (host)", f"{s['p50_ms']:.4g} ms", f"95% CI {lo:.4g}..{hi:.4g}; p90 {s['p90_ms']:.4g}, "
+                  f"p99 {s['p99_ms']:.4g}; {s['runs']} runs")
+    if "compute_ms" in result:
+        table.add_row("GPU compute p50", f"{result['compute_ms']:.4g} ms", "CUDA events around the enqueue")
+    if "memory_mb" in result:
+        table.add_row("memory", f"{result['memory_mb']:.3g} MB", "peak RSS the model adds (fresh process)")
+    if "accuracy" in result:
+        table.add_row("accuracy", f"{result['accuracy']:.4f}", f"top-1 on {result['eval_samples']} samples")
+    state = result.get("device_state", {})
+    if "before" in state:
+        state = state["before"]
+    table.add_row("device", str(state.get("host", "")), f"governor {state.get('cpu_governor')}, "
+                  f"temperatures {state.get('temperatures_c') or '-'}")
+    console.print(table)
