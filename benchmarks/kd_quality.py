@@ -51,11 +51,18 @@ OPTIONS = {  # label -> (method, distill overrides): training options rather tha
 }
 
 
-def run(base, arch: dict, method: str, overrides: dict, seed: int, assistant: dict) -> tuple[float, float]:
-    """One distill stage in a scratch folder; (held-out torch accuracy, wall seconds)."""
+def run(base, arch: dict, method: str, overrides: dict, seed: int, assistant: dict,
+        cache: bool = False) -> tuple[float, float]:
+    """One distill stage in a scratch folder; (held-out torch accuracy, wall seconds).
+
+    cache: reuse teacher logits where that changes nothing (a logit-only method, no augmentation: every epoch
+    feeds the teacher the same inputs), to spend CPU time on students rather than on repeated teacher passes."""
     distill = base.cfg.distill.model_copy(update={"method": method, **overrides})
-    if parse_method(method, distill).assistant:
+    plan = parse_method(method, distill)
+    if plan.assistant:
         distill = distill.model_copy(update={"assistant_arch": assistant})
+    if cache and plan.needs_teacher and not plan.needs_features and distill.augment == "none":
+        distill = distill.model_copy(update={"cache_teacher": True})
     with tempfile.TemporaryDirectory() as tmp:
         cfg = base.cfg.model_copy(update={"seed": seed, "distill": distill, "out": Path(tmp)})
         ctx = dataclasses.replace(base, cfg=cfg, out=Path(tmp), console=Console(file=io.StringIO()))
@@ -73,6 +80,8 @@ def main() -> None:
     ap.add_argument("--options", nargs="*", default=list(OPTIONS), help="rows from: " + ", ".join(OPTIONS))
     ap.add_argument("--student", type=json.loads, default=None, help="student arch JSON")
     ap.add_argument("--plot", type=Path, default=None, help="bar chart of the gap closed (PNG)")
+    ap.add_argument("--cache-teacher", action="store_true",
+                    help="cache teacher logits in logit-only rows without augmentation (same result, less CPU)")
     args = ap.parse_args()
     epochs = args.epochs or EPOCHS[args.data]
     arch = args.student or STUDENTS[args.data]
@@ -88,14 +97,14 @@ def main() -> None:
     print(f"  student {arch} ({s_params} params); assistant for ta: {ASSISTANTS[args.data]}")
     print(f"  {epochs} epochs, batch {d.batch_size}, {d.optimizer} lr {d.lr} {d.schedule}, T {d.temperature}, "
           f"seeds {args.seeds}, {base.device.type} ({torch.get_num_threads()} threads); default method now: "
-          f"{DEFAULT_METHOD}")
+          f"{DEFAULT_METHOD}; teacher logits cached where exact: {args.cache_teacher}")
     rows = [("ce (scratch)", "ce", {})] + [(m, m, {}) for m in args.methods] + [(k, *OPTIONS[k]) for k in args.options]
     results = {}
     print(f"{'row':28s} {'accuracy':>16s} {'gap closed':>11s} {'s/run':>7s}")
     print(f"{'teacher':28s} {t_acc:16.4f} {'':>11s} {'':>7s}")
     for label, method, overrides in rows:
-        accs, secs = zip(*(run(base, arch, method, overrides, s, ASSISTANTS[args.data]) for s in args.seeds),
-                         strict=True)
+        accs, secs = zip(*(run(base, arch, method, overrides, s, ASSISTANTS[args.data], args.cache_teacher)
+                           for s in args.seeds), strict=True)
         mean = statistics.fmean(accs)
         sd = statistics.stdev(accs) if len(accs) > 1 else 0.0
         results[label] = mean

@@ -13,7 +13,7 @@ import torch
 from conftest import REPO, cli
 from safetensors.torch import load_file, save_file
 
-from edgekd.distill.catalog import METHODS
+from edgekd.distill.catalog import DEFAULT_METHOD, METHODS
 from edgekd.distill.losses import Method, losses
 
 ARCH = json.dumps({"family": "resnet", "widths": [8, 16, 32], "blocks": [1, 1, 1]})
@@ -36,7 +36,7 @@ def test_unknown_method_is_one_line_with_a_suggestion(tmp_path):
 
 def test_build_report_records_method_and_batch(host_build):
     report = json.loads((host_build / "report.json").read_text())
-    assert report["student"]["method"] == report["distillation"]["method"] == "kd"
+    assert report["student"]["method"] == report["distillation"]["method"] == DEFAULT_METHOD
     assert report["student"]["batch_size_used"] == report["distillation"]["batch_size"]
     assert (host_build / "distill" / "history.png").is_file()
     history = json.loads((host_build / "distill" / "history.json").read_text())

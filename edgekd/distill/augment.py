@@ -34,11 +34,11 @@ def apply(x: torch.Tensor, params: torch.Tensor, max_px: int) -> torch.Tensor:
     horizontally where asked; one gather for the whole batch."""
     if max_px == 0:
         return x
+    any_flip = bool(params[:, 2].any()) if params.device.type == "cpu" else True  # decided on the CPU: no sync
     params = params.to(x.device, non_blocking=True)
     n, c, h, w = x.shape
-    flip = params[:, 2].bool()
-    if flip.any():
-        x = torch.where(flip[:, None, None, None], x.flip(3), x)
+    if any_flip:
+        x = torch.where(params[:, 2].bool()[:, None, None, None], x.flip(3), x)
     padded = F.pad(x, (max_px, max_px, max_px, max_px))
     rows = (max_px - params[:, 0])[:, None] + torch.arange(h, device=x.device)  # (n, h)
     cols = (max_px - params[:, 1])[:, None] + torch.arange(w, device=x.device)  # (n, w)
