@@ -246,7 +246,8 @@ def bad_check_inputs(tmp_path, tiny_onnx):
         "drop without reference": ([*base, "--max-accuracy-drop", "1"], "--max-accuracy-drop: needs --data"),
         "nothing to check": ([tiny_onnx, "--target", empty_target], "nothing to check"),
         "ir for onnxruntime": ([ov, "--target", "host-cpu"], "is a openvino artifact"),
-        "remote not landed": ([*base, "--remote", "ssh://pi@edge"], "not available in this build yet"),
+        "remote not ssh": ([*base, "--remote", "http://pi@edge"], "--remote 'http://pi@edge': expected ssh://"),
+        "remote p90": ([*base, "--remote", "ssh://pi@edge", "--statistic", "p90"], "with --remote the device's"),
         "bad statistic": ([*base, "--statistic", "p77"], "--statistic: input should be 'p50' or 'p90'"),
         "bad regression": ([*base, "--max-regression", "lots"], "--max-regression 'lots'"),
     }

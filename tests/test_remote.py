@@ -181,3 +181,23 @@ def test_build_measures_on_the_remote_device(remote_env, tmp_path):
     assert abs(student["accuracy"] - guard["candidates"][guard["shipped"]]["accuracy"]) < 1e-9
     assert {b["source"] for b in report["budgets"]} == {"measured"}
     assert report["teacher"]["remote"] == remote_env and report["teacher"]["latency_ms"] > 0
+
+
+def test_check_gates_on_the_remote_device(remote_env, tiny_onnx, tmp_path):
+    """`edgekd check --remote`: accuracy, latency and memory all measured by the device's bench; the
+    --reference is evaluated here on the same held-out split; a budget the device misses fails (exit 1)."""
+    common = (tiny_onnx, "--target", "host-cpu", "--remote", remote_env, "--data", "digits",
+              "--reference", tiny_onnx, "--max-accuracy-drop", "0")
+    passing = cli("check", *common, "--latency-ms", "10000", "--memory-mb", "10000", "--json", tmp_path / "ok.json")
+    assert passing.exit_code == 0, passing.stdout + passing.stderr
+    report = json.loads((tmp_path / "ok.json").read_text())
+    student = report["student"]
+    assert {b["source"] for b in report["budgets"]} == {"measured"}
+    assert {b["name"] for b in report["budgets"]} == {"latency_ms", "memory_mb", "accuracy_drop"}
+    assert student["evaluated_with"].startswith(f"onnxruntime fp32 on {remote_env}")
+    assert student["accuracy"] == report["teacher"]["accuracy"]  # same model here and there: zero drop
+    assert student["device_state"]["before"]["machine"] and student["memory_mb"] > 0
+    audits = {s["name"]: s["status"] for s in report["stages"]}
+    assert audits["outputs-match"] == "skipped" and audits["latency"] == "passed"
+    failing = cli("check", *common, "--latency-ms", str(student["latency_interval"][0] / 10))
+    assert failing.exit_code == 1, failing.stdout + failing.stderr

@@ -12,7 +12,9 @@ memory come from the cost model, labelled `predicted`, with the model's error ba
 
 from __future__ import annotations
 
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 from rich.console import Console
@@ -69,7 +71,7 @@ class _Run:
     def __init__(self, plan: Plan, console: Console):
         self.plan, self.cfg, self.console = plan, plan.cfg, console
         self.batch = plan.target.batch_size
-        self.session = _load(plan.run_art, plan.profile.threads, "MODEL")
+        self.session = None if plan.cfg.remote else _load(plan.run_art, plan.profile.threads, "MODEL")
         self.prediction = _predicted(plan) if plan.blocker is not None else None
         self.student: dict = {"source": str(self.cfg.model), "artifact": plan.artifact.to_dict()}
         self.teacher: dict = {}
@@ -117,19 +119,76 @@ class _Run:
         self.student |= {"accuracy": acc, "evaluated_with": f"{run.runtime} {run.precision}, batch {batch}, "
                                                             f"{len(x)} held-out samples of {cfg.data}"}
         reason = f"{acc:.4f} on {len(x)} held-out samples through {run.runtime}"
-        if plan.reference is not None:
-            ref = plan.reference_model
-            ref_fixed = ref.dims[0] is not None
-            ref_acc, _ = _accuracy(_load(plan.reference, plan.profile.threads, "--reference"), x, y,
-                                   ref.dims[0] if ref_fixed else 256, ref_fixed, f"--reference '{cfg.reference}'")
-            self.teacher = {"source": str(cfg.reference), "accuracy": ref_acc,
-                            "evaluated_with": f"{plan.reference.runtime} {plan.reference.precision}"}
-            drop = 100 * (ref_acc - acc)
-            reason += f"; reference {ref_acc:.4f}; drop {drop:.2f} points"
-            if plan.budgets.max_accuracy_drop is not None:
-                self.decide("accuracy_drop", plan.budgets.max_accuracy_drop, drop, "measured", None,
-                            "percentage points, model vs --reference on the same held-out split")
-        self.stages.append(StageRecord("accuracy", "passed", time.perf_counter() - start, reason))
+        self.stages.append(StageRecord("accuracy", "passed", time.perf_counter() - start,
+                                       reason + self.versus_reference(acc)))
+
+    def versus_reference(self, acc: float) -> str:
+        """The --reference's accuracy on the same held-out split (here, through its own runtime) and the
+        accuracy_drop budget; returns what to add to the accuracy stage's line."""
+        plan, cfg = self.plan, self.cfg
+        if plan.reference is None:
+            return ""
+        x, y = plan.data
+        ref = plan.reference_model
+        ref_fixed = ref.dims[0] is not None
+        ref_acc, _ = _accuracy(_load(plan.reference, plan.profile.threads, "--reference"), x, y,
+                               ref.dims[0] if ref_fixed else 256, ref_fixed, f"--reference '{cfg.reference}'")
+        self.teacher = {"source": str(cfg.reference), "accuracy": ref_acc,
+                        "evaluated_with": f"{plan.reference.runtime} {plan.reference.precision} on this host"}
+        drop = 100 * (ref_acc - acc)
+        if plan.budgets.max_accuracy_drop is not None:
+            self.decide("accuracy_drop", plan.budgets.max_accuracy_drop, drop, "measured", None,
+                        "percentage points, model vs --reference on the same held-out split")
+        return f"; reference {ref_acc:.4f}; drop {drop:.2f} points"
+
+    def on_device(self) -> None:
+        """--remote: the device's own `edgekd bench` measures accuracy (held-out split shipped as an .npz),
+        latency and memory of the artifact in one call; a TensorRT target gets its engine built there first,
+        since an engine is tied to the GPU and TensorRT version that built it. The timing audits need the
+        session in this process, so they do not run over ssh (said in the stages)."""
+        from edgekd.remote import remote_bench, remote_compile
+
+        plan, cfg, base = self.plan, self.cfg, self.plan.baseline
+        artifact, start = plan.artifact, time.perf_counter()
+        with tempfile.TemporaryDirectory(prefix="edgekd-check-") as tmp:
+            if artifact.runtime == "tensorrt" and artifact.path.suffix.lower() == ".onnx":
+                with self.console.status(f"building the {artifact.precision} engine on {cfg.remote}"):
+                    artifact = remote_compile(cfg.remote, artifact.path, "tensorrt", artifact.precision, Path(tmp),
+                                              self.batch)
+            heldout = None
+            if plan.data is not None:
+                heldout = Path(tmp) / "heldout.npz"
+                np.savez(heldout, x=plan.data[0], y=plan.data[1])
+            with self.console.status(f"measuring {cfg.model.name} on {cfg.remote}"):
+                res = remote_bench(cfg.remote, artifact.path, artifact.runtime, plan.profile.threads, self.batch,
+                                   heldout)
+        where = f"{artifact.runtime} {artifact.precision} on {cfg.remote}"
+        self.student |= {"artifact": artifact.to_dict(), "device_state": res.get("device_state"),
+                         "session": res.get("session")}
+        if "accuracy" in res:
+            acc = res["accuracy"]
+            self.student |= {"accuracy": acc, "evaluated_with": f"{where}, {res['eval_samples']} held-out samples"}
+            self.stages.append(StageRecord("accuracy", "passed", 0.0,
+                                           f"{acc:.4f} through {where}" + self.versus_reference(acc)))
+        else:
+            self.stages.append(StageRecord("accuracy", "skipped", 0.0, "no --data"))
+        s = res["latency_stats"]
+        interval = tuple(res["latency_interval"])
+        self.student |= {"latency_ms": res["latency_ms"], "latency_interval": list(interval),
+                         "latency_source": "measured", "latency_stats": s,
+                         "memory_mb": res["memory_mb"], "memory_source": "measured"}
+        said = f"p50 {res['latency_ms']:.4g} ms, 95% interval [{interval[0]:.4g}, {interval[1]:.4g}], {s['runs']} runs"
+        self.stages.append(StageRecord("latency", "passed", time.perf_counter() - start, f"{said} on {cfg.remote}"))
+        self.stages.append(StageRecord("memory", "passed", 0.0, f"{res['memory_mb']:.4g} MB peak RSS the model "
+                                       f"adds, one fresh process on {cfg.remote} (a point, no interval)"))
+        self.notes.append(f"measured on {cfg.remote} through {where}, batch {self.batch}: {said}")
+        for audit in ("outputs-match", "no-input-caching"):
+            self.stages.append(StageRecord(audit, "skipped", 0.0, "the audits need the timed session in this "
+                                                                  "process; not run over --remote"))
+        self.decide_all("latency_ms", plan.budgets.latency_ms, base and base.latency_ms, res["latency_ms"],
+                        "measured", interval, f"p50, batch {self.batch}, on {cfg.remote}")
+        self.decide_all("memory_mb", plan.budgets.memory_mb, base and base.memory_mb, res["memory_mb"], "measured",
+                        None, f"peak RSS the model adds at run time, on {cfg.remote}")
 
     def latency(self) -> None:
         from edgekd.gate.timing import WARMUP_CALLS, outputs_match, repeated_input_audit, time_pool
@@ -222,9 +281,12 @@ def run_gate(cfg: CheckConfig, console: Console | None = None) -> Report:
     """Validate, measure (or predict), decide every budget, write the requested reports."""
     console = console or Console()
     run = _Run(make_plan(cfg), console)
-    run.accuracy()
-    run.latency()
-    run.memory()
+    if cfg.remote:
+        run.on_device()
+    else:
+        run.accuracy()
+        run.latency()
+        run.memory()
     report = run.report()
     write_outputs(report, cfg.json_path, cfg.markdown_path, cfg.junit_path)
     print_summary(report, console)

@@ -70,7 +70,7 @@ class Plan:
     budgets: Budgets
     artifact: Artifact  # the model as given, on the target's runtime
     model: ModelInput
-    run_art: Artifact  # what runs here: the artifact, or its ONNX through onnxruntime where the runtime is not here
+    run_art: Artifact  # what runs: the artifact, or its ONNX through onnxruntime where the runtime is not here
     blocker: str | None  # why latency/memory are predicted (None: measured)
     shape: tuple[int, ...]
     baseline: Baseline | None
@@ -84,8 +84,12 @@ def make_plan(cfg: CheckConfig) -> Plan:
     from edgekd.checks import local_measurement_blocker
 
     if cfg.remote is not None:
-        raise InputError("--remote: measuring over ssh (edgekd.remote, issue #6) is not available in this build yet; "
-                         "run `edgekd check` on the device itself, or drop --remote to get predicted figures")
+        from edgekd.remote import parse_remote
+
+        parse_remote(cfg.remote)  # a malformed URL exits 2 here, before anything runs
+        if cfg.statistic != "p50":
+            raise InputError(f"--statistic {cfg.statistic}: with --remote the device's `edgekd bench` gates p50; "
+                             "use --statistic p50, or run `edgekd check` on the device itself")
     target = load_target(cfg.target)
     profile = load_profile(target.profile)
     if target.runtime not in profile.runtimes:
@@ -116,14 +120,15 @@ def make_plan(cfg: CheckConfig) -> Plan:
     model = inspect_model(cfg.model)
     if model is None:
         raise InputError(f"MODEL '{cfg.model}': edgekd check cannot read a TensorRT engine's input here; "
-                         "check the ONNX it was built from (or run on the device once --remote lands)")
+                         "check the ONNX it was built from (with --remote, the device builds and times it)")
     artifact = artifact_from_path(cfg.model, target.runtime, model.precision)
-    blocker = local_measurement_blocker(profile, target.runtime)
+    # Over --remote everything about the model is measured on the device itself.
+    blocker = None if cfg.remote else local_measurement_blocker(profile, target.runtime)
     if blocker is not None and cfg.model.suffix.lower() != ".onnx":
         raise InputError(f"MODEL '{cfg.model}': a {artifact.runtime} artifact cannot be measured here ({blocker}) "
                          "and the cost model predicts only from ONNX; pass the .onnx model instead")
     run_art = artifact
-    if create_backend(target.runtime).unavailable_reason() is not None:
+    if cfg.remote is None and create_backend(target.runtime).unavailable_reason() is not None:
         # The target runtime (TensorRT) is not here: accuracy and the audits run the ONNX through ORT, labelled.
         run_art = Artifact(cfg.model, "onnxruntime", artifact.precision)
     if baseline is not None:
