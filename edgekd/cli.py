@@ -17,6 +17,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from edgekd.distill.catalog import DEFAULT_METHOD
+from edgekd.distill.catalog import describe as describe_methods
 from edgekd.errors import EdgeKDError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
@@ -45,6 +47,9 @@ MeanOpt = Annotated[str | None, typer.Option("--mean", help="Per-channel mean of
 StdOpt = Annotated[str | None, typer.Option("--std", help="Per-channel std, e.g. 0.25,0.25,0.25.")]
 SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Override any config field: --set distill.lr=0.01.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+MethodOpt = Annotated[str | None, typer.Option("--method", help="Distillation method (listed below), or names "
+                                               "joined by + (weights: distill.method_weights). Default: "
+                                               f"{DEFAULT_METHOD}.")]
 RemoteOpt = Annotated[str | None, typer.Option(
     "--remote", help="ssh://user@host[:port]: run on that device (key, python: EDGEKD_SSH_KEY, EDGEKD_REMOTE_PYTHON).")]
 RuntimeOpt = Annotated[str | None, typer.Option("--runtime", "-r", help="onnxruntime | openvino | tensorrt.")]
@@ -93,14 +98,14 @@ def build_config(config: Path | None, out: Path | None, sets: list[str] | None, 
 
 
 def _options(target, teacher, teacher_weights, trust_pickle, data, seed, device, input_size=None, mean=None,
-             std=None, latency_ms=None, memory_mb=None, max_accuracy_drop=None, epochs=None) -> dict:
+             std=None, latency_ms=None, memory_mb=None, max_accuracy_drop=None, epochs=None, method=None) -> dict:
     return {"target": target, "teacher.source": teacher,
             "teacher.weights": str(teacher_weights) if teacher_weights else None,
             "teacher.trust_pickle": trust_pickle or None, "data": data, "seed": seed, "device": device,
             "preprocess.input_size": _numbers("--input-size", input_size, int),
             "preprocess.mean": _numbers("--mean", mean), "preprocess.std": _numbers("--std", std),
             "budgets.latency_ms": latency_ms, "budgets.memory_mb": memory_mb,
-            "budgets.max_accuracy_drop": max_accuracy_drop, "distill.epochs": epochs}
+            "budgets.max_accuracy_drop": max_accuracy_drop, "distill.epochs": epochs, "distill.method": method}
 
 
 def _context(cfg):
@@ -110,14 +115,14 @@ def _context(cfg):
 
 
 # ----------------------------------------------------------------------------- commands
-@app.command()
+@app.command(epilog=describe_methods())
 @handle_errors
 def build(target: Target = "host-cpu", config: ConfigFile = None, teacher: TeacherOpt = None,
           teacher_weights: TeacherWeights = None, trust_pickle: TrustPickle = False, data: DataOpt = None,
           out: OutOpt = None, latency_ms: LatencyOpt = None, memory_mb: MemoryOpt = None,
           max_accuracy_drop: DropOpt = None, epochs: EpochsOpt = None, seed: SeedOpt = None,
           device: DeviceOpt = None, input_size: SizeOpt = None, mean: MeanOpt = None, std: StdOpt = None,
-          set_: SetOpt = None, remote: RemoteOpt = None,
+          method: MethodOpt = None, set_: SetOpt = None, remote: RemoteOpt = None,
           require_measured: Annotated[bool, typer.Option("--require-measured",
                                                          help="Exit 0 only if every budget was measured.")] = False):
     """Search, distil, export, compile and check a student for a target; writes OUT/report.json."""
@@ -125,7 +130,7 @@ def build(target: Target = "host-cpu", config: ConfigFile = None, teacher: Teach
     from edgekd.pipeline import build as run_build
 
     opts = _options(target, teacher, teacher_weights, trust_pickle, data, seed, device, input_size, mean, std,
-                    latency_ms, memory_mb, max_accuracy_drop, epochs)
+                    latency_ms, memory_mb, max_accuracy_drop, epochs, method)
     cfg = load_build_config(config, {**opts, "out": str(out) if out else None, "remote": remote}, set_ or [])
     report = run_build(_context(cfg))
     unmeasured = [b.name for b in report.budgets if b.source != "measured"]
@@ -199,20 +204,24 @@ def search(target: Target = "host-cpu", config: ConfigFile = None, teacher: Teac
     console.print(f"wrote {ctx.out / 'search' / 'search.json'}")
 
 
-@app.command()
+@app.command(epilog=describe_methods())
 @handle_errors
 def distill(out: Annotated[Path, typer.Option("--out", help="Run folder holding search/search.json.")],
             arch: Annotated[str | None, typer.Option(help="Student arch as JSON (default: the search pick).")] = None,
             target: Annotated[str | None, typer.Option("--target", "-t", help="Target (default: the run's).")] = None,
             config: ConfigFile = None, teacher: TeacherOpt = None, teacher_weights: TeacherWeights = None,
             trust_pickle: TrustPickle = False, data: DataOpt = None, epochs: EpochsOpt = None,
-            seed: SeedOpt = None, device: DeviceOpt = None, set_: SetOpt = None):
+            seed: SeedOpt = None, device: DeviceOpt = None, method: MethodOpt = None, set_: SetOpt = None,
+            resume: Annotated[bool, typer.Option("--resume", help="Continue from OUT/distill's newest usable "
+                                                 "checkpoint (same settings).")] = False,
+            nproc_per_node: Annotated[int, typer.Option("--nproc-per-node", min=1, help="DDP processes on this "
+                                                        "machine (torch.distributed.run; one per GPU).")] = 1):
     """Distil the searched (or --arch) student from the teacher; writes OUT/distill/."""
     from edgekd.distill import run_distill
     from edgekd.errors import InputError
 
     cfg = build_config(config, out, set_, **_options(target, teacher, teacher_weights, trust_pickle, data, seed,
-                                                     device, epochs=epochs))
+                                                     device, epochs=epochs, method=method))
     ctx = _context(cfg)
     if arch is not None:
         try:
@@ -226,7 +235,7 @@ def distill(out: Annotated[Path, typer.Option("--out", help="Run folder holding 
         pick = json.loads(path.read_text())["pick"]
     ctx.out.mkdir(parents=True, exist_ok=True)
     ctx.save_config()
-    run_distill(ctx, pick)
+    run_distill(ctx, pick, resume=resume, nproc_per_node=nproc_per_node)
 
 
 @app.command("export")

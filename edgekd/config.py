@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from edgekd.distill.catalog import DEFAULT_METHOD
 from edgekd.errors import InputError
 
 Precision = Literal["fp32", "fp16", "int8"]
@@ -128,13 +129,49 @@ class SearchConfig(Strict):
 
 
 class DistillConfig(Strict):
-    method: str = "kd"
+    # A registered method or names joined by '+' (`dkd+feature`); `edgekd distill --help` lists them.
+    method: str = DEFAULT_METHOD
     epochs: int = Field(default=30, gt=0)
-    batch_size: int = Field(default=64, gt=0)
+    batch_size: int = Field(default=64, gt=0)  # global batch (all processes together)
     lr: PositiveFloat = 0.05
     weight_decay: Annotated[float, Field(ge=0)] = 5e-4
     temperature: PositiveFloat = 4.0
     kd_weight: Annotated[float, Field(ge=0, le=1)] = 0.9  # lambda in (1-l)*CE + l*T^2*KL
+    # --- methods (edgekd/distill/losses.py documents each equation)
+    method_weights: dict[str, Annotated[float, Field(ge=0)]] = {}  # per '+' term; default: the paper's weight
+    dkd_alpha: Annotated[float, Field(ge=0)] = 1.0  # target-class (binary) term
+    dkd_beta: Annotated[float, Field(ge=0)] = 8.0  # non-target-class term
+    dkd_warmup_fraction: Annotated[float, Field(ge=0, le=1)] = 0.1  # share of training over which DKD ramps in
+    normkd_temperature_scale: PositiveFloat = 1.5  # T_norm: per-sample T = T_norm * std(logits)
+    decomp_binary_weight: Annotated[float, Field(ge=0)] = 1.0  # binary (strong vs weak mass) term
+    decomp_strong_weight: Annotated[float, Field(ge=0)] = 1.0  # within strongly correlated classes
+    decomp_weak_weight: Annotated[float, Field(ge=0)] = 1.0  # within weakly correlated classes
+    # (teacher layer or ONNX tensor name, student layer name); None: paired by spatial size
+    feature_pairs: list[tuple[str, str]] | None = None
+    feature_max_pairs: int = Field(default=4, gt=0)  # deepest pairs kept when pairing automatically
+    rkd_distance_weight: Annotated[float, Field(ge=0)] = 25.0
+    rkd_angle_weight: Annotated[float, Field(ge=0)] = 50.0
+    assistant_arch: dict[str, Any] | None = None  # teacher-assistant (`ta+...`); None: picked from the search
+    # --- training
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    momentum: Annotated[float, Field(ge=0, lt=1)] = 0.9  # SGD (nesterov)
+    schedule: Literal["cosine", "step"] = "cosine"
+    step_milestones_fraction: list[Annotated[float, Field(gt=0, lt=1)]] = [0.5, 0.75]  # step: where lr *= gamma
+    step_gamma: Annotated[float, Field(gt=0, le=1)] = 0.1
+    grad_clip_norm: PositiveFloat | None = None
+    # Teacher and student always see the same augmented batch. shift: random translation (zero padding);
+    # shift_flip: and horizontal flips (natural images only: a flipped character is another character).
+    augment: Literal["none", "shift", "shift_flip"] = "none"
+    augment_shift_fraction: Annotated[float, Field(gt=0, le=0.5)] = 0.125  # max shift, share of the side
+    augment_views: int | None = Field(default=None, gt=0)  # fixed views per image (FKD style): inputs repeat
+    cache_teacher: bool = False  # teacher logits cached per (image, view); only when inputs repeat exactly
+    amp: Literal["auto", "bf16", "fp16", "off"] = "auto"  # auto: bf16 on cuda, off on cpu
+    channels_last: bool = True  # cuda only
+    compile: bool = False  # torch.compile the student (and adapters)
+    # --- faults
+    max_nonfinite_steps: int = Field(default=10, ge=0)  # NaN/Inf steps skipped before the run stops (exit 1)
+    max_oom_retries: int = Field(default=3, ge=0)  # CUDA out-of-memory: halve the batch at most this often
+    keep_checkpoints: int = Field(default=2, ge=2)  # newest per-epoch checkpoints kept (a damaged one falls back)
 
 
 class BuildConfig(Strict):

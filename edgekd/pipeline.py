@@ -54,7 +54,7 @@ def build(ctx: Context) -> Report:
         state["distill"] = run_distill(ctx, state["search"]["pick"])
         info = state["distill"]
         report.student.update({"arch": info["arch"], "params": info["params"], "method": info["method"],
-                               "torch_accuracy": info["torch_accuracy"]})
+                               "torch_accuracy": info["torch_accuracy"], "batch_size_used": info["batch_size_used"]})
 
     def export():
         state["export"] = run_export(ctx)

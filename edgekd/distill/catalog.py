@@ -1,0 +1,23 @@
+"""Method names and one-line summaries, importable without torch (the CLI's --help lists them).
+
+losses.py registers the implementations under the same names; tests/test_losses.py keeps the two equal.
+"""
+
+DEFAULT_METHOD = "kd"  # chosen from benchmarks/kd_quality.py (see its output in the issue note)
+
+METHODS = {
+    "ce": "labels only (train from scratch; the no-distillation baseline)",
+    "kd": "Hinton KD: (1-l) CE + l T^2 KL(teacher || student) at temperature T",
+    "dkd": "decoupled KD (Zhao et al. 2022): CE + alpha target-class + beta non-target-class terms",
+    "normkd": "NormKD: KD with a per-sample temperature T_norm * std(logits)",
+    "decomp": "KL split into binary / strong-correlation / weak-correlation terms with per-term weights",
+    "feature": "FitNet hints: student features through a learned 1x1 adapter regress the teacher's",
+    "at": "attention transfer (Zagoruyko & Komodakis): match normalized spatial attention maps",
+    "rkd": "relational KD (Park et al.): match pairwise distances and angles of embeddings",
+    "ta": "teacher-assistant chain: distil an intermediate student first, then the student from it",
+}
+
+
+def describe() -> str:
+    """The methods, one per paragraph (an epilog of `edgekd distill --help`)."""
+    return "Methods (--method NAME or NAME+NAME):\n\n" + "\n\n".join(f"{k}: {v}" for k, v in METHODS.items())

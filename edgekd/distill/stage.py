@@ -1,0 +1,198 @@
+"""The distill stage: the searched student (through a teacher assistant for `ta+...`) from the teacher.
+
+The accuracy budget is checked here already (torch accuracy), so a hopeless student fails before export and
+compile. Writes OUT/distill/: student.safetensors + student.json, history.json (+ history.png), and
+checkpoints/ (one per epoch; `--resume` continues from the newest loadable one).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from edgekd.context import Context
+from edgekd.distill.method import Plan, parse_method
+from edgekd.distill.taps import feature_pairs, teacher_runner
+from edgekd.distill.trainer import TrainData, TrainResult, _dist, accuracy, train
+from edgekd.errors import BudgetFailed, InputError, StageFailed
+from edgekd.models.families import count_params, create_model
+from edgekd.report import BudgetResult
+
+
+def run_distill(ctx: Context, arch: dict, resume: bool = False, nproc_per_node: int = 1) -> dict:
+    """Train (in this process, or in nproc_per_node DDP processes), then check the accuracy budget."""
+    cfg = ctx.cfg.distill
+    plan = parse_method(cfg.method, cfg)  # bad method names fail before any work
+    ctx.console.print(f"[bold]distill[/]: {arch} from {ctx.teacher.source}, {cfg.method}, {cfg.epochs} epochs"
+                      + (f", {nproc_per_node} processes" if nproc_per_node > 1 else ""))
+    many = nproc_per_node > 1
+    info = launch(ctx, arch, resume, nproc_per_node) if many else train_student(ctx, arch, plan, resume)
+    return check_accuracy(ctx, info)
+
+
+def launch(ctx: Context, arch: dict, resume: bool, nproc: int) -> dict:
+    """torch.distributed.run with nproc workers (edgekd.distill.worker) on this machine; rank 0 writes."""
+    ctx.out.mkdir(parents=True, exist_ok=True)
+    ctx.save_config()
+    meta = ctx.out / "distill" / "student.json"
+    meta.unlink(missing_ok=True)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+           "-m", "edgekd.distill.worker", "--out", str(ctx.out), "--arch", json.dumps(arch)]
+    rc = subprocess.run(cmd + (["--resume"] if resume else [])).returncode
+    if rc != 0 or not meta.is_file():
+        raise StageFailed(f"distill: the {nproc}-process run failed (torch.distributed.run exit {rc}; the workers' "
+                          "messages are above)")
+    return json.loads(meta.read_text())
+
+
+def _train_data(ctx: Context) -> TrainData:
+    d, p = ctx.data, ctx.data.preprocessing
+    return TrainData(d.x[d.train_idx], d.y[d.train_idx], d.scale, p.mean, p.std)
+
+
+def _fingerprint(ctx: Context, arch: dict, role: str) -> dict:
+    """What a resumed run must share with its checkpoint (plain JSON values, safe to store and compare)."""
+    return json.loads(json.dumps({"role": role, "arch": arch, "distill": ctx.cfg.distill.model_dump(mode="json"),
+                                  "seed": ctx.cfg.seed, "data": ctx.data.source, "train": int(len(ctx.data.train_idx)),
+                                  "preprocessing": ctx.data.preprocessing.as_dict()}))
+
+
+def _fit(ctx: Context, model: torch.nn.Module, teacher, plan: Plan, arch: dict, folder: Path, resume: bool,
+         role: str) -> tuple[TrainResult, list]:
+    cfg = ctx.cfg.distill
+    pairs = []
+    if plan.needs_features:
+        who = "the assistant" if isinstance(teacher, torch.nn.Module) else f"the teacher ({ctx.teacher.source})"
+        pairs = feature_pairs(teacher, model, ctx.input_shape, cfg.feature_pairs, cfg.feature_max_pairs, who)
+    runner = teacher_runner(teacher, [t[0] for t, _ in pairs], ctx.device,
+                            ctx.device.type == "cuda" and cfg.channels_last) if plan.needs_teacher else None
+    try:
+        result = train(model, _train_data(ctx), cfg, ctx.device, ctx.cfg.seed, teacher=runner, pairs=pairs,
+                       plan=plan, checkpoints=folder, resume=resume, fingerprint=_fingerprint(ctx, arch, role),
+                       description=role, console=ctx.console)
+    finally:
+        if runner is not None:
+            runner.close()
+    return result, [[t[0], s[0]] for t, s in pairs]
+
+
+def assistant_arch(ctx: Context, student: torch.nn.Module) -> dict:
+    """distill.assistant_arch, else the search candidate whose size is nearest (in log scale) the geometric mean of
+    the teacher's and the student's parameter counts (Mirzadeh et al.: an assistant halves the gap)."""
+    if ctx.cfg.distill.assistant_arch:
+        return dict(ctx.cfg.distill.assistant_arch)
+    p_t, p_s = ctx.teacher.params, count_params(student)
+    path = ctx.out / "search" / "search.json"
+    candidates = json.loads(path.read_text()).get("candidates", []) if path.is_file() else []
+    between = [c for c in candidates if p_s < c["params"] < p_t]
+    if not between:
+        raise InputError(f"method 'ta': no search candidate lies between the student ({p_s} parameters) and the "
+                         f"teacher ({p_t}) in {path}; set distill.assistant_arch to an arch")
+    target = math.sqrt(p_t * p_s)
+    return min(between, key=lambda c: abs(math.log(c["params"] / target)))["arch"]
+
+
+def train_student(ctx: Context, arch: dict, plan: Plan, resume: bool) -> dict | None:
+    """Train and (rank 0) write the student; returns student.json's content (None on other ranks)."""
+    folder = ctx.stage_dir("distill")
+    channels, classes, size = ctx.data.preprocessing.channels, ctx.data.num_classes, ctx.input_shape[1:]
+    torch.manual_seed(ctx.cfg.seed)
+    student = create_model(arch, channels, classes, size)
+    teacher, extra = ctx.teacher, {}
+    if plan.assistant:
+        a_arch = assistant_arch(ctx, student)
+        torch.manual_seed(ctx.cfg.seed)
+        assistant = create_model(a_arch, channels, classes, size)
+        ctx.console.print(f"  teacher assistant {a_arch} ({count_params(assistant)} parameters)")
+        a_result, _ = _fit(ctx, assistant, teacher, plan, a_arch, folder / "assistant", resume, "assistant")
+        assistant = a_result.model
+        xv, yv = ctx.data.split("val")
+        extra["assistant"] = {"arch": a_arch, "params": count_params(assistant), "history": a_result.history,
+                              "torch_accuracy": accuracy(assistant, xv, yv, ctx.device)}
+        teacher = assistant
+    result, pairs = _fit(ctx, student, teacher, plan, arch, folder / "checkpoints", resume, "distill")
+    student = result.model
+    if _dist()[1] != 0:
+        return None
+    if not all(torch.isfinite(p).all() for p in student.parameters()):
+        raise StageFailed("distill: the student has NaN/Inf weights; not written (lower --set distill.lr)")
+    xv, yv = ctx.data.split("val")
+    student_acc = accuracy(student, xv, yv, ctx.device)
+    last = result.history[-1] if result.history else {}
+    cfg = ctx.cfg.distill
+    info = {"arch": arch, "params": count_params(student), "method": cfg.method, "epochs": cfg.epochs,
+            "torch_accuracy": student_acc, "in_channels": channels, "num_classes": classes, "input_size": list(size),
+            "device": ctx.device.type, "processes": _dist()[0], "batch_size_used": result.batch_size,
+            "oom_retries": result.oom_retries, "skipped_steps": result.skipped_steps,
+            "resumed_from_epoch": result.resumed_from_epoch, "feature_pairs": pairs,
+            "kl_decomposition": {k: last[k] for k in ("kl", "kl_bcd", "kl_scd", "kl_wcd") if k in last}, **extra}
+    save_file({k: v.detach().contiguous().cpu() for k, v in student.state_dict().items()},
+              str(folder / "student.safetensors"))
+    (folder / "history.json").write_text(json.dumps(result.history, indent=2))
+    plot_history(result.history, folder / "history.png", ctx.console)
+    (folder / "student.json").write_text(json.dumps(info, indent=2))
+    return info
+
+
+def check_accuracy(ctx: Context, info: dict) -> dict:
+    drop = 100 * (ctx.teacher_accuracy - info["torch_accuracy"])
+    info = {**info, "teacher_accuracy": ctx.teacher_accuracy, "accuracy_drop": drop}
+    (ctx.out / "distill" / "student.json").write_text(json.dumps(info, indent=2))
+    ctx.console.print(f"  student {info['torch_accuracy']:.4f} vs teacher {ctx.teacher_accuracy:.4f} "
+                      f"(drop {drop:.2f} points, torch; batch {info['batch_size_used']})")
+    limit = ctx.budgets.max_accuracy_drop
+    if limit is not None and drop > limit:
+        result = BudgetResult("accuracy_drop", limit, drop, "measured", False,
+                              detail="torch accuracy of the distilled student; stopped before export")
+        raise BudgetFailed(f"distill: accuracy drop {drop:.2f} points > budget {limit:g} (torch accuracy "
+                           f"{info['torch_accuracy']:.4f} vs teacher {ctx.teacher_accuracy:.4f}); train longer "
+                           "(--epochs) or allow a larger student (--latency-ms)", [result])
+    return info
+
+
+def plot_history(history: list[dict], path: Path, console) -> None:
+    """Loss and the KL decomposition per epoch, as a PNG beside history.json (matplotlib is optional)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        console.print("  (matplotlib not installed: history.png not drawn; history.json has the numbers)")
+        return
+    epochs = [h["epoch"] for h in history]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
+    for key in sorted(k for k in history[-1] if k == "loss" or k.startswith("term_")):
+        axes[0].plot(epochs, [h.get(key) for h in history], label=key.removeprefix("term_"))
+    axes[0].set(xlabel="epoch", ylabel="training loss (per sample)", yscale="log", title="loss terms")
+    for key, label in (("kl", "KL (sum)"), ("kl_bcd", "binary"), ("kl_scd", "strong"), ("kl_wcd", "weak")):
+        if key in history[-1]:
+            axes[1].plot(epochs, [h.get(key) for h in history], label=label)
+    axes[1].set(xlabel="epoch", ylabel="KL(teacher || student) at T", title="KL decomposition")
+    for ax in axes:
+        if ax.lines:
+            ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def load_student(folder: Path) -> tuple[torch.nn.Module, dict]:
+    """The checkpoint an earlier distill stage wrote (safetensors: no pickle); NaN/Inf weights are refused."""
+    meta, weights = folder / "student.json", folder / "student.safetensors"
+    if not meta.is_file() or not weights.is_file():
+        raise InputError(f"{folder}: no distilled student (student.json + student.safetensors); "
+                         "run `edgekd distill` with this --out first")
+    info = json.loads(meta.read_text())
+    state = load_file(str(weights))
+    if not all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point()):
+        raise StageFailed(f"{weights}: NaN/Inf weights; refusing to export them (distil again)")
+    model = create_model(info["arch"], info["in_channels"], info["num_classes"], tuple(info["input_size"]))
+    model.load_state_dict(state)
+    return model.eval(), info
