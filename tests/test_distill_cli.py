@@ -153,3 +153,18 @@ def test_two_ddp_processes_match_one(tmp_path):
     assert h2[0]["loss"] == pytest.approx(h1[0]["loss"], rel=0.03)
     for a, b in zip(h1, h2, strict=True):
         assert b["loss"] == pytest.approx(a["loss"], rel=0.1)
+
+
+def test_hopeless_student_fails_at_distill_before_export(tmp_path):
+    """The accuracy budget is checked on the torch student already: a student that cannot meet it stops the
+    build at distill (exit 1, the budget named), and nothing is exported or compiled."""
+    out = tmp_path / "hopeless"
+    r = cli("build", "--target", "host-cpu", "--out", out, "--epochs", "1", "--set", "distill.lr=1e-9",
+            "--max-accuracy-drop", "1")
+    assert r.exit_code == 1, r.output + r.stderr
+    report = json.loads((out / "report.json").read_text())
+    stages = {s["name"]: s["status"] for s in report["stages"]}
+    assert stages["distill"] == "failed" and stages["export"] == stages["compile"] == "skipped"
+    assert not (out / "export").exists() and not (out / "compile").exists()
+    drop = next(b for b in report["budgets"] if b["name"] == "accuracy_drop")
+    assert not drop["passed"] and drop["value"] > 1 and drop["source"] == "measured"
