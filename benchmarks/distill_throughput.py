@@ -1,6 +1,6 @@
 """Distillation throughput: edgekd's trainer against a plain hand-written PyTorch KD loop, same models, one process.
 
-    flock /tmp/edgekd-cpu.lock python benchmarks/distill_throughput.py [--batch 256] [--steps 50] [--device auto]
+    python benchmarks/distill_throughput.py [--batch 256] [--steps 50] [--device auto]
 
 Models as in RepDistiller/mdistiller's CIFAR tables: ResNet32x4 teacher -> ResNet8x4 student, 3x32x32 inputs,
 100 classes, KD (T=4). Data: synthetic uint8 images kept on the device, as the trainer keeps a small uint8 set

@@ -1,6 +1,6 @@
 """Stability of the `edgekd check` gate: an unchanged model must not flip verdicts by noise.
 
-    flock /tmp/edgekd-cpu.lock python benchmarks/gate_stability.py [--targets host-cpu,openvino] [--repeats 5]
+    python benchmarks/gate_stability.py [--targets host-cpu,openvino] [--repeats 5]
         [--margin 0.3] [--plot gate_stability.png]
 
 A model edgekd did not build (torchvision resnet18 with random weights, exported by plain torch.onnx at

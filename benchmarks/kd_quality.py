@@ -1,7 +1,7 @@
 """Distillation quality: teacher, the student trained from scratch, and the student distilled by each method,
 on the embedded data sets; held-out accuracy and the share of the teacher-student gap each method closes.
 
-    flock /tmp/edgekd-cpu.lock python benchmarks/kd_quality.py --data fonts [--epochs 10] [--seeds 0 1]
+    python benchmarks/kd_quality.py --data fonts [--epochs 10] [--seeds 0 1]
         [--methods kd dkd ...] [--student '{"family": "resnet", ...}'] [--plot kd_quality_fonts.png]
 
 gap closed = (acc(method) - acc(scratch)) / (acc(teacher) - acc(scratch)), from the mean accuracy over seeds.
