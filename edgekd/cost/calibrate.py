@@ -63,6 +63,7 @@ KERNEL_TIMING = {"warmup": 5, "warmup_s": 0.05, "min_runs": 20, "min_seconds": 0
                  "max_runs": 50_000, "rel_width": 0.03, "tries": 5}
 NETWORK_TIMING = {"max_seconds": 1.5, "rel_width": 0.02, "tries": 5}
 MAX_INTERFERENCE = 0.2  # timings that waited longer than this share for a CPU on every try are not fitted
+MIN_FIT_NETWORKS = 3  # fewer clean network timings than this: the network fit uses the disturbed ones too
 PATIENCE_S = 6.0  # how long one timing waits for a slow or busy machine before it is kept as it is
 
 
@@ -482,6 +483,10 @@ def calibrate(profile: Profile, runtime: str, budget: Budget, progress, remote: 
     def network_fit():
         """The per-kind predictors for the vector block that predicts held-out networks best."""
         kept = [n for n in measured if is_clean(n)]
+        if len(kept) < MIN_FIT_NETWORKS:
+            # A machine busy through every retry: fit on all networks, each at the fastest timing seen, rather
+            # than on too few to fit at all; the file marks which timings were disturbed ("clean": false).
+            kept = list(measured)
         best = None
         for block in VECTOR_BLOCKS:
             rows = [(network_features(n["kernels"], models, r, call_us, block), n["measured_ms"] * 1e3)
@@ -546,7 +551,8 @@ def calibrate(profile: Profile, runtime: str, budget: Budget, progress, remote: 
                  "kernel_times_us": [[*kernel_key(t["kernel"]), round(t["us"], 3), round(t["interference"], 4),
                                       round(t["canary_ms"] / canary.best_ms, 3)] for t in timed.values()],
                  "networks": [{k: n[k] for k in ("arch", "input_shape", "measured_ms", "interference", "canary_ms",
-                                                 "memory_mb") if k in n} | {"used": is_clean(n)} for n in measured]})
+                                                 "memory_mb") if k in n}
+                              | {"clean": is_clean(n), "used": any(n is k for k in kept)} for n in measured]})
 
 
 def _load(path: Path):
