@@ -69,7 +69,6 @@ def _figures(ctx, artifact: Artifact, onnx_path: Path, remote, blocker: str | No
     measured on the --remote device or predicted (latency measured here is taken by _time_here)."""
     from edgekd.checks import artifact_figures, local_threads
 
-    x, y = ctx.data.split("val")
     if remote is not None:
         from edgekd.remote import remote_bench
 
@@ -81,7 +80,7 @@ def _figures(ctx, artifact: Artifact, onnx_path: Path, remote, blocker: str | No
                 "latency_interval": res["latency_interval"], "latency_source": "measured",
                 "device_state": res["device_state"]}
     session = create_backend(artifact.runtime).load(artifact, local_threads(ctx.profile))
-    accuracy, logits = evaluate_accuracy(session, x, y)
+    accuracy, logits = evaluate_accuracy(session, *ctx.data.split("val"))
     out = {"accuracy": accuracy, "logits": logits}
     if timing and blocker is not None:
         predicted = artifact_figures(artifact, onnx_path, ctx.profile, artifact.precision, ctx.target.batch_size,
@@ -146,6 +145,16 @@ def _tune_set(ctx) -> tuple[np.ndarray, np.ndarray]:
     return data.inputs(idx), data.y[idx]
 
 
+def _tensorrt_qdq(ctx, onnx_path: Path, folder: Path, batch: int) -> tuple[Path, dict, dict]:
+    """The Q/DQ ONNX a TensorRT int8 engine is built from (explicit quantization, calibrated here on the
+    calibration subset), linted for TensorRT: (path, quantization settings, lint record)."""
+    from edgekd.runtimes.onnxruntime_backend import quantize_qdq
+
+    qdq = folder / f"{onnx_path.stem}-qdq.onnx"
+    settings = quantize_qdq(onnx_path, qdq, ctx.data.split("calib")[0], "QInt8", symmetric=True)
+    return qdq, settings, lint_or_fail(qdq, batch)
+
+
 def _compile_one(ctx, backend, onnx_path: Path, folder: Path, precision: str, options: CompileOptions, remote):
     calibration = ctx.data.split("calib")[0] if precision == "int8" else None
     if remote is not None and backend.name == "tensorrt":  # engines are built on the device they run on
@@ -153,11 +162,7 @@ def _compile_one(ctx, backend, onnx_path: Path, folder: Path, precision: str, op
 
         source = onnx_path
         if precision == "int8":  # Q/DQ made here, where the calibration data is; the device builds from it
-            from edgekd.runtimes.onnxruntime_backend import quantize_qdq
-
-            source = folder / f"{onnx_path.stem}-qdq.onnx"
-            quantize_qdq(onnx_path, source, calibration, "QInt8", symmetric=True)
-            lint_or_fail(source, options.batch)
+            source, _, _ = _tensorrt_qdq(ctx, onnx_path, folder, options.batch)
         return remote_compile(remote, source, backend.name, precision, folder, options.batch)
     artifact = backend.compile(onnx_path, folder, precision, calibration, ctx.profile.arch, options)
     save_artifact(artifact)
@@ -167,11 +172,8 @@ def _compile_one(ctx, backend, onnx_path: Path, folder: Path, precision: str, op
 def _skip(ctx, student_onnx: Path, reason: str, record: dict) -> tuple[dict, str]:
     artifact = Artifact(student_onnx, "onnx", "fp32", {"format": "onnx"})
     if ctx.target.runtime == "tensorrt" and ctx.target.precision == "int8":
-        from edgekd.runtimes.onnxruntime_backend import quantize_qdq
-
-        qdq = ctx.stage_dir("compile") / f"{student_onnx.stem}-qdq.onnx"
-        settings = quantize_qdq(student_onnx, qdq, ctx.data.split("calib")[0], "QInt8", symmetric=True)
-        record["qdq_lint"] = lint_or_fail(qdq, ctx.target.batch_size)
+        qdq, settings, record["qdq_lint"] = _tensorrt_qdq(ctx, student_onnx, ctx.stage_dir("compile"),
+                                                          ctx.target.batch_size)
         artifact = Artifact(qdq, "onnx", "int8", settings)
     ctx.console.print(f"[bold]compile[/]: skipped: {escape(reason)}; "
                       f"the ONNX model ({artifact.path.name}) is the artifact")

@@ -210,8 +210,9 @@ def remote_bench(remote: str | RemoteSpec, artifact_path: Path, runtime: str, th
     """`edgekd bench` on the device: its JSON (latency, compute time, memory, accuracy with eval_npz), plus
     `device_state` before/after, `remote` (the URL), and `logits_path` (local .npy) when logits=True."""
     args: list[str | Path] = ["bench", artifact_path, "--runtime", runtime, "--batch", str(batch), "--json"]
-    files = [artifact_path, *([p] if (p := artifact_path.with_suffix(artifact_path.suffix + ".json")).is_file()
-                              else [])]
+    from edgekd.runtimes import sidecar
+
+    files = [artifact_path, *([p] if (p := sidecar(artifact_path)).is_file() else [])]
     if threads:
         args += ["--threads", str(threads)]
     if eval_npz is not None:

@@ -26,11 +26,11 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from edgekd.cost.forest import predict_forest
-from edgekd.cost.ops import ELEMENT_BYTES, Kernel, from_network_kernel
+from edgekd.cost.ops import ELEMENT_BYTES, KINDS, Kernel, from_network_kernel
 from edgekd.errors import InputError
 
 SCHEMA = "edgekd.calibration/1"
-NETWORK_KINDS = ("conv", "dwconv", "gemm", "pool", "eltwise", "other")
+NETWORK_KINDS = KINDS
 # What a kernel type's in-network predictor weighs: a per-launch cost, work, traffic, and the time the
 # stand-alone forest predicts for it (minus the call), which carries shape effects the linear terms
 # cannot. CPU runtimes keep activations in a channel-blocked layout (ORT's NCHWc, oneDNN's nChw16c, one

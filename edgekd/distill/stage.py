@@ -19,7 +19,7 @@ from safetensors.torch import load_file, save_file
 from edgekd.context import Context
 from edgekd.distill.method import Plan, parse_method
 from edgekd.distill.taps import feature_pairs, teacher_runner
-from edgekd.distill.trainer import TrainData, TrainResult, _dist, accuracy, train
+from edgekd.distill.trainer import TrainData, TrainResult, _dist, accuracy, cuda_channels_last, train
 from edgekd.errors import BudgetFailed, InputError, StageFailed
 from edgekd.models.families import count_params, create_model
 from edgekd.report import BudgetResult
@@ -71,7 +71,7 @@ def _fit(ctx: Context, model: torch.nn.Module, teacher, plan: Plan, arch: dict, 
         who = "the assistant" if isinstance(teacher, torch.nn.Module) else f"the teacher ({ctx.teacher.source})"
         pairs = feature_pairs(teacher, model, ctx.input_shape, cfg.feature_pairs, cfg.feature_max_pairs, who)
     runner = teacher_runner(teacher, [t[0] for t, _ in pairs], ctx.device,
-                            ctx.device.type == "cuda" and cfg.channels_last) if plan.needs_teacher else None
+                            cuda_channels_last(cfg, ctx.device)) if plan.needs_teacher else None
     try:
         result = train(model, _train_data(ctx), cfg, ctx.device, ctx.cfg.seed, teacher=runner, pairs=pairs,
                        plan=plan, checkpoints=folder, resume=resume, fingerprint=_fingerprint(ctx, arch, role),
@@ -105,6 +105,7 @@ def train_student(ctx: Context, arch: dict, plan: Plan, resume: bool) -> dict | 
     torch.manual_seed(ctx.cfg.seed)
     student = create_model(arch, channels, classes, size)
     teacher, extra = ctx.teacher, {}
+    xv, yv = ctx.data.split("val")
     if plan.assistant:
         a_arch = assistant_arch(ctx, student)
         torch.manual_seed(ctx.cfg.seed)
@@ -112,7 +113,6 @@ def train_student(ctx: Context, arch: dict, plan: Plan, resume: bool) -> dict | 
         ctx.console.print(f"  teacher assistant {a_arch} ({count_params(assistant)} parameters)")
         a_result, _ = _fit(ctx, assistant, teacher, plan, a_arch, folder / "assistant", resume, "assistant")
         assistant = a_result.model
-        xv, yv = ctx.data.split("val")
         extra["assistant"] = {"arch": a_arch, "params": count_params(assistant), "history": a_result.history,
                               "torch_accuracy": accuracy(assistant, xv, yv, ctx.device)}
         teacher = assistant
@@ -120,9 +120,6 @@ def train_student(ctx: Context, arch: dict, plan: Plan, resume: bool) -> dict | 
     student = result.model
     if _dist()[1] != 0:
         return None
-    if not all(torch.isfinite(p).all() for p in student.parameters()):
-        raise StageFailed("distill: the student has NaN/Inf weights; not written (lower --set distill.lr)")
-    xv, yv = ctx.data.split("val")
     student_acc = accuracy(student, xv, yv, ctx.device)
     last = result.history[-1] if result.history else {}
     cfg = ctx.cfg.distill

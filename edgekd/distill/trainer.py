@@ -373,7 +373,7 @@ class _Run:
                 t_logits = self.cache.get(view, idx)
             elif self.plan.needs_teacher:
                 out = self.teacher(xb)
-                t_logits, t_feats = out.logits.float(), out.feats
+                t_logits, t_feats = out.logits, out.feats
             logits, feats, adapted = self.forward(xb)
             b = LossInputs(logits.float(), t_logits, yb, progress, feats, adapted, t_feats)
             loss, values = objective(self.plan, b, self.cfg)
@@ -422,12 +422,16 @@ def _check_fingerprint(saved: dict, current: dict, path: Path) -> None:
 
 def fit(model: nn.Module, x: np.ndarray, y: np.ndarray, cfg: DistillConfig, device: torch.device, seed: int,
         teacher=None, description: str = "distill") -> nn.Module:
-    """Train on already-normalized float inputs (the embedded teachers' recipe); `teacher` is a
-    models.teacher.Teacher for logit methods. Returns the model in eval mode."""
+    """Train on already-normalized float inputs (the embedded teachers' recipe; the search benchmark's KD
+    recipe); `teacher` is a models.teacher.Teacher for logit methods. Returns the model in eval mode."""
     from edgekd.distill.taps import teacher_runner
 
     runner = teacher_runner(teacher, [], device, cuda_channels_last(cfg, device)) if teacher is not None else None
-    return train(model, TrainData(x, y), cfg, device, seed, teacher=runner, description=description).model
+    try:
+        return train(model, TrainData(x, y), cfg, device, seed, teacher=runner, description=description).model
+    finally:
+        if runner is not None:
+            runner.close()
 
 
 def cuda_channels_last(cfg: DistillConfig, device: torch.device) -> bool:

@@ -15,7 +15,7 @@ import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from edgekd.context import Context
-from edgekd.cost.roofline import predict_onnx, predict_torch
+from edgekd.cost.roofline import predict_kernels, predict_onnx, predict_torch
 from edgekd.errors import BudgetFailed
 from edgekd.models.families import count_params, create_model
 from edgekd.report import BudgetResult
@@ -65,8 +65,8 @@ def evaluate_arch(ctx: Context, probe: Probe, teacher_ms: float, space: Space, a
 
     cfg, b = ctx.cfg.search, ctx.budgets
     model = build_candidate(ctx, arch)
-    lat, mem = predict_torch(model, (ctx.target.batch_size, *ctx.input_shape), ctx.profile, ctx.target.precision,
-                             runtime=ctx.target.runtime)
+    kernels, peak = kernels_from_torch(model, (ctx.target.batch_size, *ctx.input_shape))
+    lat, mem = predict_kernels(kernels, peak, ctx.profile, ctx.target.precision, ctx.target.runtime)
     max_ms = teacher_ms * cfg.max_teacher_latency_ratio
     broken: list[tuple[str, str]] = []
     if b.latency_ms is not None and lat.value > b.latency_ms:
@@ -77,7 +77,8 @@ def evaluate_arch(ctx: Context, probe: Probe, teacher_ms: float, space: Space, a
     if b.memory_mb is not None and mem.value > b.memory_mb:
         broken.append(("memory_mb", f"memory {mem.value:.3g} MB > budget {b.memory_mb:g} MB"))
     values = {} if broken else {name: scores.get(name)(model, probe) for name in score_names}
-    kernels, _ = kernels_from_torch(model, (1, *ctx.input_shape))
+    if ctx.target.batch_size != 1:  # FLOPs are recorded per sample
+        kernels, _ = kernels_from_torch(model, (1, *ctx.input_shape))
     return Candidate(index, space.name, origin, arch, count_params(model), float(sum(k.flops for k in kernels)),
                      lat.value, lat.interval, mem.value, not broken, "; ".join(r for _, r in broken),
                      tuple(k for k, _ in broken), values.get(score_names[0]) if score_names else None, values,
