@@ -52,6 +52,9 @@ MethodOpt = Annotated[str | None, typer.Option("--method", help="Distillation me
                                                f"{DEFAULT_METHOD}.")]
 RemoteOpt = Annotated[str | None, typer.Option(
     "--remote", help="ssh://user@host[:port]: run on that device (key, python: EDGEKD_SSH_KEY, EDGEKD_REMOTE_PYTHON).")]
+MinSpeedupOpt = Annotated[float | None, typer.Option(
+    "--min-speedup", help="Speed-up budget: teacher / student latency on the target's runtime, timed interleaved "
+                          "(default: the target's).")]
 RuntimeOpt = Annotated[str | None, typer.Option("--runtime", "-r", help="onnxruntime | openvino | tensorrt.")]
 
 
@@ -123,21 +126,28 @@ def build(target: Target = "host-cpu", config: ConfigFile = None, teacher: Teach
           max_accuracy_drop: DropOpt = None, epochs: EpochsOpt = None, seed: SeedOpt = None,
           device: DeviceOpt = None, input_size: SizeOpt = None, mean: MeanOpt = None, std: StdOpt = None,
           method: MethodOpt = None, set_: SetOpt = None, remote: RemoteOpt = None,
+          min_speedup: MinSpeedupOpt = None,
+          ship: Annotated[str | None, typer.Option(
+              "--ship", help="student | best: best ships the teacher compressed without distillation when it "
+                             "meets the budgets and beats the student.")] = None,
           require_measured: Annotated[bool, typer.Option("--require-measured",
                                                          help="Exit 0 only if every budget was measured.")] = False):
-    """Search, distil, export, compile and check a student for a target; writes OUT/report.json."""
+    """Search, distil, export, compile and check a student for a target; writes OUT/report.json.
+    Exit 0 every budget met, 1 one failed, 3 one could not be decided (its interval straddles the limit)."""
     from edgekd.config import load_build_config
+    from edgekd.gate.verdict import exit_code
     from edgekd.pipeline import build as run_build
 
     opts = _options(target, teacher, teacher_weights, trust_pickle, data, seed, device, input_size, mean, std,
                     latency_ms, memory_mb, max_accuracy_drop, epochs, method)
-    cfg = load_build_config(config, {**opts, "out": str(out) if out else None, "remote": remote}, set_ or [])
+    cfg = load_build_config(config, {**opts, "out": str(out) if out else None, "remote": remote,
+                                     "budgets.min_speedup": min_speedup, "ship": ship}, set_ or [])
     report = run_build(_context(cfg))
     unmeasured = [b.name for b in report.budgets if b.source != "measured"]
     if require_measured and unmeasured:
         err_console.print(f"failed: --require-measured, but {', '.join(unmeasured)} were predicted")
         raise typer.Exit(1)
-    raise typer.Exit(0 if report.passed else 1)
+    raise typer.Exit(exit_code(report.verdict))
 
 
 @app.command()
@@ -188,15 +198,17 @@ def search(target: Target = "host-cpu", config: ConfigFile = None, teacher: Teac
            score: Annotated[str | None, typer.Option(help="Training-free score (see search/scores.py).")] = None,
            spaces: Annotated[str | None, typer.Option(help="Search spaces, e.g. resnet,mobilenetv3.")] = None,
            candidates: Annotated[int | None, typer.Option(help="Candidates to score (those that fit).")] = None,
-           top_k: Annotated[int | None, typer.Option("--top-k", help="Best candidates to list.")] = None,
-           set_: SetOpt = None):
+           top_k: Annotated[int | None, typer.Option("--top-k", help="Best candidates timed on the runtime (per "
+                                                                       "round) and listed.")] = None,
+           min_speedup: MinSpeedupOpt = None, set_: SetOpt = None):
     """Pick a student within the budgets without training; writes OUT/search/search.json and pareto.png."""
     from edgekd.search import run_search
 
     cfg = build_config(config, out, set_, **_options(target, teacher, teacher_weights, trust_pickle, data, seed,
                                                      device, input_size, mean, std, latency_ms, memory_mb),
                        **{"search.score": score, "search.spaces": spaces.split(",") if spaces else None,
-                          "search.max_candidates": candidates, "search.top_k": top_k})
+                          "search.max_candidates": candidates, "search.top_k": top_k,
+                          "budgets.min_speedup": min_speedup})
     ctx = _context(cfg)
     ctx.out.mkdir(parents=True, exist_ok=True)
     ctx.save_config()

@@ -203,7 +203,13 @@ def print_summary(report: Report, console: Console) -> None:
         console.print(f"  {note}", highlight=False, markup=False)
     t, s = report.teacher, report.student
     if t.get("accuracy") is not None and s.get("accuracy") is not None:
-        speed = ""
-        if t.get("latency_ms") and s.get("latency_ms"):
-            speed = f", {t['latency_ms'] / s['latency_ms']:.1f}x faster ({s.get('latency_source')})"
+        speed = f", {speedup_text(s['speedup'])}" if s.get("speedup") else ""
         console.print(f"{report.roles[0]} {t['accuracy']:.4f} -> {report.roles[1]} {s['accuracy']:.4f}{speed}")
+
+
+def speedup_text(speedup: dict) -> str:
+    """'4.20x faster [3.90 .. 4.50] (measured)'; a student slower than its teacher is said to be."""
+    iv = speedup.get("interval")
+    band = f" [{iv[0]:.2f} .. {iv[1]:.2f}]" if iv else ""
+    word = "faster" if speedup["value"] >= 1 else "as fast: SLOWER than the teacher"
+    return f"{speedup['value']:.2f}x {word}{band} ({speedup['source']})"
