@@ -72,11 +72,11 @@ def export_checked(model: torch.nn.Module, input_shape: tuple[int, ...], path: P
 
 def teacher_onnx(ctx) -> tuple[Path, dict | None]:
     """The teacher as ONNX, to time it on the target's runtime: an ONNX teacher as given; a torch teacher
-    exported once per run to OUT/export/teacher.onnx with its parity (the search times it before the export
+    exported once per run to OUT/teacher/teacher.onnx with its parity (the search times it before the export
     stage runs, and the export stage reuses it). Returns (path, parity or None)."""
     if ctx.teacher.module is None:
         return Path(ctx.teacher.onnx_path), None
-    folder = ctx.stage_dir("export")
+    folder = ctx.stage_dir("teacher")
     path, record = folder / "teacher.onnx", folder / "teacher.json"
     if path.is_file() and record.is_file():
         return path, json.loads(record.read_text())

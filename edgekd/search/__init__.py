@@ -126,7 +126,7 @@ def run_search(ctx: Context) -> dict:
     t_ms = teacher_latency_ms(ctx)
     folder = ctx.stage_dir("search")
     timer, timed, correction = None, [], {}
-    if blocker is None:
+    if blocker is None and not _fits_nowhere(ctx, probe, t_ms, spaces):
         timer = RuntimeTimer(ctx, teacher_onnx(ctx)[0], local_threads(ctx.profile), folder)
         rng = np.random.default_rng(ctx.cfg.seed)
         anchors = [_boundary_anchor(ctx, probe, t_ms, s, -1 - i, rng) for i, s in enumerate(spaces)]
@@ -191,6 +191,13 @@ def run_search(ctx: Context) -> dict:
     ctx.console.print(f"  {len(ranked)}/{len(candidates)} fit ({dropped}); pick #{pick.index} {pick.space} "
                       f"(score {pick.score:.4g}, {said}, {pick.memory_mb:.3g} MB predicted)")
     return result
+
+
+def _fits_nowhere(ctx: Context, probe: Probe, teacher_ms: float, spaces: list[Space]) -> bool:
+    """Every space's smallest network breaks the latency or memory budget: nothing can fit, and the
+    evolution will say so without anything timed."""
+    smallest = [evaluate_arch(ctx, probe, teacher_ms, s, s.minimal(), "smallest", -1, []) for s in spaces]
+    return all(set(c.violations) - {"speedup"} for c in smallest)
 
 
 ANCHOR_SAMPLES = 16  # random archs priced per space to find one predicted right at the required speed-up
