@@ -265,7 +265,8 @@ def test_search_cli_is_deterministic_within_budget_and_writes_the_front(tmp_path
     for name in ("a", "b"):
         out = tmp_path / name
         result = cli("search", "--target", "openvino", "--out", out, "--candidates", "12", "--top-k", "3",
-                     "--min-speedup", "1.4", "--set", "search.measure_rounds=0")  # predictions only: the measured pick is tested below
+                     # predictions only: the measured pick is tested below
+                     "--min-speedup", "1.4", "--set", "search.measure_rounds=0")
         assert result.exit_code == 0, result.output + result.stderr
         runs.append(json.loads((out / "search" / "search.json").read_text()))
         assert (out / "search" / "pareto.png").stat().st_size > 1000
@@ -312,7 +313,7 @@ def test_search_picks_on_speedups_measured_against_the_teacher(tmp_path):
     assert pick["speedup_interval"][0] >= bar
     passing = [by_index[i]["score"] for i, t in timed.items() if i >= 0 and t["speedup_interval"][0] >= bar]
     assert by_index[saved["pick_index"]]["score"] == max(passing)
-    assert by_index[saved["pick_index"]]["measured"]["speedup"] == pick["speedup"]  # predicted and measured side by side
+    assert by_index[saved["pick_index"]]["measured"]["speedup"] == pick["speedup"]  # beside the predicted figures
     assert "measured" in result.stdout and "faster than the teacher" in result.stdout
 
 

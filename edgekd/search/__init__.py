@@ -22,6 +22,7 @@ from edgekd.cost.roofline import predict_kernels, predict_onnx, predict_torch
 from edgekd.errors import BudgetFailed
 from edgekd.models.families import count_params, create_model
 from edgekd.report import BudgetResult
+from edgekd.runtimes import FLOAT_PRECISION
 from edgekd.search.evolution import Candidate, evolve, pareto_front
 from edgekd.search.scores import Probe, scores
 from edgekd.search.signals import cam_classes, teacher_signals
@@ -30,12 +31,17 @@ from edgekd.search.spaces import Space, resolve_spaces
 SCHEMA = "edgekd.search/1"
 
 
+def speedup_precision(ctx: Context) -> str:
+    """The precision the search compares teacher and candidates at: the runtime's float one, for both. The
+    speed-up a search can promise is the architecture's (an int8 student held against an fp32 teacher let
+    networks as big as the teacher through); INT8 only adds to it, where the precision guard finds it pays.
+    It is also what the search times on the runtime."""
+    return FLOAT_PRECISION[ctx.target.runtime]
+
+
 def teacher_latency_ms(ctx: Context) -> float:
-    """Predicted teacher latency on the target profile at the target's precision, like the students': the
-    ratio limit compares architectures, so an int8 student must not be held against an fp32 teacher (that
-    lets networks as big as the teacher through, and on int8 targets the search then picked the teacher's own
-    architecture)."""
-    t, precision = ctx.teacher, ctx.target.precision
+    """Predicted teacher latency on the target profile at speedup_precision, like the candidates'."""
+    t, precision = ctx.teacher, speedup_precision(ctx)
     shape = (ctx.target.batch_size, *ctx.input_shape)
     if t.module is not None:
         return predict_torch(t.module, shape, ctx.profile, precision, runtime=ctx.target.runtime)[0].value
@@ -76,7 +82,11 @@ def evaluate_arch(ctx: Context, probe: Probe, teacher_ms: float, space: Space, a
     model = build_candidate(ctx, arch)
     kernels, peak = kernels_from_torch(model, (ctx.target.batch_size, *ctx.input_shape))
     lat, mem = predict_kernels(kernels, peak, ctx.profile, ctx.target.precision, ctx.target.runtime)
-    speedup = teacher_ms / lat.value * (correction or {}).get(space.name, 1.0)
+    same = speedup_precision(ctx)
+    at_same = lat if same == ctx.target.precision else predict_kernels(kernels, peak, ctx.profile, same,
+                                                                       ctx.target.runtime)[0]
+    predicted = teacher_ms / at_same.value
+    speedup = predicted * (correction or {}).get(space.name, 1.0)
     need = required_speedup(ctx)
     broken: list[tuple[str, str]] = []
     if b.latency_ms is not None and lat.value > b.latency_ms:
@@ -91,7 +101,7 @@ def evaluate_arch(ctx: Context, probe: Probe, teacher_ms: float, space: Space, a
     return Candidate(index, space.name, origin, arch, count_params(model), float(sum(k.flops for k in kernels)),
                      lat.value, lat.interval, mem.value, not broken, "; ".join(r for _, r in broken),
                      tuple(k for k, _ in broken), values.get(score_names[0]) if score_names else None, values,
-                     mem.interval)
+                     mem.interval, predicted)
 
 
 def measurement_blocker(ctx: Context) -> str | None:
@@ -130,7 +140,7 @@ def run_search(ctx: Context) -> dict:
         timer = RuntimeTimer(ctx, teacher_onnx(ctx)[0], local_threads(ctx.profile), folder)
         rng = np.random.default_rng(ctx.cfg.seed)
         anchors = [_boundary_anchor(ctx, probe, t_ms, s, -1 - i, rng) for i, s in enumerate(spaces)]
-        timed = timer.time(anchors, {c.index: t_ms / c.latency_ms for c in anchors})
+        timed = timer.time(anchors)
         correction = corrections(timed)
         ctx.console.print("  anchors timed on " + ctx.target.runtime + ": " + ", ".join(
             f"{t.space} {t.speedup:.2f}x (predicted {t.predicted_speedup:.2f}x)" for t in timed))
@@ -148,7 +158,7 @@ def run_search(ctx: Context) -> dict:
     ranked = sorted((c for c in candidates if c.fits), key=lambda c: (-c.score, c.latency_ms, c.index))
     pick = ranked[0] if ranked else None
     if timer is not None and ranked:
-        pick, timed, correction = _pick_measured(ctx, timer, ranked, t_ms, timed, correction)
+        pick, timed, correction = _pick_measured(ctx, timer, ranked, timed, correction)
     front = pareto_front(candidates)
     b = ctx.budgets
     measured = {t.index: t for t in timed}
@@ -158,7 +168,7 @@ def run_search(ctx: Context) -> dict:
         "limits": {"latency_ms": b.latency_ms, "memory_mb": b.memory_mb, "min_speedup": need,
                    "speedup_margin": cfg.speedup_margin,
                    "teacher_latency_ms": {"value": t_ms, "source": "predicted",
-                                         "precision": ctx.target.precision}},
+                                         "precision": speedup_precision(ctx)}},
         "spaces": [asdict(s) for s in spaces],
         "probe": {"samples": len(probe.y), "cam_classes": probe.classes.tolist(), "teacher": probe.teacher.describe()},
         "evaluated": len(candidates), "fit": len(ranked),
@@ -179,7 +189,7 @@ def run_search(ctx: Context) -> dict:
         result["plot"] = plot_front(candidates, front, pick, limit, cfg.score, folder / "pareto.png").name
     (folder / "search.json").write_text(json.dumps(result, indent=2))
     if not ranked:
-        raise _nothing_fits(candidates, b, t_ms, need, result["dropped"])
+        raise _nothing_fits(candidates, b, result["dropped"])
     if pick is None:
         raise _none_fast_enough(ctx, timed, candidates, need)
     ctx.console.print(front_table(front, pick, ranked[:cfg.top_k], cfg.score, ctx.target.name))
@@ -210,10 +220,10 @@ def _boundary_anchor(ctx: Context, probe: Probe, teacher_ms: float, space: Space
     bar = math.log(required_speedup(ctx) * (1 + ctx.cfg.search.speedup_margin))
     priced = [evaluate_arch(ctx, probe, teacher_ms, space, space.sample(rng), "anchor", index, [])
               for _ in range(ANCHOR_SAMPLES)]
-    return min(priced, key=lambda c: abs(math.log(teacher_ms / c.latency_ms) - bar))
+    return min(priced, key=lambda c: abs(math.log(c.predicted_speedup) - bar))
 
 
-def _pick_measured(ctx: Context, timer, ranked: list[Candidate], teacher_ms: float, timed: list,
+def _pick_measured(ctx: Context, timer, ranked: list[Candidate], timed: list,
                    correction: dict[str, float]):
     """Time the best-scoring candidates (top_k a batch) against the teacher until the best-scoring one whose
     measured speed-up clears the budget with margin is known: (pick or None, everything timed, corrections)."""
@@ -233,12 +243,12 @@ def _pick_measured(ctx: Context, timer, ranked: list[Candidate], teacher_ms: flo
     for _ in range(cfg.measure_rounds):
         best = passing()
         pool = [c for c in ranked if c.index not in done
-                and teacher_ms / c.latency_ms * correction.get(c.space, 1.0) >= need
+                and c.predicted_speedup * correction.get(c.space, 1.0) >= need
                 and (best is None or c.score > by_index[best.index].score)]
         if not pool:
             break
         batch = pool[:cfg.top_k]
-        timed = timed + timer.time(batch, {c.index: teacher_ms / c.latency_ms for c in batch})
+        timed = timed + timer.time(batch)
         done |= {c.index for c in batch}
         correction = correction | corrections(timed)
         ctx.console.print(f"  timed {len(batch)} candidates against the teacher on {ctx.target.runtime}: "
@@ -266,14 +276,13 @@ def _none_fast_enough(ctx: Context, timed: list, candidates: list[Candidate], ne
                         f"{json.dumps(arch)}, runs {fastest.speedup:.2f}x [{lo:.2f} .. {hi:.2f}]: {hint}", known)
 
 
-def _nothing_fits(candidates: list[Candidate], b, teacher_ms: float, need: float, dropped: dict) -> BudgetFailed:
+def _nothing_fits(candidates: list[Candidate], b, dropped: dict) -> BudgetFailed:
     fastest = min(candidates, key=lambda c: (c.latency_ms, c.index))
     needs = []
     if b.latency_ms is not None and fastest.latency_ms > b.latency_ms:
         needs.append(f"--latency-ms {fastest.latency_ms:.3g}")
     if "speedup" in fastest.violations:
-        speedup = teacher_ms / fastest.latency_ms if fastest.latency_ms > 0 else float("inf")
-        needs.append(f"--min-speedup {max(1.0, speedup):.2g} or less")
+        needs.append(f"--min-speedup {math.floor(10 * max(1.0, fastest.predicted_speedup)) / 10:g} or less")
     if b.memory_mb is not None and fastest.memory_mb > b.memory_mb:
         needs.append(f"--memory-mb {fastest.memory_mb:.3g}")
     counts = ", ".join(f"{n} over {k}" for k, n in dropped.items())

@@ -66,7 +66,7 @@ class RuntimeTimer:
         return self.backend.compile(onnx_path, out_dir, self.precision, None, self.ctx.profile.arch,
                                     CompileOptions(batch=self.ctx.target.batch_size))
 
-    def time(self, candidates: list, predicted_speedup: dict[int, float]) -> list[Timed]:
+    def time(self, candidates: list) -> list[Timed]:
         """Export, compile and time `candidates` (search Candidates) against the teacher in one run."""
         from edgekd.onnx_export import export_onnx
         from edgekd.search import build_candidate
@@ -84,7 +84,7 @@ class RuntimeTimer:
         for c in candidates:
             ratio: Ratio = timed.speedup("teacher", str(c.index))
             out.append(Timed(c.index, c.space, timed.latency_ms(str(c.index)), timed.interval_ms(str(c.index)),
-                             ratio.value, ratio.interval, predicted_speedup[c.index]))
+                             ratio.value, ratio.interval, c.predicted_speedup))
         self.seconds += time.perf_counter() - start
         return out
 
