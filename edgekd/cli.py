@@ -370,6 +370,8 @@ def check(model: Annotated[Path, typer.Argument(help="Model to gate: .onnx, Open
           json_path: _opt("--json", "Write the report (report.json schema) here.", Path | None) = None,
           junit_path: _opt("--junit", "Write JUnit XML here (one testcase per budget).", Path | None) = None,
           markdown_path: _opt("--markdown", "Write a Markdown summary (for a PR comment) here.", Path | None) = None,
+          html_path: _opt("--html", "Write a self-contained HTML report (charts, no network needed) here.",
+                          Path | None) = None,
           remote: _opt("--remote", "ssh://user@host: measure on the device (its edgekd bench).") = None,
           require_measured: _opt("--require-measured", "Predicted figures fail.", bool) = False,
           statistic: _opt("--statistic", "Latency statistic gated: p50 | p90.", str) = "p50",
