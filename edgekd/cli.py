@@ -124,19 +124,44 @@ def build(target: Target = "host-cpu", config: ConfigFile = None, teacher: Teach
           device: DeviceOpt = None, input_size: SizeOpt = None, mean: MeanOpt = None, std: StdOpt = None,
           method: MethodOpt = None, set_: SetOpt = None, remote: RemoteOpt = None,
           require_measured: Annotated[bool, typer.Option("--require-measured",
-                                                         help="Exit 0 only if every budget was measured.")] = False):
-    """Search, distil, export, compile and check a student for a target; writes OUT/report.json."""
+                                                         help="Exit 0 only if every budget was measured.")] = False,
+          open_: Annotated[bool, typer.Option("--open", help="Open report.html in a browser when done (where a "
+                                              "desktop exists; else print its path).")] = False):
+    """Search, distil, export, compile and check a student for a target; writes OUT/report.json and .html."""
     from edgekd.config import load_build_config
     from edgekd.pipeline import build as run_build
 
     opts = _options(target, teacher, teacher_weights, trust_pickle, data, seed, device, input_size, mean, std,
                     latency_ms, memory_mb, max_accuracy_drop, epochs, method)
     cfg = load_build_config(config, {**opts, "out": str(out) if out else None, "remote": remote}, set_ or [])
-    report = run_build(_context(cfg))
+    ctx = _context(cfg)
+    report = run_build(ctx)
+    if open_:
+        from edgekd.rerender import open_page
+
+        open_page(ctx.out / "report.html", console)
     unmeasured = [b.name for b in report.budgets if b.source != "measured"]
     if require_measured and unmeasured:
         err_console.print(f"failed: --require-measured, but {', '.join(unmeasured)} were predicted")
         raise typer.Exit(1)
+    raise typer.Exit(0 if report.passed else 1)
+
+
+@app.command("report")
+@handle_errors
+def report_(run: Annotated[Path, typer.Argument(help="A build's --out folder (or its report.json).")],
+            open_: Annotated[bool, typer.Option("--open", help="Open report.html in a browser (where a desktop "
+                                                "exists).")] = False):
+    """Redraw report.md, junit.xml and report.html from report.json (an old run, or edited budgets)."""
+    from edgekd.report import print_summary
+    from edgekd.rerender import open_page, rerender
+
+    report = rerender(run)
+    folder = run if run.is_dir() else run.parent
+    print_summary(report, console)
+    console.print(f"wrote {folder / 'report.md'}, {folder / 'junit.xml'}, {folder / 'report.html'}", highlight=False)
+    if open_:
+        open_page(folder / "report.html", console)
     raise typer.Exit(0 if report.passed else 1)
 
 
