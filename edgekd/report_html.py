@@ -40,6 +40,11 @@ def _num(v) -> float | None:
     return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else None
 
 
+def _d(v) -> dict:
+    """A field that should be an object; anything else reads as missing."""
+    return v if isinstance(v, dict) else {}
+
+
 def _read_json(path: Path | None):
     try:
         return json.loads(path.read_text()) if path is not None and path.is_file() else None
@@ -92,7 +97,7 @@ def _verdict(report: dict) -> str:
         verdict = "inconclusive"
     else:
         verdict = "fail"
-    t = report.get("target") or {}
+    t = _d(report.get("target"))
     failed = [s for s in stages if s.get("status") == "failed"]
     why = "".join(f"<p>stage <b>{_e(s.get('name'))}</b> failed: {_e(s.get('reason', ''))}</p>" for s in failed)
     counts = ", ".join(f"{results.count(r)} {r}" for r in ("pass", "fail", "inconclusive", "open") if r in results)
@@ -123,7 +128,8 @@ def _budgets(report: dict, charts: Charts) -> str:
 
     # One row per budget: units differ, so each has its own axis; the limit is a dashed line.
     fig = make_subplots(rows=len(budgets), cols=1, vertical_spacing=0.5 / len(budgets) if len(budgets) > 1 else 0,
-                        subplot_titles=[f"{b['name']} ({b.get('source', '?')}): {budget_result(b)}" for b in budgets])
+                        subplot_titles=[f"{b['name']} ({b.get('source', '?')}): {budget_result(b)}, limit "
+                                        f"{fmt(b.get('limit'))}" for b in budgets])
     for i, b in enumerate(budgets, start=1):
         value, limit = _num(b.get("value")), _num(b.get("limit"))
         iv = b.get("interval") if isinstance(b.get("interval"), list) and len(b["interval"]) == 2 else None
@@ -141,8 +147,7 @@ def _budgets(report: dict, charts: Charts) -> str:
             hovertemplate=f"{b['name']}: %{{x:.4g}} ({b.get('source', '?')})<extra></extra>"), row=i, col=1)
         top = max(v for v in (value, limit, iv[1] if iv else None, 1e-9) if v is not None)
         if limit is not None:
-            fig.add_vline(x=limit, line={"dash": "dash", "color": "#1a202c", "width": 2}, row=i, col=1,
-                          annotation_text=f"limit {fmt(limit)}", annotation_position="top")
+            fig.add_vline(x=limit, line={"dash": "dash", "color": "#1a202c", "width": 2}, row=i, col=1)
         low = min(0.0, value or 0.0, iv[0] if iv else 0.0)
         span = top - low
         # room for the value's label on whichever side of zero the bar grows
@@ -163,7 +168,7 @@ def _side(d: dict, key: str):
 def _models(report: dict, charts: Charts, out: Path | None) -> str:
     import plotly.graph_objects as go
 
-    t, s = report.get("teacher") or {}, report.get("student") or {}
+    t, s = _d(report.get("teacher")), _d(report.get("student"))
     # A gate report (edgekd check) has no search stage: its two sides are the reference and the model.
     build = any(st.get("name") == "search" for st in report.get("stages") or [])
     roles = ("teacher", "student") if build else ("reference", "model")
@@ -187,22 +192,22 @@ def _models(report: dict, charts: Charts, out: Path | None) -> str:
     if _side(t, "latency_ms") and _side(s, "latency_ms"):
         sources = {t.get("latency_source"), s.get("latency_source")}
         speed = f"{t['latency_ms'] / s['latency_ms']:.2f}x <small>({'/'.join(sorted(x for x in sources if x))})</small>"
-    teacher_file = ((s.get("compile") or {}).get("teacher") or {}).get("path")
+    teacher_file = _d(_d(s.get("compile")).get("teacher")).get("path")
     rows = []
     for label, key in (("accuracy", "accuracy"), ("memory (MB)", "memory_mb"), ("parameters", "params")):
         rows.append([label] + [f'<td data-side="{who}" data-key="{key}">{_e(d.get(key)) if key in d else NOT_AVAILABLE}'
                                "</td>" for who, d in (("teacher", t), ("student", s))])
     rows[1:1] = [["latency p50 (ms) [interval]", latency(t), latency(s)]] + [
-        [f"latency {p[:3]} (ms)"] + [_e((d.get("latency_stats") or {}).get(p, NOT_AVAILABLE)) for d in (t, s)]
+        [f"latency {p[:3]} (ms)"] + [_e(_d(d.get("latency_stats")).get(p, NOT_AVAILABLE)) for d in (t, s)]
         for p in ("p90_ms", "p99_ms")]
     rows.append(["file size (MB)", size_mb(t, f"compile/{teacher_file}" if teacher_file else None),
-                 size_mb(s, (report.get("artifacts") or {}).get("compiled"))])
+                 size_mb(s, _d(report.get("artifacts")).get("compiled"))])
     rows.append([f"speed-up ({roles[0]} / {roles[1]} latency)", f'<td colspan="2" id="speedup">{speed}</td>'])
     table = _table(["", *roles], rows, "models")
 
     fig = go.Figure()
     for who, d, colour in ((roles[0], t, "#4a5568"), (roles[1], s, MEASURED)):
-        stats = d.get("latency_stats") or {}
+        stats = _d(d.get("latency_stats"))
         names = [k for k in ("p50_ms", "p90_ms", "p99_ms") if _num(stats.get(k)) is not None]
         if not names:
             continue
@@ -234,7 +239,7 @@ def _search(report: dict, charts: Charts, out: Path | None) -> str:
     by_index = {c.get("index", i): c for i, c in enumerate(data["candidates"])}
 
     def hover(c):
-        arch = ", ".join(f"{k}={v}" for k, v in (c.get("arch") or {}).items())
+        arch = ", ".join(f"{k}={v}" for k, v in _d(c.get("arch")).items())
         return (f"#{c.get('index')} {c.get('space', '')}<br>{html.escape(arch)}<br>params {c.get('params')}"
                 f"<br>{fmt(c['latency_ms'])} ms (predicted), score {fmt(c['score'])}"
                 + ("" if c.get("fits") else f"<br>does not fit: {html.escape(str(c.get('reason', '')))}"))
@@ -260,7 +265,7 @@ def _search(report: dict, charts: Charts, out: Path | None) -> str:
                                          "line": {"color": "#1a202c", "width": 1}},
                                  text=["pick"], textposition="top center", hovertext=[hover(pick)],
                                  hovertemplate="%{hovertext}<extra></extra>"))
-    limit = _num((data.get("limits") or {}).get("latency_ms"))
+    limit = _num(_d(data.get("limits")).get("latency_ms"))
     if limit is not None:  # a trace, not a shape: shapes take log10 coordinates on a log axis
         ys = [c["score"] for c in cands]
         fig.add_trace(go.Scatter(x=[limit, limit], y=[min(ys), max(ys)], mode="lines",
@@ -306,28 +311,28 @@ def _history(report: dict, charts: Charts, out: Path | None) -> str:
     fig.update_layout(height=360, template="plotly_white", margin={"t": 50})
     notes = []
     if not groups["held-out accuracy"]:
-        acc = _side(report.get("student") or {}, "torch_accuracy")
+        acc = _side(_d(report.get("student")), "torch_accuracy")
         notes.append("held-out accuracy per epoch: not recorded by the trainer"
                      + (f"; after the last epoch: {fmt(acc)} (torch)" if acc is not None else ""))
     if not groups["KL decomposition"]:
         notes.append(f"KL decomposition: {NOT_AVAILABLE}")
     note = "".join(f'<p class="na">{html.escape(n)}</p>' for n in notes)
-    method = (report.get("student") or {}).get("method") or (report.get("distillation") or {}).get("method")
+    method = _d(report.get("student")).get("method") or _d(report.get("distillation")).get("method")
     head = f"<p>method <b>{_e(method or '?')}</b>, {len(hist)} epochs</p>"
     return f"<h2>Distillation</h2>{head}{charts.add(fig, 'history')}{note}"
 
 
 def _precision(report: dict) -> str:
-    guard = ((report.get("student") or {}).get("compile") or {}).get("precision_guard")
+    guard = _d(_d(report.get("student")).get("compile")).get("precision_guard")
     if not isinstance(guard, dict):
         return "<h2>Precision guard</h2>" + _missing("precision guard decision")
     head = (f"<p>requested <b>{_e(guard.get('requested', '?'))}</b>, shipped <b>{_e(guard.get('shipped', '?'))}</b>"
             f": {_e(guard.get('reason', ''))}</p>")
     rows = []
-    for name, c in (guard.get("candidates") or {}).items():
+    for name, c in _d(guard.get("candidates")).items():
         if not isinstance(c, dict):
             continue
-        parity = c.get("parity") or {}
+        parity = _d(c.get("parity"))
         iv = c.get("latency_interval")
         rows.append([f"<b>{_e(name)}</b>" + (" (shipped)" if name == guard.get("shipped") else ""),
                      _e(c.get("accuracy")), _e(c.get("accuracy_drop")),
@@ -349,7 +354,7 @@ def _stages(report: dict) -> str:
 
 
 def _environment(report: dict) -> str:
-    env = report.get("environment") or {}
+    env = _d(report.get("environment"))
     rows = [[_e(k), _e(v) if v != "" else "not installed"] for k, v in env.items()]
     extra = []
     for key in ("preprocessing", "data"):
@@ -425,7 +430,7 @@ def render_html(report: dict, out: Path | None = None) -> str:
         body.append(f'<section class="card" id="{name}">{content}</section>')
     figures = "".join(f'<script type="application/json" class="figure" data-div="{div}">{js}</script>'
                       for div, js in charts.figures)
-    t = report.get("target") or {}
+    t = _d(report.get("target"))
     import edgekd
 
     return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
