@@ -19,7 +19,7 @@ INSPECT = """JSON.stringify({
   statusText: document.getElementById('edgekd-status').textContent,
   charts: Array.from(document.querySelectorAll('div.chart')).map(d => ({
     name: d.dataset.chart, svg: d.querySelectorAll('svg.main-svg').length,
-    marks: d.querySelectorAll('g.point path, path.js-line').length,
+    marks: d.querySelectorAll('g.point path, path.point, path.js-line').length,
     patterns: d.querySelectorAll('pattern').length, text: d.textContent})),
   values: Array.from(document.querySelectorAll('td.value')).map(td => [td.dataset.budget, td.textContent]),
   limits: Array.from(document.querySelectorAll('td.limit')).map(td => [td.dataset.budget, td.textContent]),
