@@ -74,6 +74,10 @@ def handle_errors(fn):
         except (typer.Exit, typer.Abort, typer.BadParameter):
             raise
         except EdgeKDError as e:
+            from edgekd.progress import VERBOSE, verbosity
+
+            if verbosity() == VERBOSE:
+                err_console.print_exception()
             label = "[red]error:[/]" if e.exit_code == 2 else "[red]failed:[/]"
             err_console.print(f"{label} {escape(str(e))}", highlight=False, soft_wrap=True)
             raise typer.Exit(e.exit_code) from None
@@ -112,6 +116,21 @@ def _context(cfg):
     from edgekd.context import make_context
 
     return make_context(cfg, console)
+
+
+@app.callback()
+def _global_options(
+        quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only errors (the reports are still "
+                                            "written; the exit code says the verdict).")] = False,
+        verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Progress lines twice as often in logs, and "
+                                              "a traceback with every error.")] = False):
+    """Options that apply to every command: edgekd [-q | -v] COMMAND ..."""
+    from edgekd.progress import NORMAL, QUIET, VERBOSE, set_verbosity
+
+    if quiet and verbose:
+        raise typer.BadParameter("give one of --quiet and --verbose", param_hint="--quiet/--verbose")
+    set_verbosity(QUIET if quiet else VERBOSE if verbose else NORMAL)
+    console.quiet = quiet  # errors go to err_console (stderr), which stays on
 
 
 # ----------------------------------------------------------------------------- commands
