@@ -312,6 +312,10 @@ def compile_(model: Annotated[Path | None, typer.Argument(help="One .onnx to com
     if model is not None:
         if runtime is None or out is None:
             raise InputError("compile MODEL: give --runtime and --out (the folder for the artifact)")
+        from edgekd.model_meta import announce
+
+        announce(model, err_console if as_json else console, "the artifact takes inputs prepared the same way"
+                 + (" (so must --calibration)" if calibration else ""))
         if remote:
             from edgekd.remote import remote_compile
 
@@ -375,6 +379,11 @@ def bench(model: Annotated[Path, typer.Argument(help="Artifact: .onnx, .ort, Ope
     from edgekd.runtimes.bench import print_bench
 
     artifact = artifact_from_path(model, runtime)
+    if eval_ is not None:
+        from edgekd.model_meta import announce
+
+        # --json keeps stdout one JSON document; the remark goes to stderr there
+        announce(model, err_console if as_json else console, "--eval inputs must be prepared the same way")
     if trtexec:
         from edgekd.errors import InputError
         from edgekd.remote import remote_trtexec
@@ -428,6 +437,10 @@ def check(model: Annotated[Path, typer.Argument(help="Model to gate: .onnx, Open
     options = dict(locals()) | {"input_size": _numbers("--input-size", input_size, int),
                                 "mean": _numbers("--mean", mean), "std": _numbers("--std", std)}
     from edgekd.gate import config_from_options, exit_code, run_gate
+    from edgekd.model_meta import fill_preprocessing
+
+    options["input_size"], options["mean"], options["std"] = fill_preprocessing(
+        model, options["input_size"], options["mean"], options["std"], console)
 
     raise typer.Exit(exit_code(run_gate(config_from_options(**options), console).verdict))
 
