@@ -322,6 +322,41 @@ def _history(report: dict, charts: Charts, out: Path | None) -> str:
     return f"<h2>Distillation</h2>{head}{charts.add(fig, 'history')}{note}"
 
 
+def _kernels(report: dict, charts: Charts, out: Path | None) -> str:
+    import plotly.graph_objects as go
+
+    from edgekd.kernel_costs import kernel_costs
+
+    title = "<h2>Where the student's latency goes (predicted)</h2>"
+    onnx_rel = _d(report.get("artifacts")).get("onnx")
+    path = out / onnx_rel if out is not None and onnx_rel else None
+    t = _d(report.get("target"))
+    if path is None or not path.is_file() or not t.get("profile"):
+        return title + _missing("per-kernel cost (no exported student ONNX in this run)")
+    costs = kernel_costs(path, t["profile"], t.get("runtime"), t.get("precision", "fp32"), t.get("batch_size") or 1)
+    rows = costs["kernels"]
+    if not rows:
+        return title + _missing("kernels")
+    top = sorted(rows, key=lambda r: -r["us"])[:15][::-1]  # largest at the top of a horizontal chart
+    fig = go.Figure(go.Bar(
+        x=[r["us"] for r in top], y=[f"#{r['index']} {r['kind']}" for r in top], orientation="h",
+        text=[f"{r['us']:.3g} us" for r in top], textposition="outside", cliponaxis=False,
+        marker={"color": PREDICTED, "pattern": {"shape": "/", "fgcolor": "white", "size": 6}},
+        hovertext=[f"{r['kind']} {r['shape']}<br>{r['flops']:.3g} flops" for r in top],
+        hovertemplate="%{hovertext}<br>%{x:.3g} us predicted<extra></extra>"))
+    fig.update_layout(height=120 + 22 * len(top), template="plotly_white", xaxis_title="predicted time (us)",
+                      title=f"slowest {len(top)} of {len(rows)} kernels ({costs['source']} cost model, "
+                            f"{costs['profile']}, {costs['precision']})", margin={"t": 50, "l": 120})
+    kinds: dict[str, float] = {}
+    for r in rows:
+        kinds[r["kind"]] = kinds.get(r["kind"], 0.0) + r["us"]
+    total = costs["total_us"] or 1.0
+    by_kind = sorted(kinds.items(), key=lambda x: -x[1])
+    table = _table(["kernel kind", "predicted us", "share"],
+                   [[_e(k), f"{v:.3g}", f"{100 * v / total:.0f}%"] for k, v in by_kind])
+    return f"{title}<p class=\"na\">{_e(costs['detail'])}</p>{charts.add(fig, 'kernels')}{table}"
+
+
 def _precision(report: dict) -> str:
     guard = _d(_d(report.get("student")).get("compile")).get("precision_guard")
     if not isinstance(guard, dict):
@@ -419,8 +454,8 @@ def render_html(report: dict, out: Path | None = None) -> str:
     charts = Charts()
     sections = [("budgets", lambda: _budgets(report, charts)), ("models", lambda: _models(report, charts, out)),
                 ("search", lambda: _search(report, charts, out)), ("distill", lambda: _history(report, charts, out)),
-                ("precision", lambda: _precision(report)), ("stages", lambda: _stages(report)),
-                ("environment", lambda: _environment(report))]
+                ("kernels", lambda: _kernels(report, charts, out)), ("precision", lambda: _precision(report)),
+                ("stages", lambda: _stages(report)), ("environment", lambda: _environment(report))]
     body = [_verdict(report)]
     for name, render in sections:
         try:

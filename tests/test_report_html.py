@@ -64,7 +64,7 @@ def test_build_report_renders_in_chromium_with_report_json_figures(host_build, t
     report = json.loads((host_build / "report.json").read_text())
     assert all(s["status"] == "passed" for s in report["stages"]), report["stages"]
     info = inspect_page(host_build / "report.html", tmp_path, "build-report.png")
-    assert_drawn(info, {"budgets", "latency", "search", "history"})
+    assert_drawn(info, {"budgets", "latency", "search", "history", "kernels"})
 
     assert dict(info["values"]) == {b["name"]: fmt(b["value"]) for b in report["budgets"]}
     assert dict(info["limits"]) == {b["name"]: fmt(b["limit"]) for b in report["budgets"]}
@@ -111,7 +111,7 @@ def test_stopped_build_page_says_what_is_missing_and_hatches_predictions(tmp_pat
     assert budget_chart["patterns"] > 0, "predicted bars are not hatched"
     assert "4.2 predicted" in budget_chart["text"] and "limit 3" in budget_chart["text"]
     missing = " ".join(info["notAvailable"])
-    for what in ("search candidates", "training history", "precision guard"):
+    for what in ("search candidates", "training history", "per-kernel cost", "precision guard"):
         assert what in missing
 
 
