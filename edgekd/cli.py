@@ -171,7 +171,9 @@ def build(target: Target = "host-cpu", config: ConfigFile = None, teacher: Teach
 def report_(run: Annotated[Path, typer.Argument(help="A build's --out folder (or its report.json).")],
             open_: Annotated[bool, typer.Option("--open", help="Open report.html in a browser (where a desktop "
                                                 "exists).")] = False):
-    """Redraw report.md, junit.xml and report.html from report.json (an old run, or edited budgets)."""
+    """Redraw report.md, junit.xml and report.html from report.json (an old run, or edited budgets); exit as
+    check does: 0 pass, 1 fail, 3 inconclusive."""
+    from edgekd.gate.verdict import exit_code
     from edgekd.report import print_summary
     from edgekd.rerender import open_page, rerender
 
@@ -181,7 +183,7 @@ def report_(run: Annotated[Path, typer.Argument(help="A build's --out folder (or
     console.print(f"wrote {folder / 'report.md'}, {folder / 'junit.xml'}, {folder / 'report.html'}", highlight=False)
     if open_:
         open_page(folder / "report.html", console)
-    raise typer.Exit(0 if report.passed else 1)
+    raise typer.Exit(exit_code(report.verdict))
 
 
 @app.command()
