@@ -174,10 +174,16 @@ def to_junit(report: Report) -> str:
 
 
 def write_outputs(report: Report, json_path: Path | None = None, md_path: Path | None = None,
-                  junit_path: Path | None = None) -> None:
-    """Write only the formats asked for, each atomically (a reader never sees half a file)."""
+                  junit_path: Path | None = None, html_path: Path | None = None, run_dir: Path | None = None) -> None:
+    """Write only the formats asked for, each atomically (a reader never sees half a file).
+
+    The page is drawn from the JSON form (as `edgekd report` redraws it); `run_dir` adds its stage files."""
+    from edgekd.report_html import render_html
+
     for path, render in ((json_path, lambda: json.dumps(report.to_dict(), indent=2, default=str)),
-                         (md_path, lambda: to_markdown(report)), (junit_path, lambda: to_junit(report))):
+                         (md_path, lambda: to_markdown(report)), (junit_path, lambda: to_junit(report)),
+                         (html_path, lambda: render_html(json.loads(json.dumps(report.to_dict(), default=str)),
+                                                         run_dir))):
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
             _atomic_write(path, render())
@@ -186,7 +192,8 @@ def write_outputs(report: Report, json_path: Path | None = None, md_path: Path |
 def write_report(report: Report, out: Path, json_path: Path | None = None, md_path: Path | None = None,
                  junit_path: Path | None = None) -> Path:
     json_path = json_path or out / "report.json"
-    write_outputs(report, json_path, md_path or out / "report.md", junit_path or out / "junit.xml")
+    write_outputs(report, json_path, md_path or out / "report.md", junit_path or out / "junit.xml",
+                  out / "report.html", out)
     return json_path
 
 

@@ -286,6 +286,6 @@ def run_gate(cfg: CheckConfig, console: Console | None = None) -> Report:
         run.latency()
         run.memory()
     report = run.report()
-    write_outputs(report, cfg.json_path, cfg.markdown_path, cfg.junit_path)
+    write_outputs(report, cfg.json_path, cfg.markdown_path, cfg.junit_path, cfg.html_path)
     print_summary(report, console)
     return report

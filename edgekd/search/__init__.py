@@ -21,6 +21,7 @@ from edgekd.context import Context
 from edgekd.cost.roofline import predict_kernels, predict_onnx, predict_torch
 from edgekd.errors import BudgetFailed
 from edgekd.models.families import count_params, create_model
+from edgekd.progress import bar_disabled, plain_progress
 from edgekd.report import BudgetResult
 from edgekd.runtimes import FLOAT_PRECISION
 from edgekd.search.evolution import Candidate, evolve, pareto_front
@@ -146,15 +147,22 @@ def run_search(ctx: Context) -> dict:
             f"{t.space} {t.speedup:.2f}x (predicted {t.predicted_speedup:.2f}x)" for t in timed))
     columns = (TextColumn("  {task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[priced]} priced"), TimeElapsedColumn())
-    with Progress(*columns, console=ctx.console, transient=True) as progress:
+    plain = plain_progress(ctx.console, "search", cfg.max_candidates, "candidates scored")
+    scored = [0]
+    with Progress(*columns, console=ctx.console, transient=True, disable=bar_disabled(ctx.console)) as progress:
         task = progress.add_task("scored", total=cfg.max_candidates, priced=0)
 
         def evaluate(space: Space, arch: dict, origin: str, index: int) -> Candidate:
             c = evaluate_arch(ctx, probe, t_ms, space, arch, origin, index, [cfg.score], correction)
             progress.update(task, advance=int(c.fits), priced=index + 1)
+            scored[0] += int(c.fits)
+            if plain is not None:
+                plain.update(scored[0], f"{index + 1} priced")
             return c
 
         candidates = evolve(spaces, evaluate, ctx.cfg.seed, cfg.max_candidates, cfg.population)
+    if plain is not None:
+        plain.finish(f"{len(candidates)} priced")
     ranked = sorted((c for c in candidates if c.fits), key=lambda c: (-c.score, c.latency_ms, c.index))
     pick = ranked[0] if ranked else None
     if timer is not None and ranked:
