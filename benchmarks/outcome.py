@@ -9,7 +9,10 @@ timed interleaved in one process; predicted: the cost model, for targets this ho
 accuracy drop, the shipped precision, the seconds the search spent timing candidates on the runtime, and a
 second row for the obvious alternative: the teacher alone, compressed (INT8) on the same runtime.
 Then the host-cpu digits build runs `--repeats` more times, each in a fresh process, and the speed-ups are
-printed against their intervals: each should fall inside every other run's interval.
+printed against their intervals. The search times candidates on a machine that drifts, so repeated builds
+may pick different students; `--retime N` therefore also re-times the first host-cpu build's shipped student
+against its teacher N times, each in a fresh process, exactly as the build's check stage does: each speed-up
+should fall inside every other run's interval.
 """
 
 from __future__ import annotations
@@ -60,13 +63,56 @@ def rows(data: str, target: str, rc: int, report: dict, search: dict, seconds: f
     return out
 
 
+def retime_one(run: Path) -> None:
+    """One fresh process: the build's check-stage timing of its shipped student against its teacher."""
+    import numpy as np
+
+    from edgekd.checks import CHECK_SECONDS_PER_MODEL, local_threads
+    from edgekd.config import load_profile, load_target
+    from edgekd.interleave import load_replicas, time_sessions
+    from edgekd.runtimes import artifact_from_path
+
+    report = json.loads((run / "report.json").read_text())
+    target = load_target(report["target"]["name"])
+    threads = local_threads(load_profile(target.profile))
+    student = artifact_from_path(run / report["artifacts"]["compiled"])
+    teacher = artifact_from_path(run / "compile" / "teacher-fp32.onnx")
+    pre = report["preprocessing"]
+    x = np.random.default_rng(0).standard_normal((target.batch_size, pre["channels"], *pre["input_size"]))
+    timed = time_sessions({"teacher": load_replicas(teacher, threads), "student": load_replicas(student, threads)},
+                          x.astype(np.float32), 2 * CHECK_SECONDS_PER_MODEL)
+    r = timed.speedup("teacher", "student")
+    print(json.dumps({"value": r.value, "interval": list(r.interval)}))
+
+
+def retime(run: Path, n: int) -> None:
+    print(f"\n{run.name}: its shipped student re-timed against its teacher in {n} fresh processes:")
+    runs = []
+    for i in range(n):
+        proc = subprocess.run([sys.executable, __file__, "--retime-one", str(run)], capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise SystemExit(proc.stderr[-2000:])
+        r = json.loads(proc.stdout.strip().splitlines()[-1])
+        runs.append((r["value"], r["interval"]))
+        print(f"  process {i + 1}: {_band(r['value'], r['interval'])}", flush=True)
+    inside = sum(lo <= v <= hi for j, (v, _) in enumerate(runs) for k, (_, (lo, hi)) in enumerate(runs) if j != k)
+    print(f"  {inside} of {len(runs) * (len(runs) - 1)} (value, other process's interval) pairs contain the value")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--sets", default="digits,fonts")
     ap.add_argument("--targets", default="host-cpu,openvino,mobile-cpu")
     ap.add_argument("--repeats", type=int, default=5, help="fresh-process host-cpu digits builds (0: none)")
     ap.add_argument("--out", type=Path, default=None, help="keep the run folders here")
+    ap.add_argument("--retime", type=int, default=5, help="fresh-process re-timings of one build (0: none)")
+    ap.add_argument("--retime-one", type=Path, default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--only-retime", type=Path, default=None, help="re-time this earlier build folder and stop")
     args = ap.parse_args()
+    if args.retime_one:
+        return retime_one(args.retime_one)
+    if args.only_retime:
+        return retime(args.only_retime, args.retime)
     root = args.out or Path(tempfile.mkdtemp(prefix="edgekd-outcome-"))
     print(f"edgekd build with default settings; run folders in {root}")
     print("set     target     row      speed-up over the teacher    source    drop(pt) prec")
@@ -75,6 +121,9 @@ def main() -> None:
             result = build(data, target, root / f"{data}-{target}")
             for line in rows(data, target, *result):
                 print(line, flush=True)
+    first = root / "digits-host-cpu"
+    if args.retime and (first / "report.json").is_file():
+        retime(first, args.retime)
     if args.repeats:
         print(f"\nhost-cpu digits, {args.repeats} builds in fresh processes:")
         runs = []
