@@ -63,6 +63,10 @@ def make_context(cfg: BuildConfig, console: Console | None = None) -> Context:
     if target.runtime not in profile.runtimes:
         raise InputError(f"target '{target.name}': runtime '{target.runtime}' is not one of profile "
                          f"'{profile.name}' runtimes {profile.runtimes}")
+    if cfg.remote:  # a bad address fails here, not after the search and distillation
+        from edgekd.remote import parse_destination
+
+        parse_destination(cfg.remote)
     device = pick_device(cfg.device)
     from edgekd.models.embedded_teacher import RECIPES, embedded_teacher, source_name
 
