@@ -74,7 +74,7 @@ _ENV_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 def _spec_error(url: str, why: str) -> InputError:
-    return InputError(f"--remote '{url}': {why}; expected ssh://user@host[:port] (no password; use an ssh key)")
+    return InputError(f"--remote '{url}': expected ssh://user@host[:port] (no password; use an ssh key): {why}")
 
 
 def parse_destination(url: str) -> tuple[str | None, str, int]:

@@ -90,12 +90,11 @@ def load_teacher(spec: TeacherSpec) -> Teacher:
 def _onnx(path: Path) -> Teacher:
     import onnx
 
-    try:
-        model = onnx.load(str(path))
-        onnx.checker.check_model(model)
-    except Exception as e:  # DecodeError, ValidationError, ...
-        raise InputError(f"--teacher '{path}': not a valid ONNX model ({type(e).__name__}: "
-                         f"{str(e).splitlines()[0] if str(e) else ''}); re-export it") from None
+    from edgekd.validate import check_onnx
+
+    check_onnx(path, "--teacher")  # also: external weights must stay inside the model's folder
+    # Exporters may leave out the intermediate shapes the cost model prices layers by; infer them once.
+    model = onnx.shape_inference.infer_shapes(onnx.load(str(path)))
     inputs = [i for i in model.graph.input if i.name not in {t.name for t in model.graph.initializer}]
     if len(inputs) != 1:
         raise InputError(f"--teacher '{path}': expected one image input, found {len(inputs)}")
