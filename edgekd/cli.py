@@ -123,6 +123,7 @@ def build(target: Target = "host-cpu", config: ConfigFile = None, teacher: Teach
           max_accuracy_drop: DropOpt = None, epochs: EpochsOpt = None, seed: SeedOpt = None,
           device: DeviceOpt = None, input_size: SizeOpt = None, mean: MeanOpt = None, std: StdOpt = None,
           method: MethodOpt = None, set_: SetOpt = None, remote: RemoteOpt = None,
+          overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace the run already in --out.")] = False,
           require_measured: Annotated[bool, typer.Option("--require-measured",
                                                          help="Exit 0 only if every budget was measured.")] = False):
     """Search, distil, export, compile and check a student for a target; writes OUT/report.json."""
@@ -132,7 +133,10 @@ def build(target: Target = "host-cpu", config: ConfigFile = None, teacher: Teach
     opts = _options(target, teacher, teacher_weights, trust_pickle, data, seed, device, input_size, mean, std,
                     latency_ms, memory_mb, max_accuracy_drop, epochs, method)
     cfg = load_build_config(config, {**opts, "out": str(out) if out else None, "remote": remote}, set_ or [])
-    report = run_build(_context(cfg))
+    from edgekd.rundir import refuse_earlier_run
+
+    refuse_earlier_run(cfg.out, overwrite)  # before the teacher and data are loaded: that can take minutes
+    report = run_build(_context(cfg), overwrite=overwrite)
     unmeasured = [b.name for b in report.budgets if b.source != "measured"]
     if require_measured and unmeasured:
         err_console.print(f"failed: --require-measured, but {', '.join(unmeasured)} were predicted")
@@ -191,6 +195,7 @@ def search(target: Target = "host-cpu", config: ConfigFile = None, teacher: Teac
            top_k: Annotated[int | None, typer.Option("--top-k", help="Best candidates to list.")] = None,
            set_: SetOpt = None):
     """Pick a student within the budgets without training; writes OUT/search/search.json and pareto.png."""
+    from edgekd.rundir import make_dir
     from edgekd.search import run_search
 
     cfg = build_config(config, out, set_, **_options(target, teacher, teacher_weights, trust_pickle, data, seed,
@@ -198,7 +203,7 @@ def search(target: Target = "host-cpu", config: ConfigFile = None, teacher: Teac
                        **{"search.score": score, "search.spaces": spaces.split(",") if spaces else None,
                           "search.max_candidates": candidates, "search.top_k": top_k})
     ctx = _context(cfg)
-    ctx.out.mkdir(parents=True, exist_ok=True)
+    make_dir(ctx.out)
     ctx.save_config()
     run_search(ctx)
     console.print(f"wrote {ctx.out / 'search' / 'search.json'}")
@@ -219,6 +224,7 @@ def distill(out: Annotated[Path, typer.Option("--out", help="Run folder holding 
     """Distil the searched (or --arch) student from the teacher; writes OUT/distill/."""
     from edgekd.distill import run_distill
     from edgekd.errors import InputError
+    from edgekd.rundir import make_dir
 
     cfg = build_config(config, out, set_, **_options(target, teacher, teacher_weights, trust_pickle, data, seed,
                                                      device, epochs=epochs, method=method))
@@ -233,7 +239,7 @@ def distill(out: Annotated[Path, typer.Option("--out", help="Run folder holding 
         if not path.is_file():
             raise InputError(f"--out {out}: no search/search.json; run `edgekd search --out {out}` or pass --arch")
         pick = json.loads(path.read_text())["pick"]
-    ctx.out.mkdir(parents=True, exist_ok=True)
+    make_dir(ctx.out)
     ctx.save_config()
     run_distill(ctx, pick, resume=resume, nproc_per_node=nproc_per_node)
 

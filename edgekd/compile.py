@@ -280,6 +280,9 @@ def compile_model(onnx_path: Path, out_dir: Path, runtime: str, precision: str |
     check_model_file(onnx_path)  # a damaged ONNX must not ship as an artifact
     if onnx_path.suffix != ".onnx":
         raise InputError(f"MODEL '{onnx_path}': need an .onnx file")
+    from edgekd.rundir import make_dir
+
+    make_dir(out_dir)
     backend = create_backend(runtime)
     reason = backend.unavailable_reason()
     if reason:

@@ -25,7 +25,22 @@ def _relative(path, out: Path) -> str:
         return str(path)
 
 
-def build(ctx: Context) -> Report:
+def build(ctx: Context, overwrite: bool = False) -> Report:
+    """The whole run in a staging folder that replaces OUT when it ends (edgekd.rundir)."""
+    from edgekd.rundir import staged_run
+
+    final = ctx.out
+    with staged_run(final, overwrite) as staging:
+        ctx.out = staging
+        try:
+            report = _build(ctx)
+        finally:
+            ctx.out = final
+    ctx.console.print(f"report: {final / 'report.json'}")
+    return report
+
+
+def _build(ctx: Context) -> Report:
     from edgekd.checks import run_check
     from edgekd.compile import run_compile
     from edgekd.distill import run_distill
@@ -95,5 +110,4 @@ def build(ctx: Context) -> Report:
     report.environment = environment(create_backend(t.runtime).versions())
     write_report(report, ctx.out)
     print_summary(report, ctx.console)
-    ctx.console.print(f"report: {ctx.out / 'report.json'}")
     return report
