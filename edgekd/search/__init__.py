@@ -34,12 +34,17 @@ def teacher_latency_ms(ctx: Context) -> float:
     architecture)."""
     t, precision = ctx.teacher, ctx.target.precision
     shape = (ctx.target.batch_size, *ctx.input_shape)
-    if t.module is not None:
-        return predict_torch(t.module, shape, ctx.profile, precision, runtime=ctx.target.runtime)[0].value
     import onnx
 
-    return predict_onnx(onnx.load(str(t.onnx_path)), ctx.profile, precision, ctx.target.batch_size,
-                        runtime=ctx.target.runtime)[0].value
+    if t.module is not None:
+        from edgekd.models.teacher import pricing_onnx
+
+        proto = pricing_onnx(t.module, shape)  # hooks see no layers in a TorchScript or torch.export graph
+        if proto is None:
+            return predict_torch(t.module, shape, ctx.profile, precision, runtime=ctx.target.runtime)[0].value
+    else:
+        proto = onnx.load(str(t.onnx_path))
+    return predict_onnx(proto, ctx.profile, precision, ctx.target.batch_size, runtime=ctx.target.runtime)[0].value
 
 
 def make_probe(ctx: Context) -> Probe:
@@ -151,7 +156,8 @@ def _nothing_fits(candidates: list[Candidate], b, teacher_ms: float, ratio: floa
     if b.latency_ms is not None and fastest.latency_ms > b.latency_ms:
         needs.append(f"--latency-ms {fastest.latency_ms:.3g}")
     if fastest.latency_ms > teacher_ms * ratio:
-        needs.append(f"--set search.max_teacher_latency_ratio={min(1.0, fastest.latency_ms / teacher_ms):.3g}")
+        ratio_needed = fastest.latency_ms / teacher_ms if teacher_ms > 0 else 1.0  # a teacher priced at 0 ms
+        needs.append(f"--set search.max_teacher_latency_ratio={min(1.0, ratio_needed):.3g}")
     if b.memory_mb is not None and fastest.memory_mb > b.memory_mb:
         needs.append(f"--memory-mb {fastest.memory_mb:.3g}")
     counts = ", ".join(f"{n} over {k}" for k, n in dropped.items())
