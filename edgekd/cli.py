@@ -75,7 +75,8 @@ def handle_errors(fn):
             raise
         except EdgeKDError as e:
             label = "[red]error:[/]" if e.exit_code == 2 else "[red]failed:[/]"
-            err_console.print(f"{label} {escape(str(e))}", highlight=False, soft_wrap=True)
+            text = " ".join(str(e).split()) if e.exit_code == 2 else str(e)  # bad input is one line, always
+            err_console.print(f"{label} {escape(text)}", highlight=False, soft_wrap=True)
             raise typer.Exit(e.exit_code) from None
         except KeyboardInterrupt:
             raise typer.Exit(130) from None
