@@ -107,6 +107,11 @@ def _build(ctx: Context) -> Report:
             report.stages.append(StageRecord(name, "failed", time.perf_counter() - start, str(e)))
             ctx.console.print(f"[red]{name} failed[/]: {escape(str(e))}")
             failed = name
+    if failed:
+        from edgekd.unreached import complete_budgets, known_teacher_figures
+
+        complete_budgets(report, ctx.budgets, failed)
+        report.teacher = known_teacher_figures(ctx, state) | report.teacher
     report.environment = environment(create_backend(t.runtime).versions())
     write_report(report, ctx.out)
     print_summary(report, ctx.console)

@@ -107,3 +107,18 @@ def test_a_budget_failure_becomes_out_with_nothing_of_the_earlier_run(tmp_path, 
     assert report["passed"] is False and "earlier" not in report
     assert not (out / "distill" / "student.pt").exists()
     assert json.loads((out / "config.json").read_text())["budgets"]["latency_ms"] == 0.000001
+
+
+def test_a_failed_build_lists_every_budget_and_the_known_teacher_figures(tmp_path, quick):
+    out = tmp_path / "run"
+    r = cli("build", "--out", out, "--latency-ms", "0.000001", "--memory-mb", "64", "--max-accuracy-drop", "5",
+            *quick)
+    assert r.exit_code == 1, r.output + r.stderr
+    report = json.loads((out / "report.json").read_text())
+    budgets = {b["name"]: b for b in report["budgets"]}
+    assert {"latency_ms", "memory_mb", "accuracy_drop"} <= set(budgets)
+    assert budgets["latency_ms"]["passed"] is False
+    drop = budgets["accuracy_drop"]
+    assert drop["passed"] is None and drop["detail"] == "not reached: search stopped the run" and drop["limit"] == 5
+    assert report["teacher"]["latency_ms"] > 0 and report["teacher"]["latency_source"] == "predicted"
+    assert "not reached" in (out / "report.md").read_text() and "<skipped" in (out / "junit.xml").read_text()
