@@ -344,7 +344,9 @@ def remote_compile(remote: str | RemoteSpec, onnx_path: Path, runtime: str, prec
     and its build record come back into `into`. For TensorRT int8, pass a Q/DQ ONNX (made here from the
     calibration subset) or a calibration .npy."""
     from edgekd.runtimes import Artifact, save_artifact
+    from edgekd.validate import check_model_file
 
+    check_model_file(onnx_path)  # before the upload: a damaged file is bad input here, not on the device
     args: list[str | Path] = ["compile", onnx_path, "--runtime", runtime, "--batch", str(batch),
                               "--out", "compiled", "--json", *(["--precision", precision] if precision else [])]
     files = [onnx_path]
