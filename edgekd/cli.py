@@ -52,6 +52,9 @@ MethodOpt = Annotated[str | None, typer.Option("--method", help="Distillation me
                                                f"{DEFAULT_METHOD}.")]
 RemoteOpt = Annotated[str | None, typer.Option(
     "--remote", help="ssh://user@host[:port]: run on that device (key, python: EDGEKD_SSH_KEY, EDGEKD_REMOTE_PYTHON).")]
+MinSpeedupOpt = Annotated[float | None, typer.Option(
+    "--min-speedup", help="Speed-up budget: teacher / student latency on the target's runtime, timed interleaved "
+                          "(default: the target's).")]
 RuntimeOpt = Annotated[str | None, typer.Option("--runtime", "-r", help="onnxruntime | openvino | tensorrt.")]
 
 
@@ -74,6 +77,10 @@ def handle_errors(fn):
         except (typer.Exit, typer.Abort, typer.BadParameter):
             raise
         except EdgeKDError as e:
+            from edgekd.progress import VERBOSE, verbosity
+
+            if verbosity() == VERBOSE:
+                err_console.print_exception()
             label = "[red]error:[/]" if e.exit_code == 2 else "[red]failed:[/]"
             text = " ".join(str(e).split()) if e.exit_code == 2 else str(e)  # bad input is one line, always
             err_console.print(f"{label} {escape(text)}", highlight=False, soft_wrap=True)
@@ -115,6 +122,21 @@ def _context(cfg):
     return make_context(cfg, console)
 
 
+@app.callback()
+def _global_options(
+        quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only errors (the reports are still "
+                                            "written; the exit code says the verdict).")] = False,
+        verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Progress lines twice as often in logs, and "
+                                              "a traceback with every error.")] = False):
+    """Options that apply to every command: edgekd [-q | -v] COMMAND ..."""
+    from edgekd.progress import NORMAL, QUIET, VERBOSE, set_verbosity
+
+    if quiet and verbose:
+        raise typer.BadParameter("give one of --quiet and --verbose", param_hint="--quiet/--verbose")
+    set_verbosity(QUIET if quiet else VERBOSE if verbose else NORMAL)
+    console.quiet = quiet  # errors go to err_console (stderr), which stays on
+
+
 # ----------------------------------------------------------------------------- commands
 @app.command(epilog=describe_methods())
 @handle_errors
@@ -125,24 +147,58 @@ def build(target: Target = "host-cpu", config: ConfigFile = None, teacher: Teach
           device: DeviceOpt = None, input_size: SizeOpt = None, mean: MeanOpt = None, std: StdOpt = None,
           method: MethodOpt = None, set_: SetOpt = None, remote: RemoteOpt = None,
           overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace the run already in --out.")] = False,
+          min_speedup: MinSpeedupOpt = None,
+          ship: Annotated[str | None, typer.Option(
+              "--ship", help="student | best: best ships the teacher compressed without distillation when it "
+                             "meets the budgets and beats the student.")] = None,
           require_measured: Annotated[bool, typer.Option("--require-measured",
-                                                         help="Exit 0 only if every budget was measured.")] = False):
-    """Search, distil, export, compile and check a student for a target; writes OUT/report.json."""
+                                                         help="Exit 0 only if every budget was measured.")] = False,
+          open_: Annotated[bool, typer.Option("--open", help="Open report.html in a browser when done (where a "
+                                              "desktop exists; else print its path).")] = False):
+    """Search, distil, export, compile and check a student for a target; writes OUT/report.json and .html.
+    Exit 0 every budget met, 1 one failed, 3 one could not be decided (its interval straddles the limit)."""
     from edgekd.config import load_build_config
+    from edgekd.gate.verdict import exit_code
     from edgekd.pipeline import build as run_build
 
     opts = _options(target, teacher, teacher_weights, trust_pickle, data, seed, device, input_size, mean, std,
                     latency_ms, memory_mb, max_accuracy_drop, epochs, method)
-    cfg = load_build_config(config, {**opts, "out": str(out) if out else None, "remote": remote}, set_ or [])
+    cfg = load_build_config(config, {**opts, "out": str(out) if out else None, "remote": remote,
+                                     "budgets.min_speedup": min_speedup, "ship": ship}, set_ or [])
     from edgekd.rundir import refuse_earlier_run
 
     refuse_earlier_run(cfg.out, overwrite)  # before the teacher and data are loaded: that can take minutes
-    report = run_build(_context(cfg), overwrite=overwrite)
+    ctx = _context(cfg)
+    report = run_build(ctx, overwrite=overwrite)
+    if open_:
+        from edgekd.rerender import open_page
+
+        open_page(ctx.out / "report.html", console)
     unmeasured = [b.name for b in report.budgets if b.source != "measured"]
     if require_measured and unmeasured:
         err_console.print(f"failed: --require-measured, but {', '.join(unmeasured)} were predicted")
         raise typer.Exit(1)
-    raise typer.Exit(0 if report.passed else 1)
+    raise typer.Exit(exit_code(report.verdict))
+
+
+@app.command("report")
+@handle_errors
+def report_(run: Annotated[Path, typer.Argument(help="A build's --out folder (or its report.json).")],
+            open_: Annotated[bool, typer.Option("--open", help="Open report.html in a browser (where a desktop "
+                                                "exists).")] = False):
+    """Redraw report.md, junit.xml and report.html from report.json (an old run, or edited budgets); exit as
+    check does: 0 pass, 1 fail, 3 inconclusive."""
+    from edgekd.gate.verdict import exit_code
+    from edgekd.report import print_summary
+    from edgekd.rerender import open_page, rerender
+
+    report = rerender(run)
+    folder = run if run.is_dir() else run.parent
+    print_summary(report, console)
+    console.print(f"wrote {folder / 'report.md'}, {folder / 'junit.xml'}, {folder / 'report.html'}", highlight=False)
+    if open_:
+        open_page(folder / "report.html", console)
+    raise typer.Exit(exit_code(report.verdict))
 
 
 @app.command()
@@ -193,8 +249,9 @@ def search(target: Target = "host-cpu", config: ConfigFile = None, teacher: Teac
            score: Annotated[str | None, typer.Option(help="Training-free score (see search/scores.py).")] = None,
            spaces: Annotated[str | None, typer.Option(help="Search spaces, e.g. resnet,mobilenetv3.")] = None,
            candidates: Annotated[int | None, typer.Option(help="Candidates to score (those that fit).")] = None,
-           top_k: Annotated[int | None, typer.Option("--top-k", help="Best candidates to list.")] = None,
-           set_: SetOpt = None):
+           top_k: Annotated[int | None, typer.Option("--top-k", help="Best candidates timed on the runtime (per "
+                                                                       "round) and listed.")] = None,
+           min_speedup: MinSpeedupOpt = None, set_: SetOpt = None):
     """Pick a student within the budgets without training; writes OUT/search/search.json and pareto.png."""
     from edgekd.rundir import make_dir
     from edgekd.search import run_search
@@ -202,7 +259,8 @@ def search(target: Target = "host-cpu", config: ConfigFile = None, teacher: Teac
     cfg = build_config(config, out, set_, **_options(target, teacher, teacher_weights, trust_pickle, data, seed,
                                                      device, input_size, mean, std, latency_ms, memory_mb),
                        **{"search.score": score, "search.spaces": spaces.split(",") if spaces else None,
-                          "search.max_candidates": candidates, "search.top_k": top_k})
+                          "search.max_candidates": candidates, "search.top_k": top_k,
+                          "budgets.min_speedup": min_speedup})
     ctx = _context(cfg)
     make_dir(ctx.out)
     ctx.save_config()
@@ -275,6 +333,10 @@ def compile_(model: Annotated[Path | None, typer.Argument(help="One .onnx to com
     if model is not None:
         if runtime is None or out is None:
             raise InputError("compile MODEL: give --runtime and --out (the folder for the artifact)")
+        from edgekd.model_meta import announce
+
+        announce(model, err_console if as_json else console, "the artifact takes inputs prepared the same way"
+                 + (" (so must --calibration)" if calibration else ""))
         if remote:
             from edgekd.remote import remote_compile
 
@@ -338,6 +400,11 @@ def bench(model: Annotated[Path, typer.Argument(help="Artifact: .onnx, .ort, Ope
     from edgekd.runtimes.bench import print_bench
 
     artifact = artifact_from_path(model, runtime)
+    if eval_ is not None:
+        from edgekd.model_meta import announce
+
+        # --json keeps stdout one JSON document; the remark goes to stderr there
+        announce(model, err_console if as_json else console, "--eval inputs must be prepared the same way")
     if trtexec:
         from edgekd.errors import InputError
         from edgekd.remote import remote_trtexec
@@ -377,6 +444,8 @@ def check(model: Annotated[Path, typer.Argument(help="Model to gate: .onnx, Open
           json_path: _opt("--json", "Write the report (report.json schema) here.", Path | None) = None,
           junit_path: _opt("--junit", "Write JUnit XML here (one testcase per budget).", Path | None) = None,
           markdown_path: _opt("--markdown", "Write a Markdown summary (for a PR comment) here.", Path | None) = None,
+          html_path: _opt("--html", "Write a self-contained HTML report (charts, no network needed) here.",
+                          Path | None) = None,
           remote: _opt("--remote", "ssh://user@host: measure on the device (its edgekd bench).") = None,
           require_measured: _opt("--require-measured", "Predicted figures fail.", bool) = False,
           statistic: _opt("--statistic", "Latency statistic gated: p50 | p90.", str) = "p50",
@@ -389,6 +458,10 @@ def check(model: Annotated[Path, typer.Argument(help="Model to gate: .onnx, Open
     options = dict(locals()) | {"input_size": _numbers("--input-size", input_size, int),
                                 "mean": _numbers("--mean", mean), "std": _numbers("--std", std)}
     from edgekd.gate import config_from_options, exit_code, run_gate
+    from edgekd.model_meta import fill_preprocessing
+
+    options["input_size"], options["mean"], options["std"] = fill_preprocessing(
+        model, options["input_size"], options["mean"], options["std"], console)
 
     raise typer.Exit(exit_code(run_gate(config_from_options(**options), console).verdict))
 

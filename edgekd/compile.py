@@ -9,7 +9,8 @@
 4. Precision guard: INT8 ships only if it is faster than the float artifact (measured here or on the
    --remote device, else predicted by the profile's cost model) and within the accuracy budget; otherwise
    the float artifact ships and the record says why.
-5. The teacher, fp32 on the same runtime, for the speedup figure.
+5. The teacher, fp32 on the same runtime, for the speed-up figure; and the teacher compressed without
+   distillation (INT8, FP16 on TensorRT), the alternative the report compares the student against.
 Without the runtime here and without --remote, the stage is skipped with the reason and the ONNX model
 (for TensorRT int8: the Q/DQ ONNX the device builds from) is the artifact.
 """
@@ -38,8 +39,10 @@ from edgekd.runtimes import (
 # (max |diff| relative to the largest logit, min top-1 agreement) of a float artifact vs the ONNX model;
 # INT8 is bounded by the accuracy budget instead (its logits move by design).
 PARITY_LIMITS = {"fp32": (1e-3, 0.99), "fp16": (2e-2, 0.98)}
+# The teacher compressed without distillation, per runtime: what a user gets by quantizing alone.
+COMPRESSED_TEACHER = {"onnxruntime": "int8", "openvino": "int8", "tensorrt": "fp16"}
 TUNE_SAMPLES = 512  # training images outside the calibration subset, for accuracy-controlled INT8
-GUARD_ROUNDS = 3  # interleaved timing rounds per candidate when the guard measures here
+GUARD_SECONDS_PER_CANDIDATE = 1.0  # interleaved timing when the guard measures here
 
 
 def lint_or_fail(onnx_path: Path, batch: int) -> dict:
@@ -67,7 +70,7 @@ def _figures(ctx, artifact: Artifact, onnx_path: Path, remote, blocker: str | No
              timing: bool = True) -> dict:
     """Accuracy and logits on the held-out split through the artifact's runtime; with `timing`, its latency
     measured on the --remote device or predicted (latency measured here is taken by _time_here)."""
-    from edgekd.checks import artifact_figures, local_threads
+    from edgekd.checks import local_threads, predicted_figures
 
     if remote is not None:
         from edgekd.remote import remote_bench
@@ -83,27 +86,28 @@ def _figures(ctx, artifact: Artifact, onnx_path: Path, remote, blocker: str | No
     accuracy, logits = evaluate_accuracy(session, *ctx.data.split("val"))
     out = {"accuracy": accuracy, "logits": logits}
     if timing and blocker is not None:
-        predicted = artifact_figures(artifact, onnx_path, ctx.profile, artifact.precision, ctx.target.batch_size,
-                                     ctx.input_shape, blocker)
+        predicted = predicted_figures(onnx_path, ctx.profile, artifact.precision, ctx.target.batch_size,
+                                      artifact.runtime, blocker)
         out |= {k: predicted[k] for k in ("latency_ms", "latency_interval", "latency_source")}
     return out
 
 
-def _time_here(ctx, artifacts: dict[str, Artifact]) -> dict[str, dict]:
-    """Latency of each candidate measured here, in interleaved rounds so that a noisy spell on a shared
-    machine hits every candidate alike: p50 is the median of the rounds' p50s, the interval their spread."""
+def _time_here(ctx, artifacts: dict[str, Artifact], float_p: str) -> dict[str, dict]:
+    """Latency of each candidate measured here, interleaved in one process (edgekd/interleave.py), so that a
+    noisy spell on a shared machine hits every candidate alike."""
     from edgekd.checks import local_threads
-    from edgekd.measure import time_calls
+    from edgekd.interleave import load_replicas, time_sessions
 
     x = ctx.data.split("val")[0][:1]
     xb = np.ascontiguousarray(x.repeat(ctx.target.batch_size, 0))
-    sessions = {p: create_backend(a.runtime).load(a, local_threads(ctx.profile)) for p, a in artifacts.items()}
-    rounds: dict[str, list[float]] = {p: [] for p in sessions}
-    for _ in range(GUARD_ROUNDS):
-        for p, session in sessions.items():
-            rounds[p].append(time_calls(lambda s=session: s.run(xb), max_seconds=1.0).p50_ms)
-    return {p: {"latency_ms": float(np.median(r)), "latency_interval": [min(r), max(r)], "latency_source": "measured",
-                "latency_rounds_ms": r} for p, r in rounds.items()}
+    threads = local_threads(ctx.profile)
+    timed = time_sessions({p: load_replicas(a, threads) for p, a in artifacts.items()}, xb,
+                          GUARD_SECONDS_PER_CANDIDATE * len(artifacts))
+    out = {p: timed.figures(p) for p in artifacts}
+    if "int8" in artifacts and float_p in artifacts:
+        ratio = timed.speedup(float_p, "int8")
+        out["int8"]["speedup_over_float"] = {"value": ratio.value, "interval": list(ratio.interval)}
+    return out
 
 
 def _check_parity(parity: dict, precision: str, what: str) -> None:
@@ -116,15 +120,17 @@ def _check_parity(parity: dict, precision: str, what: str) -> None:
 
 
 def precision_guard(candidates: dict[str, dict], max_drop: float | None) -> tuple[str, str]:
-    """(precision to ship, why). INT8 must be faster than the float artifact (measured: its latency interval
-    entirely below the float one's, e.g. its slowest timing round faster than the float's fastest;
-    predicted: a lower prediction, both sharing the cost model's error) and within the accuracy budget."""
+    """(precision to ship, why). INT8 must be faster than the float artifact (timed interleaved here: the
+    interval of their ratio above 1; measured on a device: its latency interval entirely below the float
+    one's; predicted: a lower prediction, both sharing the cost model's error) and within the accuracy budget."""
     float_p = next(p for p in candidates if p != "int8")
     if "int8" not in candidates:
         return float_p, f"{float_p}: the target asks for {float_p}"
     q, f = candidates["int8"], candidates[float_p]
     source = q["latency_source"]
-    if source == "measured" == f["latency_source"]:
+    if "speedup_over_float" in q:  # timed interleaved here: the ratio's own interval must clear 1
+        faster = q["speedup_over_float"]["interval"][0] > 1
+    elif source == "measured" == f["latency_source"]:
         faster = q["latency_interval"][1] < f["latency_interval"][0]
     else:
         faster = q["latency_ms"] < f["latency_ms"]
@@ -229,7 +235,7 @@ def run_compile(ctx, student_onnx: Path, teacher_onnx: Path) -> tuple[dict, str]
         _check_parity(parity, precision, f"{backend.name} {precision} student")
         candidates[precision], artifacts[precision] = figures, artifact
     if remote is None and blocker is None:
-        for precision, timing in _time_here(ctx, artifacts).items():
+        for precision, timing in _time_here(ctx, artifacts, float_p).items():
             candidates[precision] |= timing
     for precision, c in candidates.items():
         ctx.console.print(f"  {precision}: accuracy {c['accuracy']:.4f}, {c['latency_ms']:.4g} ms "
@@ -246,9 +252,33 @@ def run_compile(ctx, student_onnx: Path, teacher_onnx: Path) -> tuple[dict, str]
                          "path": teacher.path.name}
     _check_parity(record["teacher"]["parity"], "fp32", f"{backend.name} fp32 teacher")
     record["teacher"]["artifact"] = teacher.to_dict()
+    alternatives = {}
+    if t.runtime in COMPRESSED_TEACHER:
+        alternatives = _compressed_teacher(ctx, backend, teacher_onnx, folder, options, remote, blocker, eval_npz)
+        record["alternatives"] = {n: {k: v for k, v in a.items() if k != "artifact"} | {"path": a["artifact"].path.name}
+                                  for n, a in alternatives.items()}
     (folder / "compile.json").write_text(json.dumps(record | {"shipped": artifacts[shipped].to_dict()}, indent=2,
                                                     default=str))
-    return {"student": artifacts[shipped], "teacher": teacher, "record": record}, ""
+    return {"student": artifacts[shipped], "teacher": teacher, "record": record, "alternatives": alternatives}, ""
+
+
+def _compressed_teacher(ctx, backend, teacher_onnx: Path, folder: Path, options: CompileOptions, remote,
+                        blocker: str | None, eval_npz: Path | None) -> dict[str, dict]:
+    """The obvious alternative to distillation: the teacher itself, compressed on the target's runtime (INT8
+    calibrated on the same subset; FP16 on TensorRT), with its accuracy through that runtime. The check
+    stage times it beside the student."""
+    precision = COMPRESSED_TEACHER[ctx.target.runtime]
+    budget = ctx.budgets.max_accuracy_drop
+    opts = options
+    if precision == "int8" and budget is not None and ctx.target.runtime == "openvino":
+        opts = replace(options, tune=_tune_set(ctx), max_accuracy_drop=budget)
+    ctx.console.print(f"  the teacher alone, {precision} on {backend.name} (the alternative to distillation)")
+    art = _compile_one(ctx, backend, teacher_onnx, folder / "teacher-compressed", precision, opts, remote)
+    figures = _figures(ctx, art, teacher_onnx, remote, blocker, eval_npz)
+    figures.pop("logits")
+    figures |= {"accuracy_drop": 100 * (ctx.teacher_accuracy - figures["accuracy"]), "precision": precision,
+                "artifact": art}
+    return {f"teacher-{precision}": figures}
 
 
 def load_calibration(path: Path) -> np.ndarray:

@@ -25,6 +25,45 @@ def _relative(path, out: Path) -> str:
         return str(path)
 
 
+def _weigh_alternatives(ctx: Context, report: Report, result) -> None:
+    """Put the teacher compressed without distillation beside the student; say plainly when it is the better
+    deal (within every budget, and more accurate at no less speed, or as accurate and measurably faster), and
+    ship it instead with `ship: best`."""
+    from edgekd.checks import decide_budgets
+
+    report.extra["alternatives"] = {}
+    s, s_speed = result.student, result.student["speedup"]
+    for name, alt in result.alternatives.items():
+        speed = {"value": alt.get("speedup", report.teacher["latency_ms"] / alt["latency_ms"]),
+                 "interval": alt.get("speedup_interval"), "source": alt.get("latency_source", "predicted"),
+                 "detail": f"teacher fp32 / teacher {alt['precision']}"}
+        budgets = decide_budgets(ctx.budgets, alt, report.teacher, speed, alt["accuracy_drop"])
+        meets = all(b.passed for b in budgets)
+        s_lo, s_hi = s_speed.get("interval") or (s_speed["value"], s_speed["value"])
+        a_lo, a_hi = speed["interval"] or (speed["value"], speed["value"])
+        better = meets and ((alt["accuracy"] > s["accuracy"] and a_hi >= s_speed["value"])
+                            or (alt["accuracy"] >= s["accuracy"] and a_lo > s_hi))
+        said = (f"{name}: accuracy {alt['accuracy']:.4f} (drop {alt['accuracy_drop']:.2f} points), "
+                f"{speed['value']:.2f}x faster than the teacher ({speed['source']}) vs the distilled student's "
+                f"{s['accuracy']:.4f} at {s_speed['value']:.2f}x")
+        verdict = ("BETTER than the distilled student: quantizing the teacher alone serves this target better"
+                   if better else "within the budgets but not better than the student" if meets
+                   else "misses a budget")
+        report.extra["alternatives"][name] = {k: v for k, v in alt.items() if k != "artifact"} | {
+            "artifact": _relative(alt["artifact"].path, ctx.out), "speedup": speed["value"],
+            "speedup_interval": speed["interval"], "meets_budgets": meets, "better_than_student": better}
+        report.notes.append(f"{said}: {verdict}")
+        if better and ctx.cfg.ship == "best":
+            report.extra["distilled_student"] = dict(report.student)
+            report.student = {"source": f"{ctx.teacher.source} ({name}, not distilled)", "accuracy": alt["accuracy"],
+                              "speedup": speed, "artifact": alt["artifact"].to_dict()} | {
+                k: alt[k] for k in ("latency_ms", "latency_interval", "latency_source") if k in alt}
+            report.artifacts["compiled"] = _relative(alt["artifact"].path, ctx.out)
+            report.budgets = budgets
+            report.notes.append(f"ship: best: shipping {name} instead of the distilled student")
+        report.extra["shipped"] = name if better and ctx.cfg.ship == "best" else "student"
+
+
 def build(ctx: Context, overwrite: bool = False) -> Report:
     """The whole run in a staging folder that replaces OUT when it ends (edgekd.rundir)."""
     from edgekd.rundir import staged_run
@@ -85,11 +124,13 @@ def _build(ctx: Context) -> Report:
         return reason
 
     def check():
-        student, teacher, budgets = run_check(ctx, state["compile"], Path(state["export"]["student"]),
-                                              Path(state["export"]["teacher"]))
-        report.student.update(student)
-        report.teacher.update(teacher | {"precision": "fp32"})
-        report.budgets = budgets
+        result = run_check(ctx, state["compile"], Path(state["export"]["student"]),
+                           Path(state["export"]["teacher"]))
+        report.student.update(result.student)
+        report.teacher.update(result.teacher | {"precision": "fp32"})
+        report.budgets = result.budgets
+        if result.alternatives:
+            _weigh_alternatives(ctx, report, result)
 
     steps = {"search": search, "distill": distill, "export": export, "compile": compile_, "check": check}
     failed = ""

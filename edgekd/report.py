@@ -181,10 +181,16 @@ def to_junit(report: Report) -> str:
 
 
 def write_outputs(report: Report, json_path: Path | None = None, md_path: Path | None = None,
-                  junit_path: Path | None = None) -> None:
-    """Write only the formats asked for, each atomically (a reader never sees half a file)."""
+                  junit_path: Path | None = None, html_path: Path | None = None, run_dir: Path | None = None) -> None:
+    """Write only the formats asked for, each atomically (a reader never sees half a file).
+
+    The page is drawn from the JSON form (as `edgekd report` redraws it); `run_dir` adds its stage files."""
+    from edgekd.report_html import render_html
+
     for path, render in ((json_path, lambda: json.dumps(report.to_dict(), indent=2, default=str)),
-                         (md_path, lambda: to_markdown(report)), (junit_path, lambda: to_junit(report))):
+                         (md_path, lambda: to_markdown(report)), (junit_path, lambda: to_junit(report)),
+                         (html_path, lambda: render_html(json.loads(json.dumps(report.to_dict(), default=str)),
+                                                         run_dir))):
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
             _atomic_write(path, render())
@@ -193,7 +199,8 @@ def write_outputs(report: Report, json_path: Path | None = None, md_path: Path |
 def write_report(report: Report, out: Path, json_path: Path | None = None, md_path: Path | None = None,
                  junit_path: Path | None = None) -> Path:
     json_path = json_path or out / "report.json"
-    write_outputs(report, json_path, md_path or out / "report.md", junit_path or out / "junit.xml")
+    write_outputs(report, json_path, md_path or out / "report.md", junit_path or out / "junit.xml",
+                  out / "report.html", out)
     return json_path
 
 
@@ -211,7 +218,13 @@ def print_summary(report: Report, console: Console) -> None:
         console.print(f"  {note}", highlight=False, markup=False)
     t, s = report.teacher, report.student
     if t.get("accuracy") is not None and s.get("accuracy") is not None:
-        speed = ""
-        if t.get("latency_ms") and s.get("latency_ms"):
-            speed = f", {t['latency_ms'] / s['latency_ms']:.1f}x faster ({s.get('latency_source')})"
+        speed = f", {speedup_text(s['speedup'])}" if s.get("speedup") else ""
         console.print(f"{report.roles[0]} {t['accuracy']:.4f} -> {report.roles[1]} {s['accuracy']:.4f}{speed}")
+
+
+def speedup_text(speedup: dict) -> str:
+    """'4.20x faster [3.90 .. 4.50] (measured)'; a student slower than its teacher is said to be."""
+    iv = speedup.get("interval")
+    band = f" [{iv[0]:.2f} .. {iv[1]:.2f}]" if iv else ""
+    word = "faster" if speedup["value"] >= 1 else "as fast: SLOWER than the teacher"
+    return f"{speedup['value']:.2f}x {word}{band} ({speedup['source']})"

@@ -70,10 +70,10 @@ def host_build(tmp_path_factory) -> Path:
     """One real `edgekd build --target host-cpu` on the embedded default, with few epochs."""
     out = tmp_path_factory.mktemp("build") / "host"
     # The tests read the report and artifacts of a full run, so the 3-epoch student must get past distill's
-    # accuracy budget. The search's pick depends on the host's measured speed (smaller under load), and a
-    # 3-epoch mobilenetv2 x0.25 can drop 3-4 points on digits; a wide budget keeps every stage running.
+    # accuracy budget: a 3-epoch student can drop several points on digits; a wide budget keeps every stage
+    # running. Every other budget is the target's default (3x faster than the teacher, measured): it must pass.
     result = cli("build", "--target", "host-cpu", "--out", out, "--epochs", "3", "--max-accuracy-drop", "10")
-    assert result.exit_code in (0, 1), result.output + result.stderr
+    assert result.exit_code == 0, result.output + result.stderr
     return out
 
 

@@ -17,9 +17,18 @@ def _snapshot(folder):
 def test_host_build_report_and_artifacts(host_build):
     report = json.loads((host_build / "report.json").read_text())
     assert report["schema"] == "edgekd.report/1"
-    assert {b["name"] for b in report["budgets"]} == {"latency_ms", "memory_mb", "accuracy_drop"}
+    assert {b["name"] for b in report["budgets"]} == {"latency_ms", "memory_mb", "accuracy_drop", "speedup"}
     lat = next(b for b in report["budgets"] if b["name"] == "latency_ms")
     assert lat["source"] == "measured" and lat["interval"][0] <= lat["value"] <= lat["interval"][1]
+    # the speed-up: student and teacher timed interleaved on the target's runtime, decided on its own interval
+    speed = next(b for b in report["budgets"] if b["name"] == "speedup")
+    assert speed["source"] == "measured" and speed["verdict"] == "pass" and speed["limit"] == 3.0
+    assert speed["limit"] <= speed["interval"][0] <= speed["value"] <= speed["interval"][1]
+    assert report["student"]["speedup"]["value"] == speed["value"]
+    assert report["teacher"]["latency_ms"] / report["student"]["latency_ms"] == pytest.approx(speed["value"])
+    # the teacher compressed without distillation is priced beside it
+    alt = report["alternatives"]["teacher-int8"]
+    assert alt["latency_source"] == "measured" and 0 <= alt["accuracy"] <= 1 and alt["speedup"] > 0
     assert [s["name"] for s in report["stages"]] == ["search", "distill", "export", "compile", "check"]
     assert report["preprocessing"]["input_size"] == [8, 8]
     assert (host_build / "report.md").read_text().startswith("## edgekd")
@@ -33,7 +42,7 @@ def test_host_build_report_and_artifacts(host_build):
 
 
 def test_host_build_meets_the_report_contract(host_build):
-    check = check_report(host_build / "report.json", "--latency-source", "measured")
+    check = check_report(host_build / "report.json", "--latency-source", "measured", "--faster", "--min-speedup", "3")
     assert check.returncode == 0, check.stdout
 
 
@@ -90,7 +99,7 @@ def test_mobile_build_ships_an_ort_format_artifact(tmp_path):
 
 def test_stage_commands_run_alone(tmp_path):
     out = tmp_path / "stages"
-    assert cli("search", "--out", out, "--target", "host-cpu").exit_code == 0
+    assert cli("search", "--out", out, "--target", "host-cpu", "--set", "search.measure_rounds=0").exit_code == 0
     assert json.loads((out / "search" / "search.json").read_text())["pick"]
     arch = json.dumps({"family": "resnet", "widths": [8, 16, 32], "blocks": [1, 1, 1]})
     assert cli("distill", "--out", out, "--arch", arch, "--epochs", "1",

@@ -202,7 +202,7 @@ def test_baseline_regressions_use_the_same_interval_rule(tmp_path, tiny_onnx):
 def test_check_reproduces_a_build_and_takes_its_report_as_baseline(tmp_path, host_build):
     built = json.loads((host_build / "report.json").read_text())
     r = cli("check", host_build / built["artifacts"]["compiled"], "--target", "host-cpu", "--data", "digits",
-            "--reference", host_build / "export" / "teacher.onnx", "--baseline", host_build / "report.json",
+            "--reference", host_build / "teacher" / "teacher.onnx", "--baseline", host_build / "report.json",
             "--max-regression", "300%", "--json", tmp_path / "c.json", *FAST)
     report = json.loads((tmp_path / "c.json").read_text())
     assert r.exit_code == {"pass": 0, "fail": 1, "inconclusive": 3}[report["verdict"]], r.output + r.stderr

@@ -25,6 +25,7 @@ from edgekd.distill import augment, checkpoint, syncbn
 from edgekd.distill.losses import LossInputs, decompose_kl
 from edgekd.distill.method import Distiller, Plan, make_adapter, objective, parse_method
 from edgekd.errors import InputError, StageFailed
+from edgekd.progress import bar_disabled, plain_progress
 
 
 def pick_device(name: str) -> torch.device:
@@ -218,6 +219,7 @@ class _Run:
         self.history: list[dict] = []
         self.start_epoch, self.steps, self.skipped, self.ooms = 0, 0, 0, 0
         self.batch, self.resumed, self.last_good = cfg.batch_size, None, None
+        self.plain = None  # plain progress lines for a log (edgekd.progress), set by loop()
 
     # ------------------------------------------------------------------ checkpoints
     def state(self, fingerprint: dict) -> dict:
@@ -265,7 +267,10 @@ class _Run:
                    TextColumn("loss {task.fields[loss]:.3f}"), TextColumn("{task.fields[speed]}"),
                    TimeRemainingColumn())
         label = f"{self.description} ({self.plan.name}{', ta' if self.plan.assistant else ''}, {self.device.type})"
-        with Progress(*columns, console=self.console, disable=self.rank != 0) as progress:
+        self.plain = plain_progress(self.console, label, self.cfg.epochs, "epochs", f"{self.n} images each",
+                                    self.start_epoch) if self.rank == 0 else None
+        with Progress(*columns, console=self.console,
+                      disable=self.rank != 0 or bar_disabled(self.console)) as progress:
             task = progress.add_task(label, total=self.cfg.epochs, completed=self.start_epoch, loss=float("nan"),
                                      speed="")
             for epoch in range(self.start_epoch, self.cfg.epochs):
@@ -273,8 +278,13 @@ class _Run:
                 self.history.append(entry)
                 progress.update(task, advance=1, loss=entry.get("loss", float("nan")),
                                 speed=f"{entry['images_per_s']:.0f} img/s")
+                if self.plain is not None:
+                    self.plain.update(epoch + 1, f"loss {entry.get('loss', float('nan')):.3f}, "
+                                                 f"{entry['images_per_s']:.0f} img/s")
                 if checkpoints is not None and self.rank == 0:
                     self.save(checkpoints, epoch + 1, fingerprint)
+        if self.plain is not None:
+            self.plain.finish(f"loss {self.history[-1].get('loss', float('nan')):.3f}" if self.history else "")
         return TrainResult(self.model.eval(), self.batch, self.history, self.skipped, self.resumed, self.ooms)
 
     def save(self, folder: Path, epoch: int, fingerprint: dict) -> None:
@@ -311,6 +321,8 @@ class _Run:
                 seen += len(idx[local])
             pos += len(idx)
             self.sched.set((epoch * n + pos) / total)
+            if self.plain is not None:  # within the epoch too: one epoch of a big set can take minutes
+                self.plain.update(epoch + pos / n)
         seconds = time.perf_counter() - t0
         if self.world > 1:  # epoch averages over all processes
             import torch.distributed as dist

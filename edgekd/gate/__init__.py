@@ -27,8 +27,6 @@ from edgekd.runtimes import Artifact, create_backend
 
 __all__ = ["CheckConfig", "config_from_options", "exit_code", "make_plan", "run_gate"]
 
-MEMORY_PROBES = 3  # fresh processes; their min..max is the memory figure's interval
-
 
 def _load(artifact: Artifact, threads: int, option: str):
     try:
@@ -237,7 +235,7 @@ class _Run:
                         f"{cfg.statistic}, batch {self.batch}")
 
     def memory(self) -> None:
-        from edgekd.runtimes.memprobe import measure_memory_mb
+        from edgekd.runtimes.memprobe import MEMORY_PROBES, memory_figures
 
         plan, cfg, base = self.plan, self.cfg, self.plan.baseline
         if plan.budgets.memory_mb is None and (base is None or base.memory_mb is None):
@@ -246,12 +244,11 @@ class _Run:
         start = time.perf_counter()
         if self.prediction is None:
             with self.console.status(f"memory of {cfg.model.name} ({MEMORY_PROBES} fresh processes)"):
-                probes = sorted(measure_memory_mb(plan.run_art, plan.shape, plan.profile.threads)
-                                for _ in range(MEMORY_PROBES))
-            value, interval, source = float(np.median(probes)), (probes[0], probes[-1]), "measured"
+                found = memory_figures(plan.run_art, plan.shape, plan.profile.threads)
+            value, interval, source = found["memory_mb"], tuple(found["memory_interval"]), "measured"
             self.stages.append(StageRecord("memory", "passed", time.perf_counter() - start,
                                            "peak RSS the model adds, in fresh processes: "
-                                           + ", ".join(f"{p:.4g}" for p in probes) + " MB"))
+                                           + ", ".join(f"{p:.4g}" for p in found["memory_probes_mb"]) + " MB"))
         else:
             p = self.prediction[1]
             value, interval, source = p.value, p.interval, "predicted"
@@ -289,6 +286,6 @@ def run_gate(cfg: CheckConfig, console: Console | None = None) -> Report:
         run.latency()
         run.memory()
     report = run.report()
-    write_outputs(report, cfg.json_path, cfg.markdown_path, cfg.junit_path)
+    write_outputs(report, cfg.json_path, cfg.markdown_path, cfg.junit_path, cfg.html_path)
     print_summary(report, console)
     return report

@@ -40,9 +40,11 @@ class CheckConfig(Strict):
     json_path: Path | None = None
     junit_path: Path | None = None
     markdown_path: Path | None = None
+    html_path: Path | None = None
 
 
-OPTION_NAMES = {"json_path": "--json", "junit_path": "--junit", "markdown_path": "--markdown", "model": "MODEL",
+OPTION_NAMES = {"json_path": "--json", "junit_path": "--junit", "markdown_path": "--markdown", "html_path": "--html",
+                "model": "MODEL",
                 "max_regression_pct": "--max-regression", "preprocess": "--mean/--std"}
 
 
@@ -97,7 +99,8 @@ def make_plan(cfg: CheckConfig) -> Plan:
                          f"'{profile.name}' runtimes {profile.runtimes}")
     budgets = target.budgets.merged(Budgets(latency_ms=cfg.latency_ms, memory_mb=cfg.memory_mb,
                                             max_accuracy_drop=cfg.max_accuracy_drop))
-    for path, option in ((cfg.json_path, "--json"), (cfg.junit_path, "--junit"), (cfg.markdown_path, "--markdown")):
+    for path, option in ((cfg.json_path, "--json"), (cfg.junit_path, "--junit"), (cfg.markdown_path, "--markdown"),
+                         (cfg.html_path, "--html")):
         if path is not None and path.is_dir():
             raise InputError(f"{option} '{path}': is a folder; give a file path")
     not_checked = []

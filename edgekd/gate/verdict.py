@@ -15,26 +15,28 @@ from edgekd.report import BudgetResult
 EXIT_CODES = {"pass": 0, "fail": StageFailed.exit_code, "inconclusive": Inconclusive.exit_code}
 
 
-def decide(interval: tuple[float, float], limit: float) -> str:
-    """pass | fail | inconclusive for a figure whose 95% interval is `interval`."""
+def decide(interval: tuple[float, float], limit: float, at_least: bool = False) -> str:
+    """pass | fail | inconclusive for a figure whose 95% interval is `interval`; the limit is a maximum
+    (latency, memory, accuracy drop) or, with `at_least`, a minimum (speed-up)."""
     lo, hi = interval
     if lo > hi:
         raise ValueError(f"interval {interval} is reversed")
-    if hi <= limit:
+    if (lo >= limit) if at_least else (hi <= limit):
         return "pass"
-    if lo > limit:
+    if (hi < limit) if at_least else (lo > limit):
         return "fail"
     return "inconclusive"
 
 
 def budget_result(name: str, limit: float, value: float, source: str, interval: tuple[float, float] | None,
-                  detail: str = "", inconclusive: str = "exit3", require_measured: bool = False) -> BudgetResult:
+                  detail: str = "", inconclusive: str = "exit3", require_measured: bool = False,
+                  at_least: bool = False) -> BudgetResult:
     """The budget's verdict, after the --inconclusive policy and --require-measured are applied.
 
     The reason a verdict was changed by a policy is kept in `detail`, so the report still says the
     interval straddled the limit or that the value was only predicted.
     """
-    verdict = decide(interval or (value, value), limit)
+    verdict = decide(interval or (value, value), limit, at_least)
     notes = [detail] if detail else []
     if verdict == "inconclusive" and inconclusive != "exit3":
         notes.append(f"the interval straddles the limit; counted as {inconclusive} by --inconclusive {inconclusive}")

@@ -89,5 +89,15 @@ def measure_memory_mb(artifact, input_shape: tuple[int, ...], threads: int) -> f
     return json.loads(proc.stdout.strip().splitlines()[-1])["model_mb"]
 
 
+MEMORY_PROBES = 3  # fresh processes; their min..max is the memory figure's interval
+
+
+def memory_figures(artifact, input_shape: tuple[int, ...], threads: int, probes: int = MEMORY_PROBES) -> dict:
+    """The report's memory fields: the median of `probes` fresh-process probes, their range the interval."""
+    found = sorted(measure_memory_mb(artifact, input_shape, threads) for _ in range(probes))
+    return {"memory_mb": float(np.median(found)), "memory_interval": [found[0], found[-1]],
+            "memory_source": "measured", "memory_probes_mb": found}
+
+
 if __name__ == "__main__":
     print(json.dumps(probe(json.loads(sys.argv[1]))))

@@ -1,11 +1,14 @@
 """Training-free, hardware-aware student search: price each candidate on the target with the cost
-model, drop what breaks a budget (counting why), score the rest without training, evolve, and pick
-the best score within budget. Writes OUT/search/search.json (every candidate, the Pareto front of score
-vs predicted latency, the pick) and OUT/search/pareto.png."""
+model, drop what breaks a budget (counting why; the speed-up over the teacher is one), score the rest
+without training, evolve; then, where the target's runtime runs here, time the best-scoring candidates
+against the teacher (edgekd/search/measured.py) and pick the best score whose measured speed-up clears
+the budget with margin. Writes OUT/search/search.json (every candidate, predicted and measured side by
+side, the Pareto front of score vs predicted latency, the pick) and OUT/search/pareto.png."""
 
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections import Counter
 from dataclasses import asdict
@@ -18,7 +21,9 @@ from edgekd.context import Context
 from edgekd.cost.roofline import predict_kernels, predict_onnx, predict_torch
 from edgekd.errors import BudgetFailed
 from edgekd.models.families import count_params, create_model
+from edgekd.progress import bar_disabled, plain_progress
 from edgekd.report import BudgetResult
+from edgekd.runtimes import FLOAT_PRECISION
 from edgekd.search.evolution import Candidate, evolve, pareto_front
 from edgekd.search.scores import Probe, scores
 from edgekd.search.signals import cam_classes, teacher_signals
@@ -27,12 +32,17 @@ from edgekd.search.spaces import Space, resolve_spaces
 SCHEMA = "edgekd.search/1"
 
 
+def speedup_precision(ctx: Context) -> str:
+    """The precision the search compares teacher and candidates at: the runtime's float one, for both. The
+    speed-up a search can promise is the architecture's (an int8 student held against an fp32 teacher let
+    networks as big as the teacher through); INT8 only adds to it, where the precision guard finds it pays.
+    It is also what the search times on the runtime."""
+    return FLOAT_PRECISION[ctx.target.runtime]
+
+
 def teacher_latency_ms(ctx: Context) -> float:
-    """Predicted teacher latency on the target profile at the target's precision, like the students': the
-    ratio limit compares architectures, so an int8 student must not be held against an fp32 teacher (that
-    lets networks as big as the teacher through, and on int8 targets the search then picked the teacher's own
-    architecture)."""
-    t, precision = ctx.teacher, ctx.target.precision
+    """Predicted teacher latency on the target profile at speedup_precision, like the candidates'."""
+    t, precision = ctx.teacher, speedup_precision(ctx)
     shape = (ctx.target.batch_size, *ctx.input_shape)
     import onnx
 
@@ -63,22 +73,32 @@ def build_candidate(ctx: Context, arch: dict) -> torch.nn.Module:
     return create_model(arch, ctx.data.preprocessing.channels, ctx.data.num_classes, ctx.input_shape[1:])
 
 
+def required_speedup(ctx: Context) -> float:
+    """The speed-up a student must reach: the min_speedup budget; without one, faster than the teacher."""
+    return ctx.budgets.min_speedup or 1.0
+
+
 def evaluate_arch(ctx: Context, probe: Probe, teacher_ms: float, space: Space, arch: dict, origin: str,
-                  index: int, score_names: list[str]) -> Candidate:
-    """Price `arch` on the target and, when it fits, compute the named scores (the first is the search's)."""
+                  index: int, score_names: list[str], correction: dict[str, float] | None = None) -> Candidate:
+    """Price `arch` on the target and, when it fits, compute the named scores (the first is the search's).
+    `correction` scales a space's predicted speed-up by what timing on the runtime found (search.measured)."""
     from edgekd.cost.ops import kernels_from_torch
 
-    cfg, b = ctx.cfg.search, ctx.budgets
+    b = ctx.budgets
     model = build_candidate(ctx, arch)
     kernels, peak = kernels_from_torch(model, (ctx.target.batch_size, *ctx.input_shape))
     lat, mem = predict_kernels(kernels, peak, ctx.profile, ctx.target.precision, ctx.target.runtime)
-    max_ms = teacher_ms * cfg.max_teacher_latency_ratio
+    same = speedup_precision(ctx)
+    at_same = lat if same == ctx.target.precision else predict_kernels(kernels, peak, ctx.profile, same,
+                                                                       ctx.target.runtime)[0]
+    predicted = teacher_ms / at_same.value
+    speedup = predicted * (correction or {}).get(space.name, 1.0)
+    need = required_speedup(ctx)
     broken: list[tuple[str, str]] = []
     if b.latency_ms is not None and lat.value > b.latency_ms:
         broken.append(("latency_ms", f"latency {lat.value:.3g} ms > budget {b.latency_ms:g} ms"))
-    if lat.value > max_ms:
-        broken.append(("teacher_latency_ratio", f"latency {lat.value:.3g} ms > {cfg.max_teacher_latency_ratio:g} "
-                                                f"x teacher's {teacher_ms:.3g} ms"))
+    if speedup < need:
+        broken.append(("speedup", f"predicted {speedup:.3g}x faster than the teacher < {need:g}x"))
     if b.memory_mb is not None and mem.value > b.memory_mb:
         broken.append(("memory_mb", f"memory {mem.value:.3g} MB > budget {b.memory_mb:g} MB"))
     values = {} if broken else {name: scores.get(name)(model, probe) for name in score_names}
@@ -87,77 +107,195 @@ def evaluate_arch(ctx: Context, probe: Probe, teacher_ms: float, space: Space, a
     return Candidate(index, space.name, origin, arch, count_params(model), float(sum(k.flops for k in kernels)),
                      lat.value, lat.interval, mem.value, not broken, "; ".join(r for _, r in broken),
                      tuple(k for k, _ in broken), values.get(score_names[0]) if score_names else None, values,
-                     mem.interval)
+                     mem.interval, predicted)
+
+
+def measurement_blocker(ctx: Context) -> str | None:
+    """None when candidates can be timed on the target's runtime in this process; else why not."""
+    from edgekd.checks import local_measurement_blocker
+
+    if ctx.cfg.remote:
+        return "the search times candidates in this process only; on --remote the check stage measures the pick"
+    if ctx.cfg.search.measure_rounds == 0:
+        return "search.measure_rounds is 0"
+    return local_measurement_blocker(ctx.profile, ctx.target.runtime)
 
 
 def run_search(ctx: Context) -> dict:
     """Pick the best-scoring candidate within budget; writes OUT/search/search.json and pareto.png."""
+    from edgekd.checks import local_threads
+    from edgekd.onnx_export import teacher_onnx
     from edgekd.search.display import front_table, plot_front
+    from edgekd.search.measured import RuntimeTimer, corrections
 
     cfg = ctx.cfg.search
     scores.get(cfg.score)  # an unknown name fails before any work
     spaces = resolve_spaces(cfg.spaces, ctx.teacher.source, cfg.shrink_teacher)
+    blocker = measurement_blocker(ctx)
+    need = required_speedup(ctx)
     ctx.console.print(f"[bold]search[/]: scoring {cfg.max_candidates} candidates that fit, from "
                       f"{', '.join(s.name for s in spaces)}, "
-                      f"score {cfg.score}, target {ctx.target.name} (seed {ctx.cfg.seed})")
+                      f"score {cfg.score}, target {ctx.target.name} (seed {ctx.cfg.seed}); speed-up >= {need:g}x, "
+                      + ("timed on the runtime" if blocker is None else f"predicted ({blocker})"))
     start = time.perf_counter()
     probe = make_probe(ctx)
     t_ms = teacher_latency_ms(ctx)
+    folder = ctx.stage_dir("search")
+    timer, timed, correction = None, [], {}
+    if blocker is None and not _fits_nowhere(ctx, probe, t_ms, spaces):
+        timer = RuntimeTimer(ctx, teacher_onnx(ctx)[0], local_threads(ctx.profile), folder)
+        rng = np.random.default_rng(ctx.cfg.seed)
+        anchors = [_boundary_anchor(ctx, probe, t_ms, s, -1 - i, rng) for i, s in enumerate(spaces)]
+        timed = timer.time(anchors)
+        correction = corrections(timed)
+        ctx.console.print("  anchors timed on " + ctx.target.runtime + ": " + ", ".join(
+            f"{t.space} {t.speedup:.2f}x (predicted {t.predicted_speedup:.2f}x)" for t in timed))
     columns = (TextColumn("  {task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[priced]} priced"), TimeElapsedColumn())
-    with Progress(*columns, console=ctx.console, transient=True) as progress:
+    plain = plain_progress(ctx.console, "search", cfg.max_candidates, "candidates scored")
+    scored = [0]
+    with Progress(*columns, console=ctx.console, transient=True, disable=bar_disabled(ctx.console)) as progress:
         task = progress.add_task("scored", total=cfg.max_candidates, priced=0)
 
         def evaluate(space: Space, arch: dict, origin: str, index: int) -> Candidate:
-            c = evaluate_arch(ctx, probe, t_ms, space, arch, origin, index, [cfg.score])
+            c = evaluate_arch(ctx, probe, t_ms, space, arch, origin, index, [cfg.score], correction)
             progress.update(task, advance=int(c.fits), priced=index + 1)
+            scored[0] += int(c.fits)
+            if plain is not None:
+                plain.update(scored[0], f"{index + 1} priced")
             return c
 
         candidates = evolve(spaces, evaluate, ctx.cfg.seed, cfg.max_candidates, cfg.population)
+    if plain is not None:
+        plain.finish(f"{len(candidates)} priced")
     ranked = sorted((c for c in candidates if c.fits), key=lambda c: (-c.score, c.latency_ms, c.index))
+    pick = ranked[0] if ranked else None
+    if timer is not None and ranked:
+        pick, timed, correction = _pick_measured(ctx, timer, ranked, timed, correction)
     front = pareto_front(candidates)
-    folder = ctx.stage_dir("search")
     b = ctx.budgets
+    measured = {t.index: t for t in timed}
     result = {
         "schema": SCHEMA, "target": ctx.target.name, "profile": ctx.profile.name, "precision": ctx.target.precision,
         "batch_size": ctx.target.batch_size, "score": cfg.score, "seed": ctx.cfg.seed,
-        "limits": {"latency_ms": b.latency_ms, "memory_mb": b.memory_mb,
-                   "max_teacher_latency_ratio": cfg.max_teacher_latency_ratio,
+        "limits": {"latency_ms": b.latency_ms, "memory_mb": b.memory_mb, "min_speedup": need,
+                   "speedup_margin": cfg.speedup_margin,
                    "teacher_latency_ms": {"value": t_ms, "source": "predicted",
-                                         "precision": ctx.target.precision}},
+                                         "precision": speedup_precision(ctx)}},
         "spaces": [asdict(s) for s in spaces],
         "probe": {"samples": len(probe.y), "cam_classes": probe.classes.tolist(), "teacher": probe.teacher.describe()},
         "evaluated": len(candidates), "fit": len(ranked),
         "dropped": dict(Counter(v for c in candidates for v in c.violations)),
-        "candidates": [asdict(c) for c in candidates],
+        "candidates": [asdict(c) | ({"measured": measured[c.index].as_dict()} if c.index in measured else {})
+                       for c in candidates],
         "pareto_front": [c.index for c in front],
         "top_k": [c.index for c in ranked[:cfg.top_k]],
-        "pick": ranked[0].arch if ranked else None,
-        "pick_index": ranked[0].index if ranked else None,
+        "pick": pick.arch if pick else None,
+        "pick_index": pick.index if pick else None,
+        "measurement": ({"runtime": ctx.target.runtime, "teacher": timer.teacher_timings[-1],
+                         "timed": [t.as_dict() for t in timed], "corrections": correction,
+                         "seconds": timer.seconds} if timer is not None else {"blocker": blocker}),
         "seconds": time.perf_counter() - start,
     }
-    if ranked:
-        limit = min(t_ms * cfg.max_teacher_latency_ratio, b.latency_ms or float("inf"))
-        result["plot"] = plot_front(candidates, front, ranked[0], limit, cfg.score, folder / "pareto.png").name
+    if pick is not None:
+        limit = min(t_ms / need, b.latency_ms or float("inf"))
+        result["plot"] = plot_front(candidates, front, pick, limit, cfg.score, folder / "pareto.png").name
     (folder / "search.json").write_text(json.dumps(result, indent=2))
     if not ranked:
-        raise _nothing_fits(candidates, b, t_ms, cfg.max_teacher_latency_ratio, result["dropped"])
-    ctx.console.print(front_table(front, ranked[0], ranked[:cfg.top_k], cfg.score, ctx.target.name))
+        raise _nothing_fits(candidates, b, result["dropped"])
+    if pick is None:
+        raise _none_fast_enough(ctx, timed, candidates, need)
+    ctx.console.print(front_table(front, pick, ranked[:cfg.top_k], cfg.score, ctx.target.name))
     dropped = ", ".join(f"{n} over {k}" for k, n in result["dropped"].items()) or "none dropped"
-    pick = ranked[0]
+    said = (f"measured {measured[pick.index].speedup:.2f}x faster than the teacher "
+            f"[{measured[pick.index].speedup_interval[0]:.2f} .. {measured[pick.index].speedup_interval[1]:.2f}] "
+            f"on {ctx.target.runtime}; {len(timed)} timed in {timer.seconds:.0f} s"
+            if pick.index in measured else f"predicted {pick.latency_ms:.3g} ms")
     ctx.console.print(f"  {len(ranked)}/{len(candidates)} fit ({dropped}); pick #{pick.index} {pick.space} "
-                      f"(score {pick.score:.4g}, predicted {pick.latency_ms:.3g} ms, {pick.memory_mb:.3g} MB)")
+                      f"(score {pick.score:.4g}, {said}, {pick.memory_mb:.3g} MB predicted)")
     return result
 
 
-def _nothing_fits(candidates: list[Candidate], b, teacher_ms: float, ratio: float, dropped: dict) -> BudgetFailed:
+def _fits_nowhere(ctx: Context, probe: Probe, teacher_ms: float, spaces: list[Space]) -> bool:
+    """Every space's smallest network breaks the latency or memory budget: nothing can fit, and the
+    evolution will say so without anything timed."""
+    smallest = [evaluate_arch(ctx, probe, teacher_ms, s, s.minimal(), "smallest", -1, []) for s in spaces]
+    return all(set(c.violations) - {"speedup"} for c in smallest)
+
+
+ANCHOR_SAMPLES = 16  # random archs priced per space to find one predicted right at the required speed-up
+
+
+def _boundary_anchor(ctx: Context, probe: Probe, teacher_ms: float, space: Space, index: int,
+                     rng: np.random.Generator) -> Candidate:
+    """Of a few random archs of `space`, the one the cost model puts nearest the speed-up the pick needs:
+    timing it corrects the predictions where they decide which candidates fit."""
+    bar = math.log(required_speedup(ctx) * (1 + ctx.cfg.search.speedup_margin))
+    priced = [evaluate_arch(ctx, probe, teacher_ms, space, space.sample(rng), "anchor", index, [])
+              for _ in range(ANCHOR_SAMPLES)]
+    return min(priced, key=lambda c: abs(math.log(c.predicted_speedup) - bar))
+
+
+def _pick_measured(ctx: Context, timer, ranked: list[Candidate], timed: list,
+                   correction: dict[str, float]):
+    """Time the best-scoring candidates (top_k a batch) against the teacher until the best-scoring one whose
+    measured speed-up clears the budget with margin is known: (pick or None, everything timed, corrections)."""
+    from edgekd.search.measured import corrections
+
+    cfg, need = ctx.cfg.search, required_speedup(ctx)
+    bar = need * (1 + cfg.speedup_margin)
+    latency_limit = ctx.budgets.latency_ms or float("inf")
+    by_index = {c.index: c for c in ranked}
+
+    def passing():
+        ok = [t for t in timed if t.index in by_index and t.speedup_interval[0] >= bar
+              and t.latency_interval[1] <= latency_limit]
+        return max(ok, key=lambda t: (by_index[t.index].score, -t.latency_ms), default=None)
+
+    done = {t.index for t in timed}
+    for _ in range(cfg.measure_rounds):
+        best = passing()
+        pool = [c for c in ranked if c.index not in done
+                and c.predicted_speedup * correction.get(c.space, 1.0) >= need
+                and (best is None or c.score > by_index[best.index].score)]
+        if not pool:
+            break
+        batch = pool[:cfg.top_k]
+        timed = timed + timer.time(batch)
+        done |= {c.index for c in batch}
+        correction = correction | corrections(timed)
+        ctx.console.print(f"  timed {len(batch)} candidates against the teacher on {ctx.target.runtime}: "
+                          + ", ".join(f"#{t.index} {t.speedup:.2f}x" for t in timed[-len(batch):]))
+    best = passing()
+    return (by_index[best.index] if best else None), timed, correction
+
+
+def _none_fast_enough(ctx: Context, timed: list, candidates: list[Candidate], need: float) -> BudgetFailed:
+    """No timed candidate clears the speed-up (with margin): name the fastest and what it would need."""
+    margin = ctx.cfg.search.speedup_margin
+    fastest = max(timed, key=lambda t: t.speedup)
+    arch = next(c.arch for c in candidates if c.index == fastest.index) if fastest.index >= 0 else "an anchor"
+    lo, hi = fastest.speedup_interval
+    known = [BudgetResult("speedup", need, fastest.speedup, "measured", False, (lo, hi),
+                          "fastest candidate timed in the search", "fail" if hi < need else "inconclusive")]
+    if lo >= need:
+        hint = f"--set search.speedup_margin={math.floor(100 * (lo / need - 1)) / 100:g} would take it"
+    elif lo / (1 + margin) >= 1:
+        hint = f"--min-speedup {math.floor(10 * lo / (1 + margin)) / 10:g} would take it"
+    else:
+        hint = "none is measurably faster than the teacher; add smaller networks to search.spaces"
+    return BudgetFailed(f"search: none of {len(timed)} candidates timed on {ctx.target.runtime} is {need:g}x faster "
+                        f"than the teacher with a {100 * margin:g}% margin; the fastest, #{fastest.index} "
+                        f"{json.dumps(arch)}, runs {fastest.speedup:.2f}x [{lo:.2f} .. {hi:.2f}]: {hint}", known)
+
+
+def _nothing_fits(candidates: list[Candidate], b, dropped: dict) -> BudgetFailed:
     fastest = min(candidates, key=lambda c: (c.latency_ms, c.index))
     needs = []
     if b.latency_ms is not None and fastest.latency_ms > b.latency_ms:
         needs.append(f"--latency-ms {fastest.latency_ms:.3g}")
-    if fastest.latency_ms > teacher_ms * ratio:
-        ratio_needed = fastest.latency_ms / teacher_ms if teacher_ms > 0 else 1.0  # a teacher priced at 0 ms
-        needs.append(f"--set search.max_teacher_latency_ratio={min(1.0, ratio_needed):.3g}")
+    if "speedup" in fastest.violations:
+        needs.append(f"--min-speedup {math.floor(10 * max(1.0, fastest.predicted_speedup)) / 10:g} or less")
     if b.memory_mb is not None and fastest.memory_mb > b.memory_mb:
         needs.append(f"--memory-mb {fastest.memory_mb:.3g}")
     counts = ", ".join(f"{n} over {k}" for k, n in dropped.items())
@@ -170,4 +308,4 @@ def _nothing_fits(candidates: list[Candidate], b, teacher_ms: float, ratio: floa
     return BudgetFailed(f"search: none of {len(candidates)} candidates fits ({counts}); the fastest, {fastest.space} "
                         f"{json.dumps(fastest.arch)}, is predicted at {fastest.latency_ms:.3g} ms and "
                         f"{fastest.memory_mb:.3g} MB "
-                        f"({fastest.reason}); it would need {' and '.join(needs)}", known)
+                        f"({fastest.reason}); it would need {' and '.join(needs) or 'a larger budget'}", known)

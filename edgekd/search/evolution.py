@@ -26,10 +26,12 @@ class Candidate:
     memory_mb: float  # predicted for the target
     fits: bool
     reason: str  # why it was dropped ("" when it fits)
-    violations: tuple[str, ...]  # which limits it breaks: latency_ms, memory_mb, teacher_latency_ratio
+    violations: tuple[str, ...]  # which limits it breaks: latency_ms, memory_mb, speedup
     score: float | None  # the search score; None when not scored (over budget)
     scores: dict[str, float] = field(default_factory=dict)  # every score computed for it
     memory_interval: tuple[float, float] | None = None  # the memory prediction's band
+    # teacher / candidate latency predicted at the runtime's float precision, before any correction
+    predicted_speedup: float | None = None
 
 
 # (space, arch, origin, index) -> Candidate

@@ -1,0 +1,138 @@
+"""Interleaved timing: several models timed in alternating blocks in one process, so the machine's
+drift (other jobs, clocks, a VM's neighbours) lands on every model alike and cancels in their ratios.
+
+    timed = time_interleaved({"teacher": t_session, "student": s_session}, x, seconds=3)
+    timed.speedup("teacher", "student")   # Ratio(value=4.2, interval=(3.9, 4.5))
+
+A round times one block (a few milliseconds of calls) of each model, in an order that rotates from round
+to round; a model's figure is the median of its block medians. The speed-up's interval is a paired
+bootstrap over rounds: a round's blocks ran seconds apart at most, so resampling rounds keeps each
+ratio's numerator and denominator from the same spell of the machine.
+
+What one process cannot see is what differs between processes: where each session's buffers landed in
+memory, how its thread pool met the cores. Each model is therefore loaded as `replicas` sessions
+(fresh allocations) that take turns across rounds, and a ratio's interval is never narrower than
+RATIO_FLOOR either side: across fresh processes the same pair's speed-up moved by up to about 1%
+(benchmarks/outcome.py prints five such runs), which a single run's rounds alone under-state.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+BLOCK_SECONDS = 0.01  # one block's length: long enough to time, short enough that many rounds fit
+MIN_BLOCK_CALLS = 3
+MIN_ROUNDS = 12
+WARMUP_SECONDS = 0.2  # per session: lazy initialisation, page faults, the CPU clocking up
+RATIO_FLOOR = 0.02  # the least relative half-width of a ratio's interval (between-process spread, above)
+N_BOOT = 2000
+REPLICAS = 2  # sessions per model, taking turns across rounds
+
+
+@dataclass(frozen=True)
+class Ratio:
+    """a / b of two interleaved models' latencies, with its paired-bootstrap 95% interval."""
+
+    value: float
+    interval: tuple[float, float]
+
+    def text(self) -> str:
+        return f"{self.value:.2f}x [{self.interval[0]:.2f} .. {self.interval[1]:.2f}]"
+
+
+@dataclass(frozen=True)
+class Interleaved:
+    """Per model, its block medians (ms), one per round, in the same rounds for every model."""
+
+    blocks_ms: dict[str, np.ndarray]
+    calls_per_block: dict[str, int]
+    seconds: float
+
+    @property
+    def rounds(self) -> int:
+        return len(next(iter(self.blocks_ms.values())))
+
+    def latency_ms(self, name: str) -> float:
+        return float(np.median(self.blocks_ms[name]))
+
+    def interval_ms(self, name: str) -> tuple[float, float]:
+        """95% bootstrap interval of the median block (rounds resampled): spans the whole timed period."""
+        b = self.blocks_ms[name]
+        boot = np.median(b[_resamples(len(b))], axis=1)
+        return float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))
+
+    def speedup(self, slow: str, fast: str) -> Ratio:
+        """latency(slow) / latency(fast): how many times faster `fast` runs."""
+        a, b = self.blocks_ms[slow], self.blocks_ms[fast]
+        idx = _resamples(len(a))
+        boot = np.median(a[idx], axis=1) / np.median(b[idx], axis=1)
+        value = float(np.median(a) / np.median(b))
+        lo, hi = float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))
+        return Ratio(value, (min(lo, value * (1 - RATIO_FLOOR)), max(hi, value * (1 + RATIO_FLOOR))))
+
+    def figures(self, name: str) -> dict:
+        """The report's latency fields for one model."""
+        return {"latency_ms": self.latency_ms(name), "latency_interval": list(self.interval_ms(name)),
+                "latency_source": "measured",
+                "latency_timing": {"method": "interleaved blocks", "rounds": self.rounds,
+                                   "calls_per_block": self.calls_per_block[name], "seconds": self.seconds}}
+
+
+def _resamples(n: int) -> np.ndarray:
+    return np.random.default_rng(0).integers(0, n, size=(N_BOOT, n))
+
+
+def time_interleaved(runners: dict[str, list[Callable[[], object]]], seconds: float = 3.0,
+                     min_rounds: int = MIN_ROUNDS) -> Interleaved:
+    """Time each named model (one callable per replica session) in rotating blocks for about `seconds`
+    (at least `min_rounds` rounds). Replicas take turns: round r runs replica r % len(replicas)."""
+    names = list(runners)
+    per_call = {}
+    for name, replicas in runners.items():
+        for run in replicas:
+            start, calls = time.perf_counter(), 0
+            while time.perf_counter() - start < WARMUP_SECONDS or calls < MIN_BLOCK_CALLS:
+                run()
+                calls += 1
+        # the warm-up's last calls give the block size: each block about BLOCK_SECONDS long
+        t = time.perf_counter()
+        for _ in range(MIN_BLOCK_CALLS):
+            replicas[0]()
+        per_call[name] = (time.perf_counter() - t) / MIN_BLOCK_CALLS
+    calls = {n: max(MIN_BLOCK_CALLS, int(BLOCK_SECONDS / max(per_call[n], 1e-7))) for n in names}
+    round_s = sum((calls[n] + 1) * per_call[n] for n in names)
+    rounds = max(min_rounds, int(seconds / max(round_s, 1e-9)))
+    blocks: dict[str, list[float]] = {n: [] for n in names}
+    start = time.perf_counter()
+    for r in range(rounds):
+        k = r % len(names)
+        order = names[k:] + names[:k]
+        if r % 2:
+            order.reverse()
+        for name in order:
+            run = runners[name][r % len(runners[name])]
+            run()  # untimed: the first call after a switch meets cold caches and the last model's spinning threads
+            samples = np.empty(calls[name])
+            for i in range(calls[name]):
+                t = time.perf_counter()
+                run()
+                samples[i] = time.perf_counter() - t
+            blocks[name].append(float(np.median(samples)) * 1e3)
+    return Interleaved({n: np.array(v) for n, v in blocks.items()}, calls, time.perf_counter() - start)
+
+
+def load_replicas(artifact, threads: int, n: int = REPLICAS) -> list:
+    """`n` independent sessions of one artifact (each with its own allocations and thread pool)."""
+    from edgekd.runtimes import create_backend
+
+    backend = create_backend(artifact.runtime)
+    return [backend.load(artifact, threads) for _ in range(n)]
+
+
+def time_sessions(sessions: dict[str, list], x: np.ndarray, seconds: float = 3.0) -> Interleaved:
+    """time_interleaved over runtime sessions, each run on the same input `x`."""
+    return time_interleaved({n: [lambda s=s: s.run(x) for s in ss] for n, ss in sessions.items()}, seconds)

@@ -1,0 +1,83 @@
+"""`edgekd report DIR`: report.md, junit.xml and report.html redrawn from a run's report.json, and opening
+the page where someone can look at it.
+
+report.json is the record; the other three are views of it. Redrawing them lets an old run get the current
+page, and lets a tool that edits a budget's limit in report.json regenerate the verdicts people read.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import fields
+from pathlib import Path
+
+from edgekd.errors import InputError
+from edgekd.report import BudgetResult, Report, StageRecord, write_outputs
+
+KNOWN = {"schema", "passed", "target", "teacher", "student", "budgets", "stages", "artifacts", "environment",
+         "seed", "notes"}
+
+
+def _only_fields(cls, d: dict) -> dict:
+    # Keys a newer or older edgekd wrote that this one does not know are left out, not fatal.
+    names = {f.name for f in fields(cls)}
+    return {k: v for k, v in d.items() if k in names}
+
+
+def report_from_dict(d: dict) -> Report:
+    """A Report whose to_dict() gives back `d` (the verdict recomputed from the budgets and stages)."""
+    budgets = []
+    for b in d.get("budgets") or []:
+        b = _only_fields(BudgetResult, b)
+        b.setdefault("detail", "")
+        if isinstance(b.get("interval"), list):
+            b["interval"] = tuple(b["interval"])
+        budgets.append(BudgetResult(**b))
+    stages = [StageRecord(**_only_fields(StageRecord, s)) for s in d.get("stages") or []]
+    # a gate report (no search stage) labels its two sides as edgekd check does
+    roles = ("teacher", "student") if any(s.name == "search" for s in stages) else ("reference", "model")
+    return Report(target=d.get("target") or {}, seed=d.get("seed", 0), teacher=d.get("teacher") or {},
+                  student=d.get("student") or {}, budgets=budgets, stages=stages, artifacts=d.get("artifacts") or {},
+                  environment=d.get("environment") or {}, extra={k: v for k, v in d.items() if k not in KNOWN},
+                  notes=list(d.get("notes") or []), roles=roles)
+
+
+def rerender(run: Path) -> Report:
+    """Rewrite report.md, junit.xml and report.html in `run` (a folder, or its report.json)."""
+    path = run / "report.json" if run.is_dir() else run
+    if not path.is_file():
+        raise InputError(f"{run}: no report.json here; give a build's --out folder or a report.json")
+    try:
+        d = json.loads(path.read_text())
+    except ValueError as e:
+        raise InputError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(d, dict) or not isinstance(d.get("budgets", []), list):
+        raise InputError(f"{path}: not an edgekd report (schema edgekd.report/1)")
+    try:
+        report = report_from_dict(d)
+    except TypeError as e:
+        raise InputError(f"{path}: a budget or stage lacks a field ({e})") from None
+    folder = path.parent
+    write_outputs(report, None, folder / "report.md", folder / "junit.xml", folder / "report.html", folder)
+    return report
+
+
+def has_desktop() -> bool:
+    """A browser can show a page here: macOS and Windows always, elsewhere only with a display server."""
+    if sys.platform in ("darwin", "win32"):
+        return True
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
+def open_page(page: Path, console) -> bool:
+    """Open the page in the user's browser where a desktop exists; else say where it is (a CI log, ssh)."""
+    if has_desktop():
+        import webbrowser
+
+        if webbrowser.open(page.resolve().as_uri()):
+            console.print(f"opened {page}", highlight=False)
+            return True
+    console.print(f"report page: {page} (no desktop here to open it on)", highlight=False)
+    return False

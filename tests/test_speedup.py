@@ -1,0 +1,74 @@
+"""The speed-up budget: interleaved timing, its interval, and the rule that a slower student never passes."""
+
+import numpy as np
+import pytest
+import torch
+
+from edgekd.config import Budgets
+from edgekd.gate.verdict import decide, exit_code
+from edgekd.interleave import RATIO_FLOOR, Interleaved, load_replicas, time_sessions
+from edgekd.report import Report, speedup_text
+
+
+def test_interleaving_cancels_the_machines_drift_in_the_ratio():
+    """A machine that slows down 2x during the run widens each model's latency interval, but the two models'
+    rounds share the drift, so their ratio stays tight around the true 3x."""
+    rng = np.random.default_rng(0)
+    drift = np.linspace(1.0, 2.0, 60)
+    noise = lambda: 1 + 0.01 * rng.standard_normal(60)  # noqa: E731
+    timed = Interleaved({"teacher": 3.0 * drift * noise(), "student": drift * noise()},
+                        {"teacher": 5, "student": 15}, 1.0)
+    lo, hi = timed.interval_ms("student")
+    assert hi / lo > 1.1  # the drift shows in the latency's interval
+    ratio = timed.speedup("teacher", "student")
+    assert ratio.value == pytest.approx(3.0, rel=0.02)
+    assert ratio.interval[0] <= 3.0 <= ratio.interval[1]
+    assert ratio.interval[1] / ratio.interval[0] < 1 + 3 * RATIO_FLOOR  # tight: the floor, not the drift
+
+
+def test_a_ratio_interval_is_never_narrower_than_the_floor():
+    timed = Interleaved({"a": np.full(20, 2.0), "b": np.full(20, 1.0)}, {"a": 1, "b": 1}, 1.0)
+    r = timed.speedup("a", "b")
+    assert r.value == 2.0 and r.interval == pytest.approx((2.0 * (1 - RATIO_FLOOR), 2.0 * (1 + RATIO_FLOOR)))
+
+
+@pytest.mark.parametrize(("interval", "verdict"), [((3.2, 3.6), "pass"), ((2.8, 3.1), "inconclusive"),
+                                                   ((2.0, 2.5), "fail")])
+def test_speedup_is_decided_as_a_minimum(interval, verdict):
+    assert decide(interval, 3.0, at_least=True) == verdict
+
+
+def test_a_student_slower_than_its_teacher_fails(tmp_path):
+    """Real ONNX Runtime sessions: a 'student' far bigger than its 'teacher' is measured slower, its speed-up
+    budget fails even at the loosest limit (1x), and the build's verdict is exit 1."""
+    from edgekd.checks import decide_budgets
+    from edgekd.models.families import create_model
+    from edgekd.onnx_export import export_onnx
+    from edgekd.runtimes import Artifact
+
+    torch.manual_seed(0)
+    paths = {}
+    for name, arch in (("teacher", {"family": "resnet", "widths": [8, 8, 8], "blocks": [1, 1, 1]}),
+                       ("student", {"family": "resnet", "widths": [64, 128, 128], "blocks": [2, 2, 2]})):
+        paths[name] = export_onnx(create_model(arch, 1, 10, (8, 8)).eval(), (1, 8, 8), tmp_path / f"{name}.onnx", {})
+    x = np.zeros((1, 1, 8, 8), np.float32)
+    timed = time_sessions({n: load_replicas(Artifact(p, "onnxruntime", "fp32"), 1) for n, p in paths.items()}, x,
+                          seconds=1.0)
+    ratio = timed.speedup("teacher", "student")
+    assert ratio.interval[1] < 1
+    speedup = {"value": ratio.value, "interval": list(ratio.interval), "source": "measured", "detail": ""}
+    student = timed.figures("student") | {"memory_mb": 1.0, "memory_source": "measured"}
+    budgets = decide_budgets(Budgets(latency_ms=1000, memory_mb=100, max_accuracy_drop=1), student,
+                             timed.figures("teacher"), speedup, 0.0)
+    by_name = {b.name: b for b in budgets}
+    assert by_name["speedup"].verdict == "fail" and by_name["speedup"].limit == 1.0
+    assert all(by_name[n].passed for n in ("latency_ms", "memory_mb", "accuracy_drop"))
+    report = Report(target={}, seed=0, budgets=budgets)
+    assert exit_code(report.verdict) == 1
+    assert "SLOWER than the teacher" in speedup_text(speedup)
+
+
+def test_speedup_text_reads_as_the_terminal_says_it():
+    assert speedup_text({"value": 4.2, "interval": [3.9, 4.5], "source": "measured"}) == \
+        "4.20x faster [3.90 .. 4.50] (measured)"
+    assert speedup_text({"value": 2.0, "source": "predicted"}) == "2.00x faster (predicted)"
