@@ -82,7 +82,8 @@ def handle_errors(fn):
             if verbosity() == VERBOSE:
                 err_console.print_exception()
             label = "[red]error:[/]" if e.exit_code == 2 else "[red]failed:[/]"
-            err_console.print(f"{label} {escape(str(e))}", highlight=False, soft_wrap=True)
+            text = " ".join(str(e).split()) if e.exit_code == 2 else str(e)  # bad input is one line, always
+            err_console.print(f"{label} {escape(text)}", highlight=False, soft_wrap=True)
             raise typer.Exit(e.exit_code) from None
         except KeyboardInterrupt:
             raise typer.Exit(130) from None
@@ -145,6 +146,7 @@ def build(target: Target = "host-cpu", config: ConfigFile = None, teacher: Teach
           max_accuracy_drop: DropOpt = None, epochs: EpochsOpt = None, seed: SeedOpt = None,
           device: DeviceOpt = None, input_size: SizeOpt = None, mean: MeanOpt = None, std: StdOpt = None,
           method: MethodOpt = None, set_: SetOpt = None, remote: RemoteOpt = None,
+          overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace the run already in --out.")] = False,
           min_speedup: MinSpeedupOpt = None,
           ship: Annotated[str | None, typer.Option(
               "--ship", help="student | best: best ships the teacher compressed without distillation when it "
@@ -163,8 +165,11 @@ def build(target: Target = "host-cpu", config: ConfigFile = None, teacher: Teach
                     latency_ms, memory_mb, max_accuracy_drop, epochs, method)
     cfg = load_build_config(config, {**opts, "out": str(out) if out else None, "remote": remote,
                                      "budgets.min_speedup": min_speedup, "ship": ship}, set_ or [])
+    from edgekd.rundir import refuse_earlier_run
+
+    refuse_earlier_run(cfg.out, overwrite)  # before the teacher and data are loaded: that can take minutes
     ctx = _context(cfg)
-    report = run_build(ctx)
+    report = run_build(ctx, overwrite=overwrite)
     if open_:
         from edgekd.rerender import open_page
 
@@ -248,6 +253,7 @@ def search(target: Target = "host-cpu", config: ConfigFile = None, teacher: Teac
                                                                        "round) and listed.")] = None,
            min_speedup: MinSpeedupOpt = None, set_: SetOpt = None):
     """Pick a student within the budgets without training; writes OUT/search/search.json and pareto.png."""
+    from edgekd.rundir import make_dir
     from edgekd.search import run_search
 
     cfg = build_config(config, out, set_, **_options(target, teacher, teacher_weights, trust_pickle, data, seed,
@@ -256,7 +262,7 @@ def search(target: Target = "host-cpu", config: ConfigFile = None, teacher: Teac
                           "search.max_candidates": candidates, "search.top_k": top_k,
                           "budgets.min_speedup": min_speedup})
     ctx = _context(cfg)
-    ctx.out.mkdir(parents=True, exist_ok=True)
+    make_dir(ctx.out)
     ctx.save_config()
     run_search(ctx)
     console.print(f"wrote {ctx.out / 'search' / 'search.json'}")
@@ -277,6 +283,7 @@ def distill(out: Annotated[Path, typer.Option("--out", help="Run folder holding 
     """Distil the searched (or --arch) student from the teacher; writes OUT/distill/."""
     from edgekd.distill import run_distill
     from edgekd.errors import InputError
+    from edgekd.rundir import make_dir
 
     cfg = build_config(config, out, set_, **_options(target, teacher, teacher_weights, trust_pickle, data, seed,
                                                      device, epochs=epochs, method=method))
@@ -291,7 +298,7 @@ def distill(out: Annotated[Path, typer.Option("--out", help="Run folder holding 
         if not path.is_file():
             raise InputError(f"--out {out}: no search/search.json; run `edgekd search --out {out}` or pass --arch")
         pick = json.loads(path.read_text())["pick"]
-    ctx.out.mkdir(parents=True, exist_ok=True)
+    make_dir(ctx.out)
     ctx.save_config()
     run_distill(ctx, pick, resume=resume, nproc_per_node=nproc_per_node)
 

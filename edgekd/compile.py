@@ -305,9 +305,14 @@ def compile_model(onnx_path: Path, out_dir: Path, runtime: str, precision: str |
     import platform
 
     from edgekd.errors import InputError
+    from edgekd.validate import check_model_file
 
-    if not onnx_path.is_file() or onnx_path.suffix != ".onnx":
-        raise InputError(f"MODEL '{onnx_path}': need an existing .onnx file")
+    check_model_file(onnx_path)  # a damaged ONNX must not ship as an artifact
+    if onnx_path.suffix != ".onnx":
+        raise InputError(f"MODEL '{onnx_path}': need an .onnx file")
+    from edgekd.rundir import make_dir
+
+    make_dir(out_dir)
     backend = create_backend(runtime)
     reason = backend.unavailable_reason()
     if reason:

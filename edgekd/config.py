@@ -200,8 +200,9 @@ class BuildConfig(Strict):
 def format_validation_error(where: str, err: ValidationError) -> str:
     """One line: the file (or option), the dotted field, and what is wrong with it."""
     first = err.errors()[0]
-    field = ".".join(str(p) for p in first["loc"]) or "(top level)"
-    msg = first["msg"]
+    # a key may hold any text (newlines too): escaped, so the message stays one line
+    field = ".".join(str(p).encode("unicode_escape").decode() for p in first["loc"]) or "(top level)"
+    msg = " ".join(first["msg"].split())
     if first["type"] == "extra_forbidden":
         msg = "unknown field; remove it or check its spelling"
     more = f" (and {err.error_count() - 1} more)" if err.error_count() > 1 else ""
@@ -213,10 +214,19 @@ def read_yaml(path: Path) -> dict[str, Any]:
         data = yaml.safe_load(path.read_text())
     except FileNotFoundError:
         raise InputError(f"{path}: file not found") from None
+    except IsADirectoryError:
+        raise InputError(f"{path}: is a directory; give a .yaml file") from None
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: not a text file (YAML must be UTF-8 text)") from None
+    except OSError as e:
+        raise InputError(f"{path}: cannot be read ({e.strerror or e})") from None
+    except RecursionError:
+        raise InputError(f"{path}: nested too deeply to read; simplify the YAML") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
-        raise InputError(f"{path}:{where} is not valid YAML ({getattr(e, 'problem', e)}); fix the syntax") from None
+        problem = " ".join(str(getattr(e, "problem", None) or e).split())  # one line, as exit 2 promises
+        raise InputError(f"{path}:{where} is not valid YAML ({problem}); fix the syntax") from None
     if not isinstance(data, dict):
         raise InputError(f"{path}: expected a mapping of fields at the top level, got {type(data).__name__}")
     return data

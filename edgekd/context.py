@@ -63,6 +63,14 @@ def make_context(cfg: BuildConfig, console: Console | None = None) -> Context:
     if target.runtime not in profile.runtimes:
         raise InputError(f"target '{target.name}': runtime '{target.runtime}' is not one of profile "
                          f"'{profile.name}' runtimes {profile.runtimes}")
+    from edgekd.rundir import check_out_path
+
+    out = cfg.out or default_out(target.name)
+    check_out_path(out)  # a file in the way is bad input now, not an OSError after the search
+    if cfg.remote:  # a bad address fails here, not after the search and distillation
+        from edgekd.remote import parse_destination
+
+        parse_destination(cfg.remote)
     device = pick_device(cfg.device)
     from edgekd.models.embedded_teacher import RECIPES, embedded_teacher, source_name
 
@@ -80,9 +88,6 @@ def make_context(cfg: BuildConfig, console: Console | None = None) -> Context:
         teacher.num_classes, teacher.source = data.num_classes, source_name(cfg.data)
     elif teacher.module is not None:
         teacher.module.to(device).eval()
-    out = cfg.out or default_out(target.name)
-    if out.exists() and not out.is_dir():
-        raise InputError(f"--out '{out}': exists and is not a folder")
     return Context(cfg, target, profile, target.budgets.merged(cfg.budgets), teacher, data, out, device, console)
 
 

@@ -64,7 +64,22 @@ def _weigh_alternatives(ctx: Context, report: Report, result) -> None:
         report.extra["shipped"] = name if better and ctx.cfg.ship == "best" else "student"
 
 
-def build(ctx: Context) -> Report:
+def build(ctx: Context, overwrite: bool = False) -> Report:
+    """The whole run in a staging folder that replaces OUT when it ends (edgekd.rundir)."""
+    from edgekd.rundir import staged_run
+
+    final = ctx.out
+    with staged_run(final, overwrite) as staging:
+        ctx.out = staging
+        try:
+            report = _build(ctx)
+        finally:
+            ctx.out = final
+    ctx.console.print(f"report: {final / 'report.json'}")
+    return report
+
+
+def _build(ctx: Context) -> Report:
     from edgekd.checks import run_check
     from edgekd.compile import run_compile
     from edgekd.distill import run_distill
@@ -133,8 +148,12 @@ def build(ctx: Context) -> Report:
             report.stages.append(StageRecord(name, "failed", time.perf_counter() - start, str(e)))
             ctx.console.print(f"[red]{name} failed[/]: {escape(str(e))}")
             failed = name
+    if failed:
+        from edgekd.unreached import complete_budgets, known_teacher_figures
+
+        complete_budgets(report, ctx.budgets, failed)
+        report.teacher = known_teacher_figures(ctx, state) | report.teacher
     report.environment = environment(create_backend(t.runtime).versions())
     write_report(report, ctx.out)
     print_summary(report, ctx.console)
-    ctx.console.print(f"report: {ctx.out / 'report.json'}")
     return report

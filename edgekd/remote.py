@@ -17,6 +17,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -26,7 +27,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit
 
 from edgekd.errors import InputError, StageFailed
 
@@ -63,35 +63,94 @@ class RemoteResult:
     files: dict[str, Path]  # fetched outputs: remote name -> local path
 
 
+# What OpenSSH accepts as a user and a host name, and nothing that could read as an option: a user or host
+# that starts with "-" would otherwise reach ssh as a flag (-oProxyCommand=... runs a local command).
+_USER = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,63}")
+_LABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
+_HOST = re.compile(rf"{_LABEL}(?:\.{_LABEL})*\.?")
+_IPV6 = re.compile(r"[0-9A-Fa-f:.]+(?:%[A-Za-z0-9_.-]+)?")
+_SPEC = re.compile(r"ssh://(?:(?P<userinfo>[^@/]*)@)?(?P<host>\[[^\]/]*\]|[^:/\[\]]*)(?::(?P<port>[^/]*))?/?")
+_ENV_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _spec_error(url: str, why: str) -> InputError:
+    return InputError(f"--remote '{url}': expected ssh://user@host[:port] (no password; use an ssh key): {why}")
+
+
+def parse_destination(url: str) -> tuple[str | None, str, int]:
+    """(user, host, port) of `ssh://[user@]host[:port]`, refusing anything ssh could read as an option."""
+    m = _SPEC.fullmatch(url) if isinstance(url, str) else None
+    if m is None:
+        raise _spec_error(url, "not an ssh:// address" if not str(url).startswith("ssh://") else "malformed")
+    user, host, port_text = m["userinfo"], m["host"], m["port"]
+    if user is not None and ":" in user:
+        raise _spec_error(url, "a password in the address is not supported")
+    if user is not None and not _USER.fullmatch(user):
+        raise _spec_error(url, f"user '{user}' is not a valid login name (letters, digits, '.', '_', '-'; "
+                               "not starting with '-')")
+    if host.startswith("["):
+        host = host[1:-1]
+        if not _IPV6.fullmatch(host) or ":" not in host:
+            raise _spec_error(url, f"'[{host}]' is not an IPv6 address")
+    elif not host:
+        raise _spec_error(url, "no host")
+    elif not _HOST.fullmatch(host):
+        raise _spec_error(url, f"host '{host}' is not a valid host name or address (not starting with '-')")
+    port = 22
+    if port_text is not None:
+        if not port_text.isdigit() or not port_text.isascii():
+            raise _spec_error(url, f"port '{port_text}' is not a number")
+        port = int(port_text)
+        if not 1 <= port <= 65535:
+            raise _spec_error(url, f"port {port} is out of range 1..65535")
+    return user, host, port
+
+
 def parse_remote(url: str, **overrides) -> RemoteSpec:
     """`ssh://[user@]host[:port]` -> RemoteSpec. Per-machine settings come from the environment, so a
     build config stays portable: EDGEKD_SSH_KEY, EDGEKD_SSH_KNOWN_HOSTS, EDGEKD_REMOTE_PYTHON (the device's
     interpreter with edgekd, default python3), EDGEKD_REMOTE_ENV ("K=V K2=V2" for the command there).
     Keyword overrides (identity, known_hosts, python, env) win over the environment."""
-    parts = urlsplit(url)
-    try:
-        port = parts.port or 22
-    except ValueError:
-        port = -1
-    if parts.scheme != "ssh" or not parts.hostname or port < 1 or parts.path not in ("", "/") or parts.password:
-        raise InputError(f"--remote '{url}': expected ssh://user@host[:port] (no password; use an ssh key)")
+    user, host, port = parse_destination(url)
     env = os.environ
+    try:
+        pairs = shlex.split(env.get("EDGEKD_REMOTE_ENV", ""))
+    except ValueError as e:
+        raise InputError(f"EDGEKD_REMOTE_ENV: not a list of K=V words ({e})") from None
     settings = {"identity": Path(env["EDGEKD_SSH_KEY"]) if env.get("EDGEKD_SSH_KEY") else None,
                 "known_hosts": Path(env["EDGEKD_SSH_KNOWN_HOSTS"]) if env.get("EDGEKD_SSH_KNOWN_HOSTS") else None,
                 "python": env.get("EDGEKD_REMOTE_PYTHON") or None,
-                "env": dict(kv.split("=", 1) for kv in shlex.split(env.get("EDGEKD_REMOTE_ENV", "")) if "=" in kv)}
+                "env": dict(kv.split("=", 1) for kv in pairs if "=" in kv)}
     settings |= {k: v for k, v in overrides.items() if v is not None}
-    return RemoteSpec(host=parts.hostname, user=parts.username, port=port,
-                      **{k: v for k, v in settings.items() if v is not None})
+    return RemoteSpec(host=host, user=user, port=port, **{k: v for k, v in settings.items() if v is not None})
+
+
+def _check_spec(spec: RemoteSpec) -> None:
+    """A RemoteSpec made in code gets the same checks as a parsed address before anything reaches ssh."""
+    if spec.user is not None and not _USER.fullmatch(spec.user):
+        raise InputError(f"--remote: user '{spec.user}' is not a valid login name (not starting with '-')")
+    if not (_HOST.fullmatch(spec.host) or (":" in spec.host and _IPV6.fullmatch(spec.host))):
+        raise InputError(f"--remote: host '{spec.host}' is not a valid host name or address")
+    if not isinstance(spec.port, int) or not 1 <= spec.port <= 65535:
+        raise InputError(f"--remote: port {spec.port} is out of range 1..65535")
+    bad = [k for k in spec.env if not _ENV_KEY.fullmatch(k)]
+    if bad:
+        raise InputError(f"EDGEKD_REMOTE_ENV: '{bad[0]}' is not a variable name (letters, digits, '_')")
+    for name, path in (("EDGEKD_SSH_KEY", spec.identity), ("EDGEKD_SSH_KNOWN_HOSTS", spec.known_hosts)):
+        # ssh splits -o values on whitespace and reads quotes: such a path would smuggle in more options
+        if path is not None and any(c in str(path) for c in " \t\n\"'="):
+            raise InputError(f"{name} '{path}': spaces, quotes or '=' in this path; move the file")
 
 
 def _ssh(spec: RemoteSpec, command: str) -> list[str]:
+    _check_spec(spec)
     args = ["ssh", "-p", str(spec.port), "-o", "BatchMode=yes", "-o", f"ConnectTimeout={spec.connect_timeout_s}"]
     if spec.identity:
         args += ["-i", str(spec.identity), "-o", "IdentitiesOnly=yes"]
     if spec.known_hosts:
         args += ["-o", f"UserKnownHostsFile={spec.known_hosts}", "-o", "StrictHostKeyChecking=yes"]
-    return [*args, f"{spec.user}@{spec.host}" if spec.user else spec.host, command]
+    # "--": whatever follows is the destination and the remote command, never an option of ssh's
+    return [*args, "--", f"{spec.user}@{spec.host}" if spec.user else spec.host, command]
 
 
 def _call(spec: RemoteSpec, command: str, stdin: bytes = b"", timeout_s: float = 60) -> subprocess.CompletedProcess:
@@ -140,7 +199,11 @@ def run_remote(remote: str | RemoteSpec, args: Sequence[str | Path], files: Sequ
     spec = parse_remote(remote) if isinstance(remote, str) else remote
     uploads = _uploads([*files, *(Path(f).with_suffix(".bin") for f in files
                                   if Path(f).suffix == ".xml" and Path(f).with_suffix(".bin").is_file())])
-    by_path = {str(Path(p)): name for name, p in uploads.items()}
+    # "./" keeps an uploaded file whose name starts with "-" from reading as an option on the device
+    by_path = {str(Path(p)): f"./{name}" if name.startswith("-") else name for name, p in uploads.items()}
+    for name in fetch:  # the remote script lists these to tar unquoted: plain relative names only
+        if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9._-]*(/[A-Za-z0-9_][A-Za-z0-9._-]*)*", name):
+            raise InputError(f"fetch '{name}': not a plain relative file name")
     argv = [by_path.get(str(a), str(a)) for a in args]
     head = [spec.python, "-m", "edgekd"] if edgekd else []
     env = " ".join(f"{k}={shlex.quote(v)}" for k, v in spec.env.items())
@@ -281,7 +344,9 @@ def remote_compile(remote: str | RemoteSpec, onnx_path: Path, runtime: str, prec
     and its build record come back into `into`. For TensorRT int8, pass a Q/DQ ONNX (made here from the
     calibration subset) or a calibration .npy."""
     from edgekd.runtimes import Artifact, save_artifact
+    from edgekd.validate import check_model_file
 
+    check_model_file(onnx_path)  # before the upload: a damaged file is bad input here, not on the device
     args: list[str | Path] = ["compile", onnx_path, "--runtime", runtime, "--batch", str(batch),
                               "--out", "compiled", "--json", *(["--precision", precision] if precision else [])]
     files = [onnx_path]

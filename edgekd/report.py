@@ -21,7 +21,7 @@ class BudgetResult:
     limit: float | None
     value: float | None
     source: str  # measured | predicted
-    passed: bool
+    passed: bool | None  # None: not reached (the run stopped before the stage that checks it)
     interval: tuple[float, float] | None = None
     detail: str = ""
     # pass | fail | inconclusive where a gate decided it from an interval (edgekd check); "" elsewhere.
@@ -112,7 +112,12 @@ def _interval(b: BudgetResult) -> str:
     return f"{b.interval[0]:.4g} .. {b.interval[1]:.4g}" if b.interval else ""
 
 
-RESULT_MD = {"pass": "pass", "fail": "**FAIL**", "inconclusive": "**INCONCLUSIVE**"}
+RESULT_MD = {"pass": "pass", "fail": "**FAIL**", "inconclusive": "**INCONCLUSIVE**", "not reached": "not reached"}
+
+
+def _outcome(b: BudgetResult) -> str:
+    """pass | fail | inconclusive | not reached (passed is None: the run stopped before the budget's stage)."""
+    return "not reached" if b.passed is None else b.verdict or ("pass" if b.passed else "fail")
 HEADLINE = {"pass": "PASSED", "fail": "FAILED", "inconclusive": "INCONCLUSIVE"}
 
 
@@ -123,7 +128,7 @@ def to_markdown(report: Report) -> str:
              "",
              "| budget | value | limit | source | interval | result |", "|---|---|---|---|---|---|"]
     for b in report.budgets:
-        result = RESULT_MD[b.verdict or ("pass" if b.passed else "fail")]
+        result = RESULT_MD[_outcome(b)]
         lines.append(f"| {b.name} | {_fmt(b.value)} | {_fmt(b.limit)} | {b.source} | {_interval(b)} | {result} |")
     if report.notes:
         lines += [""] + [f"- {note}" for note in report.notes]
@@ -143,7 +148,7 @@ def to_markdown(report: Report) -> str:
 def to_junit(report: Report) -> str:
     """One testcase per budget (value, limit, interval as properties and in the message) and one per
     failed stage. An inconclusive budget is an <error>, not a <failure>: nothing was shown to be wrong."""
-    failures = sum(not b.passed and b.verdict != "inconclusive" for b in report.budgets)
+    failures = sum(b.passed is False and b.verdict != "inconclusive" for b in report.budgets)
     failures += sum(s.status == "failed" for s in report.stages)
     errors = sum(not b.passed and b.verdict == "inconclusive" for b in report.budgets)
     suite = ET.Element("testsuite", name=f"edgekd.{report.target.get('name')}",
@@ -162,7 +167,9 @@ def to_junit(report: Report) -> str:
         if b.interval:
             msg += f" interval [{b.interval[0]:.4g}, {b.interval[1]:.4g}]"
         ET.SubElement(case, "system-out").text = msg + (f"; {b.detail}" if b.detail else "")
-        if not b.passed:
+        if b.passed is None:
+            ET.SubElement(case, "skipped", message=b.detail)
+        elif not b.passed:
             kind = "error" if b.verdict == "inconclusive" else "failure"
             ET.SubElement(case, kind, message=msg + (f"; {b.detail}" if b.detail else ""),
                           type=b.verdict or "failure")
@@ -201,10 +208,11 @@ def print_summary(report: Report, console: Console) -> None:
     table = Table(title=f"edgekd {report.target.get('name')}: {HEADLINE[report.verdict]}")
     for col in ("budget", "value", "limit", "source", "interval", "result"):
         table.add_column(col)
-    colours = {"pass": "[green]pass[/]", "fail": "[red]FAIL[/]", "inconclusive": "[yellow]INCONCLUSIVE[/]"}
+    colours = {"pass": "[green]pass[/]", "fail": "[red]FAIL[/]", "inconclusive": "[yellow]INCONCLUSIVE[/]",
+               "not reached": "[dim]not reached[/]"}
     for b in report.budgets:
         table.add_row(b.name, _fmt(b.value), _fmt(b.limit), b.source, _interval(b),
-                      colours[b.verdict or ("pass" if b.passed else "fail")])
+                      colours[_outcome(b)])
     console.print(table)
     for note in report.notes:
         console.print(f"  {note}", highlight=False, markup=False)

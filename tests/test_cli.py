@@ -164,7 +164,7 @@ def bad_inputs(tmp_path, tiny_arch):
 def test_bad_inputs_exit_2_with_one_line_and_keep_earlier_artifacts(host_build, bad_inputs):
     before = _snapshot(host_build)
     for name, (args, expected) in bad_inputs.items():
-        result = cli("build", "--out", host_build, *args)
+        result = cli("build", "--out", host_build, "--overwrite", *args)  # past the earlier-run guard
         lines = [ln for ln in result.stderr.splitlines() if ln.strip() and not set(ln.strip()) <= set("╭─╮│╰╯")]
         assert result.exit_code == 2, f"{name}: exit {result.exit_code}\n{result.output}{result.stderr}"
         assert expected in result.stderr, f"{name}: {result.stderr}"

@@ -83,12 +83,23 @@ def load_npz(path: Path) -> RawData:
                          f"got {arrays['x'].shape}")
     if x.dtype == np.uint8:
         scale = 255.0
+    elif np.issubdtype(x.dtype, np.floating) and x.size and not np.isfinite(x).all():
+        bad = int((~np.isfinite(x)).reshape(len(x), -1).any(1).sum())
+        raise InputError(f"--data '{path}': 'x' holds NaN or infinite pixels in {bad} of {len(x)} samples; "
+                         "fix or drop those samples")
     elif np.issubdtype(x.dtype, np.floating) and x.size and x.min() >= 0 and x.max() <= 1:
         x, scale = x.astype(np.float32), 1.0
     else:
         raise InputError(f"--data '{path}': 'x' must be uint8 pixels or floats in 0..1, got {x.dtype}")
     y = _check_labels(arrays["y"], len(x), f"--data '{path}'")
     n_classes = int(y.max()) + 1
+    if "classes" in arrays and int(y.max()) >= len(arrays["classes"]):
+        raise InputError(f"--data '{path}': 'y' holds label {int(y.max())}, out of range for the "
+                         f"{len(arrays['classes'])} names in 'classes' (labels 0..{len(arrays['classes']) - 1})")
+    missing = np.setdiff1d(np.arange(n_classes), y)
+    if "classes" not in arrays and missing.size:
+        raise InputError(f"--data '{path}': 'y' uses labels up to {n_classes - 1} but none is {int(missing[0])}; "
+                         f"labels must be 0..K-1 with every class present ({missing.size} missing)")
     classes = [str(c) for c in arrays.get("classes", range(n_classes))]
     if len(classes) != n_classes:
         raise InputError(f"--data '{path}': 'classes' names {len(classes)} classes but 'y' uses {n_classes}")
@@ -105,10 +116,12 @@ def load_npz(path: Path) -> RawData:
 
 def _list_classes(root: Path) -> dict[str, list[Path]]:
     classes = {}
-    for d in sorted(p for p in root.iterdir() if p.is_dir()):
+    for d in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
         files = sorted(f for f in d.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES)
-        if files:
-            classes[d.name] = files
+        if not files:  # dropping it would silently change the class count the teacher is matched against
+            raise InputError(f"--data '{root}': class folder '{d.name}' holds no images "
+                             f"({', '.join(sorted(IMAGE_SUFFIXES))}); add images or remove the folder")
+        classes[d.name] = files
     return classes
 
 

@@ -43,7 +43,8 @@ def launch(ctx: Context, arch: dict, resume: bool, nproc: int) -> dict:
     meta = ctx.out / "distill" / "student.json"
     meta.unlink(missing_ok=True)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-           "-m", "edgekd.distill.worker", "--out", str(ctx.out), "--arch", json.dumps(arch)]
+           # "--opt=value": a folder or arch whose text starts with "-" stays a value, never an option
+           "-m", "edgekd.distill.worker", f"--out={ctx.out}", f"--arch={json.dumps(arch)}"]
     rc = subprocess.run(cmd + (["--resume"] if resume else [])).returncode
     if rc != 0 or not meta.is_file():
         raise StageFailed(f"distill: the {nproc}-process run failed (torch.distributed.run exit {rc}; the workers' "

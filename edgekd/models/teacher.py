@@ -70,32 +70,108 @@ def load_teacher(spec: TeacherSpec) -> Teacher:
     if src.startswith("torchvision:"):
         return _torchvision(src.split(":", 1)[1], spec.weights)
     path = Path(src)
+    if path.is_dir():
+        raise InputError(f"--teacher '{src}': is a directory; give the model file (.onnx, .pt2, TorchScript)")
     if not path.is_file():
         raise InputError(f"--teacher '{src}': file not found")
+    if path.stat().st_size == 0:
+        raise InputError(f"--teacher '{src}': is empty (0 bytes); save or copy the model again")
     if spec.weights is not None:
         raise InputError("--teacher-weights is only for --teacher torchvision:NAME; a model file carries its weights")
     suffix = path.suffix.lower()
     if suffix == ".onnx":
         return _onnx(path)
     if suffix == ".pt2":
-        try:
-            module = torch.export.load(str(path)).module()
-        except Exception as e:  # the loader raises many types on a foreign or damaged file
-            raise InputError(f"--teacher '{path}': not a readable torch.export archive "
-                             f"({type(e).__name__}: {e})") from None
-        return Teacher(str(path), _first_conv_channels(module), None, None, None, module=module)
+        return _exported(path)
     return _torch_file(path, spec.trust_pickle)
+
+
+class ExportedTeacher(nn.Module):
+    """A torch.export program as a module: its graph has no train/eval switch (the program was captured in
+    one mode, and `.eval()` on it raises), so this wrapper's train()/eval() do not reach into it, and a
+    program captured for a fixed batch is fed that many samples at a time."""
+
+    def __init__(self, program_module: nn.Module, batch: int | None, exported=None):
+        super().__init__()
+        self.program = program_module
+        self.batch = batch
+        self.exported = exported  # the ExportedProgram, which converts to ONNX as captured
+
+    def train(self, mode: bool = True):
+        self.training = mode
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.batch is None or len(x) == self.batch:
+            return self.program(x)
+        outs = []
+        for i in range(0, len(x), self.batch):
+            chunk = x[i:i + self.batch]
+            pad = self.batch - len(chunk)  # the last chunk is padded with copies and the extra rows dropped
+            if pad:
+                chunk = torch.cat([chunk, chunk[-1:].expand(pad, *chunk.shape[1:])])
+            outs.append(self.program(chunk)[:self.batch - pad])
+        return torch.cat(outs)
+
+
+def _quiet_torch_logs():
+    """torch logs a full traceback for a damaged archive before raising; the one-line error says enough."""
+    import contextlib
+    import logging
+
+    @contextlib.contextmanager
+    def quiet():
+        loggers = [logging.getLogger(n) for n in ("torch", "torch.export", "torch._export", "torch.serialization")]
+        levels = [lg.level for lg in loggers]
+        for lg in loggers:
+            lg.setLevel(logging.CRITICAL + 1)
+        try:
+            yield
+        finally:
+            for lg, level in zip(loggers, levels, strict=True):
+                lg.setLevel(level)
+
+    return quiet()
+
+
+def _exported(path: Path) -> Teacher:
+    if not zipfile.is_zipfile(path):
+        raise InputError(f"--teacher '{path}': not a torch.export archive (not a zip file); save the model with "
+                         "torch.export.save")
+    try:
+        with _quiet_torch_logs():
+            program = torch.export.load(str(path))
+            module = program.module()
+    except Exception as e:  # the loader raises many types on a foreign or damaged file
+        raise InputError(f"--teacher '{path}': not a readable torch.export archive "
+                         f"({type(e).__name__}: {str(e).strip().splitlines()[0][:200] if str(e).strip() else ''})"
+                         ) from None
+    shape = _exported_input_shape(program)
+    batch = shape[0] if shape and isinstance(shape[0], int) else None
+    size = tuple(shape[2:]) if shape and len(shape) == 4 and all(isinstance(d, int) for d in shape[2:]) else None
+    wrapped = ExportedTeacher(module, batch, program)
+    return Teacher(str(path), _first_conv_channels(wrapped), size, None, None, module=wrapped)
+
+
+def _exported_input_shape(program) -> list | None:
+    """The user input's shape as recorded by export: ints where static, None where symbolic."""
+    from torch.export.graph_signature import InputKind
+
+    names = [s.arg.name for s in program.graph_signature.input_specs if s.kind == InputKind.USER_INPUT]
+    for node in program.graph.nodes:
+        if node.op == "placeholder" and names and node.name == names[0] and "val" in node.meta:
+            return [d if isinstance(d, int) else None for d in node.meta["val"].shape]
+    return None
 
 
 def _onnx(path: Path) -> Teacher:
     import onnx
 
-    try:
-        model = onnx.load(str(path))
-        onnx.checker.check_model(model)
-    except Exception as e:  # DecodeError, ValidationError, ...
-        raise InputError(f"--teacher '{path}': not a valid ONNX model ({type(e).__name__}: "
-                         f"{str(e).splitlines()[0] if str(e) else ''}); re-export it") from None
+    from edgekd.validate import check_onnx
+
+    check_onnx(path, "--teacher")  # also: external weights must stay inside the model's folder
+    # Exporters may leave out the intermediate shapes the cost model prices layers by; infer them once.
+    model = onnx.shape_inference.infer_shapes(onnx.load(str(path)))
     inputs = [i for i in model.graph.input if i.name not in {t.name for t in model.graph.initializer}]
     if len(inputs) != 1:
         raise InputError(f"--teacher '{path}': expected one image input, found {len(inputs)}")
@@ -123,6 +199,12 @@ def _torch_file(path: Path, trust_pickle: bool) -> Teacher:
         except Exception as e:
             raise InputError(f"--teacher '{path}': damaged TorchScript archive ({e})") from None
         return Teacher(str(path), _first_conv_channels(module), None, None, None, module=module)
+    with open(path, "rb") as f:
+        head = f.read(2)
+    # torch.save writes a zip archive (or, in its legacy format, a pickle: protocol marker 0x80)
+    if not zipfile.is_zipfile(path) and not head.startswith(b"\x80"):
+        raise InputError(f"--teacher '{path}': not a model file torch can read (neither a zip archive nor a "
+                         "pickle); give an .onnx, a torch.export .pt2 or a TorchScript file")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception:
@@ -130,7 +212,12 @@ def _torch_file(path: Path, trust_pickle: bool) -> Teacher:
             raise InputError(f"--teacher '{path}': a pickled Python object, and loading it would run arbitrary "
                              "code; save it with torch.export or TorchScript, or pass --trust-pickle if you "
                              "trust this file") from None
-        obj = torch.load(path, map_location="cpu", weights_only=False)
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as e:  # a damaged archive or a pickle of classes this environment lacks
+            raise InputError(f"--teacher '{path}': cannot be loaded even with --trust-pickle "
+                             f"({type(e).__name__}: {str(e).strip().splitlines()[0][:200] if str(e).strip() else ''})"
+                             ) from None
     if isinstance(obj, dict):
         raise InputError(f"--teacher '{path}': holds a state_dict, not a model; use "
                          f"--teacher torchvision:NAME --teacher-weights {path}")
@@ -174,12 +261,46 @@ def _torchvision(name: str, weights: Path | None) -> Teacher:
         raise InputError(f"--teacher-weights '{weights}': no classifier weight matrix found")
     num_classes = head[-1].shape[0]
     module = torchvision.models.get_model(name, weights=None, num_classes=num_classes)
-    try:
-        module.load_state_dict(state)
-    except RuntimeError as e:
-        raise InputError(f"--teacher-weights '{weights}' do not fit torchvision:{name}: "
-                         f"{str(e).splitlines()[1].strip() if len(str(e).splitlines()) > 1 else e}") from None
+    problems = _state_mismatch(module.state_dict(), state)
+    if problems:
+        shown = "; ".join(problems[:3]) + (f"; and {len(problems) - 3} more" if len(problems) > 3 else "")
+        raise InputError(f"--teacher-weights '{weights}' do not fit torchvision:{name}: {len(problems)} "
+                         f"mismatched key(s): {shown}")
+    module.load_state_dict(state)
     return Teacher(f"torchvision:{name}", 3, None, num_classes, IMAGENET_NORM, module=module.eval())
+
+
+def pricing_onnx(module: nn.Module, batch_shape: tuple[int, ...]):
+    """An ONNX ModelProto of a TorchScript or torch.export teacher for the cost model, whose forward hooks
+    see no layers in such graphs (the teacher would be priced at 0 ms); None for a plain module."""
+    import tempfile
+
+    import onnx
+
+    from edgekd.onnx_export import _to_onnx
+
+    if not isinstance(module, (torch.jit.ScriptModule, ExportedTeacher)):
+        return None
+    with tempfile.TemporaryDirectory(prefix="edgekd-teacher-") as tmp:
+        path = Path(tmp) / "teacher.onnx"
+        device = next(module.parameters()).device  # stays where it is (the teacher is shared)
+        example = torch.randn(*batch_shape, device=device)
+        if isinstance(module, ExportedTeacher) and module.batch is not None:
+            example = torch.randn(module.batch, *batch_shape[1:])
+            torch.onnx.export(module.exported, dynamo=True, verbose=False).save(str(path))
+        else:
+            _to_onnx(module.eval(), example, path)
+        return onnx.shape_inference.infer_shapes(onnx.load(str(path)))
+
+
+def _state_mismatch(expected: dict, given: dict) -> list[str]:
+    """Short notes on each key that is missing, unexpected or of another shape (load_state_dict's own message
+    lists every key, kilobytes of it)."""
+    out = [f"{k} missing" for k in expected if k not in given]
+    out += [f"{k} unexpected" for k in given if k not in expected]
+    out += [f"{k} is {list(given[k].shape)}, expected {list(v.shape)}" for k, v in expected.items()
+            if k in given and tuple(given[k].shape) != tuple(v.shape)]
+    return out
 
 
 def teacher_accuracy(teacher: Teacher, x: np.ndarray, y: np.ndarray, device: torch.device) -> float:

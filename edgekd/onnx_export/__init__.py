@@ -30,10 +30,7 @@ def export_onnx(model: torch.nn.Module, input_shape: tuple[int, ...], path: Path
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         logging.getLogger("torch.onnx").setLevel(logging.ERROR)
-        program = torch.onnx.export(model, (example,), dynamo=True, opset_version=OPSET, verbose=False,
-                                    input_names=["input"], output_names=["logits"],
-                                    dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=4096)},))
-    program.save(str(tmp))
+        _to_onnx(model, example, tmp)
     proto = onnx.load(str(tmp))
     for key, value in metadata.items():
         entry = proto.metadata_props.add()
@@ -57,6 +54,27 @@ def parity(model: torch.nn.Module, onnx_path: Path, x: np.ndarray) -> dict:
     diff = float(np.abs(ref - got).max() / max(1.0, float(np.abs(ref).max())))
     agree = float((ref.argmax(1) == got.argmax(1)).mean())
     return {"max_abs_diff": diff, "top1_agreement": agree, "samples": len(x)}
+
+
+def _to_onnx(model: torch.nn.Module, example: torch.Tensor, path: Path) -> None:
+    """The ONNX exporter that takes this kind of module: a torch.export teacher converts as it was captured,
+    a TorchScript one through the TorchScript exporter (torch.export cannot trace a ScriptModule)."""
+    from edgekd.models.teacher import ExportedTeacher
+
+    if isinstance(model, ExportedTeacher) and model.exported is not None:
+        if model.batch is not None:
+            raise StageFailed(f"export: the torch.export teacher was captured for a fixed batch of {model.batch}; "
+                              "export it again with a dynamic batch (torch.export.Dim) to time it on the target")
+        torch.onnx.export(model.exported, dynamo=True, opset_version=OPSET, verbose=False).save(str(path))
+        return
+    if isinstance(model, torch.jit.ScriptModule):
+        torch.onnx.export(model, (example,), str(path), dynamo=False, opset_version=OPSET, input_names=["input"],
+                          output_names=["logits"], dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
+        return
+    program = torch.onnx.export(model, (example,), dynamo=True, opset_version=OPSET, verbose=False,
+                                input_names=["input"], output_names=["logits"],
+                                dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=4096)},))
+    program.save(str(path))
 
 
 def export_checked(model: torch.nn.Module, input_shape: tuple[int, ...], path: Path, metadata: dict,

@@ -112,14 +112,17 @@ def save_artifact(artifact: Artifact) -> None:
 
 def artifact_from_path(path: Path, runtime: str | None = None, precision: str | None = None) -> Artifact:
     """An artifact for a model file (check, bench); a plain ONNX runs on any runtime."""
-    if not path.is_file():
-        raise InputError(f"MODEL '{path}': file not found")
+    from edgekd.validate import check_model_file
+
+    if path.is_dir() or not path.is_file():
+        check_model_file(path)  # says which: a directory, or no such file
     native = SUFFIX_RUNTIME.get(path.suffix.lower())
     if native is None:
         raise InputError(f"MODEL '{path}': unknown model format; give an .onnx, .ort, OpenVINO .xml, "
                          "or TensorRT .engine")
     if runtime is not None and native != runtime and path.suffix.lower() != ".onnx":
         raise InputError(f"MODEL '{path}' is a {native} artifact but --runtime is {runtime}")
+    check_model_file(path)  # a damaged file is bad input here, not a runtime's traceback later
     meta = sidecar(path)
     if meta.is_file():  # written by edgekd's compile stage
         try:

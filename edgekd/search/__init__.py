@@ -44,12 +44,17 @@ def teacher_latency_ms(ctx: Context) -> float:
     """Predicted teacher latency on the target profile at speedup_precision, like the candidates'."""
     t, precision = ctx.teacher, speedup_precision(ctx)
     shape = (ctx.target.batch_size, *ctx.input_shape)
-    if t.module is not None:
-        return predict_torch(t.module, shape, ctx.profile, precision, runtime=ctx.target.runtime)[0].value
     import onnx
 
-    return predict_onnx(onnx.load(str(t.onnx_path)), ctx.profile, precision, ctx.target.batch_size,
-                        runtime=ctx.target.runtime)[0].value
+    if t.module is not None:
+        from edgekd.models.teacher import pricing_onnx
+
+        proto = pricing_onnx(t.module, shape)  # hooks see no layers in a TorchScript or torch.export graph
+        if proto is None:
+            return predict_torch(t.module, shape, ctx.profile, precision, runtime=ctx.target.runtime)[0].value
+    else:
+        proto = onnx.load(str(t.onnx_path))
+    return predict_onnx(proto, ctx.profile, precision, ctx.target.batch_size, runtime=ctx.target.runtime)[0].value
 
 
 def make_probe(ctx: Context) -> Probe:

@@ -121,7 +121,8 @@ def onnx_signals(path: Path, x: torch.Tensor, classes: torch.Tensor) -> Signals:
     import onnx
     import onnxruntime as ort
 
-    model = onnx.load(str(path))
+    # Extractor needs every intermediate tensor's type; exporters may leave them out, inference restores them
+    model = onnx.shape_inference.infer_shapes(onnx.load(str(path)))
     logits_name = model.graph.output[0].name
     xs = x.detach().float().cpu().numpy()
     input_name = next(i.name for i in model.graph.input if i.name not in {t.name for t in model.graph.initializer})
