@@ -146,7 +146,7 @@ def main() -> None:
           f"({table[cfg.search.score]['kendall_tau']:.3f})")
 
     # ---- the search's pick vs a hand-picked baseline of the same predicted latency
-    ratio = cfg.search.max_teacher_latency_ratio
+    ratio = 1 / (ctx.budgets.min_speedup or 1.0)
     budget = ctx.budgets.latency_ms or float("inf")
     baseline, base_c = _baseline(ctx, probe, t_ms, spaces[0], min(t_ms * ratio, budget))
     if baseline is None:
@@ -155,13 +155,14 @@ def main() -> None:
         ratio = 1.0
         baseline, base_c = _baseline(ctx, probe, t_ms, spaces[0], min(t_ms, budget))
         if baseline is not None:
-            print(f"baseline: no mobilenet_v3_small variant is predicted under {cfg.search.max_teacher_latency_ratio:g}"
-                  f" x the teacher; comparing under the teacher's latency (search.max_teacher_latency_ratio=1)")
+            print(f"baseline: no mobilenet_v3_small variant is predicted {1 / ratio:g}x faster than the teacher; "
+                  "comparing under the teacher's latency (min_speedup 1)")
     if baseline is None:
         print("baseline: no width of mobilenet_v3_small fits the target; pick vs baseline skipped")
     else:
-        pick_cfg = cfg.model_copy(update={"budgets": cfg.budgets.model_copy(update={"latency_ms": base_c.latency_ms}),
-                                          "search": cfg.search.model_copy(update={"max_teacher_latency_ratio": ratio}),
+        pick_cfg = cfg.model_copy(update={"budgets": cfg.budgets.model_copy(update={
+                                              "latency_ms": base_c.latency_ms, "min_speedup": 1 / ratio}),
+                                          "search": cfg.search.model_copy(update={"measure_rounds": 0}),
                                           "out": args.out / f"search-{args.data}"})
         pctx = make_context(pick_cfg, Console(quiet=True))
         result = run_search(pctx)
@@ -197,7 +198,7 @@ def _baseline(ctx, probe, t_ms, space, limit):
         for w in WIDTH_MULTS:
             arch = {"family": "mobilenetv3", "base": "small", "width": w, "depth": depth}
             c = evaluate_arch(ctx, probe, t_ms, space, arch, "baseline", -1, [])
-            within = not set(c.violations) - {"teacher_latency_ratio"} and c.latency_ms <= limit  # limit has the ratio
+            within = not set(c.violations) - {"speedup"} and c.latency_ms <= limit  # limit has the speed-up
             if within and (best[1] is None or c.params > best[1].params):
                 best = (arch, c)
         if best[0] is not None:
