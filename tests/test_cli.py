@@ -49,7 +49,9 @@ def test_host_build_meets_the_report_contract(host_build):
 @pytest.mark.slow
 def test_jetson_build_skips_engine_and_predicts(tmp_path):
     out = tmp_path / "jetson"
-    result = cli("build", "--target", "jetson", "--out", out, "--epochs", "4")
+    # The cost model prices digits-sized networks on a Jetson as launch-bound: no student is predicted 3x
+    # faster than the embedded teacher there (the search says so and exits 1), so this asks for 1.5x.
+    result = cli("build", "--target", "jetson", "--out", out, "--epochs", "4", "--min-speedup", "1.5")
     report = json.loads((out / "report.json").read_text())
     assert result.exit_code == (0 if report["passed"] else 1)
     compile_stage = next(s for s in report["stages"] if s["name"] == "compile")
@@ -78,9 +80,9 @@ def test_openvino_build_measures_an_ir(tmp_path):
         assert c["latency_source"] == "measured" and c["parity"]["samples"] == report["data"]["val"]
     int8 = guard["candidates"]["int8"]
     assert int8["settings"]["quantization"].startswith("nncf.quantize")
-    if guard["shipped"] == "int8":
-        assert int8["latency_interval"][1] < guard["candidates"]["fp16"]["latency_interval"][0]
-        assert int8["accuracy_drop"] <= 2.0
+    # int8 and fp16 timed interleaved: the guard decides on their ratio's interval
+    faster = int8["speedup_over_float"]["interval"][0] > 1
+    assert (guard["shipped"] == "int8") == (faster and int8["accuracy_drop"] <= 2.0)
 
 
 @pytest.mark.slow
