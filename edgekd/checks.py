@@ -116,12 +116,13 @@ def run_check(ctx, compiled: dict, student_onnx, teacher_onnx) -> CheckResult:
         teacher_art = compiled.get("teacher") or Artifact(teacher_onnx, "onnxruntime", "fp32")
         arts = {"teacher": teacher_art, "student": eval_art} | {n: a["artifact"] for n, a in alternatives.items()}
         xb = np.ascontiguousarray(x[:1].repeat(batch, 0))
+        sessions = {n: load_replicas(a, threads) for n, a in arts.items()}
         with ctx.console.status(f"timing the student, the teacher and {len(alternatives)} alternative(s) "
                                 f"interleaved on {ctx.target.runtime}"):
-            timed = time_sessions({n: load_replicas(a, threads) for n, a in arts.items()}, xb,
-                                  CHECK_SECONDS_PER_MODEL * len(arts))
+            timed = time_sessions(sessions, xb, CHECK_SECONDS_PER_MODEL * len(arts))
         student |= timed.figures("student") | memory_figures(eval_art, shape, threads)
-        teacher |= timed.figures("teacher")
+        student["session"] = sessions["student"][0].settings
+        teacher |= timed.figures("teacher") | {"session": sessions["teacher"][0].settings}
         ratio = timed.speedup("teacher", "student")
         speedup = {"value": ratio.value, "interval": list(ratio.interval), "source": "measured",
                    "detail": f"teacher / student p50 on {ctx.target.runtime}, timed interleaved in one process "

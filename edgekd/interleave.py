@@ -51,6 +51,7 @@ class Interleaved:
     blocks_ms: dict[str, np.ndarray]
     calls_per_block: dict[str, int]
     seconds: float
+    calls_ms: dict[str, np.ndarray] | None = None  # every timed call, for the tail percentiles
 
     @property
     def rounds(self) -> int:
@@ -76,8 +77,12 @@ class Interleaved:
 
     def figures(self, name: str) -> dict:
         """The report's latency fields for one model."""
+        calls = self.calls_ms[name] if self.calls_ms else self.blocks_ms[name]
+        p90, p99 = np.percentile(calls, [90, 99])
+        # p50 is the gated figure (the median of block medians); p90 and p99 are over every timed call
+        stats = {"p50_ms": self.latency_ms(name), "p90_ms": float(p90), "p99_ms": float(p99), "runs": len(calls)}
         return {"latency_ms": self.latency_ms(name), "latency_interval": list(self.interval_ms(name)),
-                "latency_source": "measured",
+                "latency_source": "measured", "latency_stats": stats,
                 "latency_timing": {"method": "interleaved blocks", "rounds": self.rounds,
                                    "calls_per_block": self.calls_per_block[name], "seconds": self.seconds}}
 
@@ -107,6 +112,7 @@ def time_interleaved(runners: dict[str, list[Callable[[], object]]], seconds: fl
     round_s = sum((calls[n] + 1) * per_call[n] for n in names)
     rounds = max(min_rounds, int(seconds / max(round_s, 1e-9)))
     blocks: dict[str, list[float]] = {n: [] for n in names}
+    every: dict[str, list[np.ndarray]] = {n: [] for n in names}
     start = time.perf_counter()
     for r in range(rounds):
         k = r % len(names)
@@ -122,7 +128,9 @@ def time_interleaved(runners: dict[str, list[Callable[[], object]]], seconds: fl
                 run()
                 samples[i] = time.perf_counter() - t
             blocks[name].append(float(np.median(samples)) * 1e3)
-    return Interleaved({n: np.array(v) for n, v in blocks.items()}, calls, time.perf_counter() - start)
+            every[name].append(samples * 1e3)
+    return Interleaved({n: np.array(v) for n, v in blocks.items()}, calls, time.perf_counter() - start,
+                       {n: np.concatenate(v) for n, v in every.items()})
 
 
 def load_replicas(artifact, threads: int, n: int = REPLICAS) -> list:
