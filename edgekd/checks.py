@@ -122,7 +122,8 @@ def run_check(ctx, compiled: dict, student_onnx, teacher_onnx) -> CheckResult:
             timed = time_sessions(sessions, xb, CHECK_SECONDS_PER_MODEL * len(arts))
         student |= timed.figures("student") | memory_figures(eval_art, shape, threads)
         student["session"] = sessions["student"][0].settings
-        teacher |= timed.figures("teacher") | {"session": sessions["teacher"][0].settings}
+        teacher |= timed.figures("teacher") | memory_figures(teacher_art, shape, threads) | {
+            "session": sessions["teacher"][0].settings}
         ratio = timed.speedup("teacher", "student")
         speedup = {"value": ratio.value, "interval": list(ratio.interval), "source": "measured",
                    "detail": f"teacher / student p50 on {ctx.target.runtime}, timed interleaved in one process "
