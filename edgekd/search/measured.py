@@ -9,8 +9,8 @@ picked on them can run slower than its teacher. So, where the target's runtime r
    is timed against the teacher, and the ratio of its measured to its predicted speed-up corrects that
    space's predictions where they decide what fits (a per-machine, per-runtime scale found in seconds, so
    a machine no calibration file was made on needs none);
-3. after the evolution, the best-scoring candidates (top_k a batch) are timed against the teacher, all in
-   one interleaved run (edgekd/interleave.py), and the pick is the best-scoring one whose measured
+3. after the evolution, the best-scoring candidates (top_k a batch) are timed against the teacher, two at a
+   time with it, interleaved (edgekd/interleave.py), and the pick is the best-scoring one whose measured
    speed-up clears the budget with margin. A batch with none that does corrects the predictions again,
    and the next batch is timed.
 
@@ -29,7 +29,8 @@ import numpy as np
 from edgekd.interleave import Ratio, load_replicas, time_sessions
 from edgekd.runtimes import FLOAT_PRECISION, Artifact, CompileOptions, create_backend
 
-SECONDS_PER_MODEL = 0.5  # interleaved timing per model in a batch (at least 2 s a batch)
+SECONDS_PER_MODEL = 0.7  # interleaved timing per model in a group
+GROUP = 2  # candidates timed with the teacher at a time
 
 
 @dataclass(frozen=True)
@@ -72,19 +73,23 @@ class RuntimeTimer:
         from edgekd.search import build_candidate
 
         start = time.perf_counter()
-        sessions = {"teacher": self.teacher}
-        with tempfile.TemporaryDirectory(dir=self.folder) as tmp:
-            for c in candidates:
-                path = export_onnx(build_candidate(self.ctx, c.arch), self.ctx.input_shape,
-                                   Path(tmp) / f"candidate-{c.index}.onnx", {})
-                sessions[str(c.index)] = load_replicas(self._compile(path, Path(tmp)), self.threads)
-            timed = time_sessions(sessions, self.x, max(2.0, SECONDS_PER_MODEL * len(sessions)))
-        self.teacher_timings.append(timed.figures("teacher"))
         out = []
-        for c in candidates:
-            ratio: Ratio = timed.speedup("teacher", str(c.index))
-            out.append(Timed(c.index, c.space, timed.latency_ms(str(c.index)), timed.interval_ms(str(c.index)),
-                             ratio.value, ratio.interval, c.predicted_speedup))
+        with tempfile.TemporaryDirectory(dir=self.folder) as tmp:
+            # A few models per timed group, as in the check stage: with nine in one rotation, the teacher's
+            # weights left the caches between its blocks and every speed-up read ~20% high.
+            for group in (candidates[i:i + GROUP] for i in range(0, len(candidates), GROUP)):
+                sessions = {"teacher": self.teacher}
+                for c in group:
+                    path = export_onnx(build_candidate(self.ctx, c.arch), self.ctx.input_shape,
+                                       Path(tmp) / f"candidate-{c.index}.onnx", {})
+                    sessions[str(c.index)] = load_replicas(self._compile(path, Path(tmp)), self.threads)
+                timed = time_sessions(sessions, self.x, SECONDS_PER_MODEL * len(sessions))
+                self.teacher_timings.append(timed.figures("teacher"))
+                for c in group:
+                    ratio: Ratio = timed.speedup("teacher", str(c.index))
+                    out.append(Timed(c.index, c.space, timed.latency_ms(str(c.index)),
+                                     timed.interval_ms(str(c.index)), ratio.value, ratio.interval,
+                                     c.predicted_speedup))
         self.seconds += time.perf_counter() - start
         return out
 
