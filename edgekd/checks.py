@@ -62,7 +62,7 @@ class CheckResult:
     alternatives: dict[str, dict]  # the teacher compressed without distillation, with its figures
 
 
-def decide_budgets(budgets: Budgets, student: dict, teacher: dict, speedup: dict, accuracy_drop: float,
+def decide_budgets(budgets: Budgets, student: dict, speedup: dict, accuracy_drop: float,
                    detail: str = "") -> list[BudgetResult]:
     """Every budget listed, each decided by the interval rule; a budget without a limit is listed as
     unchecked (passed, limit null)."""
@@ -100,7 +100,7 @@ def run_check(ctx, compiled: dict, student_onnx, teacher_onnx) -> CheckResult:
                    "detail": f"teacher / student p50, each timed alone on {ctx.cfg.remote} (not interleaved)"}
         student["speedup"] = speedup
         drop = 100 * (ctx.teacher_accuracy - student["accuracy"])
-        return CheckResult(student, teacher, decide_budgets(ctx.budgets, student, teacher, speedup, drop),
+        return CheckResult(student, teacher, decide_budgets(ctx.budgets, student, speedup, drop),
                            alternatives)
     runs_here = student_art.runtime != "onnx"
     eval_art = student_art if runs_here else Artifact(student_onnx, "onnxruntime", "fp32")
@@ -146,4 +146,4 @@ def run_check(ctx, compiled: dict, student_onnx, teacher_onnx) -> CheckResult:
     where = "measured interleaved" if blocker is None else "predicted"
     ctx.console.print(f"  student {student['latency_ms']:.3g} ms vs teacher {teacher['latency_ms']:.3g} ms ({where}): "
                       + speedup_text(speedup))
-    return CheckResult(student, teacher, decide_budgets(ctx.budgets, student, teacher, speedup, drop), alternatives)
+    return CheckResult(student, teacher, decide_budgets(ctx.budgets, student, speedup, drop), alternatives)

@@ -37,7 +37,7 @@ def _weigh_alternatives(ctx: Context, report: Report, result) -> None:
         speed = {"value": alt.get("speedup", report.teacher["latency_ms"] / alt["latency_ms"]),
                  "interval": alt.get("speedup_interval"), "source": alt.get("latency_source", "predicted"),
                  "detail": f"teacher fp32 / teacher {alt['precision']}"}
-        budgets = decide_budgets(ctx.budgets, alt, report.teacher, speed, alt["accuracy_drop"])
+        budgets = decide_budgets(ctx.budgets, alt, speed, alt["accuracy_drop"])
         meets = all(b.passed for b in budgets)
         s_lo, s_hi = s_speed.get("interval") or (s_speed["value"], s_speed["value"])
         a_lo, a_hi = speed["interval"] or (speed["value"], speed["value"])

@@ -58,8 +58,7 @@ def test_a_student_slower_than_its_teacher_fails(tmp_path):
     assert ratio.interval[1] < 1
     speedup = {"value": ratio.value, "interval": list(ratio.interval), "source": "measured", "detail": ""}
     student = timed.figures("student") | {"memory_mb": 1.0, "memory_source": "measured"}
-    budgets = decide_budgets(Budgets(latency_ms=1000, memory_mb=100, max_accuracy_drop=1), student,
-                             timed.figures("teacher"), speedup, 0.0)
+    budgets = decide_budgets(Budgets(latency_ms=1000, memory_mb=100, max_accuracy_drop=1), student, speedup, 0.0)
     by_name = {b.name: b for b in budgets}
     assert by_name["speedup"].verdict == "fail" and by_name["speedup"].limit == 1.0
     assert all(by_name[n].passed for n in ("latency_ms", "memory_mb", "accuracy_drop"))
