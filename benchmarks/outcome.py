@@ -67,10 +67,11 @@ def retime_one(run: Path) -> None:
     """One fresh process: the build's check-stage timing of its shipped student against its teacher."""
     import numpy as np
 
-    from edgekd.checks import CHECK_SECONDS_PER_MODEL, local_threads
     from edgekd.config import load_profile, load_target
+    from edgekd.figures import local_threads
     from edgekd.interleave import load_replicas, time_sessions
     from edgekd.runtimes import artifact_from_path
+    from edgekd.stages.check import CHECK_SECONDS_PER_MODEL
 
     report = json.loads((run / "report.json").read_text())
     target = load_target(report["target"]["name"])

@@ -22,11 +22,11 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekd.compile import precision_guard
 from edgekd.hostinfo import cpu_name, usable_cores
 from edgekd.measure import time_calls
 from edgekd.runtimes import create_backend, evaluate_accuracy
 from edgekd.runtimes.memprobe import measure_memory_mb
+from edgekd.stages.compile import precision_guard
 
 RUNS = [("onnxruntime", "fp32"), ("onnxruntime", "int8"), ("openvino", "fp16"), ("openvino", "int8")]
 FLOAT = {"onnxruntime": "fp32", "openvino": "fp16"}

@@ -173,7 +173,7 @@ def build(target: Target = "host-cpu", config: ConfigFile = None, teacher: Teach
     if open_:
         from edgekd.rerender import open_page
 
-        open_page(ctx.out / "report.html", console)
+        open_page(ctx.run.report_html, console)
     unmeasured = [b.name for b in report.budgets if b.source != "measured"]
     if require_measured and unmeasured:
         err_console.print(f"failed: --require-measured, but {', '.join(unmeasured)} were predicted")
@@ -254,7 +254,7 @@ def search(target: Target = "host-cpu", config: ConfigFile = None, teacher: Teac
            min_speedup: MinSpeedupOpt = None, set_: SetOpt = None):
     """Pick a student within the budgets without training; writes OUT/search/search.json and pareto.png."""
     from edgekd.rundir import make_dir
-    from edgekd.search import run_search
+    from edgekd.stages import search as search_stage
 
     cfg = build_config(config, out, set_, **_options(target, teacher, teacher_weights, trust_pickle, data, seed,
                                                      device, input_size, mean, std, latency_ms, memory_mb),
@@ -264,8 +264,8 @@ def search(target: Target = "host-cpu", config: ConfigFile = None, teacher: Teac
     ctx = _context(cfg)
     make_dir(ctx.out)
     ctx.save_config()
-    run_search(ctx)
-    console.print(f"wrote {ctx.out / 'search' / 'search.json'}")
+    search_stage.run(ctx)
+    console.print(f"wrote {ctx.run.search_json}")
 
 
 @app.command(epilog=describe_methods())
@@ -281,26 +281,24 @@ def distill(out: Annotated[Path, typer.Option("--out", help="Run folder holding 
             nproc_per_node: Annotated[int, typer.Option("--nproc-per-node", min=1, help="DDP processes on this "
                                                         "machine (torch.distributed.run; one per GPU).")] = 1):
     """Distil the searched (or --arch) student from the teacher; writes OUT/distill/."""
-    from edgekd.distill import run_distill
     from edgekd.errors import InputError
-    from edgekd.rundir import make_dir
+    from edgekd.rundir import RunDir, make_dir
+    from edgekd.stages import distill as distill_stage
+    from edgekd.stages.results import SearchResult
 
     cfg = build_config(config, out, set_, **_options(target, teacher, teacher_weights, trust_pickle, data, seed,
                                                      device, epochs=epochs, method=method))
     ctx = _context(cfg)
     if arch is not None:
         try:
-            pick = json.loads(arch)
+            searched = SearchResult(json.loads(arch))
         except json.JSONDecodeError as e:
             raise InputError(f"--arch: not valid JSON ({e.msg})") from None
     else:
-        path = out / "search" / "search.json"
-        if not path.is_file():
-            raise InputError(f"--out {out}: no search/search.json; run `edgekd search --out {out}` or pass --arch")
-        pick = json.loads(path.read_text())["pick"]
+        searched = SearchResult.load(RunDir(out))
     make_dir(ctx.out)
     ctx.save_config()
-    run_distill(ctx, pick, resume=resume, nproc_per_node=nproc_per_node)
+    distill_stage.run(ctx, searched, resume=resume, nproc_per_node=nproc_per_node)
 
 
 @app.command("export")
@@ -308,9 +306,12 @@ def distill(out: Annotated[Path, typer.Option("--out", help="Run folder holding 
 def export_(out: Annotated[Path, typer.Option("--out", help="Run folder holding distill/.")],
             set_: SetOpt = None):
     """Export the distilled student (and a torch teacher) to ONNX with a parity check; writes OUT/export/."""
-    from edgekd.onnx_export import run_export
+    from edgekd.rundir import RunDir
+    from edgekd.stages import export as export_stage
+    from edgekd.stages.results import DistillResult
 
-    run_export(_context(build_config(None, out, set_)))
+    ctx = _context(build_config(None, out, set_))
+    export_stage.run(ctx, DistillResult.load(RunDir(out)))
 
 
 @app.command("compile")
@@ -327,8 +328,11 @@ def compile_(model: Annotated[Path | None, typer.Argument(help="One .onnx to com
              = False,
              as_json: JsonOpt = False, remote: RemoteOpt = None, set_: SetOpt = None):
     """Compile the run's exported ONNX for the target (OUT/compile/), or one MODEL for --runtime."""
-    from edgekd.compile import compile_model, run_compile
+    from edgekd.compile import compile_model
     from edgekd.errors import InputError
+    from edgekd.rundir import RunDir
+    from edgekd.stages import compile as compile_stage
+    from edgekd.stages.results import ExportResult
 
     if model is not None:
         if runtime is None or out is None:
@@ -348,12 +352,8 @@ def compile_(model: Annotated[Path | None, typer.Argument(help="One .onnx to com
     if out is None:
         raise InputError("compile: give --out (a run folder holding export/), or a MODEL.onnx")
     ctx = _context(build_config(None, out, set_, target=target, remote=remote))
-    exported = out / "export" / "export.json"
-    if not exported.is_file():
-        raise InputError(f"--out {out}: no export/export.json; run `edgekd export --out {out}` first")
-    paths = json.loads(exported.read_text())
-    artifacts, reason = run_compile(ctx, Path(paths["student"]), Path(paths["teacher"]))
-    console.print(f"skipped: {escape(reason)}" if reason else f"wrote {artifacts['student'].path}")
+    compiled = compile_stage.run(ctx, ExportResult.load(RunDir(out)))
+    console.print(f"skipped: {escape(compiled.skipped)}" if compiled.skipped else f"wrote {compiled.student.path}")
 
 
 @app.command()

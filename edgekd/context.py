@@ -15,6 +15,7 @@ from edgekd.config import Budgets, BuildConfig, Profile, Target, load_profile, l
 from edgekd.data import Dataset, load_data
 from edgekd.errors import InputError
 from edgekd.models.teacher import EMBEDDED, Teacher, load_teacher, teacher_accuracy
+from edgekd.rundir import RunDir, check_out_path
 
 
 @dataclass
@@ -34,10 +35,10 @@ class Context:
         p = self.data.preprocessing
         return (p.channels, *p.input_size)
 
-    def stage_dir(self, name: str) -> Path:
-        path = self.out / name
-        path.mkdir(parents=True, exist_ok=True)
-        return path
+    @property
+    def run(self) -> RunDir:
+        """OUT's paths (OUT is the staging folder while a build runs)."""
+        return RunDir(self.out)
 
     @cached_property
     def teacher_accuracy(self) -> float:
@@ -46,7 +47,7 @@ class Context:
         return teacher_accuracy(self.teacher, x, y, self.device)
 
     def save_config(self) -> None:
-        (self.out / "config.json").write_text(self.cfg.model_dump_json(indent=2))
+        self.run.config_json.write_text(self.cfg.model_dump_json(indent=2))
 
 
 def default_out(target: str) -> Path:
@@ -63,8 +64,6 @@ def make_context(cfg: BuildConfig, console: Console | None = None) -> Context:
     if target.runtime not in profile.runtimes:
         raise InputError(f"target '{target.name}': runtime '{target.runtime}' is not one of profile "
                          f"'{profile.name}' runtimes {profile.runtimes}")
-    from edgekd.rundir import check_out_path
-
     out = cfg.out or default_out(target.name)
     check_out_path(out)  # a file in the way is bad input now, not an OSError after the search
     if cfg.remote:  # a bad address fails here, not after the search and distillation
@@ -93,5 +92,5 @@ def make_context(cfg: BuildConfig, console: Console | None = None) -> Context:
 
 def load_saved_config(out: Path) -> dict | None:
     """The config an earlier run saved in OUT (stage commands resume from it)."""
-    path = out / "config.json"
+    path = RunDir(out).config_json
     return json.loads(path.read_text()) if path.is_file() else None

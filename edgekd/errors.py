@@ -20,6 +20,7 @@ class StageFailed(EdgeKDError):
     """A stage could not produce a sound result (parity, diverged training); report written, exit 1."""
 
     exit_code = 1
+    budgets: tuple = ()  # BudgetFailed: the budget results known when the stage stopped
 
 
 class BudgetFailed(StageFailed):

@@ -372,26 +372,24 @@ def spec_url(remote: str | RemoteSpec) -> str:
     return remote if isinstance(remote, str) else remote.url
 
 
-def remote_check(ctx, artifacts: dict) -> tuple[dict, dict]:
+def remote_check(ctx, student: Artifact, teacher: Artifact) -> tuple[dict, dict]:
     """The check stage's figures measured on the --remote device: the student's accuracy through its own
     runtime on the held-out split (shipped as an .npz), latency and memory of student and teacher."""
     import numpy as np
 
     spec = parse_remote(ctx.cfg.remote)
-    folder = ctx.stage_dir("check")
+    folder = ctx.run.folder("check")
     x, y = ctx.data.split("val")
     heldout = folder / "heldout.npz"
     np.savez(heldout, x=x, y=y)
     keep = ("accuracy", "latency_ms", "latency_interval", "latency_stats", "compute_ms", "compute_stats",
             "memory_mb", "session", "device_state")
     figures = {}
-    for who in ("student", "teacher"):
-        art = artifacts[who]
+    for who, art in (("student", student), ("teacher", teacher)):
         res = remote_bench(spec, art.path, art.runtime, ctx.profile.threads, ctx.target.batch_size,
                            heldout if who == "student" else None)
         figures[who] = {k: res[k] for k in keep if k in res} | {"latency_source": "measured",
                                                                 "memory_source": "measured", "remote": spec.url}
-    student = artifacts["student"]
     figures["student"]["evaluated_with"] = f"{student.runtime} {student.precision} on {spec.url}"
     figures["teacher"]["accuracy"] = ctx.teacher_accuracy
     return figures["student"], figures["teacher"]

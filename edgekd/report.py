@@ -12,6 +12,8 @@ from xml.etree import ElementTree as ET
 from rich.console import Console
 from rich.table import Table
 
+from edgekd.rundir import RunDir
+
 SCHEMA = "edgekd.report/1"
 
 
@@ -198,9 +200,9 @@ def write_outputs(report: Report, json_path: Path | None = None, md_path: Path |
 
 def write_report(report: Report, out: Path, json_path: Path | None = None, md_path: Path | None = None,
                  junit_path: Path | None = None) -> Path:
-    json_path = json_path or out / "report.json"
-    write_outputs(report, json_path, md_path or out / "report.md", junit_path or out / "junit.xml",
-                  out / "report.html", out)
+    run = RunDir(out)
+    json_path = json_path or run.report_json
+    write_outputs(report, json_path, md_path or run.report_md, junit_path or run.junit_xml, run.report_html, out)
     return json_path
 
 

@@ -15,6 +15,8 @@ import json
 import math
 from pathlib import Path
 
+from edgekd.rundir import RunDir
+
 MEASURED, PREDICTED = "#2b6cb0", "#b7791f"
 RESULT_COLOURS = {"pass": "#2f855a", "fail": "#c53030", "inconclusive": "#b7791f", "open": "#718096"}
 NOT_AVAILABLE = "not available"
@@ -229,7 +231,7 @@ def _models(report: dict, charts: Charts, out: Path | None) -> str:
 def _search(report: dict, charts: Charts, out: Path | None) -> str:
     import plotly.graph_objects as go
 
-    data = _read_json(out / "search" / "search.json" if out is not None else None)
+    data = _read_json(RunDir(out).search_json if out is not None else None)
     if not isinstance(data, dict) or not data.get("candidates"):
         return "<h2>Search</h2>" + _missing("search candidates (no search/search.json in this run)")
     cands = [c for c in data["candidates"] if _num(c.get("latency_ms")) is not None and _num(c.get("score"))
@@ -290,7 +292,7 @@ def _history(report: dict, charts: Charts, out: Path | None) -> str:
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
-    hist = _read_json(out / "distill" / "history.json" if out is not None else None)
+    hist = _read_json(RunDir(out).history_json if out is not None else None)
     if not isinstance(hist, list) or not hist or not all(isinstance(h, dict) for h in hist):
         return "<h2>Distillation</h2>" + _missing("training history (no distill/history.json in this run)")
     keys = sorted({k for h in hist for k, v in h.items() if _num(v) is not None})

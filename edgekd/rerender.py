@@ -15,6 +15,7 @@ from pathlib import Path
 
 from edgekd.errors import InputError
 from edgekd.report import BudgetResult, Report, StageRecord, write_outputs
+from edgekd.rundir import RunDir
 
 KNOWN = {"schema", "passed", "target", "teacher", "student", "budgets", "stages", "artifacts", "environment",
          "seed", "notes"}
@@ -46,7 +47,7 @@ def report_from_dict(d: dict) -> Report:
 
 def rerender(run: Path) -> Report:
     """Rewrite report.md, junit.xml and report.html in `run` (a folder, or its report.json)."""
-    path = run / "report.json" if run.is_dir() else run
+    path = RunDir(run).report_json if run.is_dir() else run
     if not path.is_file():
         raise InputError(f"{run}: no report.json here; give a build's --out folder or a report.json")
     try:
@@ -59,8 +60,8 @@ def rerender(run: Path) -> Report:
         report = report_from_dict(d)
     except TypeError as e:
         raise InputError(f"{path}: a budget or stage lacks a field ({e})") from None
-    folder = path.parent
-    write_outputs(report, None, folder / "report.md", folder / "junit.xml", folder / "report.html", folder)
+    folder = RunDir(path.parent)
+    write_outputs(report, None, folder.report_md, folder.junit_xml, folder.report_html, folder.root)
     return report
 
 

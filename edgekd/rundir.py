@@ -1,4 +1,6 @@
-"""Run folders never mix: `edgekd build` writes into a staging folder beside OUT and puts it in OUT's place
+"""The run folder OUT: RunDir names every path in it (docs/architecture.md shows the layout), and runs never mix.
+
+`edgekd build` writes into a staging folder beside OUT and puts it in OUT's place
 only when the run ends with a result (passed, or a budget or stage failed: the report says which). A crash or
 bad input found mid-run leaves OUT exactly as it was and keeps the partial output apart, named in the error.
 
@@ -12,6 +14,7 @@ import os
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -21,6 +24,88 @@ RUN_MARKERS = ("report.json", "config.json")  # what a folder holding an earlier
 # Files that may name the staging folder's path (stage records, artifact sidecars, reports): rewritten to
 # OUT's when the run is moved into place, so a later stage command finds its inputs.
 TEXT_SUFFIXES = (".json", ".md", ".html")
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """Every path under OUT, in one place: stages, stage commands and the report read and write through it.
+    `folder(name)` creates a stage's folder; the file properties only name paths."""
+
+    root: Path
+
+    def folder(self, name: str) -> Path:
+        path = self.root / name
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def relative(self, path: Path | str) -> str:
+        """`path` as the report names it: relative to OUT when inside it."""
+        try:
+            return str(Path(path).resolve().relative_to(self.root.resolve()))
+        except ValueError:
+            return str(path)
+
+    @property
+    def config_json(self) -> Path:
+        return self.root / "config.json"
+
+    @property
+    def report_json(self) -> Path:
+        return self.root / "report.json"
+
+    @property
+    def report_md(self) -> Path:
+        return self.root / "report.md"
+
+    @property
+    def junit_xml(self) -> Path:
+        return self.root / "junit.xml"
+
+    @property
+    def report_html(self) -> Path:
+        return self.root / "report.html"
+
+    @property
+    def search_json(self) -> Path:
+        return self.root / "search" / "search.json"
+
+    @property
+    def distill(self) -> Path:
+        """student.safetensors, student.json, history.json/.png, checkpoints/ (assistant/ for `ta`)."""
+        return self.root / "distill"
+
+    @property
+    def student_json(self) -> Path:
+        return self.distill / "student.json"
+
+    @property
+    def student_weights(self) -> Path:
+        return self.distill / "student.safetensors"
+
+    @property
+    def history_json(self) -> Path:
+        return self.distill / "history.json"
+
+    @property
+    def teacher_onnx(self) -> Path:
+        """A torch teacher exported once per run (the search times it before the export stage reuses it)."""
+        return self.root / "teacher" / "teacher.onnx"
+
+    @property
+    def teacher_parity_json(self) -> Path:
+        return self.root / "teacher" / "teacher.json"
+
+    @property
+    def student_onnx(self) -> Path:
+        return self.root / "export" / "student.onnx"
+
+    @property
+    def export_json(self) -> Path:
+        return self.root / "export" / "export.json"
+
+    @property
+    def compile_json(self) -> Path:
+        return self.root / "compile" / "compile.json"
 
 
 def holds_run(out: Path) -> bool:

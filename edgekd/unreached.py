@@ -3,7 +3,10 @@ that stopped the run) and the teacher's figures that were known by then."""
 
 from __future__ import annotations
 
+import json
+
 from edgekd.report import BudgetResult, Report
+from edgekd.stages.results import SearchResult, teacher_latency
 
 
 def budget_name(field: str) -> str:
@@ -21,22 +24,18 @@ def complete_budgets(report: Report, budgets, stopped_at: str) -> None:
                                                f"not reached: {stopped_at} stopped the run"))
 
 
-def known_teacher_figures(ctx, state: dict) -> dict:
+def known_teacher_figures(ctx, search: SearchResult | None) -> dict:
     """The teacher's accuracy if a stage measured it, and its predicted latency from the search."""
     out = {}
     if "teacher_accuracy" in ctx.__dict__:  # computed (cached_property) by distill or compile; not recomputed
         out["accuracy"] = ctx.teacher_accuracy
-    search = state.get("search")
-    if search is None:  # the search failed, but wrote what it priced (the teacher included) first
-        import json
-
-        path = ctx.out / "search" / "search.json"
+    if search is not None:
+        latency = search.teacher_latency_ms
+    else:  # the search failed, but wrote what it priced (the teacher included) first
         try:
-            search = json.loads(path.read_text()) if path.is_file() else {}
+            latency = teacher_latency(json.loads(ctx.run.search_json.read_text()))
         except (OSError, ValueError):
-            search = {}
-    limits = search.get("limits", {}) if isinstance(search, dict) else {}
-    predicted = limits.get("teacher_latency_ms") if isinstance(limits, dict) else None
-    if isinstance(predicted, dict) and predicted.get("value") is not None:
-        out |= {"latency_ms": predicted["value"], "latency_source": "predicted"}
+            latency = None
+    if latency is not None:
+        out |= {"latency_ms": latency, "latency_source": "predicted"}
     return out

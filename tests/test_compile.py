@@ -8,8 +8,8 @@ import pytest
 from conftest import cli
 from onnx import TensorProto, helper
 
-from edgekd.compile import lint_or_fail, precision_guard
 from edgekd.errors import StageFailed
+from edgekd.stages.compile import lint_or_fail, precision_guard
 
 
 def _candidate(ms, interval, drop, source="measured"):
@@ -75,10 +75,11 @@ def test_bench_command_here(tiny_onnx, tmp_path):
 
 
 def test_parity_rule_fails_a_float_artifact_that_disagrees_but_not_int8():
-    from edgekd.compile import _check_parity
+    from edgekd.parity import Parity
+    from edgekd.stages.compile import _check_parity
 
-    drift = {"max_abs_diff": 0.2, "top1_agreement": 0.9, "samples": 100}
+    drift = Parity(0.2, 0.9, 100)
     with pytest.raises(StageFailed, match=r"fp16 student artifact disagrees .*max \|diff\| 0.2 \(limit 0.02\)"):
         _check_parity(drift, "fp16", "openvino fp16 student")
     _check_parity(drift, "int8", "openvino int8 student")  # bounded by the accuracy budget instead
-    _check_parity({"max_abs_diff": 1e-6, "top1_agreement": 1.0, "samples": 100}, "fp32", "teacher")
+    _check_parity(Parity(1e-6, 1.0, 100), "fp32", "teacher")

@@ -85,7 +85,7 @@ def test_a_crash_mid_stage_keeps_the_earlier_run_intact(tmp_path, monkeypatch, q
     import edgekd.search
 
     def crashing_search(ctx):
-        (ctx.stage_dir("search") / "partial.json").write_text("{}")
+        (ctx.run.folder("search") / "partial.json").write_text("{}")
         raise RuntimeError("injected crash in the search stage")
 
     monkeypatch.setattr(edgekd.search, "run_search", crashing_search)

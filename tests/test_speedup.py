@@ -41,10 +41,10 @@ def test_speedup_is_decided_as_a_minimum(interval, verdict):
 def test_a_student_slower_than_its_teacher_fails(tmp_path):
     """Real ONNX Runtime sessions: a 'student' far bigger than its 'teacher' is measured slower, its speed-up
     budget fails even at the loosest limit (1x), and the build's verdict is exit 1."""
-    from edgekd.checks import decide_budgets
     from edgekd.models.families import create_model
     from edgekd.onnx_export import export_onnx
     from edgekd.runtimes import Artifact
+    from edgekd.stages.check import decide_budgets
 
     torch.manual_seed(0)
     paths = {}

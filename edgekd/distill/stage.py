@@ -40,7 +40,7 @@ def launch(ctx: Context, arch: dict, resume: bool, nproc: int) -> dict:
     """torch.distributed.run with nproc workers (edgekd.distill.worker) on this machine; rank 0 writes."""
     ctx.out.mkdir(parents=True, exist_ok=True)
     ctx.save_config()
-    meta = ctx.out / "distill" / "student.json"
+    meta = ctx.run.student_json
     meta.unlink(missing_ok=True)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
            # "--opt=value": a folder or arch whose text starts with "-" stays a value, never an option
@@ -89,7 +89,7 @@ def assistant_arch(ctx: Context, student: torch.nn.Module) -> dict:
     if ctx.cfg.distill.assistant_arch:
         return dict(ctx.cfg.distill.assistant_arch)
     p_t, p_s = ctx.teacher.params, count_params(student)
-    path = ctx.out / "search" / "search.json"
+    path = ctx.run.search_json
     candidates = json.loads(path.read_text()).get("candidates", []) if path.is_file() else []
     between = [c for c in candidates if p_s < c["params"] < p_t]
     if not between:
@@ -101,7 +101,7 @@ def assistant_arch(ctx: Context, student: torch.nn.Module) -> dict:
 
 def train_student(ctx: Context, arch: dict, plan: Plan, resume: bool) -> dict | None:
     """Train and (rank 0) write the student; returns student.json's content (None on other ranks)."""
-    folder = ctx.stage_dir("distill")
+    folder = ctx.run.folder("distill")
     channels, classes, size = ctx.data.preprocessing.channels, ctx.data.num_classes, ctx.input_shape[1:]
     torch.manual_seed(ctx.cfg.seed)
     student = create_model(arch, channels, classes, size)
@@ -131,17 +131,17 @@ def train_student(ctx: Context, arch: dict, plan: Plan, resume: bool) -> dict | 
             "resumed_from_epoch": result.resumed_from_epoch, "feature_pairs": pairs,
             "kl_decomposition": {k: last[k] for k in ("kl", "kl_bcd", "kl_scd", "kl_wcd") if k in last}, **extra}
     save_file({k: v.detach().contiguous().cpu() for k, v in student.state_dict().items()},
-              str(folder / "student.safetensors"))
-    (folder / "history.json").write_text(json.dumps(result.history, indent=2))
+              str(ctx.run.student_weights))
+    ctx.run.history_json.write_text(json.dumps(result.history, indent=2))
     plot_history(result.history, folder / "history.png", ctx.console)
-    (folder / "student.json").write_text(json.dumps(info, indent=2))
+    ctx.run.student_json.write_text(json.dumps(info, indent=2))
     return info
 
 
 def check_accuracy(ctx: Context, info: dict) -> dict:
     drop = 100 * (ctx.teacher_accuracy - info["torch_accuracy"])
     info = {**info, "teacher_accuracy": ctx.teacher_accuracy, "accuracy_drop": drop}
-    (ctx.out / "distill" / "student.json").write_text(json.dumps(info, indent=2))
+    ctx.run.student_json.write_text(json.dumps(info, indent=2))
     ctx.console.print(f"  student {info['torch_accuracy']:.4f} vs teacher {ctx.teacher_accuracy:.4f} "
                       f"(drop {drop:.2f} points, torch; batch {info['batch_size_used']})")
     limit = ctx.budgets.max_accuracy_drop

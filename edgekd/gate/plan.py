@@ -83,7 +83,7 @@ class Plan:
 
 
 def make_plan(cfg: CheckConfig) -> Plan:
-    from edgekd.checks import local_measurement_blocker
+    from edgekd.figures import local_measurement_blocker
 
     if cfg.remote is not None:
         from edgekd.remote import parse_remote

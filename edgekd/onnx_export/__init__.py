@@ -11,11 +11,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from edgekd import parity as parity_rule
 from edgekd.errors import StageFailed
+from edgekd.parity import Parity
+from edgekd.runtimes.onnxruntime_backend import OrtSession
 
 OPSET = 18
-PARITY_MAX_ABS_DIFF = 1e-3  # relative to the largest |logit|
-PARITY_MIN_TOP1_AGREEMENT = 0.99
 
 
 def export_onnx(model: torch.nn.Module, input_shape: tuple[int, ...], path: Path, metadata: dict) -> Path:
@@ -44,16 +45,11 @@ def export_onnx(model: torch.nn.Module, input_shape: tuple[int, ...], path: Path
     return path
 
 
-def parity(model: torch.nn.Module, onnx_path: Path, x: np.ndarray) -> dict:
-    """Max |torch - onnxruntime| (relative to the largest logit) and top-1 agreement on inputs x."""
-    from edgekd.runtimes.onnxruntime_backend import OrtSession
-
+def parity(model: torch.nn.Module, onnx_path: Path, x: np.ndarray) -> Parity:
+    """The ONNX model through onnxruntime against torch on inputs x."""
     with torch.no_grad():
         ref = model.cpu().eval()(torch.from_numpy(x)).numpy()
-    got = OrtSession(onnx_path, threads=torch.get_num_threads()).run(x)
-    diff = float(np.abs(ref - got).max() / max(1.0, float(np.abs(ref).max())))
-    agree = float((ref.argmax(1) == got.argmax(1)).mean())
-    return {"max_abs_diff": diff, "top1_agreement": agree, "samples": len(x)}
+    return parity_rule.compare_logits(OrtSession(onnx_path, threads=torch.get_num_threads()).run(x), ref)
 
 
 def _to_onnx(model: torch.nn.Module, example: torch.Tensor, path: Path) -> None:
@@ -78,53 +74,26 @@ def _to_onnx(model: torch.nn.Module, example: torch.Tensor, path: Path) -> None:
 
 
 def export_checked(model: torch.nn.Module, input_shape: tuple[int, ...], path: Path, metadata: dict,
-                   x_check: np.ndarray, who: str) -> dict:
+                   x_check: np.ndarray, who: str) -> Parity:
     export_onnx(model, input_shape, path, metadata)
     result = parity(model, path, x_check)
-    if result["max_abs_diff"] > PARITY_MAX_ABS_DIFF or result["top1_agreement"] < PARITY_MIN_TOP1_AGREEMENT:
-        raise StageFailed(f"export: {who} ONNX disagrees with torch: max |diff| {result['max_abs_diff']:.3g} "
-                          f"(limit {PARITY_MAX_ABS_DIFF:g}), top-1 agreement {result['top1_agreement']:.2%} "
-                          f"(limit {PARITY_MIN_TOP1_AGREEMENT:.0%})")
+    parity_rule.require(result, "fp32", f"export: {who} ONNX disagrees with torch")
     return result
 
 
-def teacher_onnx(ctx) -> tuple[Path, dict | None]:
+def teacher_onnx(ctx) -> tuple[Path, Parity | None]:
     """The teacher as ONNX, to time it on the target's runtime: an ONNX teacher as given; a torch teacher
     exported once per run to OUT/teacher/teacher.onnx with its parity (the search times it before the export
     stage runs, and the export stage reuses it). Returns (path, parity or None)."""
     if ctx.teacher.module is None:
         return Path(ctx.teacher.onnx_path), None
-    folder = ctx.stage_dir("teacher")
-    path, record = folder / "teacher.onnx", folder / "teacher.json"
+    ctx.run.folder("teacher")
+    path, record = ctx.run.teacher_onnx, ctx.run.teacher_parity_json
     if path.is_file() and record.is_file():
-        return path, json.loads(record.read_text())
+        return path, Parity.from_dict(json.loads(record.read_text()))
     ctx.console.print("  teacher -> ONNX (to time it on the target's runtime)")
     parity_ = export_checked(ctx.teacher.module, ctx.input_shape, path,
                              {"preprocessing": ctx.data.preprocessing.as_dict()},
                              ctx.data.split("val")[0][:512], "teacher")
-    record.write_text(json.dumps(parity_))
+    record.write_text(json.dumps(parity_.as_dict()))
     return path, parity_
-
-
-def run_export(ctx) -> dict:
-    """Student (from OUT/distill) and, for a torch teacher, the teacher -> OUT/export/*.onnx."""
-    import edgekd
-    from edgekd.distill import load_student
-
-    student, info = load_student(ctx.out / "distill")
-    folder = ctx.stage_dir("export")
-    x_check = ctx.data.split("val")[0][:512]
-    metadata = {"preprocessing": ctx.data.preprocessing.as_dict(), "classes": ctx.data.classes,
-                "arch": info["arch"], "teacher": ctx.teacher.source, "edgekd": edgekd.__version__}
-    ctx.console.print("[bold]export[/]: student -> ONNX (dynamic batch), checker, parity through onnxruntime")
-    result = {"student": str(folder / "student.onnx"),
-              "student_parity": export_checked(student, ctx.input_shape, folder / "student.onnx", metadata,
-                                               x_check, "student")}
-    teacher, teacher_parity = teacher_onnx(ctx)
-    result["teacher"] = str(teacher)
-    if teacher_parity is not None:
-        result["teacher_parity"] = teacher_parity
-    (folder / "export.json").write_text(json.dumps(result, indent=2))
-    p = result["student_parity"]
-    ctx.console.print(f"  parity: max |diff| {p['max_abs_diff']:.2e}, top-1 agreement {p['top1_agreement']:.2%}")
-    return result

@@ -112,7 +112,7 @@ def evaluate_arch(ctx: Context, probe: Probe, teacher_ms: float, space: Space, a
 
 def measurement_blocker(ctx: Context) -> str | None:
     """None when candidates can be timed on the target's runtime in this process; else why not."""
-    from edgekd.checks import local_measurement_blocker
+    from edgekd.figures import local_measurement_blocker
 
     if ctx.cfg.remote:
         return "the search times candidates in this process only; on --remote the check stage measures the pick"
@@ -123,7 +123,7 @@ def measurement_blocker(ctx: Context) -> str | None:
 
 def run_search(ctx: Context) -> dict:
     """Pick the best-scoring candidate within budget; writes OUT/search/search.json and pareto.png."""
-    from edgekd.checks import local_threads
+    from edgekd.figures import local_threads
     from edgekd.onnx_export import teacher_onnx
     from edgekd.search.display import front_table, plot_front
     from edgekd.search.measured import RuntimeTimer, corrections
@@ -140,7 +140,7 @@ def run_search(ctx: Context) -> dict:
     start = time.perf_counter()
     probe = make_probe(ctx)
     t_ms = teacher_latency_ms(ctx)
-    folder = ctx.stage_dir("search")
+    folder = ctx.run.folder("search")
     timer, timed, correction = None, [], {}
     if blocker is None and not _fits_nowhere(ctx, probe, t_ms, spaces):
         timer = RuntimeTimer(ctx, teacher_onnx(ctx)[0], local_threads(ctx.profile), folder)
@@ -200,7 +200,7 @@ def run_search(ctx: Context) -> dict:
     if pick is not None:
         limit = min(t_ms / need, b.latency_ms or float("inf"))
         result["plot"] = plot_front(candidates, front, pick, limit, cfg.score, folder / "pareto.png").name
-    (folder / "search.json").write_text(json.dumps(result, indent=2))
+    ctx.run.search_json.write_text(json.dumps(result, indent=2))
     if not ranked:
         raise _nothing_fits(candidates, b, result["dropped"])
     if pick is None:

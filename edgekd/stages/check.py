@@ -11,55 +11,20 @@
 
 from __future__ import annotations
 
-import platform
-from dataclasses import dataclass
-
 import numpy as np
-import onnx
 
-from edgekd.config import Budgets, Profile
-from edgekd.cost.roofline import predict_onnx
+from edgekd.config import Budgets
+from edgekd.figures import local_measurement_blocker, local_threads, predicted_figures
 from edgekd.gate.verdict import budget_result
 from edgekd.interleave import load_replicas, time_sessions
-from edgekd.report import BudgetResult, speedup_text
+from edgekd.remote import remote_check
+from edgekd.report import BudgetResult, Report, speedup_text
 from edgekd.runtimes import Artifact, create_backend, evaluate_accuracy
 from edgekd.runtimes.memprobe import memory_figures
+from edgekd.stages.results import CheckResult, CompileResult
 
+NAME = "check"
 CHECK_SECONDS_PER_MODEL = 2.0  # interleaved timing per model in the final check
-
-
-def local_measurement_blocker(profile: Profile, runtime: str) -> str | None:
-    """None when timing on this host stands for the target device; otherwise why it cannot."""
-    reason = create_backend(runtime).unavailable_reason()
-    if reason:
-        return reason
-    if profile.detect or platform.machine() in profile.measurable_on:
-        return None
-    return f"this host is not a {profile.name} ({profile.arch}); connect one with --remote ssh://..."
-
-
-def local_threads(profile: Profile) -> int:
-    """The profile's threads, but no more than this host's cores: a 4-thread profile timed on 2 cores would
-    measure oversubscription, not the model."""
-    from edgekd.hostinfo import usable_cores
-
-    return min(profile.threads, usable_cores())
-
-
-def predicted_figures(onnx_path, profile: Profile, precision: str, batch: int, runtime: str, blocker: str) -> dict:
-    """Latency and memory of an ONNX model predicted by the cost model for `runtime` on the profile."""
-    latency, memory = predict_onnx(onnx.load(str(onnx_path)), profile, precision, batch, runtime=runtime)
-    return {"latency_ms": latency.value, "latency_interval": list(latency.interval), "latency_source": "predicted",
-            "latency_detail": latency.detail, "memory_mb": memory.value, "memory_interval": list(memory.interval),
-            "memory_source": "predicted", "memory_detail": memory.detail, "blocker": blocker}
-
-
-@dataclass(frozen=True)
-class CheckResult:
-    student: dict  # figures of the shipped artifact
-    teacher: dict
-    budgets: list[BudgetResult]
-    alternatives: dict[str, dict]  # the teacher compressed without distillation, with its figures
 
 
 def decide_budgets(budgets: Budgets, student: dict, speedup: dict, accuracy_drop: float,
@@ -86,15 +51,14 @@ def decide_budgets(budgets: Budgets, student: dict, speedup: dict, accuracy_drop
     return results
 
 
-def run_check(ctx, compiled: dict, student_onnx, teacher_onnx) -> CheckResult:
-    """Figures and budget verdicts for the compiled artifacts in `compiled` (the compile stage's result)."""
+def run(ctx, previous: CompileResult) -> CheckResult:
+    """Figures and budget verdicts for the compiled artifacts (the compile stage's result)."""
     x, y = ctx.data.split("val")
-    student_art: Artifact = compiled["student"]
-    alternatives = dict(compiled.get("alternatives", {}))
+    student_art = previous.student
+    student_onnx, teacher_onnx = previous.export.student_onnx, previous.export.teacher_onnx
+    alternatives = {name: dict(alt) for name, alt in previous.alternatives.items()}  # figures are added below
     if ctx.cfg.remote and student_art.runtime != "onnx":  # everything measured on the device
-        from edgekd.remote import remote_check
-
-        student, teacher = remote_check(ctx, compiled)
+        student, teacher = remote_check(ctx, previous.student, previous.teacher)
         alternatives = {}  # timed one by one on the device, not beside the student: not weighed
         speedup = {"value": teacher["latency_ms"] / student["latency_ms"], "source": "measured",
                    "detail": f"teacher / student p50, each timed alone on {ctx.cfg.remote} (not interleaved)"}
@@ -113,7 +77,7 @@ def run_check(ctx, compiled: dict, student_onnx, teacher_onnx) -> CheckResult:
     blocker = local_measurement_blocker(ctx.profile, ctx.target.runtime)
     batch, shape = ctx.target.batch_size, (ctx.target.batch_size, *ctx.input_shape)
     if blocker is None:
-        teacher_art = compiled.get("teacher") or Artifact(teacher_onnx, "onnxruntime", "fp32")
+        teacher_art = previous.teacher or Artifact(teacher_onnx, "onnxruntime", "fp32")
         arts = {"teacher": teacher_art, "student": eval_art} | {n: a["artifact"] for n, a in alternatives.items()}
         xb = np.ascontiguousarray(x[:1].repeat(batch, 0))
         sessions = {n: load_replicas(a, threads) for n, a in arts.items()}
@@ -147,3 +111,48 @@ def run_check(ctx, compiled: dict, student_onnx, teacher_onnx) -> CheckResult:
     ctx.console.print(f"  student {student['latency_ms']:.3g} ms vs teacher {teacher['latency_ms']:.3g} ms ({where}): "
                       + speedup_text(speedup))
     return CheckResult(student, teacher, decide_budgets(ctx.budgets, student, speedup, drop), alternatives)
+
+
+def fill_report(report: Report, result: CheckResult, ctx) -> None:
+    report.student.update(result.student)
+    report.teacher.update(result.teacher | {"precision": "fp32"})
+    report.budgets = result.budgets
+    if result.alternatives:
+        _weigh_alternatives(ctx, report, result)
+
+
+def _weigh_alternatives(ctx, report: Report, result: CheckResult) -> None:
+    """Put the teacher compressed without distillation beside the student; say plainly when it is the better
+    deal (within every budget, and more accurate at no less speed, or as accurate and measurably faster), and
+    ship it instead with `ship: best`."""
+    report.extra["alternatives"] = {}
+    s, s_speed = result.student, result.student["speedup"]
+    for name, alt in result.alternatives.items():
+        speed = {"value": alt.get("speedup", report.teacher["latency_ms"] / alt["latency_ms"]),
+                 "interval": alt.get("speedup_interval"), "source": alt.get("latency_source", "predicted"),
+                 "detail": f"teacher fp32 / teacher {alt['precision']}"}
+        budgets = decide_budgets(ctx.budgets, alt, speed, alt["accuracy_drop"])
+        meets = all(b.passed for b in budgets)
+        s_lo, s_hi = s_speed.get("interval") or (s_speed["value"], s_speed["value"])
+        a_lo, a_hi = speed["interval"] or (speed["value"], speed["value"])
+        better = meets and ((alt["accuracy"] > s["accuracy"] and a_hi >= s_speed["value"])
+                            or (alt["accuracy"] >= s["accuracy"] and a_lo > s_hi))
+        said = (f"{name}: accuracy {alt['accuracy']:.4f} (drop {alt['accuracy_drop']:.2f} points), "
+                f"{speed['value']:.2f}x faster than the teacher ({speed['source']}) vs the distilled student's "
+                f"{s['accuracy']:.4f} at {s_speed['value']:.2f}x")
+        verdict = ("BETTER than the distilled student: quantizing the teacher alone serves this target better"
+                   if better else "within the budgets but not better than the student" if meets
+                   else "misses a budget")
+        report.extra["alternatives"][name] = {k: v for k, v in alt.items() if k != "artifact"} | {
+            "artifact": ctx.run.relative(alt["artifact"].path), "speedup": speed["value"],
+            "speedup_interval": speed["interval"], "meets_budgets": meets, "better_than_student": better}
+        report.notes.append(f"{said}: {verdict}")
+        if better and ctx.cfg.ship == "best":
+            report.extra["distilled_student"] = dict(report.student)
+            report.student = {"source": f"{ctx.teacher.source} ({name}, not distilled)", "accuracy": alt["accuracy"],
+                              "speedup": speed, "artifact": alt["artifact"].to_dict()} | {
+                k: alt[k] for k in ("latency_ms", "latency_interval", "latency_source") if k in alt}
+            report.artifacts["compiled"] = ctx.run.relative(alt["artifact"].path)
+            report.budgets = budgets
+            report.notes.append(f"ship: best: shipping {name} instead of the distilled student")
+        report.extra["shipped"] = name if better and ctx.cfg.ship == "best" else "student"

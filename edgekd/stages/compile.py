@@ -1,0 +1,272 @@
+"""The compile stage: the student for the target runtime, at the precision that pays, verified.
+
+1. TensorRT targets: the TensorRT lint on the ONNX first; an error fails the stage with the findings.
+2. The float artifact (fp32 on ONNX Runtime, fp16 on OpenVINO and TensorRT) and, when the target asks for
+   int8, the INT8 one (calibrated on the calibration subset of the training split; OpenVINO's is
+   accuracy-controlled within what the accuracy budget leaves).
+3. Each is run through its own runtime on the held-out split: accuracy, and parity with the ONNX model.
+   A float artifact that disagrees with the ONNX model fails the stage (a broken conversion).
+4. Precision guard: INT8 ships only if it is faster than the float artifact (measured here or on the
+   --remote device, else predicted by the profile's cost model) and within the accuracy budget; otherwise
+   the float artifact ships and the record says why.
+5. The teacher, fp32 on the same runtime, for the speed-up figure; and the teacher compressed without
+   distillation (INT8, FP16 on TensorRT), the alternative the report compares the student against.
+Without the runtime here and without --remote, the stage is skipped with the reason and the ONNX model
+(for TensorRT int8: the Q/DQ ONNX the device builds from) is the artifact.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+from rich.markup import escape
+
+from edgekd import parity
+from edgekd.errors import StageFailed
+from edgekd.figures import local_measurement_blocker, local_threads, predicted_figures
+from edgekd.interleave import load_replicas, time_sessions
+from edgekd.remote import parse_remote, remote_bench, remote_compile
+from edgekd.runtimes import (
+    FLOAT_PRECISION,
+    Artifact,
+    CompileOptions,
+    create_backend,
+    evaluate_accuracy,
+    get_linter,
+    save_artifact,
+)
+from edgekd.runtimes.onnxruntime_backend import OrtSession, quantize_qdq
+from edgekd.stages.results import CompileResult, ExportResult
+
+NAME = "compile"
+
+# The teacher compressed without distillation, per runtime: what a user gets by quantizing alone.
+COMPRESSED_TEACHER = {"onnxruntime": "int8", "openvino": "int8", "tensorrt": "fp16"}
+TUNE_SAMPLES = 512  # training images outside the calibration subset, for accuracy-controlled INT8
+GUARD_SECONDS_PER_CANDIDATE = 1.0  # interleaved timing when the guard measures here
+
+
+def lint_or_fail(onnx_path: Path, batch: int) -> dict:
+    findings = get_linter("tensorrt")(onnx_path, batch, max(64, batch))
+    errors = [f for f in findings if f.severity == "error"]
+    record = {"errors": len(errors), "warnings": len(findings) - len(errors),
+              "findings": [f.to_dict() for f in findings]}
+    if errors:
+        shown = "; ".join(f"{f.node} ({f.op}): {f.why}" for f in errors[:5])
+        more = f" (and {len(errors) - 5} more; run edgekd lint {onnx_path})" if len(errors) > 5 else ""
+        raise StageFailed(f"TensorRT lint: {len(errors)} finding(s) would fail on the device: {shown}{more}")
+    return record
+
+
+def _remote(ctx):
+    url = getattr(ctx.cfg, "remote", None)
+    return parse_remote(url) if url else None
+
+
+def _figures(ctx, artifact: Artifact, onnx_path: Path, remote, blocker: str | None, eval_npz: Path | None,
+             timing: bool = True) -> dict:
+    """Accuracy and logits on the held-out split through the artifact's runtime; with `timing`, its latency
+    measured on the --remote device or predicted (latency measured here is taken by _time_here)."""
+    if remote is not None:
+        with tempfile.TemporaryDirectory() as tmp:
+            res = remote_bench(remote, artifact.path, artifact.runtime, ctx.profile.threads, ctx.target.batch_size,
+                               eval_npz, logits=True, into=Path(tmp))
+            logits = np.load(res.pop("logits_path"))
+        return {"accuracy": res["accuracy"], "logits": logits, "latency_ms": res["latency_ms"],
+                "latency_interval": res["latency_interval"], "latency_source": "measured",
+                "device_state": res["device_state"]}
+    session = create_backend(artifact.runtime).load(artifact, local_threads(ctx.profile))
+    accuracy, logits = evaluate_accuracy(session, *ctx.data.split("val"))
+    out = {"accuracy": accuracy, "logits": logits}
+    if timing and blocker is not None:
+        predicted = predicted_figures(onnx_path, ctx.profile, artifact.precision, ctx.target.batch_size,
+                                      artifact.runtime, blocker)
+        out |= {k: predicted[k] for k in ("latency_ms", "latency_interval", "latency_source")}
+    return out
+
+
+def _time_here(ctx, artifacts: dict[str, Artifact], float_p: str) -> dict[str, dict]:
+    """Latency of each candidate measured here, interleaved in one process (edgekd/interleave.py), so that a
+    noisy spell on a shared machine hits every candidate alike."""
+    x = ctx.data.split("val")[0][:1]
+    xb = np.ascontiguousarray(x.repeat(ctx.target.batch_size, 0))
+    threads = local_threads(ctx.profile)
+    timed = time_sessions({p: load_replicas(a, threads) for p, a in artifacts.items()}, xb,
+                          GUARD_SECONDS_PER_CANDIDATE * len(artifacts))
+    out = {p: timed.figures(p) for p in artifacts}
+    if "int8" in artifacts and float_p in artifacts:
+        ratio = timed.speedup(float_p, "int8")
+        out["int8"]["speedup_over_float"] = {"value": ratio.value, "interval": list(ratio.interval)}
+    return out
+
+
+def _check_parity(got: parity.Parity, precision: str, what: str) -> None:
+    """A float artifact must agree with its ONNX model; INT8's drift is bounded by the accuracy budget."""
+    parity.require(got, precision, f"compile: the {what} artifact disagrees with its ONNX model")
+
+
+def precision_guard(candidates: dict[str, dict], max_drop: float | None) -> tuple[str, str]:
+    """(precision to ship, why). INT8 must be faster than the float artifact (timed interleaved here: the
+    interval of their ratio above 1; measured on a device: its latency interval entirely below the float
+    one's; predicted: a lower prediction, both sharing the cost model's error) and within the accuracy budget."""
+    float_p = next(p for p in candidates if p != "int8")
+    if "int8" not in candidates:
+        return float_p, f"{float_p}: the target asks for {float_p}"
+    q, f = candidates["int8"], candidates[float_p]
+    source = q["latency_source"]
+    if "speedup_over_float" in q:  # timed interleaved here: the ratio's own interval must clear 1
+        faster = q["speedup_over_float"]["interval"][0] > 1
+    elif source == "measured" == f["latency_source"]:
+        faster = q["latency_interval"][1] < f["latency_interval"][0]
+    else:
+        faster = q["latency_ms"] < f["latency_ms"]
+    within = max_drop is None or q["accuracy_drop"] <= max_drop
+    speed = f"int8 {q['latency_ms']:.4g} ms vs {float_p} {f['latency_ms']:.4g} ms ({source})"
+    accuracy = f"accuracy drop {q['accuracy_drop']:.2f} points (budget {max_drop})"
+    if faster and within:
+        return "int8", f"int8 pays: {speed}, {accuracy}"
+    why = ([] if faster else [f"is not faster ({speed})"]) + ([] if within else [f"is over budget ({accuracy})"])
+    return float_p, f"int8 {' and '.join(why)}; shipping {float_p}"
+
+
+def _tune_set(ctx) -> tuple[np.ndarray, np.ndarray]:
+    data = ctx.data
+    pool = np.setdiff1d(data.train_idx, data.calib_idx)
+    rng = np.random.default_rng(ctx.cfg.seed)
+    idx = np.sort(rng.choice(pool, size=min(TUNE_SAMPLES, len(pool)), replace=False))
+    return data.inputs(idx), data.y[idx]
+
+
+def _tensorrt_qdq(ctx, onnx_path: Path, folder: Path, batch: int) -> tuple[Path, dict, dict]:
+    """The Q/DQ ONNX a TensorRT int8 engine is built from (explicit quantization, calibrated here on the
+    calibration subset), linted for TensorRT: (path, quantization settings, lint record)."""
+    qdq = folder / f"{onnx_path.stem}-qdq.onnx"
+    settings = quantize_qdq(onnx_path, qdq, ctx.data.split("calib")[0], "QInt8", symmetric=True)
+    return qdq, settings, lint_or_fail(qdq, batch)
+
+
+def _compile_one(ctx, backend, onnx_path: Path, folder: Path, precision: str, options: CompileOptions, remote):
+    calibration = ctx.data.split("calib")[0] if precision == "int8" else None
+    if remote is not None and backend.name == "tensorrt":  # engines are built on the device they run on
+        source = onnx_path
+        if precision == "int8":  # Q/DQ made here, where the calibration data is; the device builds from it
+            source, _, _ = _tensorrt_qdq(ctx, onnx_path, folder, options.batch)
+        return remote_compile(remote, source, backend.name, precision, folder, options.batch)
+    artifact = backend.compile(onnx_path, folder, precision, calibration, ctx.profile.arch, options)
+    save_artifact(artifact)
+    return artifact
+
+
+def _skip(ctx, exported: ExportResult, reason: str, record: dict) -> CompileResult:
+    artifact = Artifact(exported.student_onnx, "onnx", "fp32", {"format": "onnx"})
+    if ctx.target.runtime == "tensorrt" and ctx.target.precision == "int8":
+        qdq, settings, record["qdq_lint"] = _tensorrt_qdq(ctx, exported.student_onnx, ctx.run.folder("compile"),
+                                                          ctx.target.batch_size)
+        artifact = Artifact(qdq, "onnx", "int8", settings)
+    ctx.console.print(f"[bold]compile[/]: skipped: {escape(reason)}; "
+                      f"the ONNX model ({artifact.path.name}) is the artifact")
+    return CompileResult(artifact, None, record, {}, exported, skipped=reason)
+
+
+def run(ctx, previous: ExportResult) -> CompileResult:
+    """The exported student (and teacher) compiled for the target; skipped, with the reason, where the runtime
+    is neither here nor on --remote."""
+    student_onnx, teacher_onnx = previous.student_onnx, previous.teacher_onnx
+    t, profile = ctx.target, ctx.profile
+    record: dict = {}
+    if t.runtime == "tensorrt":
+        ctx.console.print("[bold]compile[/]: TensorRT lint of the student ONNX")
+        record["lint"] = lint_or_fail(student_onnx, t.batch_size)
+    backend = create_backend(t.runtime)
+    remote = _remote(ctx)
+    reason = backend.unavailable_reason()
+    if reason and remote is None:
+        return _skip(ctx, previous, reason, record)
+    folder = ctx.run.folder("compile")
+    blocker = None if remote is not None else local_measurement_blocker(profile, t.runtime)
+    # ORT format for ONNX Runtime on Arm CPUs (phones, Raspberry Pi): what ONNX Runtime Mobile loads.
+    options = CompileOptions(mobile=t.runtime == "onnxruntime" and profile.arch == "aarch64",
+                             batch=t.batch_size, max_batch=max(64, t.batch_size))
+    x_val, y_val = ctx.data.split("val")
+    eval_npz = None
+    if remote is not None:
+        eval_npz = folder / "heldout.npz"
+        np.savez(eval_npz, x=x_val, y=y_val)
+    reference = OrtSession(student_onnx, local_threads(profile))
+    _, ref_logits = evaluate_accuracy(reference, x_val, y_val)
+    float_p = FLOAT_PRECISION[t.runtime]
+    where = f"on {remote.url}" if remote is not None else "here" if blocker is None else "predicted"
+    ctx.console.print(f"[bold]compile[/]: student -> {backend.name} {float_p}"
+                      f"{' and int8 (precision guard)' if t.precision == 'int8' else ''}; timing {where}")
+    budget = ctx.budgets.max_accuracy_drop
+    teacher_acc = ctx.teacher_accuracy
+    candidates: dict[str, dict] = {}
+    artifacts: dict[str, Artifact] = {}
+    for precision in [float_p] + (["int8"] if t.precision == "int8" else []):
+        opts = options
+        if precision == "int8" and budget is not None and t.runtime == "openvino":
+            left = budget - candidates[float_p]["accuracy_drop"]  # what the float student leaves of the budget
+            if left > 0:
+                opts = replace(options, tune=_tune_set(ctx), max_accuracy_drop=left)
+        artifact = _compile_one(ctx, backend, student_onnx, folder, precision, opts, remote)
+        figures = _figures(ctx, artifact, student_onnx, remote, blocker, eval_npz)
+        agree = parity.compare_logits(figures.pop("logits"), ref_logits)
+        figures |= {"accuracy_drop": 100 * (teacher_acc - figures["accuracy"]), "parity": agree.as_dict(),
+                    "path": artifact.path.name, "settings": artifact.settings}
+        _check_parity(agree, precision, f"{backend.name} {precision} student")
+        candidates[precision], artifacts[precision] = figures, artifact
+    if remote is None and blocker is None:
+        for precision, timing in _time_here(ctx, artifacts, float_p).items():
+            candidates[precision] |= timing
+    for precision, c in candidates.items():
+        ctx.console.print(f"  {precision}: accuracy {c['accuracy']:.4f}, {c['latency_ms']:.4g} ms "
+                          f"({c['latency_source']}), parity top-1 {c['parity']['top1_agreement']:.2%}")
+    shipped, why = precision_guard(candidates, budget)
+    ctx.console.print(f"  precision guard: {why}")
+    record["precision_guard"] = {"requested": t.precision, "shipped": shipped, "reason": why,
+                                 "candidates": candidates}
+    teacher = _compile_one(ctx, backend, teacher_onnx, folder, "fp32", options, remote)
+    # The teacher's artifact is verified the same way: through its runtime, against its ONNX model.
+    _, teacher_ref = evaluate_accuracy(OrtSession(teacher_onnx, local_threads(profile)), x_val, y_val)
+    got = _figures(ctx, teacher, teacher_onnx, remote, blocker, eval_npz, timing=False)
+    teacher_parity = parity.compare_logits(got["logits"], teacher_ref)
+    record["teacher"] = {"accuracy": got["accuracy"], "parity": teacher_parity.as_dict(), "path": teacher.path.name}
+    _check_parity(teacher_parity, "fp32", f"{backend.name} fp32 teacher")
+    record["teacher"]["artifact"] = teacher.to_dict()
+    alternatives = {}
+    if t.runtime in COMPRESSED_TEACHER:
+        alternatives = _compressed_teacher(ctx, backend, teacher_onnx, folder, options, remote, blocker, eval_npz)
+        record["alternatives"] = {n: {k: v for k, v in a.items() if k != "artifact"} | {"path": a["artifact"].path.name}
+                                  for n, a in alternatives.items()}
+    ctx.run.compile_json.write_text(json.dumps(record | {"shipped": artifacts[shipped].to_dict()}, indent=2,
+                                               default=str))
+    return CompileResult(artifacts[shipped], teacher, record, alternatives, previous)
+
+
+def _compressed_teacher(ctx, backend, teacher_onnx: Path, folder: Path, options: CompileOptions, remote,
+                        blocker: str | None, eval_npz: Path | None) -> dict[str, dict]:
+    """The obvious alternative to distillation: the teacher itself, compressed on the target's runtime (INT8
+    calibrated on the same subset; FP16 on TensorRT), with its accuracy through that runtime. The check
+    stage times it beside the student."""
+    precision = COMPRESSED_TEACHER[ctx.target.runtime]
+    budget = ctx.budgets.max_accuracy_drop
+    opts = options
+    if precision == "int8" and budget is not None and ctx.target.runtime == "openvino":
+        opts = replace(options, tune=_tune_set(ctx), max_accuracy_drop=budget)
+    ctx.console.print(f"  the teacher alone, {precision} on {backend.name} (the alternative to distillation)")
+    art = _compile_one(ctx, backend, teacher_onnx, folder / "teacher-compressed", precision, opts, remote)
+    figures = _figures(ctx, art, teacher_onnx, remote, blocker, eval_npz)
+    figures.pop("logits")
+    figures |= {"accuracy_drop": 100 * (ctx.teacher_accuracy - figures["accuracy"]), "precision": precision,
+                "artifact": art}
+    return {f"teacher-{precision}": figures}
+
+
+def fill_report(report, result: CompileResult, ctx) -> None:
+    report.artifacts["compiled"] = ctx.run.relative(result.student.path)
+    report.student["artifact"] = result.student.to_dict() | {"path": report.artifacts["compiled"]}
+    report.student["compile"] = result.record  # lint findings, precision guard, parity

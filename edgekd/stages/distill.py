@@ -1,0 +1,20 @@
+"""The distill stage: the searched student trained from the teacher (edgekd/distill), its accuracy budget
+checked on torch accuracy before export."""
+
+from __future__ import annotations
+
+from edgekd.distill.stage import run_distill
+from edgekd.report import Report
+from edgekd.stages.results import DistillResult, SearchResult
+
+NAME = "distill"
+
+
+def run(ctx, previous: SearchResult, resume: bool = False, nproc_per_node: int = 1) -> DistillResult:
+    """Writes OUT/distill/ (student, history, checkpoints); over the accuracy budget raises BudgetFailed."""
+    return DistillResult.from_info(run_distill(ctx, previous.pick, resume=resume, nproc_per_node=nproc_per_node))
+
+
+def fill_report(report: Report, result: DistillResult, ctx) -> None:
+    report.student.update({"arch": result.arch, "params": result.params, "method": result.method,
+                           "torch_accuracy": result.torch_accuracy, "batch_size_used": result.batch_size_used})

@@ -1,0 +1,36 @@
+"""The export stage: the distilled student (and a torch teacher) -> ONNX with a dynamic batch, checked by
+onnx.checker and for parity with torch through onnxruntime (edgekd/onnx_export)."""
+
+from __future__ import annotations
+
+import edgekd
+from edgekd.distill.stage import load_student
+from edgekd.onnx_export import export_checked, teacher_onnx
+from edgekd.report import Report
+from edgekd.stages.results import DistillResult, ExportResult
+
+NAME = "export"
+PARITY_SAMPLES = 512  # held-out inputs the parity check runs
+
+
+def run(ctx, previous: DistillResult | None = None) -> ExportResult:
+    """Student (from OUT/distill: its weights are there, not in `previous`) and, for a torch teacher, the
+    teacher -> OUT/export/student.onnx, OUT/teacher/teacher.onnx; writes OUT/export/export.json."""
+    student, info = load_student(ctx.run.distill)
+    ctx.run.folder("export")
+    metadata = {"preprocessing": ctx.data.preprocessing.as_dict(), "classes": ctx.data.classes,
+                "arch": info["arch"], "teacher": ctx.teacher.source, "edgekd": edgekd.__version__}
+    ctx.console.print("[bold]export[/]: student -> ONNX (dynamic batch), checker, parity through onnxruntime")
+    student_parity = export_checked(student, ctx.input_shape, ctx.run.student_onnx, metadata,
+                                    ctx.data.split("val")[0][:PARITY_SAMPLES], "student")
+    teacher, teacher_parity = teacher_onnx(ctx)
+    result = ExportResult(ctx.run.student_onnx, teacher, student_parity, teacher_parity)
+    result.save(ctx.run)
+    ctx.console.print(f"  parity: max |diff| {student_parity.max_abs_diff:.2e}, top-1 agreement "
+                      f"{student_parity.top1_agreement:.2%}")
+    return result
+
+
+def fill_report(report: Report, result: ExportResult, ctx) -> None:
+    report.artifacts["onnx"] = ctx.run.relative(result.student_onnx)
+    report.student["parity"] = result.student_parity.as_dict()

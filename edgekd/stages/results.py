@@ -1,0 +1,132 @@
+"""What each stage hands to the next (and to the report): frozen, typed, and each one saved in the run
+folder, so a stage command (`edgekd distill --out D`, `edgekd compile --out D`) loads its predecessor's
+result from the RunDir instead of parsing the files itself. docs/architecture.md shows how they chain."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from edgekd.errors import InputError
+from edgekd.parity import Parity
+from edgekd.report import BudgetResult
+from edgekd.rundir import RunDir
+from edgekd.runtimes import Artifact
+
+
+def _read_json(path: Path, missing: str) -> dict:
+    if not path.is_file():
+        raise InputError(missing)
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise InputError(f"{path}: not readable JSON ({e}); run the stage that writes it again") from None
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """The pick (OUT/search/search.json holds every candidate). A pick given by hand (`distill --arch`) has
+    no index and no teacher latency."""
+
+    pick: dict
+    pick_index: int | None = None
+    teacher_latency_ms: float | None = None  # predicted, at the runtime's float precision
+    skipped: str = ""
+
+    @classmethod
+    def from_record(cls, record: dict) -> SearchResult:
+        return cls(record["pick"], record.get("pick_index"), teacher_latency(record))
+
+    @classmethod
+    def load(cls, run: RunDir) -> SearchResult:
+        record = _read_json(run.search_json, f"--out {run.root}: no search/search.json; run `edgekd search --out "
+                                             f"{run.root}` or pass --arch")
+        if not record.get("pick"):
+            raise InputError(f"{run.search_json}: the search picked no student; search again or pass --arch")
+        return cls.from_record(record)
+
+
+def teacher_latency(record: dict) -> float | None:
+    """The teacher's predicted latency from a search record (also one the failed search wrote)."""
+    limits = record.get("limits") if isinstance(record, dict) else None
+    predicted = limits.get("teacher_latency_ms") if isinstance(limits, dict) else None
+    value = predicted.get("value") if isinstance(predicted, dict) else None
+    return float(value) if value is not None else None
+
+
+@dataclass(frozen=True)
+class DistillResult:
+    """The distilled student (OUT/distill/student.json is `info`; the weights lie beside it)."""
+
+    arch: dict
+    params: int
+    method: str
+    torch_accuracy: float
+    batch_size_used: int
+    accuracy_drop: float  # points, torch accuracy vs the teacher's
+    info: dict = field(repr=False)  # the whole record as written
+    skipped: str = ""
+
+    @classmethod
+    def from_info(cls, info: dict) -> DistillResult:
+        return cls(info["arch"], info["params"], info["method"], info["torch_accuracy"], info["batch_size_used"],
+                   info["accuracy_drop"], info)
+
+    @classmethod
+    def load(cls, run: RunDir) -> DistillResult:
+        return cls.from_info(_read_json(run.student_json, f"--out {run.root}: no distill/student.json; run "
+                                                          f"`edgekd distill --out {run.root}` first"))
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """Student and teacher as ONNX (OUT/export/export.json): the teacher's is the one given when it was ONNX."""
+
+    student_onnx: Path
+    teacher_onnx: Path
+    student_parity: Parity
+    teacher_parity: Parity | None = None  # None for an ONNX teacher (nothing was converted)
+    skipped: str = ""
+
+    def to_json(self) -> dict:
+        d = {"student": str(self.student_onnx), "student_parity": self.student_parity.as_dict(),
+             "teacher": str(self.teacher_onnx)}
+        return d | ({"teacher_parity": self.teacher_parity.as_dict()} if self.teacher_parity else {})
+
+    @classmethod
+    def from_json(cls, d: dict) -> ExportResult:
+        teacher_parity = d.get("teacher_parity")
+        return cls(Path(d["student"]), Path(d["teacher"]), Parity.from_dict(d["student_parity"]),
+                   Parity.from_dict(teacher_parity) if teacher_parity else None)
+
+    def save(self, run: RunDir) -> None:
+        run.export_json.write_text(json.dumps(self.to_json(), indent=2))
+
+    @classmethod
+    def load(cls, run: RunDir) -> ExportResult:
+        return cls.from_json(_read_json(run.export_json, f"--out {run.root}: no export/export.json; run "
+                                                         f"`edgekd export --out {run.root}` first"))
+
+
+@dataclass(frozen=True)
+class CompileResult:
+    """The shipped student artifact, the fp32 teacher on the same runtime, and the teacher compressed alone
+    (`alternatives`: name -> its figures and `artifact`). `record` is OUT/compile/compile.json (lint,
+    precision guard, parity). Skipped (runtime not here): the ONNX model is the artifact."""
+
+    student: Artifact
+    teacher: Artifact | None
+    record: dict
+    alternatives: dict[str, dict]
+    export: ExportResult  # the ONNX models compiled, which the check stage prices and falls back to
+    skipped: str = ""
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    student: dict  # figures of the shipped artifact
+    teacher: dict
+    budgets: list[BudgetResult]
+    alternatives: dict[str, dict]  # the teacher compressed without distillation, with its figures
+    skipped: str = ""

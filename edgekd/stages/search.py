@@ -1,0 +1,18 @@
+"""The search stage: a student picked within the budgets without training (edgekd/search)."""
+
+from __future__ import annotations
+
+import edgekd.search as search_lib
+from edgekd.report import Report
+from edgekd.stages.results import SearchResult
+
+NAME = "search"
+
+
+def run(ctx, previous: None = None) -> SearchResult:
+    """Writes OUT/search/search.json and pareto.png; a search that finds nothing raises BudgetFailed."""
+    return SearchResult.from_record(search_lib.run_search(ctx))
+
+
+def fill_report(report: Report, result: SearchResult, ctx) -> None:
+    """The search adds nothing to the report itself; report.html reads search.json for its chart."""
