@@ -11,7 +11,7 @@ import numpy as np
 
 from edgekd.errors import InputError
 from edgekd.rundir import make_dir
-from edgekd.runtimes import FLOAT_PRECISION, Artifact, CompileOptions, create_backend, save_artifact
+from edgekd.runtimes import Artifact, CompileOptions, create_backend, save_artifact
 from edgekd.validate import check_model_file
 
 
@@ -41,7 +41,7 @@ def compile_model(onnx_path: Path, out_dir: Path, runtime: str, precision: str |
     reason = backend.unavailable_reason()
     if reason:
         raise InputError(f"--runtime {runtime}: {reason}")
-    precision = precision or FLOAT_PRECISION[runtime]
+    precision = precision or backend.float_precision
     calib = load_calibration(calibration) if calibration is not None else None
     arch = platform.machine() if platform.machine() in ("x86_64", "aarch64") else "x86_64"
     artifact = backend.compile(onnx_path, out_dir, precision, calib, arch,

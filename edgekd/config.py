@@ -14,9 +14,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from edgekd.distill.catalog import DEFAULT_METHOD
 from edgekd.errors import InputError
+from edgekd.runtimes import list_runtimes
 
 Precision = Literal["fp32", "fp16", "int8"]
-RuntimeName = Literal["onnxruntime", "openvino", "tensorrt"]
+RuntimeName = Literal[tuple(list_runtimes())]  # the registered backends (edgekd/runtimes)
 PositiveFloat = Annotated[float, Field(gt=0)]
 
 

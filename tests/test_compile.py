@@ -9,6 +9,7 @@ from conftest import cli
 from onnx import TensorProto, helper
 
 from edgekd.errors import StageFailed
+from edgekd.runtimes import create_backend
 from edgekd.stages.compile import lint_or_fail, precision_guard
 
 
@@ -34,14 +35,14 @@ def test_guard_compares_predictions_by_value():
 
 
 def test_lint_gate_fails_the_stage_with_the_findings(tiny_onnx, tmp_path):
-    assert lint_or_fail(tiny_onnx, 1)["errors"] == 0
+    assert lint_or_fail(create_backend("tensorrt"), tiny_onnx, 1)["errors"] == 0
     bad = tmp_path / "bad.onnx"
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
     graph = helper.make_graph([helper.make_node("Unique", ["x"], ["y"], name="uniq")], "g", [x], [y])
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(bad))
     with pytest.raises(StageFailed, match=r"TensorRT lint: 1 finding\(s\) would fail on the device: uniq \(Unique\)"):
-        lint_or_fail(bad, 1)
+        lint_or_fail(create_backend("tensorrt"), bad, 1)
 
 
 def test_compile_model_command(tiny_onnx, tmp_path):

@@ -1,12 +1,12 @@
 import numpy as np
 import pytest
 
-from edgekd.runtimes import artifact_from_path, create_backend, evaluate_accuracy, runtimes
+from edgekd.runtimes import artifact_from_path, create_backend, evaluate_accuracy, list_runtimes
 from edgekd.runtimes.memprobe import measure_memory_mb
 
 create_backend("onnxruntime")  # registers every backend
 PRECISIONS = {"onnxruntime": ["fp32", "int8"], "openvino": ["fp32", "fp16", "int8"], "tensorrt": ["fp16"]}
-CASES = [(r, p) for r in runtimes.names() for p in PRECISIONS[r]]
+CASES = [(r, p) for r in list_runtimes() for p in PRECISIONS[r]]
 
 
 @pytest.mark.parametrize(("runtime", "precision"), CASES)

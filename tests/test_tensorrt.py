@@ -127,7 +127,7 @@ def test_lint_command_exit_codes(tiny_onnx, tmp_path):
     text = cli("lint", bad)
     assert "error   u (Unique): Unique is listed as unsupported" in text.stdout
     assert cli("lint", tmp_path / "missing.onnx").exit_code == 2
-    assert "unknown lint runtime 'openvno'" in cli("lint", tiny_onnx, "--runtime", "openvno").stderr
+    assert "unknown runtime 'openvno'" in cli("lint", tiny_onnx, "--runtime", "openvno").stderr
 
 
 def test_foreign_engine_fingerprint_is_refused(tmp_path):

@@ -8,9 +8,11 @@ from pathlib import Path
 
 import numpy as np
 
+from edgekd.devicestate import device_state
 from edgekd.errors import InputError
 from edgekd.measure import summarize, time_calls
 from edgekd.runtimes import Artifact, Session, create_backend, evaluate_accuracy
+from edgekd.runtimes.memprobe import measure_memory_mb
 
 WARMUP = 10
 
@@ -49,8 +51,6 @@ def load_eval(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 def bench(artifact: Artifact, threads: int, batch: int = 1, eval_data: Path | None = None,
           logits_out: Path | None = None, memory: bool = True) -> dict:
-    from edgekd.devicestate import device_state
-    from edgekd.runtimes.memprobe import measure_memory_mb
 
     backend = create_backend(artifact.runtime)
     reason = backend.unavailable_reason()

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from edgekd.figures import Figure, Figures
+
 
 def _rss_mb() -> float:
     import psutil
@@ -92,11 +94,11 @@ def measure_memory_mb(artifact, input_shape: tuple[int, ...], threads: int) -> f
 MEMORY_PROBES = 3  # fresh processes; their min..max is the memory figure's interval
 
 
-def memory_figures(artifact, input_shape: tuple[int, ...], threads: int, probes: int = MEMORY_PROBES) -> dict:
-    """The report's memory fields: the median of `probes` fresh-process probes, their range the interval."""
+def memory_figures(artifact, input_shape: tuple[int, ...], threads: int, probes: int = MEMORY_PROBES) -> Figures:
+    """The median of `probes` fresh-process probes, their range the interval."""
     found = sorted(measure_memory_mb(artifact, input_shape, threads) for _ in range(probes))
-    return {"memory_mb": float(np.median(found)), "memory_interval": [found[0], found[-1]],
-            "memory_source": "measured", "memory_probes_mb": found}
+    return Figures(memory=Figure(float(np.median(found)), "measured", (found[0], found[-1])),
+                   extra={"memory_probes_mb": found})
 
 
 if __name__ == "__main__":

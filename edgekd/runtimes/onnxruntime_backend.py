@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from edgekd.errors import InputError
-from edgekd.runtimes import Artifact, CompileOptions, runtimes
+from edgekd.runtimes.base import Artifact, Backend, CompileOptions, register_runtime
 
 XNNPACK = "XnnpackExecutionProvider"
 
@@ -91,21 +91,18 @@ def to_ort_format(onnx_path: Path, out: Path, arch: str) -> None:
         shutil.move(Path(tmp) / "ort" / src.with_suffix(".ort").name, out)
 
 
-@runtimes.register("onnxruntime")
-class OnnxRuntimeBackend:
+@register_runtime
+class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
+    label = "ONNX Runtime"
+    float_precision = "fp32"  # the CPU provider has no fp16 kernels
+    compressed_teacher = "int8"
+    suffixes = (".onnx", ".ort")
+    sdk = ("onnxruntime",)
 
-    def unavailable_reason(self) -> str | None:
-        try:
-            import onnxruntime  # noqa: F401
-        except ImportError:
-            return "onnxruntime is not installed"
-        return None
-
-    def versions(self) -> dict[str, str]:
-        import onnxruntime
-
-        return {"onnxruntime": onnxruntime.__version__}
+    def options_for(self, arch: str, batch: int) -> CompileOptions:
+        # ORT format on Arm CPUs (phones, Raspberry Pi): what ONNX Runtime Mobile loads.
+        return CompileOptions(mobile=arch == "aarch64", batch=batch, max_batch=max(64, batch))
 
     def compile(self, onnx_path: Path, out_dir: Path, precision: str, calibration: np.ndarray | None,
                 arch: str, options: CompileOptions | None = None) -> Artifact:

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekd.errors import InputError, MissingDependency
-from edgekd.runtimes import Artifact, CompileOptions, runtimes
+from edgekd.errors import InputError
+from edgekd.optional import require
+from edgekd.runtimes.base import Artifact, Backend, CompileOptions, register_runtime
 
 
 class OpenVinoSession:
@@ -54,28 +55,15 @@ def _accuracy(compiled, items) -> tuple[float, None]:
     return correct / max(1, total), None
 
 
-@runtimes.register("openvino")
-class OpenVinoBackend:
+@register_runtime
+class OpenVinoBackend(Backend):
     name = "openvino"
-
-    def unavailable_reason(self) -> str | None:
-        try:
-            import openvino  # noqa: F401
-        except ImportError:
-            return "openvino is not installed"
-        return None
-
-    def versions(self) -> dict[str, str]:
-        import openvino
-
-        out = {"openvino": openvino.__version__}
-        try:
-            import nncf
-
-            out["nncf"] = nncf.__version__
-        except ImportError:
-            pass
-        return out
+    label = "OpenVINO"
+    float_precision = "fp16"  # fp16 weights; execution stays f32 on CPUs
+    compressed_teacher = "int8"
+    suffixes = (".xml",)
+    sdk = ("openvino", "nncf")
+    tunes_int8 = True  # nncf.quantize_with_accuracy_control
 
     def compile(self, onnx_path: Path, out_dir: Path, precision: str, calibration: np.ndarray | None,
                 arch: str, options: CompileOptions | None = None) -> Artifact:
@@ -98,10 +86,7 @@ class OpenVinoBackend:
 
     @staticmethod
     def _quantize(model, calibration: np.ndarray | None, options: CompileOptions):
-        try:
-            import nncf
-        except ImportError:
-            raise MissingDependency("nncf", "nncf", "int8 on OpenVINO") from None
+        nncf = require("nncf", "int8 on OpenVINO")
         nncf.set_log_level(logging.WARNING)  # its progress bars stay; per-step INFO lines would drown the stage's
         if calibration is None or len(calibration) == 0:
             raise InputError("int8 needs calibration data (the --data calibration subset)")

@@ -22,27 +22,26 @@ import time
 from pathlib import Path
 
 import numpy as np
+import onnx
 
-from edgekd.errors import InputError, MissingDependency, StageFailed
-from edgekd.runtimes import Artifact, CompileOptions, runtimes
+from edgekd.devicestate import jetson_release
+from edgekd.errors import InputError, StageFailed
+from edgekd.optional import installed, require
+from edgekd.runtimes.base import Artifact, Backend, CompileOptions, register_runtime
+from edgekd.runtimes.onnxruntime_backend import quantize_qdq
+from edgekd.runtimes.tensorrt_lint import lint_file
 
 WORKSPACE_BYTES = 1 << 30  # builder scratch cap; Jetson memory is shared with the CPU, so keep it bounded
 FINGERPRINT_KEYS = ("tensorrt", "gpu", "compute_capability", "l4t")  # must all match to load an engine
 
 
 def _trt():
-    try:
-        import tensorrt
-    except ImportError:
-        raise MissingDependency("tensorrt", "edgekd[tensorrt]", "building or running a TensorRT engine") from None
-    return tensorrt
+    return require("tensorrt", "building or running a TensorRT engine")
 
 
 def fingerprint() -> dict:
     """What an engine built here is tied to."""
     import torch
-
-    from edgekd.devicestate import jetson_release
 
     trt = _trt()
     if not torch.cuda.is_available():
@@ -64,8 +63,6 @@ def check_fingerprint(recorded: dict, here: dict, path: Path) -> None:
 
 
 def is_quantized(onnx_path: Path) -> bool:
-    import onnx
-
     return any(n.op_type in ("QuantizeLinear", "DequantizeLinear")
                for n in onnx.load(str(onnx_path), load_external_data=False).graph.node)
 
@@ -92,7 +89,6 @@ def weakly_typed(trt) -> bool:
 
 def to_fp16_onnx(onnx_path: Path, out: Path) -> Path:
     """The float ONNX with fp16 weights and compute, fp32 inputs and outputs (for strongly typed builds)."""
-    import onnx
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
     onnx.save(convert_float_to_float16(onnx.load(str(onnx_path)), keep_io_types=True), str(out))
@@ -205,14 +201,22 @@ class TensorRTSession:
         return np.concatenate(outs)
 
 
-@runtimes.register("tensorrt")
-class TensorRTBackend:
+@register_runtime
+class TensorRTBackend(Backend):
     name = "tensorrt"
+    label = "TensorRT"
+    float_precision = "fp16"  # TensorRT computes in fp16 too
+    compressed_teacher = "fp16"
+    suffixes = (".engine", ".plan")
+    sdk = ("tensorrt",)
+    builds_on_device = True  # an engine is specific to its GPU and TensorRT version
+    int8_from_qdq = True  # symmetric Q/DQ: the implicit-calibrator API is gone in TensorRT 11
+
+    def lint(self, onnx_path: Path, batch: int, max_batch: int) -> list:
+        return lint_file(onnx_path, batch, max_batch)
 
     def unavailable_reason(self) -> str | None:
-        try:
-            import tensorrt  # noqa: F401
-        except ImportError:
+        if installed("tensorrt") is None:
             return ("TensorRT is not installed on this host; engines are built on the device "
                     "(pip install 'edgekd[tensorrt]' there, or use --remote)")
         import torch
@@ -221,17 +225,8 @@ class TensorRTBackend:
             return "TensorRT is installed but torch sees no CUDA GPU on this host"
         return None
 
-    def versions(self) -> dict[str, str]:
-        try:
-            import tensorrt
-        except ImportError:
-            return {}
-        return {"tensorrt": tensorrt.__version__}
-
     def compile(self, onnx_path: Path, out_dir: Path, precision: str, calibration: np.ndarray | None,
                 arch: str, options: CompileOptions | None = None) -> Artifact:
-        from edgekd.runtimes.onnxruntime_backend import quantize_qdq
-
         if precision not in ("fp32", "fp16", "int8"):
             raise InputError(f"precision '{precision}': TensorRT engines are fp32, fp16 or int8")
         options = options or CompileOptions()

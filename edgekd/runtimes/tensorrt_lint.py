@@ -19,6 +19,12 @@ from functools import cache
 from pathlib import Path
 
 import numpy as np
+import onnx
+import yaml
+from onnx import numpy_helper, shape_inference
+
+from edgekd.errors import InputError
+from edgekd.validate import check_model_file, read_onnx
 
 TYPE_NAMES = {1: "FP32", 2: "UINT8", 3: "INT8", 6: "INT32", 7: "INT64", 9: "BOOL", 10: "FP16", 11: "DOUBLE",
               16: "BF16", 17: "FP8", 18: "FP8", 19: "FP8", 20: "FP8", 22: "INT4"}
@@ -48,8 +54,6 @@ class Finding:
 
 @cache
 def operator_table() -> dict:
-    import yaml
-
     return yaml.safe_load((Path(__file__).with_name("tensorrt_operators.yaml")).read_text())
 
 
@@ -57,9 +61,6 @@ class _Graph:
     """Types, shapes and constants of every tensor of a model (after ONNX shape inference)."""
 
     def __init__(self, model):
-        import onnx
-        from onnx import numpy_helper, shape_inference
-
         # A model shape inference cannot handle is still linted, with fewer types known.
         with contextlib.suppress(Exception):
             model = shape_inference.infer_shapes(model, data_prop=True)
@@ -225,11 +226,6 @@ def lint_tensorrt(model, batch: int = 1, max_batch: int = 64) -> list[Finding]:
 
 
 def lint_file(path: Path, batch: int = 1, max_batch: int = 64) -> list[Finding]:
-    import onnx
-
-    from edgekd.errors import InputError
-    from edgekd.validate import check_model_file, read_onnx
-
     if path.is_dir() or not path.is_file():
         check_model_file(path)  # says which: a directory, or no such file
     if path.suffix.lower() != ".onnx":
@@ -239,11 +235,3 @@ def lint_file(path: Path, batch: int = 1, max_batch: int = 64) -> list[Finding]:
     # commands that run the model (compile, bench, check), so a lint still lists every finding.
     return lint_tensorrt(onnx.load(str(path)), batch, max_batch)
 
-
-def _register() -> None:
-    from edgekd.runtimes import linters
-
-    linters.register("tensorrt")(lint_file)
-
-
-_register()

@@ -23,7 +23,7 @@ from edgekd.errors import BudgetFailed
 from edgekd.models.families import count_params, create_model
 from edgekd.progress import bar_disabled, plain_progress
 from edgekd.report import BudgetResult
-from edgekd.runtimes import FLOAT_PRECISION
+from edgekd.runtimes import create_backend
 from edgekd.search.evolution import Candidate, evolve, pareto_front
 from edgekd.search.scores import Probe, scores
 from edgekd.search.signals import cam_classes, teacher_signals
@@ -37,7 +37,7 @@ def speedup_precision(ctx: Context) -> str:
     speed-up a search can promise is the architecture's (an int8 student held against an fp32 teacher let
     networks as big as the teacher through); INT8 only adds to it, where the precision guard finds it pays.
     It is also what the search times on the runtime."""
-    return FLOAT_PRECISION[ctx.target.runtime]
+    return create_backend(ctx.target.runtime).float_precision
 
 
 def teacher_latency_ms(ctx: Context) -> float:
@@ -112,7 +112,7 @@ def evaluate_arch(ctx: Context, probe: Probe, teacher_ms: float, space: Space, a
 
 def measurement_blocker(ctx: Context) -> str | None:
     """None when candidates can be timed on the target's runtime in this process; else why not."""
-    from edgekd.figures import local_measurement_blocker
+    from edgekd.measurable import local_measurement_blocker
 
     if ctx.cfg.remote:
         return "the search times candidates in this process only; on --remote the check stage measures the pick"
@@ -123,7 +123,7 @@ def measurement_blocker(ctx: Context) -> str | None:
 
 def run_search(ctx: Context) -> dict:
     """Pick the best-scoring candidate within budget; writes OUT/search/search.json and pareto.png."""
-    from edgekd.figures import local_threads
+    from edgekd.measurable import local_threads
     from edgekd.onnx_export import teacher_onnx
     from edgekd.search.display import front_table, plot_front
     from edgekd.search.measured import RuntimeTimer, corrections

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from edgekd.interleave import Ratio, load_replicas, time_sessions
-from edgekd.runtimes import FLOAT_PRECISION, Artifact, CompileOptions, create_backend
+from edgekd.runtimes import Artifact, CompileOptions, create_backend
 
 SECONDS_PER_MODEL = 0.7  # interleaved timing per model in a group
 GROUP = 2  # candidates timed with the teacher at a time
@@ -55,7 +55,7 @@ class RuntimeTimer:
     def __init__(self, ctx, teacher_onnx: Path, threads: int, folder: Path):
         self.ctx, self.threads, self.folder = ctx, threads, folder
         self.backend = create_backend(ctx.target.runtime)
-        self.precision = FLOAT_PRECISION[ctx.target.runtime]
+        self.precision = create_backend(ctx.target.runtime).float_precision
         self.teacher = load_replicas(self._compile(teacher_onnx, folder / "teacher"), threads)
         self.x = np.ascontiguousarray(ctx.data.split("val")[0][:1].repeat(ctx.target.batch_size, 0))
         self.seconds = 0.0  # spent exporting, compiling and timing
@@ -84,7 +84,7 @@ class RuntimeTimer:
                                        Path(tmp) / f"candidate-{c.index}.onnx", {})
                     sessions[str(c.index)] = load_replicas(self._compile(path, Path(tmp)), self.threads)
                 timed = time_sessions(sessions, self.x, SECONDS_PER_MODEL * len(sessions))
-                self.teacher_timings.append(timed.figures("teacher"))
+                self.teacher_timings.append(timed.figures("teacher").as_dict())
                 for c in group:
                     ratio: Ratio = timed.speedup("teacher", str(c.index))
                     out.append(Timed(c.index, c.space, timed.latency_ms(str(c.index)),
