@@ -68,8 +68,8 @@ def retime_one(run: Path) -> None:
     import numpy as np
 
     from edgekd.config import load_profile, load_target
-    from edgekd.figures import local_threads
     from edgekd.interleave import load_replicas, time_sessions
+    from edgekd.measurable import local_threads
     from edgekd.runtimes import artifact_from_path
     from edgekd.stages.check import CHECK_SECONDS_PER_MODEL
 

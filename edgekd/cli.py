@@ -365,9 +365,13 @@ def lint(model: Annotated[Path, typer.Argument(help="The .onnx to check.")],
          max_batch: Annotated[int, typer.Option(min=1, help="Largest batch the engine must take.")] = 64,
          as_json: JsonOpt = False):
     """Find what the runtime would refuse (node, op, why); exit 1 if anything would fail, 0 when clean."""
-    from edgekd.runtimes import get_linter
+    from edgekd.errors import InputError
+    from edgekd.runtimes import create_backend, linting_runtimes
 
-    findings = get_linter(runtime)(model, batch, max(batch, max_batch))
+    backend = create_backend(runtime)
+    if not backend.has_lint:
+        raise InputError(f"--runtime {runtime}: edgekd has no lint for it; lint knows {', '.join(linting_runtimes())}")
+    findings = backend.lint(model, batch, max(batch, max_batch))
     errors = sum(f.severity == "error" for f in findings)
     if as_json:
         console.print_json(json.dumps({"model": str(model), "runtime": runtime, "errors": errors,

@@ -1,37 +1,56 @@
-"""Figures of an artifact that are not timed here: where it can be measured (and on how many threads),
-and what the cost model predicts where it cannot."""
+"""An artifact's latency and memory as the report's budget fields, whoever produced them: timed here
+(edgekd/interleave.py), probed in fresh processes (runtimes/memprobe.py), measured on a --remote device
+(edgekd/remote.py) or predicted by the cost model (edgekd/measurable.py). Light on purpose: the memory probe's
+child process imports it."""
 
 from __future__ import annotations
 
-import platform
-
-import onnx
-
-from edgekd.config import Profile
-from edgekd.cost.roofline import predict_onnx
-from edgekd.hostinfo import usable_cores
-from edgekd.runtimes import create_backend
+from dataclasses import dataclass, field
 
 
-def local_measurement_blocker(profile: Profile, runtime: str) -> str | None:
-    """None when timing on this host stands for the target device; otherwise why it cannot."""
-    reason = create_backend(runtime).unavailable_reason()
-    if reason:
-        return reason
-    if profile.detect or platform.machine() in profile.measurable_on:
-        return None
-    return f"this host is not a {profile.name} ({profile.arch}); connect one with --remote ssh://..."
+@dataclass(frozen=True)
+class Figure:
+    value: float
+    source: str  # measured | predicted
+    interval: tuple[float, float] | None = None  # 95% (timing), min..max (memory probes), or the model's band
+    detail: str | None = None
 
 
-def local_threads(profile: Profile) -> int:
-    """The profile's threads, but no more than this host's cores: a 4-thread profile timed on 2 cores would
-    measure oversubscription, not the model."""
-    return min(profile.threads, usable_cores())
+@dataclass(frozen=True)
+class Figures:
+    """Latency and memory of one artifact, serialised as the report's budget fields (`latency_ms`,
+    `latency_interval`, `latency_source`, `latency_detail`, and the same for `memory_mb`); `extra` holds the
+    fields that explain them (timing statistics, memory probes, the device's state)."""
 
+    latency: Figure | None = None
+    memory: Figure | None = None
+    extra: dict = field(default_factory=dict)
 
-def predicted_figures(onnx_path, profile: Profile, precision: str, batch: int, runtime: str, blocker: str) -> dict:
-    """Latency and memory of an ONNX model predicted by the cost model for `runtime` on the profile."""
-    latency, memory = predict_onnx(onnx.load(str(onnx_path)), profile, precision, batch, runtime=runtime)
-    return {"latency_ms": latency.value, "latency_interval": list(latency.interval), "latency_source": "predicted",
-            "latency_detail": latency.detail, "memory_mb": memory.value, "memory_interval": list(memory.interval),
-            "memory_source": "predicted", "memory_detail": memory.detail, "blocker": blocker}
+    def as_dict(self) -> dict:
+        out: dict = {}
+        for key, unit, f in (("latency", "ms", self.latency), ("memory", "mb", self.memory)):
+            if f is None:
+                continue
+            out[f"{key}_{unit}"] = f.value
+            if f.interval is not None:
+                out[f"{key}_interval"] = list(f.interval)
+            out[f"{key}_source"] = f.source
+            if f.detail is not None:
+                out[f"{key}_detail"] = f.detail
+        return out | self.extra
+
+    def __or__(self, other: Figures) -> Figures:
+        """Both, `other`'s figures where both have one."""
+        return Figures(other.latency or self.latency, other.memory or self.memory, self.extra | other.extra)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Figures:
+        """The figures in a report record (the inverse of as_dict for the two figures)."""
+        def one(key: str, unit: str) -> Figure | None:
+            if d.get(f"{key}_{unit}") is None:
+                return None
+            interval = d.get(f"{key}_interval")
+            return Figure(d[f"{key}_{unit}"], d.get(f"{key}_source", "predicted"),
+                          tuple(interval) if interval else None, d.get(f"{key}_detail"))
+
+        return cls(one("latency", "ms"), one("memory", "mb"))

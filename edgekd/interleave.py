@@ -24,6 +24,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from edgekd.figures import Figure, Figures
+from edgekd.runtimes import create_backend
+
 BLOCK_SECONDS = 0.01  # one block's length: long enough to time, short enough that many rounds fit
 MIN_BLOCK_CALLS = 3
 MIN_ROUNDS = 12
@@ -75,16 +78,16 @@ class Interleaved:
         lo, hi = float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))
         return Ratio(value, (min(lo, value * (1 - RATIO_FLOOR)), max(hi, value * (1 + RATIO_FLOOR))))
 
-    def figures(self, name: str) -> dict:
-        """The report's latency fields for one model."""
+    def figures(self, name: str) -> Figures:
+        """The latency of one model, with its statistics and how it was timed."""
         calls = self.calls_ms[name] if self.calls_ms else self.blocks_ms[name]
         p90, p99 = np.percentile(calls, [90, 99])
         # p50 is the gated figure (the median of block medians); p90 and p99 are over every timed call
         stats = {"p50_ms": self.latency_ms(name), "p90_ms": float(p90), "p99_ms": float(p99), "runs": len(calls)}
-        return {"latency_ms": self.latency_ms(name), "latency_interval": list(self.interval_ms(name)),
-                "latency_source": "measured", "latency_stats": stats,
-                "latency_timing": {"method": "interleaved blocks", "rounds": self.rounds,
-                                   "calls_per_block": self.calls_per_block[name], "seconds": self.seconds}}
+        return Figures(Figure(self.latency_ms(name), "measured", tuple(self.interval_ms(name))), extra={
+            "latency_stats": stats, "latency_timing": {"method": "interleaved blocks", "rounds": self.rounds,
+                                                       "calls_per_block": self.calls_per_block[name],
+                                                       "seconds": self.seconds}})
 
 
 def _resamples(n: int) -> np.ndarray:
@@ -135,7 +138,6 @@ def time_interleaved(runners: dict[str, list[Callable[[], object]]], seconds: fl
 
 def load_replicas(artifact, threads: int, n: int = REPLICAS) -> list:
     """`n` independent sessions of one artifact (each with its own allocations and thread pool)."""
-    from edgekd.runtimes import create_backend
 
     backend = create_backend(artifact.runtime)
     return [backend.load(artifact, threads) for _ in range(n)]

@@ -20,6 +20,8 @@ from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
+from edgekd.runtimes import create_backend
+
 STATISTICS = {"p50": 50.0, "p90": 90.0, "p99": 99.0}
 
 
@@ -168,7 +170,6 @@ def measure_artifact(artifact, input_shape: tuple[int, ...], threads: int, stati
                      seed: int = 0, **timing) -> Measurement:
     """Load `artifact` with `threads` (the profile's count, pinned in the runtime's own pool) and time it
     on a fixed random input; `timing` goes to time_calls (warmup, min_runs, max_seconds, rel_width)."""
-    from edgekd.runtimes import create_backend
 
     backend = create_backend(artifact.runtime)
     session = backend.load(artifact, threads)

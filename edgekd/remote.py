@@ -26,12 +26,15 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+
+import numpy as np
+import onnx
 
 from edgekd.errors import InputError, StageFailed
-
-if TYPE_CHECKING:
-    from edgekd.runtimes import Artifact
+from edgekd.figures import Figure, Figures
+from edgekd.measure import summarize
+from edgekd.runtimes import Artifact, save_artifact, sidecar
+from edgekd.validate import check_model_file
 
 STATE_SCRIPT = Path(__file__).with_name("devicestate.py")
 
@@ -273,7 +276,6 @@ def remote_bench(remote: str | RemoteSpec, artifact_path: Path, runtime: str, th
     """`edgekd bench` on the device: its JSON (latency, compute time, memory, accuracy with eval_npz), plus
     `device_state` before/after, `remote` (the URL), and `logits_path` (local .npy) when logits=True."""
     args: list[str | Path] = ["bench", artifact_path, "--runtime", runtime, "--batch", str(batch), "--json"]
-    from edgekd.runtimes import sidecar
 
     files = [artifact_path, *([p] if (p := sidecar(artifact_path)).is_file() else [])]
     if threads:
@@ -316,14 +318,8 @@ def trtexec_command(model: str, precision: str, batch: int = 1, input_name: str 
 def remote_trtexec(remote: str | RemoteSpec, model: Path, precision: str, batch: int = 1) -> dict:
     """trtexec on the device (no edgekd needed there): GPU compute and host latency summarized separately.
     An .onnx is built there first (shapes for its batch); an .engine is loaded as is."""
-    import numpy as np
-
-    from edgekd.measure import summarize
-
     input_name, sample_shape = "input", ()
     if model.suffix == ".onnx":
-        import onnx
-
         inp = onnx.load(str(model), load_external_data=False).graph.input[0]
         input_name, sample_shape = inp.name, [d.dim_value for d in inp.type.tensor_type.shape.dim[1:]]
     cmd = trtexec_command(model.name, precision, batch, input_name, sample_shape)
@@ -343,9 +339,6 @@ def remote_compile(remote: str | RemoteSpec, onnx_path: Path, runtime: str, prec
     """`edgekd compile MODEL.onnx` on the device (TensorRT engines are built where they run); the artifact
     and its build record come back into `into`. For TensorRT int8, pass a Q/DQ ONNX (made here from the
     calibration subset) or a calibration .npy."""
-    from edgekd.runtimes import Artifact, save_artifact
-    from edgekd.validate import check_model_file
-
     check_model_file(onnx_path)  # before the upload: a damaged file is bad input here, not on the device
     args: list[str | Path] = ["compile", onnx_path, "--runtime", runtime, "--batch", str(batch),
                               "--out", "compiled", "--json", *(["--precision", precision] if precision else [])]
@@ -372,24 +365,29 @@ def spec_url(remote: str | RemoteSpec) -> str:
     return remote if isinstance(remote, str) else remote.url
 
 
-def remote_check(ctx, student: Artifact, teacher: Artifact) -> tuple[dict, dict]:
-    """The check stage's figures measured on the --remote device: the student's accuracy through its own
-    runtime on the held-out split (shipped as an .npz), latency and memory of student and teacher."""
-    import numpy as np
+@dataclass(frozen=True)
+class DeviceRun:
+    """One artifact measured by `edgekd bench` on the device: the round trip every caller (the compile and
+    check stages, the gate) goes through."""
 
-    spec = parse_remote(ctx.cfg.remote)
-    folder = ctx.run.folder("check")
-    x, y = ctx.data.split("val")
-    heldout = folder / "heldout.npz"
-    np.savez(heldout, x=x, y=y)
-    keep = ("accuracy", "latency_ms", "latency_interval", "latency_stats", "compute_ms", "compute_stats",
-            "memory_mb", "session", "device_state")
-    figures = {}
-    for who, art in (("student", student), ("teacher", teacher)):
-        res = remote_bench(spec, art.path, art.runtime, ctx.profile.threads, ctx.target.batch_size,
-                           heldout if who == "student" else None)
-        figures[who] = {k: res[k] for k in keep if k in res} | {"latency_source": "measured",
-                                                                "memory_source": "measured", "remote": spec.url}
-    figures["student"]["evaluated_with"] = f"{student.runtime} {student.precision} on {spec.url}"
-    figures["teacher"]["accuracy"] = ctx.teacher_accuracy
-    return figures["student"], figures["teacher"]
+    figures: Figures  # latency (95% interval) and memory (one fresh-process probe: a point)
+    accuracy: float | None  # with a held-out set
+    eval_samples: int | None
+    logits: np.ndarray | None  # with logits=True
+    session: dict | None
+    device_state: dict | None
+    url: str
+
+
+def measure_on_device(remote: str | RemoteSpec, artifact: Artifact, threads: int | None, batch: int,
+                      heldout: Path | None = None, logits: bool = False) -> DeviceRun:
+    """Copy `artifact` (and the held-out .npz) to the device, bench it there, bring the figures back."""
+    with tempfile.TemporaryDirectory() as tmp:
+        res = remote_bench(remote, artifact.path, artifact.runtime, threads, batch, heldout, logits=logits,
+                           into=Path(tmp))
+        got = np.load(res["logits_path"]) if logits else None
+    extra = {k: res[k] for k in ("latency_stats", "compute_ms", "compute_stats") if k in res}
+    memory = Figure(res["memory_mb"], "measured") if "memory_mb" in res else None
+    figures = Figures(Figure(res["latency_ms"], "measured", tuple(res["latency_interval"])), memory, extra)
+    return DeviceRun(figures, res.get("accuracy"), res.get("eval_samples"), got, res.get("session"),
+                     res.get("device_state"), spec_url(remote))

@@ -12,6 +12,9 @@ from xml.etree import ElementTree as ET
 from rich.console import Console
 from rich.table import Table
 
+import edgekd
+from edgekd.hostinfo import cpu_name, usable_cores
+from edgekd.report_html import render_html
 from edgekd.rundir import RunDir
 
 SCHEMA = "edgekd.report/1"
@@ -87,9 +90,6 @@ class Report:
 
 
 def environment(versions: dict[str, str]) -> dict:
-    import edgekd
-    from edgekd.hostinfo import cpu_name, usable_cores
-
     env = {"edgekd": edgekd.__version__, "python": platform.python_version(),
            "host": f"{platform.node()} ({cpu_name()}, {usable_cores()} cores, {platform.machine()})"}
     for module in ("torch", "onnx", "onnxruntime", "openvino"):
@@ -187,7 +187,6 @@ def write_outputs(report: Report, json_path: Path | None = None, md_path: Path |
     """Write only the formats asked for, each atomically (a reader never sees half a file).
 
     The page is drawn from the JSON form (as `edgekd report` redraws it); `run_dir` adds its stage files."""
-    from edgekd.report_html import render_html
 
     for path, render in ((json_path, lambda: json.dumps(report.to_dict(), indent=2, default=str)),
                          (md_path, lambda: to_markdown(report)), (junit_path, lambda: to_junit(report)),

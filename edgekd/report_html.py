@@ -15,6 +15,8 @@ import json
 import math
 from pathlib import Path
 
+import edgekd
+from edgekd.kernel_costs import kernel_costs
 from edgekd.rundir import RunDir
 
 MEASURED, PREDICTED = "#2b6cb0", "#b7791f"
@@ -327,8 +329,6 @@ def _history(report: dict, charts: Charts, out: Path | None) -> str:
 def _kernels(report: dict, charts: Charts, out: Path | None) -> str:
     import plotly.graph_objects as go
 
-    from edgekd.kernel_costs import kernel_costs
-
     title = "<h2>Where the student's latency goes (predicted)</h2>"
     onnx_rel = _d(report.get("artifacts")).get("onnx")
     path = out / onnx_rel if out is not None and onnx_rel else None
@@ -468,7 +468,6 @@ def render_html(report: dict, out: Path | None = None) -> str:
     figures = "".join(f'<script type="application/json" class="figure" data-div="{div}">{js}</script>'
                       for div, js in charts.figures)
     t = _d(report.get("target"))
-    import edgekd
 
     return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
             f'<meta name="viewport" content="width=device-width, initial-scale=1">'

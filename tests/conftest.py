@@ -15,16 +15,12 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def check_report(report: Path, *args: str):
-    """Run the shared contract checker (../shared/tools/check_report.py) on a report.json.
-
-    The checker lives beside the repository, not in it; a checkout without it skips the contract check.
-    """
+    """Run the repository's copy of the report contract checker (tests/contract/check_report.py) on a
+    report.json, as the reviewers' tool runs: a subprocess whose stdout names the first shortfall."""
     import subprocess
     import sys
 
-    tool = REPO.parent / "shared" / "tools" / "check_report.py"
-    if not tool.is_file():
-        pytest.skip("shared/tools/check_report.py is not beside this checkout")
+    tool = REPO / "tests" / "contract" / "check_report.py"
     return subprocess.run([sys.executable, str(tool), str(report), *args], capture_output=True, text=True)
 
 

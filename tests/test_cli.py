@@ -66,11 +66,21 @@ def test_jetson_build_skips_engine_and_predicts(tmp_path):
     assert check.returncode == 0, check.stdout
 
 
+def assert_ran_every_stage(result, report: dict) -> None:
+    """Every stage ran (so the facts a test reads were reached) and the exit code is the report's verdict's."""
+    from edgekd.gate.verdict import exit_code
+    from edgekd.rerender import report_from_dict
+
+    assert [s["status"] for s in report["stages"]] == ["passed"] * 5, report["stages"]
+    assert result.exit_code == exit_code(report_from_dict(report).verdict), result.output + result.stderr
+
+
 @pytest.mark.slow
 def test_openvino_build_measures_an_ir(tmp_path):
     out = tmp_path / "ov"
-    cli("build", "--target", "openvino", "--out", out, "--epochs", "4")
+    result = cli("build", "--target", "openvino", "--out", out, "--epochs", "4")
     report = json.loads((out / "report.json").read_text())
+    assert_ran_every_stage(result, report)
     assert report["artifacts"]["compiled"].endswith(".xml")
     assert report["student"]["latency_source"] == "measured"
     assert report["student"]["session"]["INFERENCE_PRECISION_HINT"] == "f32"
@@ -90,11 +100,17 @@ def test_mobile_build_ships_an_ort_format_artifact(tmp_path):
     out = tmp_path / "mobile"
     # A ResNet student distils within the budget in 4 epochs; which family the search prefers for a
     # Raspberry Pi (the cost model's call) is not what this test is about.
-    cli("build", "--target", "mobile-cpu", "--out", out, "--epochs", "4", "--set", "search.spaces=[resnet]")
+    result = cli("build", "--target", "mobile-cpu", "--out", out, "--epochs", "4", "--set", "search.spaces=[resnet]")
     report = json.loads((out / "report.json").read_text())
+    assert_ran_every_stage(result, report)
     guard = report["student"]["compile"]["precision_guard"]
     assert report["artifacts"]["compiled"] == f"compile/student-{guard['shipped']}.ort"
-    assert guard["candidates"]["int8"]["latency_source"] == "predicted"  # no Raspberry Pi here
+    int8, fp32 = guard["candidates"]["int8"], guard["candidates"]["fp32"]
+    assert int8["latency_source"] == "predicted"  # no Raspberry Pi here
+    assert int8["settings"]["format"] == "ort" and int8["settings"]["from"] == "onnx"
+    limit = next(b["limit"] for b in report["budgets"] if b["name"] == "accuracy_drop")
+    # predicted figures: the guard compares them by value
+    assert (guard["shipped"] == "int8") == (int8["latency_ms"] < fp32["latency_ms"] and int8["accuracy_drop"] <= limit)
     assert report["student"]["evaluated_with"].startswith(f"onnxruntime {guard['shipped']}")
     assert abs(report["student"]["accuracy"] - guard["candidates"][guard["shipped"]]["accuracy"]) < 1e-9
 

@@ -41,6 +41,7 @@ def test_speedup_is_decided_as_a_minimum(interval, verdict):
 def test_a_student_slower_than_its_teacher_fails(tmp_path):
     """Real ONNX Runtime sessions: a 'student' far bigger than its 'teacher' is measured slower, its speed-up
     budget fails even at the loosest limit (1x), and the build's verdict is exit 1."""
+    from edgekd.figures import Figure, Figures
     from edgekd.models.families import create_model
     from edgekd.onnx_export import export_onnx
     from edgekd.runtimes import Artifact
@@ -57,7 +58,7 @@ def test_a_student_slower_than_its_teacher_fails(tmp_path):
     ratio = timed.speedup("teacher", "student")
     assert ratio.interval[1] < 1
     speedup = {"value": ratio.value, "interval": list(ratio.interval), "source": "measured", "detail": ""}
-    student = timed.figures("student") | {"memory_mb": 1.0, "memory_source": "measured"}
+    student = timed.figures("student") | Figures(memory=Figure(1.0, "measured"))
     budgets = decide_budgets(Budgets(latency_ms=1000, memory_mb=100, max_accuracy_drop=1), student, speedup, 0.0)
     by_name = {b.name: b for b in budgets}
     assert by_name["speedup"].verdict == "fail" and by_name["speedup"].limit == 1.0

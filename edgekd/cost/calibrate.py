@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+import edgekd
 from edgekd.config import Profile
 from edgekd.cost.calibration import (
     NET_FEATURES,
@@ -39,6 +40,7 @@ from edgekd.cost.calibration import (
     features,
     host_identity,
     kernel_terms,
+    load_calibration,
     memory_terms,
     roofline_us,
     runtime_version,
@@ -53,8 +55,23 @@ from edgekd.cost.ops import (
     onnx_kernels_and_peak,
     side_of,
 )
-from edgekd.errors import InputError
-from edgekd.measure import Canary
+from edgekd.cost.samples import (
+    INPUT_SHAPES,
+    build_network,
+    exported_network,
+    kernel_inputs,
+    kernel_model,
+    network_cache,
+    network_key,
+    sample_arch,
+    sample_networks,
+)
+from edgekd.errors import InputError, StageFailed
+from edgekd.hostinfo import usable_cores
+from edgekd.measure import Canary, measure_artifact, time_calls, timing_lock
+from edgekd.remote import parse_remote, run_remote
+from edgekd.runtimes import create_backend
+from edgekd.runtimes.memprobe import measure_memory_mb
 
 KERNEL_KINDS = TIMED_ALONE
 # Other processes only slow a timing down: a disturbed one is repeated, the fastest try kept (measure.py).
@@ -125,7 +142,6 @@ def kernel_key(k: Kernel) -> tuple:
 def kernel_pool(rng: np.random.Generator, networks: int = 60) -> dict[str, list[Kernel]]:
     """Distinct stand-alone kernels of random search-space networks, by kind (stand-alone eltwise
     kernels never occur in them, so those are drawn from the activation shapes they have)."""
-    from edgekd.cost.samples import INPUT_SHAPES, build_network, sample_arch
 
     pool: dict[str, dict[tuple, Kernel]] = {kind: {} for kind in KERNEL_KINDS}
     for i in range(networks):
@@ -170,9 +186,6 @@ class KernelTimer:
     def __call__(self, k: Kernel) -> tuple[float, float, float]:
         """(microseconds, interference, canary reading in ms) of kernel `k`."""
         import onnx
-
-        from edgekd.cost.samples import kernel_inputs, kernel_model
-        from edgekd.measure import time_calls
 
         self.count += 1
         model = kernel_model(k, seed=self.count)
@@ -293,7 +306,6 @@ def fit_memory(rows: list[tuple[float, float, float]]) -> MemoryModel:
 
 def perturb_arch(arch: dict, rng: np.random.Generator) -> dict:
     """A neighbouring architecture: one field of `arch` changed."""
-    from edgekd.cost.samples import sample_arch
 
     other = sample_arch(arch["family"], rng)
     field = str(rng.choice(sorted(set(arch) - {"family"})))
@@ -310,8 +322,6 @@ def check_calibratable(profile: Profile, runtime: str, remote: str | None) -> No
     if runtime not in profile.runtimes:
         raise InputError(f"--runtime {runtime}: profile '{profile.name}' runs {', '.join(profile.runtimes)}")
     if remote is not None:
-        from edgekd.remote import parse_remote
-
         parse_remote(remote)  # a malformed URL is one clear line
         if profile.detect:
             raise InputError(f"--remote {remote}: profile '{profile.name}' is the machine edgekd runs on; calibrate "
@@ -320,13 +330,11 @@ def check_calibratable(profile: Profile, runtime: str, remote: str | None) -> No
     if not (profile.detect or platform.machine() in profile.measurable_on):
         raise InputError(f"--profile {profile.name}: this {platform.machine()} host is not a {profile.name}; "
                          "calibrate on the device (or with --remote ssh://user@device)")
-    from edgekd.hostinfo import usable_cores
 
     if profile.threads > usable_cores():
         # timing 4 threads on 2 cores measures oversubscription, not the device the profile describes
         raise InputError(f"--profile {profile.name}: it runs {profile.threads} threads and this host has "
                          f"{usable_cores()} cores; calibrate on the device (or with --remote ssh://user@device)")
-    from edgekd.runtimes import create_backend
 
     reason = create_backend(runtime).unavailable_reason()
     if reason:
@@ -337,10 +345,6 @@ def calibrate_remote(profile: Profile, runtime: str, budget: Budget, progress, r
     """`edgekd calibrate` run on the --remote device over ssh (edgekd.remote), with this profile as a file
     (the device may not know a custom one); the calibration it writes there comes back validated."""
     import yaml
-
-    from edgekd.cost.calibration import load_calibration
-    from edgekd.errors import StageFailed
-    from edgekd.remote import run_remote
 
     with tempfile.TemporaryDirectory(prefix="edgekd-calibrate-remote-") as tmp:
         spec = Path(tmp) / f"{profile.name}.yaml"
@@ -366,8 +370,6 @@ def _versions(backend, runtime: str) -> dict[str, str]:
     import onnx
     import sklearn
 
-    import edgekd
-
     return {runtime: runtime_version(runtime), f"{runtime}_build": str(backend.versions().get(runtime, "")),
             "edgekd": edgekd.__version__, "onnx": onnx.__version__, "numpy": np.__version__,
             "scikit-learn": sklearn.__version__, "python": platform.python_version()}
@@ -379,10 +381,6 @@ def calibrate(profile: Profile, runtime: str, budget: Budget, progress, remote: 
     `progress` is a rich Progress (or anything with add_task/advance/update). Timing runs under
     measure.timing_lock(); exporting networks does not. With `remote`, all of it runs on that device.
     """
-    from edgekd.cost.samples import exported_network, network_cache, network_key, sample_networks
-    from edgekd.measure import measure_artifact, timing_lock
-    from edgekd.runtimes import create_backend
-    from edgekd.runtimes.memprobe import measure_memory_mb
 
     check_calibratable(profile, runtime, remote)
     if remote is not None:

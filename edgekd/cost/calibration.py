@@ -25,9 +25,11 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from edgekd.config import data_dir, format_validation_error
 from edgekd.cost.forest import predict_forest
 from edgekd.cost.ops import ELEMENT_BYTES, KINDS, Kernel, from_network_kernel
 from edgekd.errors import InputError
+from edgekd.hostinfo import cpu_name, usable_cores
 
 SCHEMA = "edgekd.calibration/1"
 NETWORK_KINDS = KINDS
@@ -179,8 +181,6 @@ def host_identity() -> dict[str, Any]:
 
 @lru_cache(maxsize=1)
 def _host_identity() -> dict[str, Any]:
-    from edgekd.hostinfo import cpu_name, usable_cores
-
     info: dict[str, str] = {}
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -201,8 +201,6 @@ def _host_identity() -> dict[str, Any]:
 def calibration_dir() -> Path:
     """profiles/calibration/, or $EDGEKD_CALIBRATION_DIR (a writable place for an installed edgekd)."""
     import os
-
-    from edgekd.config import data_dir
 
     override = os.environ.get("EDGEKD_CALIBRATION_DIR")
     return Path(override) if override else data_dir("profiles") / "calibration"
@@ -226,7 +224,6 @@ def load_calibration(path: Path) -> Calibration:
     try:
         return Calibration.model_validate(data)
     except ValidationError as e:
-        from edgekd.config import format_validation_error
 
         raise InputError(format_validation_error(str(path), e)) from None
 

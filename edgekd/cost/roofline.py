@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from edgekd.config import Precision, Profile
 from edgekd.cost.calibration import find_calibration, memory_terms, roofline_us
-from edgekd.cost.ops import ELEMENT_BYTES, Kernel
+from edgekd.cost.ops import ELEMENT_BYTES, Kernel, kernels_from_torch, onnx_kernels_and_peak
 
 # Share of peak a kernel kind reaches (compute, memory). Defaults until a calibration exists: dense
 # convolutions and GEMMs reach about half of peak on CPUs and edge GPUs; depthwise convolutions have
@@ -92,7 +92,6 @@ def predict_kernels(kernels: list[Kernel], peak_elems: float, profile: Profile, 
 def predict_onnx(model, profile: Profile, precision: Precision, batch: int = 1,
                  runtime: str | None = None) -> tuple[Prediction, Prediction]:
     """(latency, memory) predictions for an ONNX ModelProto on `profile` through `runtime`."""
-    from edgekd.cost.ops import onnx_kernels_and_peak
 
     kernels, peak = onnx_kernels_and_peak(model, batch)
     return predict_kernels(kernels, peak, profile, precision, runtime)
@@ -101,7 +100,6 @@ def predict_onnx(model, profile: Profile, precision: Precision, batch: int = 1,
 def predict_torch(module, input_shape: tuple[int, ...], profile: Profile, precision: Precision,
                   runtime: str | None = None) -> tuple[Prediction, Prediction]:
     """(latency, memory) predictions for a torch module, by the same model as predict_onnx."""
-    from edgekd.cost.ops import kernels_from_torch
 
     kernels, peak = kernels_from_torch(module, input_shape)
     return predict_kernels(kernels, peak, profile, precision, runtime)

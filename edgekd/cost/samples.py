@@ -15,6 +15,9 @@ from pathlib import Path
 import numpy as np
 
 from edgekd.cost.ops import Kernel
+from edgekd.hostinfo import cache_dir
+from edgekd.models.families import create_model
+from edgekd.onnx_export import export_onnx
 
 INPUT_SHAPES = [(1, 8, 8), (3, 16, 16), (3, 32, 32), (3, 64, 64)]
 NUM_CLASSES = 10
@@ -59,8 +62,6 @@ def build_network(arch: dict, input_shape: tuple[int, ...], seed: int = 0):
     exported graph carries the biases a trained student's does."""
     import torch
 
-    from edgekd.models.families import create_model
-
     torch.manual_seed(seed)
     model = create_model(arch, input_shape[0], NUM_CLASSES, input_shape[1:]).eval()
     with torch.no_grad():
@@ -76,8 +77,6 @@ def exported_network(arch: dict, input_shape: tuple[int, ...], cache: Path) -> P
     """The network's ONNX file, exported once per (arch, input shape, torch version) into `cache`."""
     import torch
 
-    from edgekd.onnx_export import export_onnx
-
     path = cache / f"{network_key(arch, input_shape)}-{torch.__version__.split('+')[0]}.onnx"
     if not path.is_file():
         tmp = path.with_name(path.stem + ".partial.onnx")
@@ -87,8 +86,6 @@ def exported_network(arch: dict, input_shape: tuple[int, ...], cache: Path) -> P
 
 
 def network_cache() -> Path:
-    from edgekd.hostinfo import cache_dir
-
     path = cache_dir() / "cost-networks"
     path.mkdir(parents=True, exist_ok=True)
     return path

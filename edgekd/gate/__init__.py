@@ -19,11 +19,16 @@ from pathlib import Path
 import numpy as np
 from rich.console import Console
 
+from edgekd.cost.roofline import predict_onnx
 from edgekd.errors import InputError
+from edgekd.figures import Figures
 from edgekd.gate.plan import CheckConfig, Plan, config_from_options, make_plan
+from edgekd.gate.timing import POOL_SIZE, WARMUP_CALLS, outputs_match, repeated_input_audit, run_all, time_pool
 from edgekd.gate.verdict import budget_result, exit_code, regression_limit
+from edgekd.remote import measure_on_device, remote_compile
 from edgekd.report import BudgetResult, Report, StageRecord, environment, print_summary, write_outputs
 from edgekd.runtimes import Artifact, create_backend
+from edgekd.runtimes.memprobe import MEMORY_PROBES, memory_figures
 
 __all__ = ["CheckConfig", "config_from_options", "exit_code", "make_plan", "run_gate"]
 
@@ -39,8 +44,6 @@ def _load(artifact: Artifact, threads: int, option: str):
 
 
 def _accuracy(session, x: np.ndarray, y: np.ndarray, batch: int, fixed: bool, option: str) -> tuple[float, np.ndarray]:
-    from edgekd.gate.timing import run_all
-
     logits = run_all(session, x, batch, fixed)
     if logits.ndim != 2:
         raise InputError(f"{option}: outputs have shape {logits.shape[1:]} per input; accuracy needs class "
@@ -52,8 +55,6 @@ def _accuracy(session, x: np.ndarray, y: np.ndarray, batch: int, fixed: bool, op
 
 def _predicted(plan: Plan):
     import onnx
-
-    from edgekd.cost.roofline import predict_onnx
 
     proto = onnx.load(str(plan.cfg.model))
     weights = {t.name for t in proto.graph.initializer}
@@ -99,8 +100,6 @@ class _Run:
             self.decide(f"{name}_regression", regression_limit(baseline, pct), value, source, interval, detail)
 
     def accuracy(self) -> None:
-        from edgekd.gate.timing import POOL_SIZE
-
         plan, cfg, batch = self.plan, self.cfg, self.batch
         if plan.data is None:
             rng = np.random.default_rng(cfg.seed)
@@ -145,8 +144,6 @@ class _Run:
         latency and memory of the artifact in one call; a TensorRT target gets its engine built there first,
         since an engine is tied to the GPU and TensorRT version that built it. The timing audits need the
         session in this process, so they do not run over ssh (said in the stages)."""
-        from edgekd.remote import remote_bench, remote_compile
-
         plan, cfg, base = self.plan, self.cfg, self.plan.baseline
         artifact, start = plan.artifact, time.perf_counter()
         with tempfile.TemporaryDirectory(prefix="edgekd-check-") as tmp:
@@ -159,39 +156,33 @@ class _Run:
                 heldout = Path(tmp) / "heldout.npz"
                 np.savez(heldout, x=plan.data[0], y=plan.data[1])
             with self.console.status(f"measuring {cfg.model.name} on {cfg.remote}"):
-                res = remote_bench(cfg.remote, artifact.path, artifact.runtime, plan.profile.threads, self.batch,
-                                   heldout)
+                run = measure_on_device(cfg.remote, artifact, plan.profile.threads, self.batch, heldout)
         where = f"{artifact.runtime} {artifact.precision} on {cfg.remote}"
-        self.student |= {"artifact": artifact.to_dict(), "device_state": res.get("device_state"),
-                         "session": res.get("session")}
-        if "accuracy" in res:
-            acc = res["accuracy"]
-            self.student |= {"accuracy": acc, "evaluated_with": f"{where}, {res['eval_samples']} held-out samples"}
+        self.student |= {"artifact": artifact.to_dict(), "device_state": run.device_state, "session": run.session}
+        if run.accuracy is not None:
+            acc = run.accuracy
+            self.student |= {"accuracy": acc, "evaluated_with": f"{where}, {run.eval_samples} held-out samples"}
             self.stages.append(StageRecord("accuracy", "passed", 0.0,
                                            f"{acc:.4f} through {where}" + self.versus_reference(acc)))
         else:
             self.stages.append(StageRecord("accuracy", "skipped", 0.0, "no --data"))
-        s = res["latency_stats"]
-        interval = tuple(res["latency_interval"])
-        self.student |= {"latency_ms": res["latency_ms"], "latency_interval": list(interval),
-                         "latency_source": "measured", "latency_stats": s,
-                         "memory_mb": res["memory_mb"], "memory_source": "measured"}
-        said = f"p50 {res['latency_ms']:.4g} ms, 95% interval [{interval[0]:.4g}, {interval[1]:.4g}], {s['runs']} runs"
+        latency, memory, s = run.figures.latency, run.figures.memory, run.figures.extra["latency_stats"]
+        interval = latency.interval
+        self.student |= Figures(latency, memory, {"latency_stats": s}).as_dict()
+        said = f"p50 {latency.value:.4g} ms, 95% interval [{interval[0]:.4g}, {interval[1]:.4g}], {s['runs']} runs"
         self.stages.append(StageRecord("latency", "passed", time.perf_counter() - start, f"{said} on {cfg.remote}"))
-        self.stages.append(StageRecord("memory", "passed", 0.0, f"{res['memory_mb']:.4g} MB peak RSS the model "
+        self.stages.append(StageRecord("memory", "passed", 0.0, f"{memory.value:.4g} MB peak RSS the model "
                                        f"adds, one fresh process on {cfg.remote} (a point, no interval)"))
         self.notes.append(f"measured on {cfg.remote} through {where}, batch {self.batch}: {said}")
         for audit in ("outputs-match", "no-input-caching"):
             self.stages.append(StageRecord(audit, "skipped", 0.0, "the audits need the timed session in this "
                                                                   "process; not run over --remote"))
-        self.decide_all("latency_ms", plan.budgets.latency_ms, base and base.latency_ms, res["latency_ms"],
+        self.decide_all("latency_ms", plan.budgets.latency_ms, base and base.latency_ms, latency.value,
                         "measured", interval, f"p50, batch {self.batch}, on {cfg.remote}")
-        self.decide_all("memory_mb", plan.budgets.memory_mb, base and base.memory_mb, res["memory_mb"], "measured",
+        self.decide_all("memory_mb", plan.budgets.memory_mb, base and base.memory_mb, memory.value, "measured",
                         None, f"peak RSS the model adds at run time, on {cfg.remote}")
 
     def latency(self) -> None:
-        from edgekd.gate.timing import WARMUP_CALLS, outputs_match, repeated_input_audit, time_pool
-
         plan, cfg, base = self.plan, self.cfg, self.plan.baseline
         if plan.budgets.latency_ms is None and (base is None or base.latency_ms is None):
             self.stages.append(StageRecord("latency", "skipped", 0.0, "no latency budget or baseline"))
@@ -235,8 +226,6 @@ class _Run:
                         f"{cfg.statistic}, batch {self.batch}")
 
     def memory(self) -> None:
-        from edgekd.runtimes.memprobe import MEMORY_PROBES, memory_figures
-
         plan, cfg, base = self.plan, self.cfg, self.plan.baseline
         if plan.budgets.memory_mb is None and (base is None or base.memory_mb is None):
             self.stages.append(StageRecord("memory", "skipped", 0.0, "no memory budget or baseline"))
@@ -245,10 +234,10 @@ class _Run:
         if self.prediction is None:
             with self.console.status(f"memory of {cfg.model.name} ({MEMORY_PROBES} fresh processes)"):
                 found = memory_figures(plan.run_art, plan.shape, plan.profile.threads)
-            value, interval, source = found["memory_mb"], tuple(found["memory_interval"]), "measured"
+            value, interval, source = found.memory.value, found.memory.interval, "measured"
             self.stages.append(StageRecord("memory", "passed", time.perf_counter() - start,
                                            "peak RSS the model adds, in fresh processes: "
-                                           + ", ".join(f"{p:.4g}" for p in found["memory_probes_mb"]) + " MB"))
+                                           + ", ".join(f"{p:.4g}" for p in found.extra["memory_probes_mb"]) + " MB"))
         else:
             p = self.prediction[1]
             value, interval, source = p.value, p.interval, "predicted"

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from edgekd.config import Preprocess
+from edgekd.data import load_data
 from edgekd.errors import InputError
 from edgekd.report import SCHEMA
 
@@ -130,7 +131,6 @@ def load_eval_split(spec: str, model: ModelInput, preprocess: Preprocess, seed: 
     Images are resized only when --input-size (or the model's metadata) asks for it and never converted
     between grey and colour: a gate must not make a mismatched data set fit silently.
     """
-    from edgekd.data import load_data
 
     data = load_data(spec, preprocess, seed)
     x, y = data.split("val")

@@ -14,6 +14,8 @@ from edgekd.config import Budgets, Preprocess, Profile, Strict, Target, load_pro
 from edgekd.errors import InputError
 from edgekd.gate.inputs import Baseline, ModelInput, inspect_model, load_baseline, load_eval_split, preprocess_for
 from edgekd.gate.verdict import parse_percent
+from edgekd.measurable import local_measurement_blocker
+from edgekd.remote import parse_remote
 from edgekd.runtimes import Artifact, artifact_from_path, create_backend
 
 
@@ -83,11 +85,7 @@ class Plan:
 
 
 def make_plan(cfg: CheckConfig) -> Plan:
-    from edgekd.figures import local_measurement_blocker
-
     if cfg.remote is not None:
-        from edgekd.remote import parse_remote
-
         parse_remote(cfg.remote)  # a malformed URL exits 2 here, before anything runs
         if cfg.statistic != "p50":
             raise InputError(f"--statistic {cfg.statistic}: with --remote the device's `edgekd bench` gates p50; "

@@ -14,10 +14,11 @@ from __future__ import annotations
 import numpy as np
 
 from edgekd.config import Budgets
-from edgekd.figures import local_measurement_blocker, local_threads, predicted_figures
+from edgekd.figures import Figures
 from edgekd.gate.verdict import budget_result
 from edgekd.interleave import load_replicas, time_sessions
-from edgekd.remote import remote_check
+from edgekd.measurable import local_measurement_blocker, local_threads, predicted_figures
+from edgekd.remote import DeviceRun, measure_on_device
 from edgekd.report import BudgetResult, Report, speedup_text
 from edgekd.runtimes import Artifact, create_backend, evaluate_accuracy
 from edgekd.runtimes.memprobe import memory_figures
@@ -27,20 +28,17 @@ NAME = "check"
 CHECK_SECONDS_PER_MODEL = 2.0  # interleaved timing per model in the final check
 
 
-def decide_budgets(budgets: Budgets, student: dict, speedup: dict, accuracy_drop: float,
-                   detail: str = "") -> list[BudgetResult]:
+def decide_budgets(budgets: Budgets, figures: Figures, speedup: dict, accuracy_drop: float,
+                   blocker: str | None = None) -> list[BudgetResult]:
     """Every budget listed, each decided by the interval rule; a budget without a limit is listed as
-    unchecked (passed, limit null)."""
+    unchecked (passed, limit null). `blocker`: why latency and memory are predicted, where they are."""
     results = []
-    for name, limit, key in (("latency_ms", budgets.latency_ms, "latency"), ("memory_mb", budgets.memory_mb, "memory")):
-        value, interval = student[f"{key}_{name.split('_')[1]}"], student.get(f"{key}_interval")
-        source = student[f"{key}_source"]
+    for name, limit, f in (("latency_ms", budgets.latency_ms, figures.latency),
+                           ("memory_mb", budgets.memory_mb, figures.memory)):
         if limit is None:
-            results.append(BudgetResult(name, None, value, source, True, tuple(interval) if interval else None,
-                                        "no limit set"))
+            results.append(BudgetResult(name, None, f.value, f.source, True, f.interval, "no limit set"))
             continue
-        results.append(budget_result(name, limit, value, source, tuple(interval) if interval else None,
-                                     student.get("blocker") or detail))
+        results.append(budget_result(name, limit, f.value, f.source, f.interval, blocker or ""))
     limit = budgets.max_accuracy_drop
     what = "percentage points, compiled student vs teacher on the held-out split"
     results.append(BudgetResult("accuracy_drop", None, accuracy_drop, "measured", True, detail=what)
@@ -57,16 +55,9 @@ def run(ctx, previous: CompileResult) -> CheckResult:
     student_art = previous.student
     student_onnx, teacher_onnx = previous.export.student_onnx, previous.export.teacher_onnx
     alternatives = {name: dict(alt) for name, alt in previous.alternatives.items()}  # figures are added below
-    if ctx.cfg.remote and student_art.runtime != "onnx":  # everything measured on the device
-        student, teacher = remote_check(ctx, previous.student, previous.teacher)
-        alternatives = {}  # timed one by one on the device, not beside the student: not weighed
-        speedup = {"value": teacher["latency_ms"] / student["latency_ms"], "source": "measured",
-                   "detail": f"teacher / student p50, each timed alone on {ctx.cfg.remote} (not interleaved)"}
-        student["speedup"] = speedup
-        drop = 100 * (ctx.teacher_accuracy - student["accuracy"])
-        return CheckResult(student, teacher, decide_budgets(ctx.budgets, student, speedup, drop),
-                           alternatives)
-    runs_here = student_art.runtime != "onnx"
+    if ctx.cfg.remote and student_art.compiled:  # everything measured on the device
+        return _on_device(ctx, previous)
+    runs_here = student_art.compiled
     eval_art = student_art if runs_here else Artifact(student_onnx, "onnxruntime", "fp32")
     threads = local_threads(ctx.profile)
     acc, _ = evaluate_accuracy(create_backend(eval_art.runtime).load(eval_art, threads), x, y)
@@ -84,33 +75,58 @@ def run(ctx, previous: CompileResult) -> CheckResult:
         with ctx.console.status(f"timing the student, the teacher and {len(alternatives)} alternative(s) "
                                 f"interleaved on {ctx.target.runtime}"):
             timed = time_sessions(sessions, xb, CHECK_SECONDS_PER_MODEL * len(arts))
-        student |= timed.figures("student") | memory_figures(eval_art, shape, threads)
-        student["session"] = sessions["student"][0].settings
-        teacher |= timed.figures("teacher") | memory_figures(teacher_art, shape, threads) | {
-            "session": sessions["teacher"][0].settings}
+        s_fig = timed.figures("student") | memory_figures(eval_art, shape, threads)
+        t_fig = timed.figures("teacher") | memory_figures(teacher_art, shape, threads)
+        student |= s_fig.as_dict() | {"session": sessions["student"][0].settings}
+        teacher |= t_fig.as_dict() | {"session": sessions["teacher"][0].settings}
         ratio = timed.speedup("teacher", "student")
         speedup = {"value": ratio.value, "interval": list(ratio.interval), "source": "measured",
                    "detail": f"teacher / student p50 on {ctx.target.runtime}, timed interleaved in one process "
                              f"({timed.rounds} rounds); paired-bootstrap 95% interval"}
         for name, alt in alternatives.items():
             r = timed.speedup("teacher", name)
-            alt |= timed.figures(name) | {"speedup": r.value, "speedup_interval": list(r.interval)}
-            alt |= memory_figures(alt["artifact"], shape, threads)
+            alt |= timed.figures(name).as_dict() | {"speedup": r.value, "speedup_interval": list(r.interval)}
+            alt |= memory_figures(alt["artifact"], shape, threads).as_dict()
     else:
         precision = student_art.precision if runs_here else ctx.target.precision
-        student |= predicted_figures(student_onnx, ctx.profile, precision, batch, ctx.target.runtime, blocker)
-        teacher |= predicted_figures(teacher_onnx, ctx.profile, "fp32", batch, ctx.target.runtime, blocker)
+        s_fig = predicted_figures(student_onnx, ctx.profile, precision, batch, ctx.target.runtime, blocker)
+        t_fig = predicted_figures(teacher_onnx, ctx.profile, "fp32", batch, ctx.target.runtime, blocker)
+        student |= s_fig.as_dict()
+        teacher |= t_fig.as_dict()
         for alt in alternatives.values():
-            alt |= predicted_figures(teacher_onnx, ctx.profile, alt["precision"], batch, ctx.target.runtime, blocker)
-        speedup = {"value": teacher["latency_ms"] / student["latency_ms"], "source": "predicted",
+            alt |= predicted_figures(teacher_onnx, ctx.profile, alt["precision"], batch, ctx.target.runtime,
+                                     blocker).as_dict()
+        speedup = {"value": t_fig.latency.value / s_fig.latency.value, "source": "predicted",
                    "detail": "teacher / student, both predicted by the same cost model (its shared error cancels "
                              f"in part; compared as a point): {blocker}"}
     student["speedup"] = speedup
     drop = 100 * (ctx.teacher_accuracy - acc)
     where = "measured interleaved" if blocker is None else "predicted"
-    ctx.console.print(f"  student {student['latency_ms']:.3g} ms vs teacher {teacher['latency_ms']:.3g} ms ({where}): "
+    ctx.console.print(f"  student {s_fig.latency.value:.3g} ms vs teacher {t_fig.latency.value:.3g} ms ({where}): "
                       + speedup_text(speedup))
-    return CheckResult(student, teacher, decide_budgets(ctx.budgets, student, speedup, drop), alternatives)
+    return CheckResult(student, teacher, decide_budgets(ctx.budgets, s_fig, speedup, drop, blocker), alternatives)
+
+
+def _on_device(ctx, previous: CompileResult) -> CheckResult:
+    """Student and teacher measured on the --remote device, each alone (alternatives are not weighed there:
+    they would not be timed beside the student)."""
+    heldout = ctx.run.folder("check") / "heldout.npz"  # the student's accuracy is evaluated on the device
+    np.savez(heldout, x=ctx.data.split("val")[0], y=ctx.data.split("val")[1])
+    s_run, t_run = (measure_on_device(ctx.cfg.remote, art, ctx.profile.threads, ctx.target.batch_size, data)
+                    for art, data in ((previous.student, heldout), (previous.teacher, None)))
+    s_fig, t_fig = s_run.figures, t_run.figures
+    student = _device_record(s_run) | {"accuracy": s_run.accuracy, "evaluated_with": f"{previous.student.runtime} "
+                                       f"{previous.student.precision} on {s_run.url}"}
+    teacher = _device_record(t_run) | {"accuracy": ctx.teacher_accuracy}
+    speedup = {"value": t_fig.latency.value / s_fig.latency.value, "source": "measured",
+               "detail": f"teacher / student p50, each timed alone on {ctx.cfg.remote} (not interleaved)"}
+    student["speedup"] = speedup
+    drop = 100 * (ctx.teacher_accuracy - student["accuracy"])
+    return CheckResult(student, teacher, decide_budgets(ctx.budgets, s_fig, speedup, drop), {})
+
+
+def _device_record(run: DeviceRun) -> dict:
+    return run.figures.as_dict() | {"session": run.session, "device_state": run.device_state, "remote": run.url}
 
 
 def fill_report(report: Report, result: CheckResult, ctx) -> None:
@@ -131,7 +147,7 @@ def _weigh_alternatives(ctx, report: Report, result: CheckResult) -> None:
         speed = {"value": alt.get("speedup", report.teacher["latency_ms"] / alt["latency_ms"]),
                  "interval": alt.get("speedup_interval"), "source": alt.get("latency_source", "predicted"),
                  "detail": f"teacher fp32 / teacher {alt['precision']}"}
-        budgets = decide_budgets(ctx.budgets, alt, speed, alt["accuracy_drop"])
+        budgets = decide_budgets(ctx.budgets, Figures.from_dict(alt), speed, alt["accuracy_drop"], alt.get("blocker"))
         meets = all(b.passed for b in budgets)
         s_lo, s_hi = s_speed.get("interval") or (s_speed["value"], s_speed["value"])
         a_lo, a_hi = speed["interval"] or (speed["value"], speed["value"])

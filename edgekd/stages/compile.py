@@ -18,7 +18,6 @@ Without the runtime here and without --remote, the stage is skipped with the rea
 from __future__ import annotations
 
 import json
-import tempfile
 from dataclasses import replace
 from pathlib import Path
 
@@ -27,16 +26,17 @@ from rich.markup import escape
 
 from edgekd import parity
 from edgekd.errors import StageFailed
-from edgekd.figures import local_measurement_blocker, local_threads, predicted_figures
+from edgekd.figures import Figures
 from edgekd.interleave import load_replicas, time_sessions
-from edgekd.remote import parse_remote, remote_bench, remote_compile
+from edgekd.measurable import local_measurement_blocker, local_threads, predicted_figures
+from edgekd.remote import measure_on_device, parse_remote, remote_compile
 from edgekd.runtimes import (
-    FLOAT_PRECISION,
+    ONNX_FILE,
     Artifact,
+    Backend,
     CompileOptions,
     create_backend,
     evaluate_accuracy,
-    get_linter,
     save_artifact,
 )
 from edgekd.runtimes.onnxruntime_backend import OrtSession, quantize_qdq
@@ -44,21 +44,19 @@ from edgekd.stages.results import CompileResult, ExportResult
 
 NAME = "compile"
 
-# The teacher compressed without distillation, per runtime: what a user gets by quantizing alone.
-COMPRESSED_TEACHER = {"onnxruntime": "int8", "openvino": "int8", "tensorrt": "fp16"}
 TUNE_SAMPLES = 512  # training images outside the calibration subset, for accuracy-controlled INT8
 GUARD_SECONDS_PER_CANDIDATE = 1.0  # interleaved timing when the guard measures here
 
 
-def lint_or_fail(onnx_path: Path, batch: int) -> dict:
-    findings = get_linter("tensorrt")(onnx_path, batch, max(64, batch))
+def lint_or_fail(backend: Backend, onnx_path: Path, batch: int) -> dict:
+    findings = backend.lint(onnx_path, batch, max(64, batch))
     errors = [f for f in findings if f.severity == "error"]
     record = {"errors": len(errors), "warnings": len(findings) - len(errors),
               "findings": [f.to_dict() for f in findings]}
     if errors:
         shown = "; ".join(f"{f.node} ({f.op}): {f.why}" for f in errors[:5])
         more = f" (and {len(errors) - 5} more; run edgekd lint {onnx_path})" if len(errors) > 5 else ""
-        raise StageFailed(f"TensorRT lint: {len(errors)} finding(s) would fail on the device: {shown}{more}")
+        raise StageFailed(f"{backend.label} lint: {len(errors)} finding(s) would fail on the device: {shown}{more}")
     return record
 
 
@@ -71,21 +69,17 @@ def _figures(ctx, artifact: Artifact, onnx_path: Path, remote, blocker: str | No
              timing: bool = True) -> dict:
     """Accuracy and logits on the held-out split through the artifact's runtime; with `timing`, its latency
     measured on the --remote device or predicted (latency measured here is taken by _time_here)."""
-    if remote is not None:
-        with tempfile.TemporaryDirectory() as tmp:
-            res = remote_bench(remote, artifact.path, artifact.runtime, ctx.profile.threads, ctx.target.batch_size,
-                               eval_npz, logits=True, into=Path(tmp))
-            logits = np.load(res.pop("logits_path"))
-        return {"accuracy": res["accuracy"], "logits": logits, "latency_ms": res["latency_ms"],
-                "latency_interval": res["latency_interval"], "latency_source": "measured",
-                "device_state": res["device_state"]}
+    if remote is not None:  # memory is the check stage's figure
+        run = measure_on_device(remote, artifact, ctx.profile.threads, ctx.target.batch_size, eval_npz, logits=True)
+        return {"accuracy": run.accuracy, "logits": run.logits} | Figures(run.figures.latency).as_dict() | {
+            "device_state": run.device_state}
     session = create_backend(artifact.runtime).load(artifact, local_threads(ctx.profile))
     accuracy, logits = evaluate_accuracy(session, *ctx.data.split("val"))
     out = {"accuracy": accuracy, "logits": logits}
     if timing and blocker is not None:
         predicted = predicted_figures(onnx_path, ctx.profile, artifact.precision, ctx.target.batch_size,
-                                      artifact.runtime, blocker)
-        out |= {k: predicted[k] for k in ("latency_ms", "latency_interval", "latency_source")}
+                                      artifact.runtime, blocker).latency
+        out |= Figures(replace(predicted, detail=None)).as_dict()  # the guard's candidates: value and band
     return out
 
 
@@ -97,7 +91,7 @@ def _time_here(ctx, artifacts: dict[str, Artifact], float_p: str) -> dict[str, d
     threads = local_threads(ctx.profile)
     timed = time_sessions({p: load_replicas(a, threads) for p, a in artifacts.items()}, xb,
                           GUARD_SECONDS_PER_CANDIDATE * len(artifacts))
-    out = {p: timed.figures(p) for p in artifacts}
+    out = {p: timed.figures(p).as_dict() for p in artifacts}
     if "int8" in artifacts and float_p in artifacts:
         ratio = timed.speedup(float_p, "int8")
         out["int8"]["speedup_over_float"] = {"value": ratio.value, "interval": list(ratio.interval)}
@@ -141,32 +135,33 @@ def _tune_set(ctx) -> tuple[np.ndarray, np.ndarray]:
     return data.inputs(idx), data.y[idx]
 
 
-def _tensorrt_qdq(ctx, onnx_path: Path, folder: Path, batch: int) -> tuple[Path, dict, dict]:
-    """The Q/DQ ONNX a TensorRT int8 engine is built from (explicit quantization, calibrated here on the
-    calibration subset), linted for TensorRT: (path, quantization settings, lint record)."""
+def _qdq(ctx, backend: Backend, onnx_path: Path, folder: Path, batch: int) -> tuple[Path, dict, dict]:
+    """The Q/DQ ONNX an int8 engine is built from where the backend quantizes explicitly (TensorRT),
+    calibrated here on the calibration subset and linted for the runtime: (path, quantization settings, lint
+    record)."""
     qdq = folder / f"{onnx_path.stem}-qdq.onnx"
     settings = quantize_qdq(onnx_path, qdq, ctx.data.split("calib")[0], "QInt8", symmetric=True)
-    return qdq, settings, lint_or_fail(qdq, batch)
+    return qdq, settings, lint_or_fail(backend, qdq, batch)
 
 
 def _compile_one(ctx, backend, onnx_path: Path, folder: Path, precision: str, options: CompileOptions, remote):
     calibration = ctx.data.split("calib")[0] if precision == "int8" else None
-    if remote is not None and backend.name == "tensorrt":  # engines are built on the device they run on
+    if remote is not None and backend.builds_on_device:  # engines are built on the device they run on
         source = onnx_path
-        if precision == "int8":  # Q/DQ made here, where the calibration data is; the device builds from it
-            source, _, _ = _tensorrt_qdq(ctx, onnx_path, folder, options.batch)
+        if precision == "int8" and backend.int8_from_qdq:  # Q/DQ made here, where the calibration data is
+            source, _, _ = _qdq(ctx, backend, onnx_path, folder, options.batch)
         return remote_compile(remote, source, backend.name, precision, folder, options.batch)
     artifact = backend.compile(onnx_path, folder, precision, calibration, ctx.profile.arch, options)
     save_artifact(artifact)
     return artifact
 
 
-def _skip(ctx, exported: ExportResult, reason: str, record: dict) -> CompileResult:
-    artifact = Artifact(exported.student_onnx, "onnx", "fp32", {"format": "onnx"})
-    if ctx.target.runtime == "tensorrt" and ctx.target.precision == "int8":
-        qdq, settings, record["qdq_lint"] = _tensorrt_qdq(ctx, exported.student_onnx, ctx.run.folder("compile"),
-                                                          ctx.target.batch_size)
-        artifact = Artifact(qdq, "onnx", "int8", settings)
+def _skip(ctx, backend: Backend, exported: ExportResult, reason: str, record: dict) -> CompileResult:
+    artifact = Artifact(exported.student_onnx, ONNX_FILE, "fp32", {"format": "onnx"})
+    if backend.int8_from_qdq and ctx.target.precision == "int8":  # the device builds its engine from this
+        qdq, settings, record["qdq_lint"] = _qdq(ctx, backend, exported.student_onnx, ctx.run.folder("compile"),
+                                                 ctx.target.batch_size)
+        artifact = Artifact(qdq, ONNX_FILE, "int8", settings)
     ctx.console.print(f"[bold]compile[/]: skipped: {escape(reason)}; "
                       f"the ONNX model ({artifact.path.name}) is the artifact")
     return CompileResult(artifact, None, record, {}, exported, skipped=reason)
@@ -178,19 +173,17 @@ def run(ctx, previous: ExportResult) -> CompileResult:
     student_onnx, teacher_onnx = previous.student_onnx, previous.teacher_onnx
     t, profile = ctx.target, ctx.profile
     record: dict = {}
-    if t.runtime == "tensorrt":
-        ctx.console.print("[bold]compile[/]: TensorRT lint of the student ONNX")
-        record["lint"] = lint_or_fail(student_onnx, t.batch_size)
     backend = create_backend(t.runtime)
+    if backend.has_lint:
+        ctx.console.print(f"[bold]compile[/]: {backend.label} lint of the student ONNX")
+        record["lint"] = lint_or_fail(backend, student_onnx, t.batch_size)
     remote = _remote(ctx)
     reason = backend.unavailable_reason()
     if reason and remote is None:
-        return _skip(ctx, previous, reason, record)
+        return _skip(ctx, backend, previous, reason, record)
     folder = ctx.run.folder("compile")
     blocker = None if remote is not None else local_measurement_blocker(profile, t.runtime)
-    # ORT format for ONNX Runtime on Arm CPUs (phones, Raspberry Pi): what ONNX Runtime Mobile loads.
-    options = CompileOptions(mobile=t.runtime == "onnxruntime" and profile.arch == "aarch64",
-                             batch=t.batch_size, max_batch=max(64, t.batch_size))
+    options = backend.options_for(profile.arch, t.batch_size)
     x_val, y_val = ctx.data.split("val")
     eval_npz = None
     if remote is not None:
@@ -198,7 +191,7 @@ def run(ctx, previous: ExportResult) -> CompileResult:
         np.savez(eval_npz, x=x_val, y=y_val)
     reference = OrtSession(student_onnx, local_threads(profile))
     _, ref_logits = evaluate_accuracy(reference, x_val, y_val)
-    float_p = FLOAT_PRECISION[t.runtime]
+    float_p = backend.float_precision
     where = f"on {remote.url}" if remote is not None else "here" if blocker is None else "predicted"
     ctx.console.print(f"[bold]compile[/]: student -> {backend.name} {float_p}"
                       f"{' and int8 (precision guard)' if t.precision == 'int8' else ''}; timing {where}")
@@ -208,7 +201,7 @@ def run(ctx, previous: ExportResult) -> CompileResult:
     artifacts: dict[str, Artifact] = {}
     for precision in [float_p] + (["int8"] if t.precision == "int8" else []):
         opts = options
-        if precision == "int8" and budget is not None and t.runtime == "openvino":
+        if precision == "int8" and budget is not None and backend.tunes_int8:
             left = budget - candidates[float_p]["accuracy_drop"]  # what the float student leaves of the budget
             if left > 0:
                 opts = replace(options, tune=_tune_set(ctx), max_accuracy_drop=left)
@@ -238,7 +231,7 @@ def run(ctx, previous: ExportResult) -> CompileResult:
     _check_parity(teacher_parity, "fp32", f"{backend.name} fp32 teacher")
     record["teacher"]["artifact"] = teacher.to_dict()
     alternatives = {}
-    if t.runtime in COMPRESSED_TEACHER:
+    if backend.compressed_teacher:
         alternatives = _compressed_teacher(ctx, backend, teacher_onnx, folder, options, remote, blocker, eval_npz)
         record["alternatives"] = {n: {k: v for k, v in a.items() if k != "artifact"} | {"path": a["artifact"].path.name}
                                   for n, a in alternatives.items()}
@@ -252,10 +245,10 @@ def _compressed_teacher(ctx, backend, teacher_onnx: Path, folder: Path, options:
     """The obvious alternative to distillation: the teacher itself, compressed on the target's runtime (INT8
     calibrated on the same subset; FP16 on TensorRT), with its accuracy through that runtime. The check
     stage times it beside the student."""
-    precision = COMPRESSED_TEACHER[ctx.target.runtime]
+    precision = backend.compressed_teacher
     budget = ctx.budgets.max_accuracy_drop
     opts = options
-    if precision == "int8" and budget is not None and ctx.target.runtime == "openvino":
+    if precision == "int8" and budget is not None and backend.tunes_int8:
         opts = replace(options, tune=_tune_set(ctx), max_accuracy_drop=budget)
     ctx.console.print(f"  the teacher alone, {precision} on {backend.name} (the alternative to distillation)")
     art = _compile_one(ctx, backend, teacher_onnx, folder / "teacher-compressed", precision, opts, remote)
