@@ -13,5 +13,11 @@ def tests(session: nox.Session) -> None:
 
 
 @nox.session(venv_backend="none")
+def unit(session: nox.Session) -> None:
+    """The fast tier: tests/unit (no CLI end to end; under a minute on 2 cores)."""
+    session.run("python", "-m", "pytest", "-q", "tests/unit", *session.posargs)
+
+
+@nox.session(venv_backend="none")
 def lint(session: nox.Session) -> None:
     session.run("ruff", "check", "edgekd", "tests", "benchmarks", "noxfile.py")

@@ -40,7 +40,7 @@ def test_the_required_targets_exist():
 
 def test_unknown_field_names_file_and_field(tmp_path):
     path = tmp_path / "t.yaml"
-    path.write_text((Path(__file__).parents[1] / "targets" / "host-cpu.yaml").read_text()
+    path.write_text((Path(__file__).parents[2] / "targets" / "host-cpu.yaml").read_text()
                     .replace("latency_ms:", "latency_msx:"))
     with pytest.raises(InputError, match=r"t\.yaml: field 'budgets\.latency_msx': unknown field"):
         load_target(str(path))
