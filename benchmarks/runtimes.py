@@ -29,10 +29,9 @@ from edgekd.runtimes.memprobe import measure_memory_mb
 from edgekd.stages.compile import precision_guard
 
 RUNS = [("onnxruntime", "fp32"), ("onnxruntime", "int8"), ("openvino", "fp16"), ("openvino", "int8")]
-FLOAT = {"onnxruntime": "fp32", "openvino": "fp16"}
 ROUNDS = 5
 AIM_SPEEDUP, AIM_DROP = 8.0, 1.0
-# Quoted from issue #6 (measured on this kind of machine, torchvision resnet18, 48x48, 8 classes, batch 1,
+# Quoted in docs/benchmarks.md (measured on this kind of machine, torchvision resnet18, 48x48, 8 classes, batch 1,
 # 2 threads): not measured by this script, printed beside our rows for comparison.
 QUOTED_QUANTIZE_ONLY = [("openvino", "NNCF INT8", 3.9, 2.0), ("onnxruntime", "static INT8 QDQ", 0.48, None)]
 
@@ -97,7 +96,7 @@ def report(data: str, ctx, students: dict, rows: dict) -> dict:
           f"{'accuracy':>8s} {'drop_pt':>8s}  note")
     summary: dict = {}
     for runtime in ("onnxruntime", "openvino"):
-        base = rows["teacher", runtime, FLOAT[runtime]]
+        base = rows["teacher", runtime, create_backend(runtime).float_precision]
         for label in ["teacher", *students]:
             cands = {}
             for precision in (p for rt, p in RUNS if rt == runtime):
@@ -132,7 +131,8 @@ def report(data: str, ctx, students: dict, rows: dict) -> dict:
                   f"the FP32 teacher at {sm['drop_points']:.2f} points -> aim (>= {AIM_SPEEDUP:g}x, <= {AIM_DROP:g} "
                   f"point) {'reached' if ok else 'not reached'}")
     for runtime, what, speed, drop in QUOTED_QUANTIZE_ONLY:
-        print(f"quoted, not measured here (issue #6, torchvision resnet18 48x48): quantize-only {what} on {runtime}: "
+        print(f"quoted, not measured here (docs/benchmarks.md, torchvision resnet18 48x48): quantize-only {what} "
+              f"on {runtime}: "
               f"{speed}x{f' at {drop} points' if drop is not None else ''}")
     return summary
 

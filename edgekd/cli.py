@@ -1,6 +1,6 @@
 """The edgekd command line: thin commands (options -> config -> library call -> exit code).
 
-Exit codes (DESIGN.md): 0 every budget met, 1 a budget or stage failed, 2 bad input (one line, no
+Exit codes (docs/report-contract.md): 0 every budget met, 1 a budget or stage failed, 2 bad input (one line, no
 traceback), 3 inconclusive measurement, 70 internal error (traceback).
 """
 
@@ -476,7 +476,7 @@ app.command("calibrate")(handle_errors(_calibrate))
 
 
 def main() -> None:
-    # Click reports its own usage errors with exit 2, as DESIGN.md asks for bad input.
+    # Click reports its own usage errors with exit 2, as docs/report-contract.md asks for bad input.
     app(prog_name="edgekd")
 
 

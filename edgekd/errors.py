@@ -1,4 +1,4 @@
-"""Errors that map to the exit codes of DESIGN.md.
+"""Errors that map to the exit codes of docs/report-contract.md.
 
 Anything that is not an EdgeKDError is a bug: the CLI shows its traceback and exits 70.
 """

@@ -1,4 +1,4 @@
-"""report.json (the contract in DESIGN.md), report.md, junit.xml, and the terminal summary."""
+"""report.json (the contract in docs/report-contract.md), report.md, junit.xml, and the terminal summary."""
 
 from __future__ import annotations
 
