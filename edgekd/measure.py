@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
+from edgekd.figures import Figure, Figures
 from edgekd.runtimes import create_backend
 
 STATISTICS = {"p50": 50.0, "p90": 90.0, "p99": 99.0}
@@ -44,6 +45,10 @@ class LatencyStats:
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+    def figures(self) -> Figures:
+        """p50 with its interval, measured, and these statistics beside it."""
+        return Figures(Figure(self.p50_ms, "measured", self.interval_ms), extra={"latency_stats": self.as_dict()})
 
 
 def bootstrap_interval(samples: np.ndarray, q: float, n_boot: int = 1000, seed: int = 0) -> tuple[float, float]:

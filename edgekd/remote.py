@@ -329,9 +329,8 @@ def remote_trtexec(remote: str | RemoteSpec, model: Path, precision: str, batch:
     times = json.loads(r.files["times.json"].read_text())
     compute = summarize(np.array([t["computeMs"] for t in times]))
     latency = summarize(np.array([t["latencyMs"] for t in times]))
-    return {"latency_ms": latency.p50_ms, "latency_interval": list(latency.interval_ms), "latency_source": "measured",
-            "latency_stats": latency.as_dict(), "compute_ms": compute.p50_ms, "compute_stats": compute.as_dict(),
-            "tool": "trtexec", "command": r.command, "device_state": r.device_state}
+    return latency.figures().as_dict() | {"compute_ms": compute.p50_ms, "compute_stats": compute.as_dict(),
+                                          "tool": "trtexec", "command": r.command, "device_state": r.device_state}
 
 
 def remote_compile(remote: str | RemoteSpec, onnx_path: Path, runtime: str, precision: str | None, into: Path,

@@ -14,7 +14,7 @@ import os
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
@@ -29,9 +29,38 @@ TEXT_SUFFIXES = (".json", ".md", ".html")
 @dataclass(frozen=True)
 class RunDir:
     """Every path under OUT, in one place: stages, stage commands and the report read and write through it.
-    `folder(name)` creates a stage's folder; the file properties only name paths."""
+    `folder(name)` creates a stage's folder; the other fields only name paths (docs/architecture.md)."""
 
     root: Path
+    config_json: Path = field(init=False, repr=False)  # the BuildConfig; stage commands resume from it
+    report_json: Path = field(init=False, repr=False)
+    report_md: Path = field(init=False, repr=False)
+    junit_xml: Path = field(init=False, repr=False)
+    report_html: Path = field(init=False, repr=False)
+    search_json: Path = field(init=False, repr=False)
+    distill: Path = field(init=False, repr=False)  # student.*, history.*, checkpoints/ (assistant/ for `ta`)
+    student_json: Path = field(init=False, repr=False)
+    student_weights: Path = field(init=False, repr=False)
+    history_json: Path = field(init=False, repr=False)
+    teacher_onnx: Path = field(init=False, repr=False)  # a torch teacher exported once (the search times it first)
+    teacher_parity_json: Path = field(init=False, repr=False)
+    student_onnx: Path = field(init=False, repr=False)
+    export_json: Path = field(init=False, repr=False)
+    compile_json: Path = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        r, d = self.root, self.root / "distill"
+        for name, path in (("config_json", r / "config.json"), ("report_json", r / "report.json"),
+                           ("report_md", r / "report.md"), ("junit_xml", r / "junit.xml"),
+                           ("report_html", r / "report.html"), ("search_json", r / "search" / "search.json"),
+                           ("distill", d), ("student_json", d / "student.json"),
+                           ("student_weights", d / "student.safetensors"), ("history_json", d / "history.json"),
+                           ("teacher_onnx", r / "teacher" / "teacher.onnx"),
+                           ("teacher_parity_json", r / "teacher" / "teacher.json"),
+                           ("student_onnx", r / "export" / "student.onnx"),
+                           ("export_json", r / "export" / "export.json"),
+                           ("compile_json", r / "compile" / "compile.json")):
+            object.__setattr__(self, name, path)  # frozen: set once, here
 
     def folder(self, name: str) -> Path:
         path = self.root / name
@@ -44,68 +73,6 @@ class RunDir:
             return str(Path(path).resolve().relative_to(self.root.resolve()))
         except ValueError:
             return str(path)
-
-    @property
-    def config_json(self) -> Path:
-        return self.root / "config.json"
-
-    @property
-    def report_json(self) -> Path:
-        return self.root / "report.json"
-
-    @property
-    def report_md(self) -> Path:
-        return self.root / "report.md"
-
-    @property
-    def junit_xml(self) -> Path:
-        return self.root / "junit.xml"
-
-    @property
-    def report_html(self) -> Path:
-        return self.root / "report.html"
-
-    @property
-    def search_json(self) -> Path:
-        return self.root / "search" / "search.json"
-
-    @property
-    def distill(self) -> Path:
-        """student.safetensors, student.json, history.json/.png, checkpoints/ (assistant/ for `ta`)."""
-        return self.root / "distill"
-
-    @property
-    def student_json(self) -> Path:
-        return self.distill / "student.json"
-
-    @property
-    def student_weights(self) -> Path:
-        return self.distill / "student.safetensors"
-
-    @property
-    def history_json(self) -> Path:
-        return self.distill / "history.json"
-
-    @property
-    def teacher_onnx(self) -> Path:
-        """A torch teacher exported once per run (the search times it before the export stage reuses it)."""
-        return self.root / "teacher" / "teacher.onnx"
-
-    @property
-    def teacher_parity_json(self) -> Path:
-        return self.root / "teacher" / "teacher.json"
-
-    @property
-    def student_onnx(self) -> Path:
-        return self.root / "export" / "student.onnx"
-
-    @property
-    def export_json(self) -> Path:
-        return self.root / "export" / "export.json"
-
-    @property
-    def compile_json(self) -> Path:
-        return self.root / "compile" / "compile.json"
 
 
 def holds_run(out: Path) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+from edgekd.figures import Figure, Figures
 from edgekd.report import BudgetResult, Report
 from edgekd.stages.results import SearchResult, teacher_latency
 
@@ -37,5 +38,5 @@ def known_teacher_figures(ctx, search: SearchResult | None) -> dict:
         except (OSError, ValueError):
             latency = None
     if latency is not None:
-        out |= {"latency_ms": latency, "latency_source": "predicted"}
+        out |= Figures(Figure(latency, "predicted")).as_dict()
     return out

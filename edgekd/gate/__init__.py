@@ -21,7 +21,7 @@ from rich.console import Console
 
 from edgekd.cost.roofline import predict_onnx
 from edgekd.errors import InputError
-from edgekd.figures import Figures
+from edgekd.figures import Figure, Figures
 from edgekd.gate.plan import CheckConfig, Plan, config_from_options, make_plan
 from edgekd.gate.timing import POOL_SIZE, WARMUP_CALLS, outputs_match, repeated_input_audit, run_all, time_pool
 from edgekd.gate.verdict import budget_result, exit_code, regression_limit
@@ -182,10 +182,16 @@ class _Run:
         self.decide_all("memory_mb", plan.budgets.memory_mb, base and base.memory_mb, memory.value, "measured",
                         None, f"peak RSS the model adds at run time, on {cfg.remote}")
 
+    def unbudgeted(self, what: str, limit: float | None, baseline: float | None) -> bool:
+        """Neither a budget nor a baseline asks for `what`: said in the stages, and not measured."""
+        if limit is None and baseline is None:
+            self.stages.append(StageRecord(what, "skipped", 0.0, f"no {what} budget or baseline"))
+            return True
+        return False
+
     def latency(self) -> None:
         plan, cfg, base = self.plan, self.cfg, self.plan.baseline
-        if plan.budgets.latency_ms is None and (base is None or base.latency_ms is None):
-            self.stages.append(StageRecord("latency", "skipped", 0.0, "no latency budget or baseline"))
+        if self.unbudgeted("latency", plan.budgets.latency_ms, base and base.latency_ms):
             return
         start = time.perf_counter()
         if self.prediction is None:
@@ -221,14 +227,13 @@ class _Run:
             self.stages.append(StageRecord("latency", "skipped", 0.0, f"predicted: {plan.blocker}"))
             self.notes.append(f"latency and memory are predicted by the cost model for {plan.profile.name} "
                               f"({p.detail}), not measured: {plan.blocker}")
-        self.student |= {"latency_ms": value, "latency_interval": list(interval), "latency_source": source}
+        self.student |= Figures(Figure(value, source, tuple(interval))).as_dict()
         self.decide_all("latency_ms", plan.budgets.latency_ms, base and base.latency_ms, value, source, interval,
                         f"{cfg.statistic}, batch {self.batch}")
 
     def memory(self) -> None:
         plan, cfg, base = self.plan, self.cfg, self.plan.baseline
-        if plan.budgets.memory_mb is None and (base is None or base.memory_mb is None):
-            self.stages.append(StageRecord("memory", "skipped", 0.0, "no memory budget or baseline"))
+        if self.unbudgeted("memory", plan.budgets.memory_mb, base and base.memory_mb):
             return
         start = time.perf_counter()
         if self.prediction is None:
@@ -242,7 +247,7 @@ class _Run:
             p = self.prediction[1]
             value, interval, source = p.value, p.interval, "predicted"
             self.stages.append(StageRecord("memory", "skipped", 0.0, f"predicted: {plan.blocker}"))
-        self.student |= {"memory_mb": value, "memory_interval": list(interval), "memory_source": source}
+        self.student |= Figures(memory=Figure(value, source, tuple(interval))).as_dict()
         self.decide_all("memory_mb", plan.budgets.memory_mb, base and base.memory_mb, value, source, interval,
                         "peak RSS the model adds at run time")
 

@@ -10,6 +10,7 @@ import numpy as np
 
 from edgekd.devicestate import device_state
 from edgekd.errors import InputError
+from edgekd.figures import Figure, Figures
 from edgekd.measure import summarize, time_calls
 from edgekd.runtimes import Artifact, Session, create_backend, evaluate_accuracy
 from edgekd.runtimes.memprobe import measure_memory_mb
@@ -29,8 +30,7 @@ def latency_figures(session: Session, x: np.ndarray) -> dict:
             compute.append(session.last_compute_ms)
 
     stats = time_calls(call, warmup=WARMUP)
-    out = {"latency_ms": stats.p50_ms, "latency_interval": list(stats.interval_ms), "latency_source": "measured",
-           "latency_stats": stats.as_dict()}
+    out = stats.figures().as_dict()
     if device_timed and len(compute) > WARMUP:
         out["compute_stats"] = summarize(np.array(compute[WARMUP:])).as_dict()
         out["compute_ms"] = out["compute_stats"]["p50_ms"]
@@ -64,7 +64,7 @@ def bench(artifact: Artifact, threads: int, batch: int = 1, eval_data: Path | No
     result = {"artifact": artifact.to_dict(), "versions": backend.versions(), "threads": threads,
               "input_shape": list(shape), "session": session.settings, **latency_figures(session, x)}
     if memory:
-        result |= {"memory_mb": measure_memory_mb(artifact, shape, threads), "memory_source": "measured"}
+        result |= Figures(memory=Figure(measure_memory_mb(artifact, shape, threads), "measured")).as_dict()
     if eval_data is not None:
         xe, ye = load_eval(eval_data)
         accuracy, logits = evaluate_accuracy(session, xe, ye)

@@ -15,9 +15,10 @@ from edgekd.rundir import RunDir
 from edgekd.runtimes import Artifact
 
 
-def _read_json(path: Path, missing: str) -> dict:
+def _read_json(run: RunDir, path: Path, then: str) -> dict:
+    """A stage's record in the run folder; missing, the bad input names the stage command to `then` run."""
     if not path.is_file():
-        raise InputError(missing)
+        raise InputError(f"--out {run.root}: no {path.relative_to(run.root)}; run `edgekd {then}")
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError) as e:
@@ -40,8 +41,7 @@ class SearchResult:
 
     @classmethod
     def load(cls, run: RunDir) -> SearchResult:
-        record = _read_json(run.search_json, f"--out {run.root}: no search/search.json; run `edgekd search --out "
-                                             f"{run.root}` or pass --arch")
+        record = _read_json(run, run.search_json, f"search --out {run.root}` or pass --arch")
         if not record.get("pick"):
             raise InputError(f"{run.search_json}: the search picked no student; search again or pass --arch")
         return cls.from_record(record)
@@ -75,8 +75,7 @@ class DistillResult:
 
     @classmethod
     def load(cls, run: RunDir) -> DistillResult:
-        return cls.from_info(_read_json(run.student_json, f"--out {run.root}: no distill/student.json; run "
-                                                          f"`edgekd distill --out {run.root}` first"))
+        return cls.from_info(_read_json(run, run.student_json, f"distill --out {run.root}` first"))
 
 
 @dataclass(frozen=True)
@@ -105,8 +104,7 @@ class ExportResult:
 
     @classmethod
     def load(cls, run: RunDir) -> ExportResult:
-        return cls.from_json(_read_json(run.export_json, f"--out {run.root}: no export/export.json; run "
-                                                         f"`edgekd export --out {run.root}` first"))
+        return cls.from_json(_read_json(run, run.export_json, f"export --out {run.root}` first"))
 
 
 @dataclass(frozen=True)
