@@ -13,8 +13,11 @@ from rich.console import Console
 
 from edgekd.config import Budgets, BuildConfig, Profile, Target, load_profile, load_target
 from edgekd.data import Dataset, load_data
+from edgekd.distill.trainer import pick_device
 from edgekd.errors import InputError
+from edgekd.models.embedded_teacher import RECIPES, embedded_teacher, source_name
 from edgekd.models.teacher import EMBEDDED, Teacher, load_teacher, teacher_accuracy
+from edgekd.remote import parse_destination
 from edgekd.rundir import RunDir, check_out_path
 
 
@@ -56,8 +59,6 @@ def default_out(target: str) -> Path:
 
 def make_context(cfg: BuildConfig, console: Console | None = None) -> Context:
     """Validate target, profile, teacher and data (raising InputError) without writing to OUT."""
-    from edgekd.distill.trainer import pick_device
-
     console = console or Console()
     target = load_target(cfg.target)
     profile = load_profile(target.profile)
@@ -67,12 +68,8 @@ def make_context(cfg: BuildConfig, console: Console | None = None) -> Context:
     out = cfg.out or default_out(target.name)
     check_out_path(out)  # a file in the way is bad input now, not an OSError after the search
     if cfg.remote:  # a bad address fails here, not after the search and distillation
-        from edgekd.remote import parse_destination
-
         parse_destination(cfg.remote)
     device = pick_device(cfg.device)
-    from edgekd.models.embedded_teacher import RECIPES, embedded_teacher, source_name
-
     teacher = load_teacher(cfg.teacher)
     if teacher.source == EMBEDDED and cfg.data not in RECIPES:
         raise InputError(f"--data {cfg.data} needs --teacher: embedded teachers exist only for "

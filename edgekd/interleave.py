@@ -138,7 +138,6 @@ def time_interleaved(runners: dict[str, list[Callable[[], object]]], seconds: fl
 
 def load_replicas(artifact, threads: int, n: int = REPLICAS) -> list:
     """`n` independent sessions of one artifact (each with its own allocations and thread pool)."""
-
     backend = create_backend(artifact.runtime)
     return [backend.load(artifact, threads) for _ in range(n)]
 

@@ -175,7 +175,6 @@ def measure_artifact(artifact, input_shape: tuple[int, ...], threads: int, stati
                      seed: int = 0, **timing) -> Measurement:
     """Load `artifact` with `threads` (the profile's count, pinned in the runtime's own pool) and time it
     on a fixed random input; `timing` goes to time_calls (warmup, min_runs, max_seconds, rel_width)."""
-
     backend = create_backend(artifact.runtime)
     session = backend.load(artifact, threads)
     x = np.random.default_rng(seed).standard_normal(input_shape).astype(np.float32)

@@ -187,7 +187,6 @@ def write_outputs(report: Report, json_path: Path | None = None, md_path: Path |
     """Write only the formats asked for, each atomically (a reader never sees half a file).
 
     The page is drawn from the JSON form (as `edgekd report` redraws it); `run_dir` adds its stage files."""
-
     for path, render in ((json_path, lambda: json.dumps(report.to_dict(), indent=2, default=str)),
                          (md_path, lambda: to_markdown(report)), (junit_path, lambda: to_junit(report)),
                          (html_path, lambda: render_html(json.loads(json.dumps(report.to_dict(), default=str)),

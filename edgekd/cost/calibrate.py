@@ -142,7 +142,6 @@ def kernel_key(k: Kernel) -> tuple:
 def kernel_pool(rng: np.random.Generator, networks: int = 60) -> dict[str, list[Kernel]]:
     """Distinct stand-alone kernels of random search-space networks, by kind (stand-alone eltwise
     kernels never occur in them, so those are drawn from the activation shapes they have)."""
-
     pool: dict[str, dict[tuple, Kernel]] = {kind: {} for kind in KERNEL_KINDS}
     for i in range(networks):
         arch = sample_arch(("resnet", "mobilenetv2")[i % 2], rng)
@@ -306,7 +305,6 @@ def fit_memory(rows: list[tuple[float, float, float]]) -> MemoryModel:
 
 def perturb_arch(arch: dict, rng: np.random.Generator) -> dict:
     """A neighbouring architecture: one field of `arch` changed."""
-
     other = sample_arch(arch["family"], rng)
     field = str(rng.choice(sorted(set(arch) - {"family"})))
     out = dict(arch)
@@ -381,7 +379,6 @@ def calibrate(profile: Profile, runtime: str, budget: Budget, progress, remote: 
     `progress` is a rich Progress (or anything with add_task/advance/update). Timing runs under
     measure.timing_lock(); exporting networks does not. With `remote`, all of it runs on that device.
     """
-
     check_calibratable(profile, runtime, remote)
     if remote is not None:
         return calibrate_remote(profile, runtime, budget, progress, remote)

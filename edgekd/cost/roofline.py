@@ -92,7 +92,6 @@ def predict_kernels(kernels: list[Kernel], peak_elems: float, profile: Profile, 
 def predict_onnx(model, profile: Profile, precision: Precision, batch: int = 1,
                  runtime: str | None = None) -> tuple[Prediction, Prediction]:
     """(latency, memory) predictions for an ONNX ModelProto on `profile` through `runtime`."""
-
     kernels, peak = onnx_kernels_and_peak(model, batch)
     return predict_kernels(kernels, peak, profile, precision, runtime)
 
@@ -100,6 +99,5 @@ def predict_onnx(model, profile: Profile, precision: Precision, batch: int = 1,
 def predict_torch(module, input_shape: tuple[int, ...], profile: Profile, precision: Precision,
                   runtime: str | None = None) -> tuple[Prediction, Prediction]:
     """(latency, memory) predictions for a torch module, by the same model as predict_onnx."""
-
     kernels, peak = kernels_from_torch(module, input_shape)
     return predict_kernels(kernels, peak, profile, precision, runtime)

@@ -131,7 +131,6 @@ def load_eval_split(spec: str, model: ModelInput, preprocess: Preprocess, seed: 
     Images are resized only when --input-size (or the model's metadata) asks for it and never converted
     between grey and colour: a gate must not make a mismatched data set fit silently.
     """
-
     data = load_data(spec, preprocess, seed)
     x, y = data.split("val")
     want = model.dims[1:]

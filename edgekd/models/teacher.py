@@ -5,16 +5,25 @@ module is refused unless the user says they trust it (--trust-pickle).
 
 from __future__ import annotations
 
+import contextlib
+import difflib
+import logging
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import onnx
 import torch
+import torchvision
+from onnx import numpy_helper
 from torch import nn
+from torch.export.graph_signature import InputKind
 
 from edgekd.config import TeacherSpec
 from edgekd.errors import InputError
+from edgekd.runtimes.onnxruntime_backend import OrtSession
+from edgekd.validate import check_onnx
 
 IMAGENET_NORM = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 EMBEDDED = "embedded"  # placeholder source until the data set names its embedded teacher
@@ -35,8 +44,6 @@ class Teacher:
     def params(self) -> int:
         if self.module is not None:
             return sum(p.numel() for p in self.module.parameters())
-        import onnx
-        from onnx import numpy_helper
 
         model = onnx.load(str(self.onnx_path))
         return int(sum(numpy_helper.to_array(t).size for t in model.graph.initializer))
@@ -47,8 +54,6 @@ class Teacher:
         if self.module is not None:
             return self.module(x).float()
         if self._ort is None:
-            from edgekd.runtimes.onnxruntime_backend import OrtSession
-
             self._ort = OrtSession(self.onnx_path, threads=torch.get_num_threads())
         out = self._ort.run(x.detach().float().cpu().numpy())
         return torch.from_numpy(out).to(x.device)
@@ -116,8 +121,6 @@ class ExportedTeacher(nn.Module):
 
 def _quiet_torch_logs():
     """torch logs a full traceback for a damaged archive before raising; the one-line error says enough."""
-    import contextlib
-    import logging
 
     @contextlib.contextmanager
     def quiet():
@@ -155,8 +158,6 @@ def _exported(path: Path) -> Teacher:
 
 def _exported_input_shape(program) -> list | None:
     """The user input's shape as recorded by export: ints where static, None where symbolic."""
-    from torch.export.graph_signature import InputKind
-
     names = [s.arg.name for s in program.graph_signature.input_specs if s.kind == InputKind.USER_INPUT]
     for node in program.graph.nodes:
         if node.op == "placeholder" and names and node.name == names[0] and "val" in node.meta:
@@ -165,9 +166,7 @@ def _exported_input_shape(program) -> list | None:
 
 
 def _onnx(path: Path) -> Teacher:
-    import onnx
 
-    from edgekd.validate import check_onnx
 
     check_onnx(path, "--teacher")  # also: external weights must stay inside the model's folder
     # Exporters may leave out the intermediate shapes the cost model prices layers by; infer them once.
@@ -244,11 +243,7 @@ def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
 
 
 def _torchvision(name: str, weights: Path | None) -> Teacher:
-    import torchvision
-
     if name not in torchvision.models.list_models():
-        import difflib
-
         close = difflib.get_close_matches(name, torchvision.models.list_models(), n=1)
         hint = f" (did you mean '{close[0]}'?)" if close else ""
         raise InputError(f"--teacher torchvision:{name}: no such torchvision model{hint}")
@@ -268,29 +263,6 @@ def _torchvision(name: str, weights: Path | None) -> Teacher:
                          f"mismatched key(s): {shown}")
     module.load_state_dict(state)
     return Teacher(f"torchvision:{name}", 3, None, num_classes, IMAGENET_NORM, module=module.eval())
-
-
-def pricing_onnx(module: nn.Module, batch_shape: tuple[int, ...]):
-    """An ONNX ModelProto of a TorchScript or torch.export teacher for the cost model, whose forward hooks
-    see no layers in such graphs (the teacher would be priced at 0 ms); None for a plain module."""
-    import tempfile
-
-    import onnx
-
-    from edgekd.onnx_export import _to_onnx
-
-    if not isinstance(module, (torch.jit.ScriptModule, ExportedTeacher)):
-        return None
-    with tempfile.TemporaryDirectory(prefix="edgekd-teacher-") as tmp:
-        path = Path(tmp) / "teacher.onnx"
-        device = next(module.parameters()).device  # stays where it is (the teacher is shared)
-        example = torch.randn(*batch_shape, device=device)
-        if isinstance(module, ExportedTeacher) and module.batch is not None:
-            example = torch.randn(module.batch, *batch_shape[1:])
-            torch.onnx.export(module.exported, dynamo=True, verbose=False).save(str(path))
-        else:
-            _to_onnx(module.eval(), example, path)
-        return onnx.shape_inference.infer_shapes(onnx.load(str(path)))
 
 
 def _state_mismatch(expected: dict, given: dict) -> list[str]:

@@ -5,14 +5,18 @@ from __future__ import annotations
 
 import json
 import logging
+import tempfile
 import warnings
 from pathlib import Path
 
 import numpy as np
+import onnx
 import torch
+from torch import nn
 
 from edgekd import parity as parity_rule
 from edgekd.errors import StageFailed
+from edgekd.models.teacher import ExportedTeacher
 from edgekd.parity import Parity
 from edgekd.runtimes.onnxruntime_backend import OrtSession
 
@@ -21,8 +25,6 @@ OPSET = 18
 
 def export_onnx(model: torch.nn.Module, input_shape: tuple[int, ...], path: Path, metadata: dict) -> Path:
     """Export with batch as a dynamic dimension; metadata values are stored as JSON strings."""
-    import onnx
-
     model = model.cpu().eval()
     # A batch of 1 sits on the dynamic dimension's lower bound and makes the exporter specialize it.
     example = torch.randn(2, *input_shape)
@@ -55,8 +57,6 @@ def parity(model: torch.nn.Module, onnx_path: Path, x: np.ndarray) -> Parity:
 def _to_onnx(model: torch.nn.Module, example: torch.Tensor, path: Path) -> None:
     """The ONNX exporter that takes this kind of module: a torch.export teacher converts as it was captured,
     a TorchScript one through the TorchScript exporter (torch.export cannot trace a ScriptModule)."""
-    from edgekd.models.teacher import ExportedTeacher
-
     if isinstance(model, ExportedTeacher) and model.exported is not None:
         if model.batch is not None:
             raise StageFailed(f"export: the torch.export teacher was captured for a fixed batch of {model.batch}; "
@@ -97,3 +97,20 @@ def teacher_onnx(ctx) -> tuple[Path, Parity | None]:
                              ctx.data.split("val")[0][:512], "teacher")
     record.write_text(json.dumps(parity_.as_dict()))
     return path, parity_
+
+
+def pricing_onnx(module: nn.Module, batch_shape: tuple[int, ...]):
+    """An ONNX ModelProto of a TorchScript or torch.export teacher for the cost model, whose forward hooks
+    see no layers in such graphs (the teacher would be priced at 0 ms); None for a plain module."""
+    if not isinstance(module, (torch.jit.ScriptModule, ExportedTeacher)):
+        return None
+    with tempfile.TemporaryDirectory(prefix="edgekd-teacher-") as tmp:
+        path = Path(tmp) / "teacher.onnx"
+        device = next(module.parameters()).device  # stays where it is (the teacher is shared)
+        example = torch.randn(*batch_shape, device=device)
+        if isinstance(module, ExportedTeacher) and module.batch is not None:
+            example = torch.randn(module.batch, *batch_shape[1:])
+            torch.onnx.export(module.exported, dynamo=True, verbose=False).save(str(path))
+        else:
+            _to_onnx(module.eval(), example, path)
+        return onnx.shape_inference.infer_shapes(onnx.load(str(path)))

@@ -47,7 +47,7 @@ def teacher_latency_ms(ctx: Context) -> float:
     import onnx
 
     if t.module is not None:
-        from edgekd.models.teacher import pricing_onnx
+        from edgekd.onnx_export import pricing_onnx
 
         proto = pricing_onnx(t.module, shape)  # hooks see no layers in a TorchScript or torch.export graph
         if proto is None:

@@ -13,7 +13,8 @@ from conftest import cli, digits_like_npz
 from edgekd.config import TeacherSpec, load_profile
 from edgekd.cost.roofline import predict_onnx
 from edgekd.models.families import create_model
-from edgekd.models.teacher import load_teacher, pricing_onnx
+from edgekd.models.teacher import load_teacher
+from edgekd.onnx_export import pricing_onnx
 
 
 @pytest.fixture(scope="module")
