@@ -27,7 +27,11 @@ from torchvision.ops.misc import Conv2dNormActivation
 from edgekd.errors import InputError
 from edgekd.registry import Registry
 
-families: Registry[Callable[..., nn.Module]] = Registry("search space")
+# The network builders an arch's "family" names; a search space (edgekd/search/spaces.py) samples the archs
+# of one family. register_family / create_model / list_families, as timm's registry.
+_families: Registry[Callable[..., nn.Module]] = Registry("model family")
+register_family = _families.register
+list_families = _families.names
 
 
 class ConvNet(nn.Module):
@@ -69,7 +73,7 @@ def round8(c: float) -> int:
 _BLOCKS = {"basic": BasicBlock, "bottleneck": Bottleneck}
 
 
-@families.register("resnet")
+@register_family("resnet")
 def resnet(arch: dict, in_channels: int, num_classes: int, input_size: tuple[int, int]) -> nn.Module:
     """ResNet-style: a 3x3 stem, then stages of torchvision BasicBlocks (or Bottlenecks, `"block":
     "bottleneck"`, whose output is 4x `widths`) with the given widths and depths per stage."""
@@ -99,7 +103,7 @@ def resnet(arch: dict, in_channels: int, num_classes: int, input_size: tuple[int
 _MBV2 = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)]
 
 
-@families.register("mobilenetv2")
+@register_family("mobilenetv2")
 def mobilenetv2(arch: dict, in_channels: int, num_classes: int, input_size: tuple[int, int]) -> nn.Module:
     """MobileNetV2 from torchvision's InvertedResidual blocks; width, depth and expansion multipliers."""
     width, depth, expand = float(arch["width"]), float(arch["depth"]), float(arch.get("expand", 6))
@@ -141,7 +145,7 @@ def _per_stage(arch: dict, key: str, n: int) -> list | None:
     return list(value)
 
 
-@families.register("mobilenetv3")
+@register_family("mobilenetv3")
 def mobilenetv3(arch: dict, in_channels: int, num_classes: int, input_size: tuple[int, int]) -> nn.Module:
     """MobileNetV3 from torchvision's InvertedResidual(Config): the `small`/`large` stage layout (widths,
     strides, activations) with a width multiplier and, per stage, depth, kernel size, expansion ratio
@@ -210,7 +214,7 @@ def torchvision_arch(name: str) -> dict | None:
 def create_model(arch: dict, in_channels: int, num_classes: int, input_size: tuple[int, int]) -> nn.Module:
     """Build the network an arch dict describes (the one way every stage does it)."""
     try:
-        builder = families.get(arch["family"])
+        builder = _families.get(arch["family"])
         return builder(arch, in_channels, num_classes, tuple(input_size))
     except (KeyError, TypeError, ValueError) as e:
         raise InputError(f"arch {arch}: cannot build it ({e!r})") from None

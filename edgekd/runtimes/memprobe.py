@@ -53,6 +53,8 @@ def _peak_mb() -> float:
 
 
 def probe(spec: dict) -> dict:
+    # Imported here, in the fresh child process only: the parent imports this module for memory_figures, and
+    # the child's baseline is read after the runtime is loaded, so nothing else should come in before it.
     from edgekd.runtimes import Artifact, create_backend
 
     artifact = Artifact.from_dict(spec["artifact"])
