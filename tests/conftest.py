@@ -24,6 +24,19 @@ def check_report(report: Path, *args: str):
     return subprocess.run([sys.executable, str(tool), str(report), *args], capture_output=True, text=True)
 
 
+def assert_exit_is_verdict(result, report_json: Path) -> dict:
+    """The command's exit code is the one its report's verdict maps to (0 pass, 1 fail, 3 inconclusive): a
+    check that accepted any of them would pass a command that lied in either."""
+    import json
+
+    from edgekd.gate.verdict import exit_code
+    from edgekd.rerender import report_from_dict
+
+    report = json.loads(report_json.read_text())
+    assert result.exit_code == exit_code(report_from_dict(report).verdict), result.output + result.stderr
+    return report
+
+
 @pytest.fixture(scope="session", autouse=True)
 def xdg_cache(tmp_path_factory):
     """Keep the embedded teacher and host measurements out of the user's cache, shared by all tests."""
