@@ -6,7 +6,6 @@ import json
 import numpy as np
 import onnx
 import pytest
-from conftest import cli
 from onnx import TensorProto, helper, numpy_helper
 
 from edgekd.errors import InputError
@@ -111,23 +110,6 @@ def test_qdq_must_be_symmetric(tiny_onnx, tmp_path):
     reasons = " ".join(f.why for f in _errors(onnx.load(str(asym))))
     assert "zero point must be 0" in reasons and "UINT8" in reasons and "INT32" in reasons  # int32 bias DQ
     assert _errors(onnx.load(str(sym))) == []
-
-
-def test_lint_command_exit_codes(tiny_onnx, tmp_path):
-    clean = cli("lint", tiny_onnx, "--runtime", "tensorrt")
-    assert clean.exit_code == 0 and "0 error(s)" in clean.stdout
-    bad = tmp_path / "bad.onnx"
-    onnx.save(_model([helper.make_node("NonMaxSuppression", ["x"], ["y"], name="nms"),
-                      helper.make_node("Unique", ["y"], ["z"], name="u")],
-                     [_vi("x", ["batch", 4])], [_vi("z", None)]), str(bad))
-    result = cli("lint", bad, "--json")
-    assert result.exit_code == 1
-    report = json.loads(result.stdout)
-    assert report["errors"] >= 1 and {"node": "u", "op": "Unique"}.items() <= report["findings"][0].items()
-    text = cli("lint", bad)
-    assert "error   u (Unique): Unique is listed as unsupported" in text.stdout
-    assert cli("lint", tmp_path / "missing.onnx").exit_code == 2
-    assert "unknown runtime 'openvno'" in cli("lint", tiny_onnx, "--runtime", "openvno").stderr
 
 
 def test_foreign_engine_fingerprint_is_refused(tmp_path):
