@@ -56,22 +56,34 @@ def teacher_latency(record: dict) -> float | None:
 
 
 @dataclass(frozen=True)
+class ScratchBaseline:
+    """The same student trained on labels alone with the same budget (`--baseline-scratch`)."""
+
+    torch_accuracy: float
+    gain_points: float  # distilled minus scratch torch accuracy, points
+
+
+@dataclass(frozen=True)
 class DistillResult:
     """The distilled student (OUT/distill/student.json is `info`; the weights lie beside it)."""
 
     arch: dict
     params: int
     method: str
+    epochs: int
     torch_accuracy: float
     batch_size_used: int
     accuracy_drop: float  # points, torch accuracy vs the teacher's
     info: dict = field(repr=False)  # the whole record as written
+    scratch: ScratchBaseline | None = None
     skipped: str = ""
 
     @classmethod
     def from_info(cls, info: dict) -> DistillResult:
-        return cls(info["arch"], info["params"], info["method"], info["torch_accuracy"], info["batch_size_used"],
-                   info["accuracy_drop"], info)
+        scratch = info.get("scratch")
+        return cls(info["arch"], info["params"], info["method"], info["epochs"], info["torch_accuracy"],
+                   info["batch_size_used"], info["accuracy_drop"], info,
+                   ScratchBaseline(scratch["torch_accuracy"], scratch["gain_points"]) if scratch else None)
 
     @classmethod
     def load(cls, run: RunDir) -> DistillResult:
