@@ -36,14 +36,14 @@ def calibrate(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from edgekd.config import load_profile
-    from edgekd.cost.calibrate import Budget
+    from edgekd.cost.calibrate import SampleCounts
     from edgekd.cost.calibrate import calibrate as run_calibration
     from edgekd.cost.calibration import calibration_path, save_calibration
 
     if lock is not None:
         os.environ["EDGEKD_TIMING_LOCK"] = str(lock)
     p = load_profile(profile)
-    budget = Budget(kernels, rounds, networks, refine, min(memory_networks, networks), seed)
+    budget = SampleCounts(kernels, rounds, networks, refine, min(memory_networks, networks), seed)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console) as progress:
         cal = run_calibration(p, runtime, budget, progress, remote)

@@ -106,7 +106,7 @@ def patiently(measure: Callable[[], object], interference: Callable[[object], fl
 
 
 @dataclasses.dataclass
-class Budget:
+class SampleCounts:
     """How much to time; the defaults take about ten minutes on a 2-core x86 host per runtime."""
 
     kernels: int = 240  # first round of stand-alone kernels
@@ -339,7 +339,7 @@ def check_calibratable(profile: Profile, runtime: str, remote: str | None) -> No
         raise InputError(f"--runtime {runtime}: {reason}")
 
 
-def calibrate_remote(profile: Profile, runtime: str, budget: Budget, progress, remote: str) -> Calibration:
+def calibrate_remote(profile: Profile, runtime: str, budget: SampleCounts, progress, remote: str) -> Calibration:
     """`edgekd calibrate` run on the --remote device over ssh (edgekd.remote), with this profile as a file
     (the device may not know a custom one); the calibration it writes there comes back validated."""
     import yaml
@@ -373,7 +373,7 @@ def _versions(backend, runtime: str) -> dict[str, str]:
             "scikit-learn": sklearn.__version__, "python": platform.python_version()}
 
 
-def calibrate(profile: Profile, runtime: str, budget: Budget, progress, remote: str | None = None) -> Calibration:
+def calibrate(profile: Profile, runtime: str, budget: SampleCounts, progress, remote: str | None = None) -> Calibration:
     """Time kernels and networks of `profile` through `runtime` and fit a Calibration (see module doc).
 
     `progress` is a rich Progress (or anything with add_task/advance/update). Timing runs under

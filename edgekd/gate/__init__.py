@@ -22,7 +22,7 @@ from rich.console import Console
 from edgekd.cost.roofline import predict_onnx
 from edgekd.errors import InputError
 from edgekd.figures import Figure, Figures
-from edgekd.gate.plan import CheckConfig, Plan, config_from_options, make_plan
+from edgekd.gate.plan import CheckConfig, GatePlan, config_from_options, make_plan
 from edgekd.gate.timing import POOL_SIZE, WARMUP_CALLS, outputs_match, repeated_input_audit, run_all, time_pool
 from edgekd.gate.verdict import budget_result, exit_code, regression_limit
 from edgekd.remote import measure_on_device, remote_compile
@@ -53,7 +53,7 @@ def _accuracy(session, x: np.ndarray, y: np.ndarray, batch: int, fixed: bool, op
     return float((logits.argmax(1) == y).mean()), logits
 
 
-def _predicted(plan: Plan):
+def _predicted(plan: GatePlan):
     import onnx
 
     proto = onnx.load(str(plan.cfg.model))
@@ -65,10 +65,10 @@ def _predicted(plan: Plan):
                         runtime=plan.target.runtime)
 
 
-class _Run:
+class GateRun:
     """One gate run: measures in order (accuracy, latency + audits, memory) and collects the results."""
 
-    def __init__(self, plan: Plan, console: Console):
+    def __init__(self, plan: GatePlan, console: Console):
         self.plan, self.cfg, self.console = plan, plan.cfg, console
         self.batch = plan.target.batch_size
         self.session = None if plan.cfg.remote else _load(plan.run_art, plan.profile.threads, "MODEL")
@@ -272,7 +272,7 @@ class _Run:
 def run_gate(cfg: CheckConfig, console: Console | None = None) -> Report:
     """Validate, measure (or predict), decide every budget, write the requested reports."""
     console = console or Console()
-    run = _Run(make_plan(cfg), console)
+    run = GateRun(make_plan(cfg), console)
     if cfg.remote:
         run.on_device()
     else:

@@ -65,7 +65,7 @@ def config_from_options(max_regression: str = "5%", input_size=None, mean=None, 
 
 
 @dataclass
-class Plan:
+class GatePlan:
     """Everything resolved and validated before anything is measured."""
 
     cfg: CheckConfig
@@ -84,7 +84,7 @@ class Plan:
     not_checked: list[str]
 
 
-def make_plan(cfg: CheckConfig) -> Plan:
+def make_plan(cfg: CheckConfig) -> GatePlan:
     if cfg.remote is not None:
         parse_remote(cfg.remote)  # a malformed URL exits 2 here, before anything runs
         if cfg.statistic != "p50":
@@ -150,7 +150,7 @@ def make_plan(cfg: CheckConfig) -> Plan:
         if tuple(reference_model.dims[1:]) != tuple(model.dims[1:]):
             raise InputError(f"--reference '{cfg.reference}': takes inputs {reference_model.dims[1:]} but MODEL "
                              f"takes {model.dims[1:]}; compare models on the same inputs")
-    return Plan(cfg, target, profile, budgets, artifact, model, run_art, blocker, shape, baseline, data, reference,
+    return GatePlan(cfg, target, profile, budgets, artifact, model, run_art, blocker, shape, baseline, data, reference,
                 reference_model, not_checked)
 
 
