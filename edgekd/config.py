@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from edgekd.distill.catalog import DEFAULT_METHOD
 from edgekd.errors import InputError
+from edgekd.hostinfo import detected_fields
 from edgekd.runtimes import list_runtimes
 
 Precision = Literal["fp32", "fp16", "int8"]
@@ -273,9 +274,9 @@ def load_profile(name_or_path: str) -> Profile:
     """A profile; `detect: true` profiles (host) are completed from this machine."""
     profile = _load_named("profiles", Profile, name_or_path)
     if profile.detect:
-        from edgekd.hostinfo import detect_profile
-
-        profile = detect_profile(profile)
+        found = detected_fields(profile.arch, profile.description, profile.threads)
+        keep = {k: v for k, v in found.items() if k in ("arch", "description") or getattr(profile, k) is None}
+        profile = Profile.model_validate(profile.model_dump() | keep)
     return profile
 
 

@@ -13,8 +13,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-
-from edgekd.config import Profile, Sourced
+import psutil
 
 
 def cache_dir() -> Path:
@@ -82,26 +81,24 @@ def host_measurements() -> dict[str, float]:
     return found
 
 
-def detect_profile(template: Profile) -> Profile:
-    """Fill a `detect: true` profile from this machine; fields the YAML sets explicitly are kept."""
-    import psutil
-
+def detected_fields(arch: str, description: str, threads: int | None) -> dict:
+    """A `detect: true` profile's fields measured on this machine, as plain data (sourced numbers as
+    {"value", "source"}); config.load_profile keeps the ones its YAML sets explicitly."""
     measured = host_measurements()
     cores = usable_cores()
     fp32 = measured["fp32_gflops"]
     found = {
-        "arch": platform.machine() if platform.machine() in ("x86_64", "aarch64") else template.arch,
-        "description": f"{template.description} ({cpu_name()}, {cores} cores)",
-        "threads": template.threads or cores,
-        "cores": Sourced(value=cores, source="os.sched_getaffinity on this host"),
-        "ram_mb": Sourced(value=psutil.virtual_memory().total / 2**20, source="psutil.virtual_memory on this host"),
-        "memory_bandwidth_gbs": Sourced(value=measured["copy_gbs"],
-                                        source="measured: numpy copy of 64 MiB on this host"),
+        "arch": platform.machine() if platform.machine() in ("x86_64", "aarch64") else arch,
+        "description": f"{description} ({cpu_name()}, {cores} cores)",
+        "threads": threads or cores,
+        "cores": {"value": cores, "source": "os.sched_getaffinity on this host"},
+        "ram_mb": {"value": psutil.virtual_memory().total / 2**20, "source": "psutil.virtual_memory on this host"},
+        "memory_bandwidth_gbs": {"value": measured["copy_gbs"],
+                                 "source": "measured: numpy copy of 64 MiB on this host"},
         "peak_gops": {
-            "fp32": Sourced(value=fp32, source="measured: numpy float32 768^3 matmul on this host (best of 7)"),
-            "fp16": Sourced(value=fp32, source="assumed equal to fp32: CPU runtimes compute fp16 models in fp32"),
-            "int8": Sourced(value=2 * fp32, source="assumed 2x fp32 (int8 dot products); not measured"),
+            "fp32": {"value": fp32, "source": "measured: numpy float32 768^3 matmul on this host (best of 7)"},
+            "fp16": {"value": fp32, "source": "assumed equal to fp32: CPU runtimes compute fp16 models in fp32"},
+            "int8": {"value": 2 * fp32, "source": "assumed 2x fp32 (int8 dot products); not measured"},
         },
     }
-    keep = {k: v for k, v in found.items() if k in ("arch", "description") or getattr(template, k) is None}
-    return template.model_copy(update=keep)
+    return found
