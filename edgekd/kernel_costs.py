@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import onnx
+
 from edgekd.config import load_profile
 from edgekd.cost.calibration import find_calibration, roofline_us
 from edgekd.cost.ops import ELEMENT_BYTES, onnx_kernels_and_peak
@@ -16,8 +18,6 @@ from edgekd.cost.roofline import DEFAULT_EFFICIENCY
 
 def kernel_costs(onnx_path: Path, profile_name: str, runtime: str | None, precision: str, batch: int = 1) -> dict:
     """{"source": "calibrated"|"roofline", "kernels": [{kind, shape, flops, us}], "total_us"} in graph order."""
-    import onnx
-
     profile = load_profile(profile_name)
     kernels, _ = onnx_kernels_and_peak(onnx.load(str(onnx_path)), batch)
     cal, why = find_calibration(profile, runtime, precision)

@@ -11,6 +11,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import onnx
+
 
 @dataclass
 class Recorded:
@@ -40,8 +42,6 @@ def read_recorded(path: Path) -> Recorded:
     if path.suffix.lower() != ".onnx" or not path.is_file():
         return Recorded()
     try:
-        import onnx
-
         model = onnx.load(str(path), load_external_data=False)
         meta = {p.key: p.value for p in model.metadata_props}
         pre = json.loads(meta["preprocessing"]) if "preprocessing" in meta else {}

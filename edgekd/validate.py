@@ -9,6 +9,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import onnx
+
 from edgekd.errors import InputError
 
 FORMATS = ".onnx, .ort, OpenVINO .xml (with its .bin), or TensorRT .engine"
@@ -51,8 +53,6 @@ def check_model_file(path: Path, option: str = "MODEL") -> None:
 def read_onnx(path: Path, option: str = "MODEL"):
     """The ModelProto (external weights not loaded) of a file that parses as ONNX and holds a graph, with any
     external weights inside the model's folder; an InputError otherwise."""
-    import onnx
-
     if path.stat().st_size == 0:
         raise InputError(f"{option} '{path}': is empty (0 bytes); re-export or copy the model again")
     try:
@@ -69,8 +69,6 @@ def read_onnx(path: Path, option: str = "MODEL"):
 def onnx_checker_problem(path: Path, full: bool = True) -> str | None:
     """What onnx.checker says is wrong with the file (by path, so external weights are checked too), with
     the full check (strict shape inference) when `full`; None when it passes."""
-    import onnx
-
     try:
         onnx.checker.check_model(str(path), full_check=full)
     except Exception as e:  # noqa: BLE001  (ValidationError, InferenceError, ...)

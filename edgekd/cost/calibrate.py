@@ -24,6 +24,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
+import onnx
+import sklearn
+import yaml
 
 import edgekd
 from edgekd.config import Profile
@@ -184,8 +187,6 @@ class KernelTimer:
 
     def __call__(self, k: Kernel) -> tuple[float, float, float]:
         """(microseconds, interference, canary reading in ms) of kernel `k`."""
-        import onnx
-
         self.count += 1
         model = kernel_model(k, seed=self.count)
         folder = self.workdir / f"k{self.count}"
@@ -342,8 +343,6 @@ def check_calibratable(profile: Profile, runtime: str, remote: str | None) -> No
 def calibrate_remote(profile: Profile, runtime: str, budget: SampleCounts, progress, remote: str) -> Calibration:
     """`edgekd calibrate` run on the --remote device over ssh (edgekd.remote), with this profile as a file
     (the device may not know a custom one); the calibration it writes there comes back validated."""
-    import yaml
-
     with tempfile.TemporaryDirectory(prefix="edgekd-calibrate-remote-") as tmp:
         spec = Path(tmp) / f"{profile.name}.yaml"
         spec.write_text(yaml.safe_dump(profile.model_dump(mode="json", by_alias=True, exclude_unset=True)))
@@ -365,9 +364,6 @@ def calibrate_remote(profile: Profile, runtime: str, budget: SampleCounts, progr
 
 
 def _versions(backend, runtime: str) -> dict[str, str]:
-    import onnx
-    import sklearn
-
     return {runtime: runtime_version(runtime), f"{runtime}_build": str(backend.versions().get(runtime, "")),
             "edgekd": edgekd.__version__, "onnx": onnx.__version__, "numpy": np.__version__,
             "scikit-learn": sklearn.__version__, "python": platform.python_version()}
@@ -551,6 +547,4 @@ def calibrate(profile: Profile, runtime: str, budget: SampleCounts, progress, re
 
 
 def _load(path: Path):
-    import onnx
-
     return onnx.load(str(path))

@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 import numpy as np
+import onnx
 
 ELEMENT_BYTES = {"fp32": 4, "fp16": 2, "int8": 1}
 KINDS = ("conv", "dwconv", "gemm", "pool", "eltwise", "other")
@@ -128,7 +129,6 @@ def from_network_kernel(k: Kernel) -> Kernel | None:
 # ----------------------------------------------------------------------------- ONNX
 def _inferred_shapes(model, batch: int):
     """A copy of the model with symbolic dims set to `batch`, and every fully known tensor shape."""
-    import onnx
     from onnx import shape_inference
 
     model = onnx.ModelProto.FromString(model.SerializeToString())

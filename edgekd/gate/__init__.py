@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import onnx
 from rich.console import Console
 
 from edgekd.cost.roofline import predict_onnx
@@ -54,8 +55,6 @@ def _accuracy(session, x: np.ndarray, y: np.ndarray, batch: int, fixed: bool, op
 
 
 def _predicted(plan: GatePlan):
-    import onnx
-
     proto = onnx.load(str(plan.cfg.model))
     weights = {t.name for t in proto.graph.initializer}
     graph_input = next(i for i in proto.graph.input if i.name not in weights)

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import onnx
 
 from edgekd.config import Preprocess
 from edgekd.data import load_data
@@ -63,8 +64,6 @@ def inspect_model(path: Path, option: str = "MODEL") -> ModelInput | None:
 
 
 def _inspect_onnx(path: Path, option: str) -> ModelInput:
-    import onnx
-
     try:
         model = onnx.load(str(path), load_external_data=False)
         onnx.checker.check_model(str(path))  # by path: also checks models with external weights

@@ -12,6 +12,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import onnx
 
 from edgekd.errors import InputError
 from edgekd.runtimes.base import Artifact, Backend, CompileOptions, register_runtime
@@ -59,7 +60,6 @@ def quantize_qdq(onnx_path: Path, out: Path, calibration: np.ndarray | None, act
     """Static INT8 QDQ with per-channel weights; returns the settings used. activation: 'QInt8' or 'QUInt8'.
     `symmetric` is the form TensorRT's explicit quantization takes: zero points 0, and biases left in float
     (its parser has no INT32 DequantizeLinear; it folds the float bias into the INT8 kernel itself)."""
-    import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
