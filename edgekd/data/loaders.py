@@ -9,6 +9,7 @@ import numpy as np
 
 from edgekd.errors import InputError
 
+EMBEDDED_SETS = ("fonts", "shapes")  # generated on first use into the cache (edgekd/data/<name>.py)
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
 
 
@@ -25,20 +26,21 @@ class RawData:
 def load_raw(spec: str, size: tuple[int, int] | None, seed: int) -> RawData:
     if spec == "digits":
         return load_digits()
-    if spec == "fonts":
-        from edgekd.data.fonts import cached_npz
+    if spec in EMBEDDED_SETS:
+        from importlib import import_module
 
-        return load_npz(cached_npz(seed=0))  # the set is fixed; `seed` varies splits of other data only
+        # the set is fixed; `seed` varies splits of other data only
+        return load_npz(import_module(f"edgekd.data.{spec}").cached_npz(seed=0))
     path = Path(spec)
     if path.suffix == ".npz":
         return load_npz(path)
     if path.is_dir():
         return load_folder(path, size)
     if not path.exists():
-        raise InputError(f"--data '{spec}': no such file or folder; give 'digits', 'fonts', an ImageFolder "
-                         "folder or a .npz")
-    raise InputError(f"--data '{spec}': not a folder or a .npz file; give 'digits', 'fonts', an ImageFolder "
-                     "folder or a .npz")
+        raise InputError(f"--data '{spec}': no such file or folder; give 'digits', 'fonts', 'shapes', an "
+                         "ImageFolder folder or a .npz")
+    raise InputError(f"--data '{spec}': not a folder or a .npz file; give 'digits', 'fonts', 'shapes', an "
+                     "ImageFolder folder or a .npz")
 
 
 def load_digits() -> RawData:
