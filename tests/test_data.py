@@ -119,3 +119,25 @@ def test_shapes_set_is_deterministic_colour_and_loads_by_name(monkeypatch, tmp_p
     d = load_data("shapes", Preprocess(), seed=0)
     assert d.classes == shapes.CLASSES and d.x.shape == (80, 3, 32, 32)
     assert len(d.train_idx) == 60 and len(d.val_idx) == 20 and d.preprocessing.channels == 3
+
+
+def test_image_folder_is_decoded_once_into_a_memory_mapped_cache(tmp_path, monkeypatch):
+    import os
+
+    from edgekd.data import loaders
+
+    root = _folder(tmp_path / "imgs", [8] * 5)
+    reads = []
+    real = loaders._read_images
+    monkeypatch.setattr(loaders, "_read_images", lambda files, size: reads.append(len(files)) or real(files, size))
+    first = load_data(str(root), Preprocess(), seed=0)
+    again = load_data(str(root), Preprocess(), seed=0)
+    assert reads == [10]  # the second load decoded nothing
+    assert isinstance(again.x, np.memmap) and again.x.dtype == np.uint8 and (again.x == first.x).all()
+    # a rewritten image (new content and time), or another size, decodes afresh
+    Image.fromarray(np.full((8, 8, 3), 250, np.uint8)).save(root / "a" / "0.png")
+    os.utime(root / "a" / "0.png", ns=(1, 1))
+    changed = load_data(str(root), Preprocess(), seed=0)
+    assert reads == [10, 10] and changed.x[0].min() == 250
+    load_data(str(root), Preprocess(input_size=(6, 6)), seed=0)
+    assert reads == [10, 10, 10]
