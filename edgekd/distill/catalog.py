@@ -18,6 +18,13 @@ METHODS = {
 }
 
 
+# Methods that did not beat training from scratch with their defaults in benchmarks/kd_quality.py, with the
+# measured reason; --help lists them as experimental, not as equals of the others.
+EXPERIMENTAL: dict[str, str] = {}
+
+
 def describe() -> str:
     """The methods, one per paragraph (an epilog of `edgekd distill --help`)."""
-    return "Methods (--method NAME or NAME+NAME):\n\n" + "\n\n".join(f"{k}: {v}" for k, v in METHODS.items())
+    lines = [f"{k}: {v}" + (f" EXPERIMENTAL: {EXPERIMENTAL[k]}" if k in EXPERIMENTAL else "")
+             for k, v in METHODS.items()]
+    return "Methods (--method NAME or NAME+NAME):\n\n" + "\n\n".join(lines)
