@@ -5,7 +5,8 @@
 #      the teacher's share of the step, and the 224x224 ImageFolder variant (loader alone vs the training step)
 #   3. benchmarks/kd_quality.py: teacher, scratch and every method on digits, fonts and shapes x 3 seeds, in
 #      parallel processes sharing the GPU, with 0.35x the default epochs (digits 14, fonts 7, shapes 10) and a time
-#      budget so the whole script ends in time (rows a budget cut short show n < 3 in the table)
+#      budget so the whole script ends in time (rows a budget cut short show n < 3 in the table); shapes also gets
+#      the recipe grid (temperature, loss weight, augmentation/mixing, lr) on seed 0
 # Run from the repository root:  PYTHONPATH=$PWD:/tmp/site bash benchmarks/gpu_issue12.sh
 # Writes at most 4 files directly under $OUT (default ./gpu_out): gpu_issue12.log, kd_quality.json,
 # kd_quality.md and kd_quality.png. EDGEKD_GPU_TINY=1 shrinks every step to a CPU-sized smoke run.
@@ -48,16 +49,17 @@ if [ "$TINY" = "1" ]; then
   step "distill_throughput (tiny)" 300 python3 benchmarks/distill_throughput.py --steps 2 --batch 16 --folder-images 32
   step "kd_quality: sets and teachers (tiny)" 900 python3 benchmarks/kd_quality.py --data digits --prepare-only
   step "kd_quality (tiny)" 900 python3 benchmarks/kd_quality.py --data digits --seeds 0 1 --epochs 1 --jobs 2 \
-    --methods kd feature at rkd ta+kd --budget-s 300 --deadline-s 600 --out "$OUT"
+    --methods kd feature at rkd ta+kd --sweep-also digits --budget-s 200 --deadline-s 600 --out "$OUT"
 else
   step "gpu tests" 60 python3 -m pytest -q -p no:cacheprovider -m gpu tests/
-  step "distill_throughput" 80 python3 benchmarks/distill_throughput.py --steps 50
-  step "kd_quality: sets and teachers" 60 python3 benchmarks/kd_quality.py --data digits fonts shapes --prepare-only
+  step "distill_throughput" 95 python3 benchmarks/distill_throughput.py --steps 50
+  step "kd_quality: sets and teachers" 70 python3 benchmarks/kd_quality.py --data shapes fonts digits --prepare-only
   # what is left of the target, less 15 s for the report: start runs for 60% of it, wait for them up to the end
   left=$(( TOTAL_S - SECONDS - 15 ))
   [ "$left" -lt 45 ] && left=45
   budget=$(( left * 6 / 10 ))
-  step "kd_quality" $(( left + 20 )) python3 benchmarks/kd_quality.py --data digits fonts shapes --seeds 0 1 2 \
-    --epoch-scale "${EDGEKD_GPU_EPOCH_SCALE:-0.35}" --jobs 14 --budget-s "$budget" --deadline-s "$left" --out "$OUT"
+  step "kd_quality" $(( left + 20 )) python3 benchmarks/kd_quality.py --data shapes fonts digits --seeds 0 1 2 \
+    --sweep-also shapes --epoch-scale "${EDGEKD_GPU_EPOCH_SCALE:-0.35}" --jobs 14 --budget-s "$budget" \
+    --deadline-s "$left" --out "$OUT"
 fi
 say "done in ${SECONDS}s; files: $(ls "$OUT" | tr '\n' ' ')"

@@ -170,7 +170,8 @@ def main() -> None:
     ap.add_argument("--methods", nargs="+", default=METHODS)
     ap.add_argument("--sweep", action="store_true", help="rows of the recipe grid instead of the methods")
     ap.add_argument("--sweep-also", nargs="*", default=[], metavar="DATA",
-                    help="sets that get the recipe grid's rows after the method rows (one pool, one budget)")
+                    help="sets that get the recipe grid's rows after the method rows, on the first seed only "
+                         "(one pool, one budget)")
     ap.add_argument("--set", dest="sets", nargs="*", default=[], metavar="KEY=JSON",
                     help="distill config overrides for every row, values as JSON: lr=0.1 mix='\"none\"'")
     ap.add_argument("--jobs", type=int, default=1, help="trainings in parallel processes")
@@ -219,10 +220,13 @@ def main() -> None:
               f"params; {epochs} epochs, batch {d.batch_size}, lr {d.lr}, T {d.temperature}, kd_weight "
               f"{d.kd_weight}, augment {common.get('augment', d.augment)}, mix {common.get('mix', d.mix)}; "
               f"{device}", flush=True)
-        # seed-major order: with --budget-s every row gets its first seeds before any gets its last
-        jobs += [Job(data, label, method, {**common, **over}, seed, epochs, device, threads)
-                 for seed in args.seeds for label, method, over in rows
-                 + (sweep if data in args.sweep_also and not args.sweep else [])]
+        for i, seed in enumerate(args.seeds):  # the grid of --sweep-also on the first seed only
+            extra = sweep if data in args.sweep_also and not args.sweep and i == 0 else []
+            jobs += [Job(data, label, method, {**common, **over}, seed, epochs, device, threads)
+                     for label, method, over in rows + extra]
+    # seed-major over all sets, the grid after the methods: with --budget-s every set and method gets its first
+    # seeds before any gets its last
+    jobs.sort(key=lambda j: (args.seeds.index(j.seed), j.label in SWEEP))
     if args.prepare_only:
         print(f"[kd_quality] prepared {', '.join(args.data)} in {time.perf_counter() - start:.0f} s")
         return
