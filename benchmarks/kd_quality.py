@@ -146,16 +146,18 @@ def plot(results: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(results), figsize=(5 * len(results), 3.8), squeeze=False)
+    widths = [max(4.0, 0.35 * len(r["rows"])) for r in results.values()]
+    fig, axes = plt.subplots(1, len(results), figsize=(sum(widths), 4.5), squeeze=False,
+                             gridspec_kw={"width_ratios": widths})
     for ax, (data, r) in zip(axes[0], results.items(), strict=True):
         rows = [x for x in r["rows"] if x["row"] != SCRATCH]
         gaps = [100 * x["gap_closed"] for x in rows]
-        ax.bar([x["row"] for x in rows], gaps, color=["tab:red" if x["below_scratch"] else "tab:blue" for x in rows])
+        ax.bar(range(len(rows)), gaps, color=["tab:red" if x["below_scratch"] else "tab:blue" for x in rows])
+        ax.set_xticks(range(len(rows)), [x["row"] for x in rows], rotation=60, ha="right", fontsize=7)
         ax.axhline(100, color="gray", linestyle="--", linewidth=1)
         ax.axhline(0, color="black", linewidth=0.8)
         ax.set(ylabel="teacher-scratch gap closed (%)",
                title=f"{data}: teacher {r['teacher']:.3f}, scratch {r['scratch']:.3f}")
-        ax.tick_params(axis="x", rotation=60, labelsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
