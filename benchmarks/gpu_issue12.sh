@@ -7,7 +7,8 @@
 #      parallel processes sharing the GPU, with 0.35x the default epochs (digits 14, fonts 7, shapes 10) and a time
 #      budget so the whole script ends in time (rows a budget cut short show n < 3 in the table); shapes also gets
 #      the recipe grid (temperature, loss weight, augmentation/mixing, lr) on seed 0
-# Run from the repository root:  PYTHONPATH=$PWD:/tmp/site bash benchmarks/gpu_issue12.sh
+# Run from the repository root:  PYTHONPATH=$PWD[:folder with pydantic etc.] bash benchmarks/gpu_issue12.sh
+# (edgekd need not be installed; openvino, nncf and plotly are never imported on these paths).
 # Writes at most 4 files directly under $OUT (default ./gpu_out): gpu_issue12.log, kd_quality.json,
 # kd_quality.md and kd_quality.png. EDGEKD_GPU_TINY=1 shrinks every step to a CPU-sized smoke run.
 set -u
