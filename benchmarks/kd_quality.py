@@ -283,7 +283,8 @@ def main() -> None:
         print("[kd_quality] matplotlib is not installed: no plot")
     print(text)
     flagged = [f"{r['data']}/{r['row']}" for res in results.values() for r in res["rows"] if r["below_scratch"]]
-    print(f"[kd_quality] done in {meta['wall_s']:.0f} s; {skipped} runs not started (--budget-s or --deadline-s), {dropped} dropped "
+    print(f"[kd_quality] done in {meta['wall_s']:.0f} s; {skipped} runs not started (--budget-s or "
+          f"--deadline-s), {dropped} dropped "
           f"(--deadline-s); below scratch "
           f"by more than one sd: {', '.join(flagged) or 'none'}; wrote {args.out}/kd_quality.{{json,md,png}}")
 
