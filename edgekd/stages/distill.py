@@ -3,7 +3,7 @@ checked on torch accuracy before export."""
 
 from __future__ import annotations
 
-from edgekd.distill.stage import run_distill
+from edgekd.distill.stage import gain_text, run_distill
 from edgekd.report import Report
 from edgekd.stages.results import DistillResult, SearchResult
 
@@ -18,3 +18,8 @@ def run(ctx, previous: SearchResult, resume: bool = False, nproc_per_node: int =
 def fill_report(report: Report, result: DistillResult, ctx) -> None:
     report.student.update({"arch": result.arch, "params": result.params, "method": result.method,
                            "torch_accuracy": result.torch_accuracy, "batch_size_used": result.batch_size_used})
+    if result.scratch is not None:  # --baseline-scratch: what distillation bought over labels alone (torch, held out)
+        report.extra["baseline_scratch"] = {
+            "scratch_accuracy": result.scratch.torch_accuracy, "distilled_accuracy": result.torch_accuracy,
+            "teacher_accuracy": ctx.teacher_accuracy, "gain_points": result.scratch.gain_points,
+            "method": result.method, "epochs": result.epochs, "summary": gain_text(result.info, ctx.teacher_accuracy)}
