@@ -34,7 +34,8 @@ TeacherOpt = Annotated[str | None, typer.Option("--teacher", help="model.onnx | 
 TeacherWeights = Annotated[Path | None, typer.Option("--teacher-weights",
                                                      help="Weights for torchvision:NAME (.safetensors or state_dict).")]
 TrustPickle = Annotated[bool, typer.Option("--trust-pickle", help="Allow a pickled whole module (runs its code).")]
-DataOpt = Annotated[str | None, typer.Option("--data", help="digits | ImageFolder folder | file.npz. Default: digits.")]
+DataOpt = Annotated[str | None, typer.Option(
+    "--data", help="digits | fonts | shapes | ImageFolder folder | file.npz. Default: digits.")]
 OutOpt = Annotated[Path | None, typer.Option("--out", help="Output folder. Default: export/<target>-<time>/.")]
 LatencyOpt = Annotated[float | None, typer.Option("--latency-ms", help="Latency budget (ms, batch of the target).")]
 MemoryOpt = Annotated[float | None, typer.Option("--memory-mb", help="Memory budget (MB at run time).")]
@@ -437,7 +438,8 @@ def check(model: Annotated[Path, typer.Argument(help="Model to gate: .onnx, Open
           target: Annotated[str, typer.Option("--target", "-t", help="Target name or .yaml (its budgets are the "
                                               "defaults).")],
           latency_ms: LatencyOpt = None, memory_mb: MemoryOpt = None, max_accuracy_drop: DropOpt = None,
-          data: _opt("--data", "Evaluation data (digits | folder | .npz); its held-out split is used.") = None,
+          data: _opt("--data", "Evaluation data (digits | fonts | shapes | folder | .npz); its held-out split is "
+                                    "used.") = None,
           reference: _opt("--reference", "Model to compare accuracy with, e.g. the fp32 teacher.", Path | None) = None,
           baseline: _opt("--baseline", "report.json of an earlier check or build to compare with.", Path | None) = None,
           max_regression: _opt("--max-regression", "Allowed growth over --baseline, e.g. 5%.", str) = "5%",

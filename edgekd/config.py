@@ -156,6 +156,8 @@ class DistillConfig(Strict):
     rkd_distance_weight: Annotated[float, Field(ge=0)] = 25.0
     rkd_angle_weight: Annotated[float, Field(ge=0)] = 50.0
     assistant_arch: dict[str, Any] | None = None  # teacher-assistant (`ta+...`); None: picked from the search
+    # also train the same student on labels alone with the same budget, to report what distillation bought
+    baseline_scratch: bool = False
     # --- training
     optimizer: Literal["sgd", "adamw"] = "sgd"
     momentum: Annotated[float, Field(ge=0, lt=1)] = 0.9  # SGD (nesterov)
@@ -169,9 +171,16 @@ class DistillConfig(Strict):
     augment_shift_fraction: Annotated[float, Field(gt=0, le=0.5)] = 0.125  # max shift, share of the side
     augment_views: int | None = Field(default=None, gt=0)  # fixed views per image (FKD style): inputs repeat
     cache_teacher: bool = False  # teacher logits cached per (image, view); only when inputs repeat exactly
+    # Function matching (Beyer et al. 2022): each batch is mixed with itself (mixup blends, cutmix pastes a box),
+    # teacher and student see the same mixed images; label terms use both labels weighted by their shares.
+    mix: Literal["none", "mixup", "cutmix", "mixup_cutmix"] = "none"
+    mix_alpha: PositiveFloat = 1.0  # the mixed share lam ~ Beta(alpha, alpha)
     amp: Literal["auto", "bf16", "fp16", "off"] = "auto"  # auto: bf16 on cuda, off on cpu
     channels_last: bool = True  # cuda only
     compile: bool = False  # torch.compile the student (and adapters)
+    # threads that gather the next batches of a set too large for the GPU (a memory-mapped ImageFolder cache)
+    loader_workers: int = Field(default=4, ge=0)
+    loader_device_max_mb: int = Field(default=2048, ge=0)  # cuda: a training set under this is kept on the GPU whole
     # --- faults
     max_nonfinite_steps: int = Field(default=10, ge=0)  # NaN/Inf steps skipped before the run stops (exit 1)
     max_oom_retries: int = Field(default=3, ge=0)  # CUDA out-of-memory: halve the batch at most this often

@@ -4,6 +4,7 @@ CPU equivalents in test_trainer.py and test_ddp.py."""
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -13,8 +14,9 @@ from edgekd.distill.taps import TorchTeacher
 from edgekd.distill.trainer import TrainData, amp_dtype, train
 from edgekd.models.families import create_model
 
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available(),
-                                reason="needs a CUDA device (bf16 autocast, channels_last, real CUDA out-of-memory)")
+pytestmark = [pytest.mark.gpu,
+              pytest.mark.skipif(not torch.cuda.is_available(),
+                                 reason="needs a CUDA device (bf16 autocast, channels_last, real CUDA out-of-memory)")]
 STUDENT = {"family": "resnet", "widths": [4, 8, 16], "blocks": [1, 1, 1]}
 TEACHER = {"family": "resnet", "widths": [8, 16, 32], "blocks": [1, 1, 1]}
 
@@ -44,6 +46,19 @@ def test_bf16_channels_last_training_on_cuda():
     assert any(not torch.equal(v.cpu(), before[k]) for k, v in result.model.state_dict().items())
 
 
+def test_function_matching_on_cuda_feeds_teacher_and_student_the_same_mixed_batch():
+    gpu = torch.device("cuda")
+    student, teacher = _models()
+    seen = {"teacher": [], "student": []}
+    teacher.register_forward_pre_hook(lambda m, a: seen["teacher"].append(a[0].clone()))
+    student.register_forward_pre_hook(lambda m, a: seen["student"].append(a[0].clone()))
+    cfg = DistillConfig(epochs=1, batch_size=64, method="kd", augment="shift_flip", mix="mixup_cutmix")
+    result = train(student, _data(), cfg, gpu, 0, teacher=TorchTeacher(teacher, [], gpu, channels_last=True))
+    assert len(seen["student"]) == 8 and all(a.is_cuda for a in seen["student"])
+    assert all(torch.equal(a, b) for a, b in zip(seen["teacher"], seen["student"], strict=True))
+    assert math.isfinite(result.history[-1]["loss"]) and result.skipped_steps == 0
+
+
 def test_cached_teacher_logits_on_cuda_change_nothing():
     gpu = torch.device("cuda")
     runs = []
@@ -51,6 +66,22 @@ def test_cached_teacher_logits_on_cuda_change_nothing():
         student, teacher = _models()
         cfg = DistillConfig(epochs=2, batch_size=64, method="kd", cache_teacher=cached, amp="off")
         runs.append(train(student, _data(), cfg, gpu, 0, teacher=TorchTeacher(teacher, [], gpu, False)).model)
+    for (k, a), b in zip(runs[0].state_dict().items(), runs[1].state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-3, msg=lambda m, k=k: f"{k}: {m}")
+
+
+def test_loader_workers_from_a_memory_mapped_set_match_the_set_on_the_device(tmp_path):
+    gpu = torch.device("cuda")
+    data = _data()
+    np_path = tmp_path / "x.npy"
+    np.save(np_path, data.x)
+    mapped = TrainData(np.load(np_path, mmap_mode="r"), data.y, data.scale, data.mean, data.std)
+    runs = []
+    for d, limit in ((data, 2048), (mapped, 0)):  # on the GPU whole; gathered by 3 worker threads
+        student, teacher = _models()
+        cfg = DistillConfig(epochs=2, batch_size=64, method="kd", augment="shift", amp="off", loader_workers=3,
+                            loader_device_max_mb=limit)
+        runs.append(train(student, d, cfg, gpu, 0, teacher=TorchTeacher(teacher, [], gpu, False)).model)
     for (k, a), b in zip(runs[0].state_dict().items(), runs[1].state_dict().values(), strict=True):
         torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-3, msg=lambda m, k=k: f"{k}: {m}")
 

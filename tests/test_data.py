@@ -102,3 +102,42 @@ def test_fonts_set_is_deterministic_and_split_by_font():
     assert a.shape == (32, 32) and a.dtype == np.uint8 and (a == b).all() and not (a == c).all()
     n_train = (len(files) - len(fonts.TEST_FONTS)) * len(fonts.CLASSES) * fonts.TRAIN_PER_GLYPH
     assert n_train >= 10_000 and len(fonts.CLASSES) >= 20
+
+
+def test_shapes_set_is_deterministic_colour_and_loads_by_name(monkeypatch, tmp_path):
+    from edgekd.data import shapes
+
+    a = shapes.render(3, np.random.default_rng([0, 1]))
+    b = shapes.render(3, np.random.default_rng([0, 1]))
+    c = shapes.render(4, np.random.default_rng([0, 1]))
+    assert a.shape == (3, 32, 32) and a.dtype == np.uint8 and (a == b).all() and not (a == c).all()
+    assert not (a[0] == a[1]).all()  # colour, not grey
+    # `--data shapes` reads the generated file from the cache (a small stand-in here: generating takes ~20 s)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setattr(shapes, "TRAIN_PER_CLASS", 6)
+    monkeypatch.setattr(shapes, "TEST_PER_CLASS", 2)
+    d = load_data("shapes", Preprocess(), seed=0)
+    assert d.classes == shapes.CLASSES and d.x.shape == (80, 3, 32, 32)
+    assert len(d.train_idx) == 60 and len(d.val_idx) == 20 and d.preprocessing.channels == 3
+
+
+def test_image_folder_is_decoded_once_into_a_memory_mapped_cache(tmp_path, monkeypatch):
+    import os
+
+    from edgekd.data import loaders
+
+    root = _folder(tmp_path / "imgs", [8] * 5)
+    reads = []
+    real = loaders._read_images
+    monkeypatch.setattr(loaders, "_read_images", lambda files, size: reads.append(len(files)) or real(files, size))
+    first = load_data(str(root), Preprocess(), seed=0)
+    again = load_data(str(root), Preprocess(), seed=0)
+    assert reads == [10]  # the second load decoded nothing
+    assert isinstance(again.x, np.memmap) and again.x.dtype == np.uint8 and (again.x == first.x).all()
+    # a rewritten image (new content and time), or another size, decodes afresh
+    Image.fromarray(np.full((8, 8, 3), 250, np.uint8)).save(root / "a" / "0.png")
+    os.utime(root / "a" / "0.png", ns=(1, 1))
+    changed = load_data(str(root), Preprocess(), seed=0)
+    assert reads == [10, 10] and changed.x[0].min() == 250
+    load_data(str(root), Preprocess(input_size=(6, 6)), seed=0)
+    assert reads == [10, 10, 10]

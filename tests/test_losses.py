@@ -129,9 +129,13 @@ def feats(**extra):
             "adapted_feats": [t(FA), t(FA[:, 1:])], **extra}
 
 
-def test_fitnet_is_the_mean_squared_error_through_the_adapters():
-    expected = (np.mean((FA - FT) ** 2) + np.mean((FA[:, 1:] - FT[:, 1:]) ** 2)) / 2
+def test_fitnet_is_the_relative_squared_error_through_the_adapters():
+    expected = (np.mean((FA - FT) ** 2) / np.mean(FT ** 2)
+                + np.mean((FA[:, 1:] - FT[:, 1:]) ** 2) / np.mean(FT[:, 1:] ** 2)) / 2
     assert value("feature", **feats()) == pytest.approx(expected, rel=1e-6)  # float32: bf16 maps are upcast
+    # relative: teacher features 10x larger (and the adapter's output with them) give the same term
+    big = {k: [10 * f for f in v] if k != "student_feats" else v for k, v in feats().items()}
+    assert value("feature", **big) == pytest.approx(expected, rel=1e-5)
 
 
 def test_attention_transfer():
@@ -139,8 +143,17 @@ def test_attention_transfer():
         a = (f ** 2).mean(1).reshape(len(f), -1)
         return a / np.linalg.norm(a, axis=1, keepdims=True)
 
-    expected = np.mean((att(FS) - att(FT)) ** 2) + np.mean((att(FS[:, :2]) - att(FT[:, 1:])) ** 2)
+    # all maps are 2x2 (under 4x4): only one pair is kept, and the term is the squared distance of unit vectors
+    expected = np.mean(((att(FS) - att(FT)) ** 2).sum(1))
     assert value("at", **feats()) == pytest.approx(expected, rel=1e-6)
+    assert 0 <= expected <= 4
+    # maps of 4x4 and more are all kept, averaged over pairs
+    rng = np.random.default_rng(0)
+    fs, ft = rng.normal(size=(2, 3, 4, 4)), rng.normal(size=(2, 5, 4, 4))
+    t = torch.tensor
+    both = {"student_feats": [t(fs), t(fs[:, :2])], "teacher_feats": [t(ft), t(ft[:, 1:])]}
+    expected = (np.mean(((att(fs) - att(ft)) ** 2).sum(1)) + np.mean(((att(fs[:, :2]) - att(ft[:, 1:])) ** 2).sum(1)))
+    assert value("at", **both) == pytest.approx(expected / 2, rel=1e-6)
 
 
 def test_relational_distance_and_angle():
@@ -222,7 +235,7 @@ def test_method_strings_parse_into_weighted_terms():
     assert [(t.name, t.weight) for t in plan.terms] == [("dkd", 1.0), ("feature", 10.0)]
     assert plan.needs_adapters and not plan.assistant
     at = parse_method("at", DistillConfig())  # no label term: CE is added, as in the paper
-    assert [(t.name, t.weight) for t in at.terms] == [("ce", 1.0), ("at", 1000.0)]
+    assert [(t.name, t.weight) for t in at.terms] == [("ce", 1.0), ("at", 1.0)]
     ta = parse_method("ta", DistillConfig())
     assert ta.assistant and [t.name for t in ta.terms] == ["kd"]
     assert parse_method("ta+dkd", DistillConfig()).name == "dkd"

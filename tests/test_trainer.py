@@ -61,6 +61,53 @@ def test_teacher_and_student_see_the_same_augmented_batch(data):
     assert sum(any(torch.equal(first[i], p) for p in plain) for i in range(16)) < 8
 
 
+def test_teacher_and_student_see_the_same_mixed_batch(data):
+    seen = {"teacher": [], "student": []}
+    t, s = teacher_runner(), student()
+    t.module.register_forward_pre_hook(lambda m, a: seen["teacher"].append(a[0].clone()))
+    s.register_forward_pre_hook(lambda m, a: seen["student"].append(a[0].clone()))
+    train(s, data, cfg(method="kd", mix="mixup_cutmix"), CPU, 0, teacher=t)
+    assert all(torch.equal(a, b) for a, b in zip(seen["teacher"], seen["student"], strict=True))
+    plain = (torch.from_numpy(data.x).float() / data.scale - 0.3) / 0.4
+    first = seen["student"][0]
+    assert sum(any(torch.equal(first[i], p) for p in plain) for i in range(16)) < 8  # mixed: no stored image
+
+
+@pytest.mark.parametrize("kind", ["mixup", "cutmix"])
+def test_mixing_blends_each_image_with_its_partner_and_returns_its_share(kind):
+    x = torch.stack([torch.full((1, 8, 8), float(i)) for i in range(4)])
+    out, partner, share = augment.mix(x, (kind, 0.7, 5))
+    assert partner.tolist() == [1, 2, 3, 0]  # rolled by 5 % 4
+    kept = (out - x[partner]) / (x - x[partner])  # per pixel: 1 where the image's own value stayed, 0 where pasted
+    assert kept.mean(dim=(1, 2, 3)).tolist() == pytest.approx([share] * 4, abs=1e-6)
+    assert 0.5 <= share <= 1
+    if kind == "mixup":
+        assert share == 0.7 and torch.allclose(out, 0.7 * x + 0.3 * x[partner])
+    else:  # a pasted box of side round(8 sqrt(0.3)) = 4: every pixel is either the image's or its partner's
+        assert set(kept.unique().tolist()) == {0.0, 1.0} and share == pytest.approx(1 - 4 * 4 / 64)
+
+
+def test_mixed_labels_weight_both_classes_by_their_shares():
+    from edgekd.distill.losses import LossInputs, label_ce
+
+    z = torch.randn(4, 3)
+    y, yp = torch.tensor([0, 1, 2, 0]), torch.tensor([1, 2, 0, 0])
+    mixed = label_ce(LossInputs(z, None, y, partner_targets=yp, mix_share=0.75))
+    ce = torch.nn.functional.cross_entropy
+    assert float(mixed) == pytest.approx(float(0.75 * ce(z, y) + 0.25 * ce(z, yp)))
+    assert float(label_ce(LossInputs(z, None, y))) == pytest.approx(float(ce(z, y)))
+
+
+def test_mixing_draws_replay_from_the_generator():
+    c = cfg(mix="mixup_cutmix", mix_alpha=0.5)
+    a = [augment.draw_mix(c, torch.Generator().manual_seed(3)) for _ in range(2)]
+    assert a[0] == a[1] and a[0][0] in ("mixup", "cutmix") and 0.5 <= a[0][1] <= 1
+    assert augment.draw_mix(cfg(), torch.Generator()) is None
+    with pytest.raises(InputError, match="distill.mix"):
+        train(student(), TrainData(np.zeros((4, 1, 8, 8), np.float32), np.arange(4) % 2),
+              cfg(method="kd", augment="none", mix="mixup", cache_teacher=True), CPU, 0, teacher=teacher_runner())
+
+
 def test_shift_and_flip_move_pixels_where_asked():
     x = torch.arange(16, dtype=torch.float32).view(1, 1, 4, 4).repeat(2, 1, 1, 1)
     out = augment.apply(x, torch.tensor([[1, -1, 0], [0, 0, 1]]), max_px=1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import numpy as np
 
 from edgekd.errors import InputError
 
+EMBEDDED_SETS = ("fonts", "shapes")  # generated on first use into the cache (edgekd/data/<name>.py)
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
 
 
@@ -25,20 +27,21 @@ class RawData:
 def load_raw(spec: str, size: tuple[int, int] | None, seed: int) -> RawData:
     if spec == "digits":
         return load_digits()
-    if spec == "fonts":
-        from edgekd.data.fonts import cached_npz
+    if spec in EMBEDDED_SETS:
+        from importlib import import_module
 
-        return load_npz(cached_npz(seed=0))  # the set is fixed; `seed` varies splits of other data only
+        # the set is fixed; `seed` varies splits of other data only
+        return load_npz(import_module(f"edgekd.data.{spec}").cached_npz(seed=0))
     path = Path(spec)
     if path.suffix == ".npz":
         return load_npz(path)
     if path.is_dir():
         return load_folder(path, size)
     if not path.exists():
-        raise InputError(f"--data '{spec}': no such file or folder; give 'digits', 'fonts', an ImageFolder "
-                         "folder or a .npz")
-    raise InputError(f"--data '{spec}': not a folder or a .npz file; give 'digits', 'fonts', an ImageFolder "
-                     "folder or a .npz")
+        raise InputError(f"--data '{spec}': no such file or folder; give 'digits', 'fonts', 'shapes', an "
+                         "ImageFolder folder or a .npz")
+    raise InputError(f"--data '{spec}': not a folder or a .npz file; give 'digits', 'fonts', 'shapes', an "
+                     "ImageFolder folder or a .npz")
 
 
 def load_digits() -> RawData:
@@ -140,12 +143,43 @@ def load_folder(root: Path, size: tuple[int, int] | None) -> RawData:
         raise InputError(f"--data '{root}': found {found}; an ImageFolder needs a sub-folder of images per "
                          "class and at least 2 classes")
     files = [(f, classes.index(c)) for split in splits for c in classes for f in split[c]]
-    x, y = _read_images(files, size)
+    x, y = decoded(root, files, size)
     if len(splits) == 2:
         n_train = sum(len(v) for v in splits[0].values())
         idx = np.arange(len(y))
         return RawData(x, y, classes, 255.0, train_idx=idx[:n_train], val_idx=idx[n_train:])
     return RawData(x, y, classes, 255.0)
+
+
+def decoded(root: Path, files: list[tuple[Path, int]], size: tuple[int, int] | None) -> tuple[np.ndarray, np.ndarray]:
+    """The folder's images decoded once into a uint8 .npy in the XDG cache, memory-mapped on later runs.
+
+    Keyed by every file's path, byte size and modification time plus the target size, so an added, removed or
+    rewritten image (or another --input-size) decodes afresh; an unchanged folder of JPEGs is read back in
+    milliseconds and paged in on demand, never decoded again."""
+    import hashlib
+    import os
+
+    from edgekd.hostinfo import cache_dir
+
+    h = hashlib.sha256(json.dumps([str(root.resolve()), list(size) if size else None]).encode())
+    for path, label in files:
+        st = path.stat()
+        h.update(f"{path.relative_to(root)}\0{st.st_size}\0{st.st_mtime_ns}\0{label}\n".encode())
+    stem = cache_dir() / "folders" / h.hexdigest()[:24]
+    x_path, y_path = stem.with_suffix(".x.npy"), stem.with_suffix(".y.npy")
+    if x_path.is_file() and y_path.is_file():
+        try:
+            return np.load(x_path, mmap_mode="r", allow_pickle=False), np.load(y_path, allow_pickle=False)
+        except (ValueError, OSError):
+            pass  # a damaged cache entry: decode again and replace it
+    x, y = _read_images(files, size)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    for path, array in ((y_path, y), (x_path, x)):  # x last: its presence marks a complete entry
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp.npy")
+        np.save(tmp, array, allow_pickle=False)
+        os.replace(tmp, path)
+    return np.load(x_path, mmap_mode="r", allow_pickle=False), y
 
 
 def _read_images(files: list[tuple[Path, int]], size: tuple[int, int] | None) -> tuple[np.ndarray, np.ndarray]:

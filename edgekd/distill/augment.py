@@ -3,11 +3,14 @@
 Parameters (shift dy, dx and a flip bit per image) are drawn on the CPU from the trainer's generator for the
 *global* batch, so every DDP process slices the same draws and a resumed run replays them. With augment_views,
 each image gets a fixed table of views instead (FKD style): inputs then repeat exactly and teacher logits can be
-cached per (image, view).
+cached per (image, view). Mixing (mixup / cutmix) follows the shift and flip, on the same batch.
 """
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -45,3 +48,39 @@ def apply(x: torch.Tensor, params: torch.Tensor, max_px: int) -> torch.Tensor:
     batch = torch.arange(n, device=x.device)[:, None, None, None]
     chan = torch.arange(c, device=x.device)[None, :, None, None]
     return padded[batch, chan, rows[:, None, :, None], cols[:, None, None, :]]
+
+
+def draw_mix(cfg: DistillConfig, gen: torch.Generator) -> tuple[str, float, int] | None:
+    """One batch's mixing (Beyer et al. 2022, function matching): the kind ('mixup' or 'cutmix'), the share
+    lam >= 0.5 of the first image and a roll k >= 1 that picks each image's partner; None when not mixing.
+
+    Drawn on the CPU for the whole batch, as a few scalars, so every DDP process draws the same (and a resumed
+    run replays them) whatever its share of the batch."""
+    if cfg.mix == "none":
+        return None
+    kind = cfg.mix if cfg.mix != "mixup_cutmix" else ("mixup", "cutmix")[int(torch.randint(2, (1,), generator=gen))]
+    # numpy's Beta sampler, seeded from the trainer's generator: the generator stays the only randomness
+    seed = int(torch.randint(1 << 62, (1,), generator=gen))
+    lam = float(np.random.default_rng(seed).beta(cfg.mix_alpha, cfg.mix_alpha))
+    k = int(torch.randint(1, 1 << 30, (1,), generator=gen))
+    return kind, max(lam, 1 - lam), k
+
+
+def mix(x: torch.Tensor, spec: tuple[str, float, int]) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """Mix each image with its partner (the batch rolled by k): mixup blends the pixels, cutmix pastes a box of
+    the partner covering 1 - lam of the area (lam is then the exact kept share). One op over the whole batch on
+    the device. Returns the mixed batch, the partner index per image and the first image's share."""
+    kind, lam, k = spec
+    n, _, h, w = x.shape
+    partner = (torch.arange(n, device=x.device) + k % max(n, 1)) % n
+    if n < 2:
+        return x, partner, 1.0
+    other = x[partner]
+    if kind == "mixup":
+        return x * lam + other * (1 - lam), partner, lam
+    cut = math.sqrt(1 - lam)
+    bh, bw = round(h * cut), round(w * cut)
+    top, left = (k // 7) % (h - bh + 1), (k // 13) % (w - bw + 1)  # box position from the same draw
+    out = x.clone()
+    out[:, :, top:top + bh, left:left + bw] = other[:, :, top:top + bh, left:left + bw]
+    return out, partner, 1 - bh * bw / (h * w)

@@ -27,6 +27,8 @@ class LossInputs:
     student_feats: list[torch.Tensor] = field(default_factory=list)  # one per (teacher, student) layer pair
     adapted_feats: list[torch.Tensor] = field(default_factory=list)  # student_feats through the 1x1 adapters
     teacher_feats: list[torch.Tensor] = field(default_factory=list)
+    partner_targets: torch.Tensor | None = None  # labels of the mixed-in images (augment.mix), else None
+    mix_share: float = 1.0  # share of `targets`' image in each mixed input (>= 0.5)
 
 
 @dataclass(frozen=True)
@@ -102,11 +104,19 @@ def decompose_kl(student: torch.Tensor, teacher: torch.Tensor, temperature: floa
             "mass_weak": p["mass_b"]}
 
 
+def label_ce(b: LossInputs) -> torch.Tensor:
+    """Cross-entropy with the labels; for mixed inputs, lam CE(y) + (1 - lam) CE(y_partner)."""
+    ce = F.cross_entropy(b.student, b.targets)
+    if b.partner_targets is None:
+        return ce
+    return b.mix_share * ce + (1 - b.mix_share) * F.cross_entropy(b.student, b.partner_targets)
+
+
 # ----------------------------------------------------------------------------- logit methods
 @register("ce", labels=True, teacher=False)
 def cross_entropy(b: LossInputs, cfg: DistillConfig) -> torch.Tensor:
     """Labels only: training from scratch (the embedded teacher, the no-distillation baseline)."""
-    return F.cross_entropy(b.student, b.targets)
+    return label_ce(b)
 
 
 @register("kd", labels=True)
@@ -117,7 +127,7 @@ def hinton_kd(b: LossInputs, cfg: DistillConfig) -> torch.Tensor:
     """
     t, lam = cfg.temperature, cfg.kd_weight
     kl = kl_rows(F.log_softmax(b.teacher / t, dim=1), F.log_softmax(b.student / t, dim=1)).mean()
-    return (1 - lam) * F.cross_entropy(b.student, b.targets) + lam * t * t * kl
+    return (1 - lam) * label_ce(b) + lam * t * t * kl
 
 
 @register("dkd", labels=True)
@@ -134,7 +144,7 @@ def decoupled_kd(b: LossInputs, cfg: DistillConfig) -> torch.Tensor:
     p = partition_kl(F.log_softmax(b.teacher / t, dim=1), F.log_softmax(b.student / t, dim=1), gt)
     ramp = min(1.0, b.progress / cfg.dkd_warmup_fraction) if cfg.dkd_warmup_fraction > 0 else 1.0
     soft = (cfg.dkd_alpha * p["binary"] + cfg.dkd_beta * p["inner_b"]).mean()
-    return F.cross_entropy(b.student, b.targets) + ramp * t * t * soft
+    return label_ce(b) + ramp * t * t * soft
 
 
 @register("normkd", labels=True)
@@ -148,7 +158,7 @@ def normalized_kd(b: LossInputs, cfg: DistillConfig) -> torch.Tensor:
     t_t = scale * b.teacher.std(1, keepdim=True).clamp_min(1e-6)
     t_s = scale * b.student.std(1, keepdim=True).clamp_min(1e-6)
     kl = kl_rows(F.log_softmax(b.teacher / t_t, dim=1), F.log_softmax(b.student / t_s, dim=1))
-    return (1 - lam) * F.cross_entropy(b.student, b.targets) + lam * (t_t.squeeze(1) ** 2 * kl).mean()
+    return (1 - lam) * label_ce(b) + lam * (t_t.squeeze(1) ** 2 * kl).mean()
 
 
 @register("decomp", labels=True)
@@ -161,17 +171,19 @@ def decomposed_kd(b: LossInputs, cfg: DistillConfig) -> torch.Tensor:
     d = decompose_kl(b.student, b.teacher, t)
     soft = (cfg.decomp_binary_weight * d["bcd"] + cfg.decomp_strong_weight * d["mass_strong"] * d["scd"]
             + cfg.decomp_weak_weight * d["mass_weak"] * d["wcd"]).mean()
-    return (1 - lam) * F.cross_entropy(b.student, b.targets) + lam * t * t * soft
+    return (1 - lam) * label_ce(b) + lam * t * t * soft
 
 
 # ----------------------------------------------------------------------------- feature and relational methods
-@register("feature", weight=100.0, features=True, adapters=True)
+@register("feature", features=True, adapters=True)
 def fitnet(b: LossInputs, cfg: DistillConfig) -> torch.Tensor:
-    """FitNet hints (Romero et al. 2015; the seed's equation 5): mean over layer pairs of
-    MSE(adapter(f_s), f_t), where the adapter is a learned 1x1 convolution + BN mapping the student's channels to
-    the teacher's. Default weight 100 (mdistiller's)."""
-    return torch.stack([F.mse_loss(a.float(), t.float()) for a, t in zip(b.adapted_feats, b.teacher_feats,
-                                                                         strict=True)]).mean()
+    """FitNet hints (Romero et al. 2015; the seed's equation 5): mean over layer pairs of the relative error
+    MSE(adapter(f_s), f_t) / mean(f_t^2), where the adapter is a learned 1x1 convolution + BN mapping the student's
+    channels to the teacher's. Dividing by the teacher features' power makes the term about 1 at the start on any
+    teacher (mdistiller's weight 100 on the raw MSE fits CIFAR ResNets' feature scale only and swamped the
+    labels here); the term's weight is distill.method_weights['feature'], default 1."""
+    return torch.stack([F.mse_loss(a.float(), t.float()) / t.float().pow(2).mean().clamp_min(1e-6)
+                        for a, t in zip(b.adapted_feats, b.teacher_feats, strict=True)]).mean()
 
 
 def attention_map(f: torch.Tensor) -> torch.Tensor:
@@ -179,12 +191,20 @@ def attention_map(f: torch.Tensor) -> torch.Tensor:
     return F.normalize(f.float().pow(2).mean(1).flatten(1), dim=1)
 
 
-@register("at", weight=1000.0, features=True)
+AT_MIN_POSITIONS = 16  # maps smaller than 4x4 carry almost no spatial information to transfer
+
+
+@register("at", features=True)
 def attention_transfer(b: LossInputs, cfg: DistillConfig) -> torch.Tensor:
-    """Attention transfer: sum over layer pairs of mean((a(f_s) - a(f_t))^2); default weight 1000 (beta in the
-    paper and mdistiller). Channel counts may differ; no adapter is needed."""
-    return sum((attention_map(s) - attention_map(t)).pow(2).mean() for s, t in zip(b.student_feats, b.teacher_feats,
-                                                                                    strict=True))
+    """Attention transfer: mean over layer pairs of the squared distance ||a(f_s) - a(f_t)||^2 between the unit
+    attention vectors (in [0, 4], independent of the map size). The paper's beta = 1000 on the *mean* over
+    positions equals a weight 1000 / (H W) on this distance: about 1 to 16 on CIFAR's 32x32 to 8x8 maps, but 250
+    on 2x2 maps, where it swamped the labels. Pairs with maps under 4x4 are left out (the largest is kept when all
+    are small); the term's weight is distill.method_weights['at'], default 1. Channel counts may differ."""
+    pairs = list(zip(b.student_feats, b.teacher_feats, strict=True))
+    kept = [(s, t) for s, t in pairs if s.shape[2] * s.shape[3] >= AT_MIN_POSITIONS]
+    kept = kept or [max(pairs, key=lambda p: p[0].shape[2] * p[0].shape[3])]
+    return torch.stack([(attention_map(s) - attention_map(t)).pow(2).sum(1).mean() for s, t in kept]).mean()
 
 
 def embedding(f: torch.Tensor) -> torch.Tensor:

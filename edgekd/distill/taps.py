@@ -121,7 +121,7 @@ def named_pairs(teacher: list[Layer], student: list[Layer], names: list[tuple[st
 
 # ----------------------------------------------------------------------------- running the teacher
 class TorchTeacher:
-    """A torch teacher (or an assistant): logits plus hooked feature maps, under no_grad."""
+    """A torch teacher (or an assistant): logits plus hooked feature maps, under inference_mode."""
 
     def __init__(self, module: nn.Module, layers: list[str], device: torch.device, channels_last: bool):
         self.module = module.to(device).eval()
@@ -140,11 +140,14 @@ class TorchTeacher:
 
         return hook
 
-    @torch.no_grad()
     def __call__(self, x: torch.Tensor) -> TeacherOut:
+        # inference_mode: no autograd bookkeeping at all (cheaper than no_grad); the outputs are cloned out of it
+        # because a loss may save them for its backward, which inference tensors refuse
         self._feats = {}
-        logits = self.module(x)
-        return TeacherOut(logits.float(), [self._feats[n] for n in self.layers])
+        with torch.inference_mode():
+            logits = self.module(x)
+            feats = [self._feats[n] for n in self.layers]
+        return TeacherOut(logits.float().clone(), [f.clone() for f in feats])
 
     def close(self) -> None:
         for h in self._hooks:

@@ -22,6 +22,7 @@ from torch import nn
 
 from edgekd.config import DistillConfig
 from edgekd.distill import augment, checkpoint, syncbn
+from edgekd.distill.loader import Batches
 from edgekd.distill.losses import LossInputs, decompose_kl
 from edgekd.distill.method import Distiller, Plan, make_adapter, objective, parse_method
 from edgekd.errors import InputError, StageFailed
@@ -202,17 +203,15 @@ class _Run:
             if cfg.augment != "none" and not cfg.augment_views:
                 raise InputError("distill.cache_teacher: random augmentation never repeats an input, so a cache "
                                  "would serve wrong logits; set distill.augment=none or distill.augment_views=K")
+            if cfg.mix != "none":
+                raise InputError("distill.cache_teacher: mixed inputs (distill.mix) never repeat, so a cache would "
+                                 "serve wrong logits; set distill.mix=none or turn the cache off")
             if plan.needs_features:
                 raise InputError(f"distill.cache_teacher caches logits only, but method '{plan.name}' needs teacher "
                                  "features every step; turn the cache off")
             self.cache = LogitCache(cfg.augment_views or 1, self.n, device)
-        # stored pixels: on the GPU whole when small (no loader at all), else pinned for async copies
-        self.x = torch.from_numpy(np.ascontiguousarray(data.x))
-        self.y = torch.from_numpy(np.ascontiguousarray(data.y))
-        if self.cuda and self.x.numel() * self.x.element_size() < 2 ** 31:
-            self.x, self.y = self.x.to(device), self.y.to(device)
-        elif self.cuda:
-            self.x, self.y = self.x.pin_memory(), self.y.pin_memory()
+        # stored pixels: on the GPU whole when small (no loader at all), else gathered ahead by worker threads
+        self.batches = Batches(data.x, data.y, device, cfg.loader_workers, cfg.loader_device_max_mb)
         self.inv_scale = 1.0 / data.scale
         self.mean = torch.tensor(data.mean, device=device, dtype=torch.float32).view(1, -1, 1, 1)
         self.inv_std = 1.0 / torch.tensor(data.std, device=device, dtype=torch.float32).view(1, -1, 1, 1)
@@ -285,6 +284,7 @@ class _Run:
                     self.save(checkpoints, epoch + 1, fingerprint)
         if self.plain is not None:
             self.plain.finish(f"loss {self.history[-1].get('loss', float('nan')):.3f}" if self.history else "")
+        self.batches.close()
         return TrainResult(self.model.eval(), self.batch, self.history, self.skipped, self.resumed, self.ooms)
 
     def save(self, folder: Path, epoch: int, fingerprint: dict) -> None:
@@ -308,9 +308,12 @@ class _Run:
                 params = self.views[view, idx]
             else:
                 params = augment.draw(self.cfg, len(idx), self.size, self.gen_aug) if self.shift else None
+            mixing = augment.draw_mix(self.cfg, self.gen_aug)
+            ahead = range(pos + len(idx), min(n, pos + (1 + self.cfg.loader_workers) * self.batch), self.batch)
+            self.batches.prefetch([perm[p:p + self.batch][local] for p in ahead])
             try:
                 loss = self.step(idx[local], None if params is None else params[local], view[local],
-                                 (epoch * n + pos) / total, sums, len(idx))
+                                 (epoch * n + pos) / total, sums, len(idx), mixing)
             except torch.cuda.OutOfMemoryError:
                 self.out_of_memory()
                 continue
@@ -338,6 +341,7 @@ class _Run:
     def out_of_memory(self) -> None:
         """Halve the batch (bounded) and let the caller retry the same samples."""
         self.opt.zero_grad(set_to_none=True)
+        self.batches.ahead.clear()  # gathered for the old batch size
         if self.cuda:
             torch.cuda.empty_cache()
         if self.world > 1:
@@ -362,8 +366,7 @@ class _Run:
                            f"{self.cfg.max_nonfinite_steps})")
 
     def inputs(self, idx: torch.Tensor, params: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        xb = self.x[idx.to(self.x.device)].to(self.device, non_blocking=True)
-        yb = self.y[idx.to(self.y.device)].to(self.device, non_blocking=True)
+        xb, yb = self.batches.get(idx)
         xb = xb.float() * self.inv_scale
         if params is not None:
             xb = augment.apply(xb, params, self.shift)
@@ -372,10 +375,15 @@ class _Run:
             xb = xb.contiguous(memory_format=torch.channels_last)
         return xb, yb
 
-    def step(self, idx, params, view, progress: float, sums: dict, global_count: int) -> float | None:
+    def step(self, idx, params, view, progress: float, sums: dict, global_count: int,
+             mixing: tuple | None = None) -> float | None:
         """One optimizer step on samples idx (this process's share of global_count); None when it stepped, else
-        the non-finite loss (step skipped)."""
+        the non-finite loss (step skipped). mixing: augment.draw_mix's draw for this batch, or None."""
         xb, yb = self.inputs(idx, params)
+        y_partner, share = None, 1.0
+        if mixing is not None:  # before the teacher: it sees the very images the student sees
+            xb, partner, share = augment.mix(xb, mixing)
+            y_partner = yb[partner]
         with torch.autocast(self.device.type, dtype=self.dtype or torch.float32, enabled=self.dtype is not None):
             t_logits, t_feats = None, []
             if self.cache is not None:  # the teacher runs only on (image, view)s it has not seen
@@ -387,7 +395,7 @@ class _Run:
                 out = self.teacher(xb)
                 t_logits, t_feats = out.logits, out.feats
             logits, feats, adapted = self.forward(xb)
-            b = LossInputs(logits.float(), t_logits, yb, progress, feats, adapted, t_feats)
+            b = LossInputs(logits.float(), t_logits, yb, progress, feats, adapted, t_feats, y_partner, share)
             loss, values = objective(self.plan, b, self.cfg)
         # DDP averages gradients over processes; weighting each by its share makes that the global batch mean
         # even when the last batch splits unevenly
