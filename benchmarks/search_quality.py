@@ -43,7 +43,7 @@ from edgekd.search import make_probe  # noqa: E402
 from edgekd.search.scores import measure, members, pool_scores, scores  # noqa: E402
 from edgekd.search.spaces import WIDTH_MULTS, arch_key, shrunk_of, spaces  # noqa: E402
 
-BOOTSTRAP = 2000
+BOOTSTRAP = 1000
 BANDS = 3
 CONSOLE = Console(highlight=False, soft_wrap=True)
 
@@ -153,7 +153,7 @@ def latencies(ctx, archs: list[dict], how: str, pool: Pool, folder: Path):
         bar.finish()
         x = np.random.default_rng(0).standard_normal((1, *ctx.input_shape)).astype(np.float32)
         sessions = {n: OrtSession(files[n], threads=1) for n in names}
-        timed = time_interleaved({n: [lambda s=s: s.run(x)] for n, s in sessions.items()}, seconds=6.0)
+        timed = time_interleaved({n: [lambda s=s: s.run(x)] for n, s in sessions.items()}, seconds=3.0)
         return {names[n]: timed.latency_ms(n) for n in names}
 
     return finish
@@ -258,16 +258,27 @@ def main() -> None:
     started, started_mono = time.perf_counter(), time.monotonic()
     report: dict = {"args": {k: str(v) for k, v in vars(args).items()}, "sets": {}}
     with Pool(args.jobs) as pool:
-        for i, data in enumerate(args.data):
-            # each set may train until its share of --budget-s is spent (tables and plot take a few seconds)
-            deadline = started_mono + args.budget_s * (i + 1) / len(args.data) - 15 if args.budget_s else math.inf
-            report["sets"][data] = run_set(data, args, names, cache, pool, deadline)
+        preps = {data: prepare(data, args, names, pool) for data in args.data}
+        # one queue for every set, seed by seed: runs cut off by --budget-s leave whole seeds measured
+        tasks = [(data, a, s) for s in args.seeds for data, p in preps.items() for a in p["archs"]]
+        deadline = started_mono + args.budget_s - 15 if args.budget_s else math.inf  # tables, plot: ~15 s
+        bar = PlainProgress(CONSOLE, "distil", len(tasks), "runs")
+        start = time.perf_counter()
+        trained, cached, dropped = pool.distil(cache, tasks, args.device, args.epochs,
+                                               {d: p["recipe"] for d, p in preps.items()}, deadline,
+                                               lambda k, t: bar.update(k))
+        bar.finish(f"{trained} trained, {cached} read from {cache.path}"
+                   + (f", {dropped} NOT run: --budget-s reached" if dropped else ""))
+        run = {"trained": trained, "cached": cached, "dropped": dropped, "distil_wall_s": time.perf_counter() - start}
+    for data, prep in preps.items():
+        report["sets"][data] = summarise(data, prep, args, names, cache, run)
     report["seconds"] = time.perf_counter() - started
     render(report, args.out)
 
 
-def run_set(data: str, args, names: list[str], cache: AccuracyCache, pool: Pool, deadline: float) -> dict:
-    ctx = base_context(data, args.device, args.epochs)  # trains the embedded teacher on first use, here
+def prepare(data: str, args, names: list[str], pool: Pool) -> dict:
+    """Teacher (trained on first use), candidates and their scores, latencies, the bands' baselines, the runs."""
+    ctx = base_context(data, args.device, args.epochs)
     recipe = recipe_hash(ctx)
     d = ctx.cfg.distill
     say(f"\n== {data}: {ctx.data.num_classes} classes, input {ctx.input_shape}, {len(ctx.data.train_idx)} train / "
@@ -286,26 +297,22 @@ def run_set(data: str, args, names: list[str], cache: AccuracyCache, pool: Pool,
     say(f"score cost, seconds per candidate on {ctx.device.type} ({torch.get_num_threads()} threads, measured "
         "while the pool exports): " + ", ".join(f"{m} {s:.3f}" for m, s in sorted(cost.items(), key=lambda kv: kv[1])))
     lat = finish()
+    span = [lat[arch_key(c["arch"])] for c in cands]
     say(f"latency ({args.latency}{': ONNX Runtime CPU, 1 thread, interleaved' if args.latency == 'measured' else ''}"
-        f"): candidates {min(lat[arch_key(c['arch'])] for c in cands):.3g}..{max(lat[arch_key(c['arch'])] for c in cands):.3g} ms")
-
+        f"): candidates {min(span):.3g}..{max(span):.3g} ms")
     # the bands' baselines are chosen before training, so only those few are distilled besides the pool
-    ms = np.quantile([lat[arch_key(c["arch"])] for c in cands], np.linspace(0, 1, BANDS + 1))[1:]
     baselines = []
     for archs in ladder.values():
-        for hi in ms:
+        for hi in np.quantile(span, np.linspace(0, 1, BANDS + 1))[1:]:
             fits = [a for a in archs if lat[arch_key(a)] <= hi]
             if fits and fits[0] not in baselines:
                 baselines.append(fits[0])
-    # seed by seed: runs cut off by --budget-s leave whole seeds measured rather than a few candidates
-    tasks = [(data, a, s) for s in args.seeds for a in [c["arch"] for c in cands] + baselines]
-    bar = PlainProgress(CONSOLE, f"distil {data}", len(tasks), "runs")
-    start = time.perf_counter()
-    trained, cached, dropped = pool.distil(cache, tasks, args.device, args.epochs, {data: recipe}, deadline,
-                                           lambda k, t: bar.update(k))
-    bar.finish(f"{trained} trained, {cached} read from {cache.path}"
-               + (f", {dropped} NOT run: --budget-s reached" if dropped else ""))
-    wall = time.perf_counter() - start
+    return {"ctx": ctx, "recipe": recipe, "cands": cands, "ladder": ladder, "lat": lat, "cost": cost,
+            "archs": [c["arch"] for c in cands] + baselines}
+
+
+def summarise(data: str, prep: dict, args, names: list[str], cache: AccuracyCache, run: dict) -> dict:
+    ctx, recipe, cands, lat = prep["ctx"], prep["recipe"], prep["cands"], prep["lat"]
 
     def acc_of(arch: dict) -> dict:
         entries = [cache.entries.get(cache_key(arch, recipe, data, s)) for s in args.seeds]
@@ -318,7 +325,7 @@ def run_set(data: str, args, names: list[str], cache: AccuracyCache, pool: Pool,
         c["latency_ms"] = lat[arch_key(c["arch"])]
     missing = [c for c in cands if c["seeds"] == 0]
     if missing:
-        say(f"{len(missing)} candidates have no accuracy (budget reached): left out of the tables")
+        say(f"{data}: {len(missing)} candidates have no accuracy (budget reached): left out of the tables")
     cands = [c for c in cands if c["seeds"] > 0]
     if len(cands) < 4:
         raise SystemExit(f"search_quality: only {len(cands)} candidates have an accuracy on {data}; raise --budget-s")
@@ -331,13 +338,12 @@ def run_set(data: str, args, names: list[str], cache: AccuracyCache, pool: Pool,
     per_seed = [[e["accuracy"] for e in v] for v in entries.values() if all(v)]
     ceiling = [float(stats.kendalltau(a, b)[0]) for i, a in enumerate(per_seed) for b in per_seed[i + 1:]]
     seconds = [e["seconds"] for v in entries.values() for e in v if e]
-    devices = sorted({e["device"] for v in entries.values() for e in v if e})
     return {"teacher": ctx.teacher.source, "teacher_accuracy": ctx.teacher_accuracy, "recipe_hash": recipe,
-            "recipe": d.model_dump(mode="json"), "device": ctx.device.type, "trained_on": devices, "jobs": args.jobs,
-            "seeds": args.seeds, "latency": args.latency, "score_seconds": cost, "trained": trained,
-            "cached": cached, "dropped": dropped, "distil_wall_s": wall, "mean_run_s": float(np.mean(seconds)),
-            "seed_tau": ceiling, "table": table, "candidates": cands,
-            "bands": band_table(cands, ladder, lat, acc_of, names)}
+            "recipe": ctx.cfg.distill.model_dump(mode="json"), "device": ctx.device.type,
+            "trained_on": sorted({e["device"] for v in entries.values() for e in v if e}), "jobs": args.jobs,
+            "seeds": args.seeds, "latency": args.latency, "score_seconds": prep["cost"], **run,
+            "mean_run_s": float(np.mean(seconds)), "seed_tau": ceiling, "table": table, "candidates": cands,
+            "bands": band_table(cands, prep["ladder"], lat, acc_of, names)}
 
 
 def render(report: dict, out: Path) -> None:
@@ -346,23 +352,25 @@ def render(report: dict, out: Path) -> None:
     lines = []
     for data, r in report["sets"].items():
         acc = np.array([c["accuracy"] for c in r["candidates"]])
+        runs = (f"{r['trained']} runs trained now, {r['cached']} read from the cache"
+                + (f", {r['dropped']} not run (budget)" if r["dropped"] else "") + " (all sets together)")
+        ceiling = ", ".join(f"{t:.2f}" for t in r["seed_tau"]) or "n/a (one seed)"
+        how = "ONNX Runtime CPU, 1 thread" if r["latency"] == "measured" else "cost model"
         lines += [f"\n### {data}: {len(acc)} candidates x {len(r['seeds'])} seeds, post-KD accuracy "
                   f"{acc.min():.4f}..{acc.max():.4f} (teacher {r['teacher_accuracy']:.4f}); {r['recipe']['method']} "
-                  f"{r['recipe']['epochs']} epochs, trained on {'/'.join(r['trained_on'])}; {r['trained']} runs trained "
-                  f"now, {r['cached']} read from the cache"
-                  + (f", {r['dropped']} not run (budget)" if r["dropped"] else "") + "; seed-vs-seed tau "
-                  + (", ".join(f"{t:.2f}" for t in r["seed_tau"]) or "n/a (one seed)"),
+                  f"{r['recipe']['epochs']} epochs, trained on {'/'.join(r['trained_on'])}; {runs}; seed-vs-seed "
+                  f"tau {ceiling}",
                   "", "| score | Kendall tau [95% CI] | Spearman rho [95% CI] | tau - flops [95% CI] | s/candidate |",
                   "|---|---|---|---|---|"]
         for name, t in sorted(r["table"].items(), key=lambda kv: -kv[1]["kendall_tau"]):
             cost = sum(r["score_seconds"][m] for m in members(name))
             mark = " (default)" if name == default else ""
-            lines.append(f"| {name}{mark} | {t['kendall_tau']:.2f} [{t['kendall_ci'][0]:.2f}, {t['kendall_ci'][1]:.2f}] "
-                         f"| {t['spearman_rho']:.2f} [{t['spearman_ci'][0]:.2f}, {t['spearman_ci'][1]:.2f}] "
-                         f"| {t['tau_minus_flops']:+.2f} [{t['tau_minus_flops_ci'][0]:+.2f}, "
-                         f"{t['tau_minus_flops_ci'][1]:+.2f}] | {cost:.3f} |")
-        lines += ["", f"Per {r['latency']} latency band ({'ONNX Runtime CPU, 1 thread' if r['latency'] == 'measured' else 'cost model'}); "
-                  f"search pick = best `{default}` score inside the band; accuracy mean over seeds:", "",
+            lines.append(f"| {name}{mark} | {t['kendall_tau']:.2f} [{t['kendall_ci'][0]:.2f}, "
+                         f"{t['kendall_ci'][1]:.2f}] | {t['spearman_rho']:.2f} [{t['spearman_ci'][0]:.2f}, "
+                         f"{t['spearman_ci'][1]:.2f}] | {t['tau_minus_flops']:+.2f} "
+                         f"[{t['tau_minus_flops_ci'][0]:+.2f}, {t['tau_minus_flops_ci'][1]:+.2f}] | {cost:.3f} |")
+        lines += ["", f"Per {r['latency']} latency band ({how}); search pick = best `{default}` score inside the band; "
+                  "accuracy mean over seeds:", "",
                   "| band ms | pick | hand-picked mobilenet_v3_small | shrunk teacher | pick beats hand-picked |",
                   "|---|---|---|---|---|"]
         for b in r["bands"]:

@@ -14,8 +14,17 @@ from torch import nn
 
 from edgekd.models.families import count_params, create_model, torchvision_arch
 from edgekd.search.evolution import Candidate, evolve, pareto_front
-from edgekd.search.scores import (Probe, RankEnsemble, measure, members, pool_scores, rank_average,
-                                  relation_distance, scores, semantic_distance)
+from edgekd.search.scores import (
+    Probe,
+    RankEnsemble,
+    measure,
+    members,
+    pool_scores,
+    rank_average,
+    relation_distance,
+    scores,
+    semantic_distance,
+)
 from edgekd.search.signals import cam_classes, module_signals, onnx_signals
 from edgekd.search.spaces import arch_key, resolve_spaces, spaces
 
@@ -349,6 +358,20 @@ def test_search_cli_is_deterministic_within_budget_and_writes_the_front(tmp_path
     assert a["probe"]["teacher"]["cams"] is not None
     assert "Pareto front" in cli("search", "--target", "openvino", "--out", tmp_path / "c", "--candidates", "4",
                                  "--min-speedup", "1.4", "--set", "search.measure_rounds=0").stdout
+
+
+def test_search_with_a_rank_ensemble_ranks_the_whole_pool(tmp_path):
+    out = tmp_path / "ens"
+    result = cli("search", "--target", "openvino", "--out", out, "--candidates", "8", "--min-speedup", "1.4",
+                 "--score", "diswot", "--set", "search.measure_rounds=0")
+    assert result.exit_code == 0, result.output + result.stderr
+    saved = json.loads((out / "search" / "search.json").read_text())
+    fitting = [c for c in saved["candidates"] if c["fits"]]
+    # every fitting candidate carries both terms, and its score is its mean rank over the final pool
+    rows = [c["scores"] for c in fitting]
+    assert [c["score"] for c in fitting] == pytest.approx(pool_scores("diswot", rows).tolist())
+    pick = next(c for c in fitting if c["index"] == saved["pick_index"])
+    assert pick["score"] == max(c["score"] for c in fitting)
 
 
 @pytest.mark.slow
