@@ -137,10 +137,11 @@ class Pool:
         return wait
 
     def distil(self, cache: AccuracyCache, tasks: list[tuple[str, dict, int]], device: str, epochs: int | None,
-               recipes: dict[str, str], deadline: float = math.inf, progress=None) -> tuple[int, int, int]:
-        """Distil every (data, arch, seed) not in the cache, in the order given, until `deadline` (a
-        time.monotonic() value): runs not started by then are dropped, runs under way finish.
-        Returns (trained, found in the cache, dropped)."""
+               recipes: dict[str, str]):
+        """Start distilling every (data, arch, seed) not in the cache, in the order given (after any exports
+        already queued). Returns a function that waits for them: (deadline, progress) -> (trained, found in the
+        cache, dropped); runs not started by the deadline (a time.monotonic() value) are dropped, runs under
+        way finish."""
         todo, cached = [], 0
         for data, arch, seed in tasks:
             key = cache_key(arch, recipes[data], data, seed)
@@ -149,21 +150,26 @@ class Pool:
             elif key not in {k for k, _ in todo}:
                 todo.append((key, (data, device, epochs, arch, seed)))
         futures = {self.executor.submit(_distil, *args): key for key, args in todo}
-        done = 0
-        try:
-            for f in as_completed(futures, timeout=max(0.0, deadline - time.monotonic())):
-                acc, seconds, dev = f.result()
-                cache.put(futures[f], {"accuracy": acc, "seconds": round(seconds, 2), "device": dev})
-                done += 1
-                if progress:
-                    progress(done, len(futures))
-        except TimeoutError:
-            for f in futures:
-                f.cancel()
-            for f in futures:  # those already running finish and count
-                if not f.cancelled():
-                    acc, seconds, dev = f.result()
-                    if futures[f] not in cache.entries:
-                        cache.put(futures[f], {"accuracy": acc, "seconds": round(seconds, 2), "device": dev})
+
+        def store(f) -> None:
+            acc, seconds, dev = f.result()
+            cache.put(futures[f], {"accuracy": acc, "seconds": round(seconds, 2), "device": dev})
+
+        def wait(deadline: float = math.inf, progress=None) -> tuple[int, int, int]:
+            done = 0
+            try:
+                for f in as_completed(futures, timeout=max(0.0, deadline - time.monotonic())):
+                    store(f)
+                    done += 1
+                    if progress:
+                        progress(done, len(futures))
+            except TimeoutError:
+                for f in futures:
+                    f.cancel()
+                for f in futures:  # those already running finish and count
+                    if not f.cancelled() and futures[f] not in cache.entries:
+                        store(f)
                         done += 1
-        return done, cached, len(todo) - done
+            return done, cached, len(todo) - done
+
+        return wait

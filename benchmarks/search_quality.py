@@ -120,9 +120,9 @@ def ladders(ctx) -> dict[str, list[dict]]:
     """The hand-picked student's layouts (mobilenet_v3_small, widest and deepest first) and the teacher's
     layout with every width scaled by one factor (the shrunk teacher), from largest to smallest."""
     hand = [{"family": "mobilenetv3", "base": "small", "width": w, "depth": d}
-            for d in ([1, 2, 3, 2, 3], [1, 1, 2, 1, 2], [1, 1, 1, 1, 1]) for w in reversed(WIDTH_MULTS)]
+            for d in ([1, 2, 3, 2, 3], [1, 1, 1, 1, 1]) for w in reversed(WIDTH_MULTS)]
     full, shrunk = teacher_arch(ctx), []
-    for f in (3 / 4, 1 / 2, 3 / 8, 1 / 4, 3 / 16, 1 / 8):
+    for f in (1 / 2, 3 / 8, 1 / 4, 3 / 16, 1 / 8):
         arch = dict(full)
         if full["family"] == "resnet":
             arch["widths"] = [round8(w * f) for w in full["widths"]]
@@ -214,7 +214,7 @@ def band_table(cands: list[dict], ladder: dict[str, list[dict]], lat: dict, acc_
         for label, archs in ladder.items():
             fits = [a for a in archs if lat[arch_key(a)] <= hi]
             within = [a for a in fits if lat[arch_key(a)] > lo]
-            a = (within or fits or [None])[0]
+            a = max(within or fits, key=lambda a: lat[arch_key(a)], default=None)  # the largest that fits
             row["baselines"][label] = None if a is None else {
                 "arch": a, "ms": lat[arch_key(a)], "in_band": bool(within), **acc_of(a)}
         rows.append(row)
@@ -258,15 +258,20 @@ def main() -> None:
     started, started_mono = time.perf_counter(), time.monotonic()
     report: dict = {"args": {k: str(v) for k, v in vars(args).items()}, "sets": {}}
     with Pool(args.jobs) as pool:
-        preps = {data: prepare(data, args, names, pool) for data in args.data}
-        # one queue for every set, seed by seed: runs cut off by --budget-s leave whole seeds measured
+        preps = {data: prepare(data, args, pool) for data in args.data}
+        # Every candidate and every member of the baselines' ladders is distilled (whichever band a machine's
+        # latencies put it in, its accuracy is known), queued after the exports, seed by seed across the sets:
+        # runs cut off by --budget-s leave whole seeds measured. This process scores and times meanwhile.
         tasks = [(data, a, s) for s in args.seeds for data, p in preps.items() for a in p["archs"]]
+        wait = pool.distil(cache, tasks, args.device, args.epochs, {d: p["recipe"] for d, p in preps.items()})
+        for data, prep in preps.items():
+            prep["latency_label"] = (f"measured: ONNX Runtime CPU, 1 thread, interleaved, while {args.jobs} "
+                                     "distillation processes ran" if args.latency == "measured" else "predicted")
+            score_and_time(data, prep, names)
         deadline = started_mono + args.budget_s - 15 if args.budget_s else math.inf  # tables, plot: ~15 s
         bar = PlainProgress(CONSOLE, "distil", len(tasks), "runs")
         start = time.perf_counter()
-        trained, cached, dropped = pool.distil(cache, tasks, args.device, args.epochs,
-                                               {d: p["recipe"] for d, p in preps.items()}, deadline,
-                                               lambda k, t: bar.update(k))
+        trained, cached, dropped = wait(deadline, lambda k, t: bar.update(k))
         bar.finish(f"{trained} trained, {cached} read from {cache.path}"
                    + (f", {dropped} NOT run: --budget-s reached" if dropped else ""))
         run = {"trained": trained, "cached": cached, "dropped": dropped, "distil_wall_s": time.perf_counter() - start}
@@ -276,8 +281,8 @@ def main() -> None:
     render(report, args.out)
 
 
-def prepare(data: str, args, names: list[str], pool: Pool) -> dict:
-    """Teacher (trained on first use), candidates and their scores, latencies, the bands' baselines, the runs."""
+def prepare(data: str, args, pool: Pool) -> dict:
+    """Teacher (trained on first use), candidates and the baselines' ladders; starts their ONNX exports."""
     ctx = base_context(data, args.device, args.epochs)
     recipe = recipe_hash(ctx)
     d = ctx.cfg.distill
@@ -290,25 +295,21 @@ def prepare(data: str, args, names: list[str], pool: Pool) -> dict:
     by_space = {s: sum(c["space"] == s for c in cands) for s in dict.fromkeys(c["space"] for c in cands)}
     say(f"drew {len(cands)} candidates under the teacher's FLOPs: {by_space}")
     ladder = ladders(ctx)
-    # the pool exports while this process scores; timing waits until both are done
-    finish = latencies(ctx, [c["arch"] for c in cands] + [a for v in ladder.values() for a in v], args.latency,
-                       pool, args.out / f"onnx-{data}")
-    cost = score_all(ctx, cands, names)
-    say(f"score cost, seconds per candidate on {ctx.device.type} ({torch.get_num_threads()} threads, measured "
-        "while the pool exports): " + ", ".join(f"{m} {s:.3f}" for m, s in sorted(cost.items(), key=lambda kv: kv[1])))
-    lat = finish()
+    archs = [c["arch"] for c in cands] + [a for v in ladder.values() for a in v]
+    return {"ctx": ctx, "recipe": recipe, "cands": cands, "ladder": ladder, "archs": archs,
+            "latency": latencies(ctx, archs, args.latency, pool, args.out / f"onnx-{data}")}
+
+
+def score_and_time(data: str, prep: dict, names: list[str]) -> None:
+    """Scores every candidate (seconds per candidate while the pool trains), then the latencies."""
+    ctx, cands = prep["ctx"], prep["cands"]
+    prep["cost"] = score_all(ctx, cands, names)
+    say(f"{data}: score cost, seconds per candidate on {ctx.device.type} ({torch.get_num_threads()} threads, "
+        "measured while the pool exports and trains): "
+        + ", ".join(f"{m} {s:.3f}" for m, s in sorted(prep["cost"].items(), key=lambda kv: kv[1])))
+    prep["lat"] = lat = prep["latency"]()
     span = [lat[arch_key(c["arch"])] for c in cands]
-    say(f"latency ({args.latency}{': ONNX Runtime CPU, 1 thread, interleaved' if args.latency == 'measured' else ''}"
-        f"): candidates {min(span):.3g}..{max(span):.3g} ms")
-    # the bands' baselines are chosen before training, so only those few are distilled besides the pool
-    baselines = []
-    for archs in ladder.values():
-        for hi in np.quantile(span, np.linspace(0, 1, BANDS + 1))[1:]:
-            fits = [a for a in archs if lat[arch_key(a)] <= hi]
-            if fits and fits[0] not in baselines:
-                baselines.append(fits[0])
-    return {"ctx": ctx, "recipe": recipe, "cands": cands, "ladder": ladder, "lat": lat, "cost": cost,
-            "archs": [c["arch"] for c in cands] + baselines}
+    say(f"{data}: latency ({prep['latency_label']}): candidates {min(span):.3g}..{max(span):.3g} ms")
 
 
 def summarise(data: str, prep: dict, args, names: list[str], cache: AccuracyCache, run: dict) -> dict:
@@ -341,7 +342,7 @@ def summarise(data: str, prep: dict, args, names: list[str], cache: AccuracyCach
     return {"teacher": ctx.teacher.source, "teacher_accuracy": ctx.teacher_accuracy, "recipe_hash": recipe,
             "recipe": ctx.cfg.distill.model_dump(mode="json"), "device": ctx.device.type,
             "trained_on": sorted({e["device"] for v in entries.values() for e in v if e}), "jobs": args.jobs,
-            "seeds": args.seeds, "latency": args.latency, "score_seconds": prep["cost"], **run,
+            "seeds": args.seeds, "latency": prep["latency_label"], "score_seconds": prep["cost"], **run,
             "mean_run_s": float(np.mean(seconds)), "seed_tau": ceiling, "table": table, "candidates": cands,
             "bands": band_table(cands, prep["ladder"], lat, acc_of, names)}
 
@@ -355,7 +356,6 @@ def render(report: dict, out: Path) -> None:
         runs = (f"{r['trained']} runs trained now, {r['cached']} read from the cache"
                 + (f", {r['dropped']} not run (budget)" if r["dropped"] else "") + " (all sets together)")
         ceiling = ", ".join(f"{t:.2f}" for t in r["seed_tau"]) or "n/a (one seed)"
-        how = "ONNX Runtime CPU, 1 thread" if r["latency"] == "measured" else "cost model"
         lines += [f"\n### {data}: {len(acc)} candidates x {len(r['seeds'])} seeds, post-KD accuracy "
                   f"{acc.min():.4f}..{acc.max():.4f} (teacher {r['teacher_accuracy']:.4f}); {r['recipe']['method']} "
                   f"{r['recipe']['epochs']} epochs, trained on {'/'.join(r['trained_on'])}; {runs}; seed-vs-seed "
@@ -369,7 +369,7 @@ def render(report: dict, out: Path) -> None:
                          f"{t['kendall_ci'][1]:.2f}] | {t['spearman_rho']:.2f} [{t['spearman_ci'][0]:.2f}, "
                          f"{t['spearman_ci'][1]:.2f}] | {t['tau_minus_flops']:+.2f} "
                          f"[{t['tau_minus_flops_ci'][0]:+.2f}, {t['tau_minus_flops_ci'][1]:+.2f}] | {cost:.3f} |")
-        lines += ["", f"Per {r['latency']} latency band ({how}); search pick = best `{default}` score inside the band; "
+        lines += ["", f"Per latency band ({r['latency']}); search pick = best `{default}` score inside the band; "
                   "accuracy mean over seeds:", "",
                   "| band ms | pick | hand-picked mobilenet_v3_small | shrunk teacher | pick beats hand-picked |",
                   "|---|---|---|---|---|"]
