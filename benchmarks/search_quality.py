@@ -1,18 +1,21 @@
 """How well do the training-free scores rank students by what they reach after distillation, and does the
 search's pick beat a hand-picked student of the same measured latency?
 
-    python benchmarks/search_quality.py --data fonts --candidates 40 --seeds 0 1 2 --jobs 2 --out DIR
+    python benchmarks/search_quality.py --data shapes fonts --candidates 40 --seeds 0 1 2 --jobs 2 --out DIR
     python benchmarks/search_quality.py ... --merge-cache OTHER.json   # accuracies another machine measured
+    python benchmarks/search_quality.py --render DIR/search_quality.json --out DIR2   # tables and plot only
 
 Per data set: draws candidates from every search space (resnet, mobilenetv2, mobilenetv3 and the teacher's
 own family shrunk, equally many each, seeded) with fewer FLOPs than the teacher (machine independent, so
 two machines draw the same pool); scores each with every registered score, timing each; distils each with
-the distill config's defaults (benchmarks/kd_pool.py) for every seed, in --jobs processes; then Kendall tau
-and Spearman rho of every score against the mean post-KD accuracy over seeds, with bootstrap intervals over
-candidates and the paired difference to `flops`. Then, within measured-latency bands (ONNX Runtime on this
-host, one thread, timed interleaved; or --latency predicted: the cost model, labelled so), the best-scoring
-candidate of the band against mobilenet_v3_small's layout scaled into the band (the hand-picked student)
-and against the teacher's layout with all widths scaled by one factor (the shrunk teacher).
+the distill config's defaults at run time (benchmarks/kd_pool.py; --epochs alone overrides) for every seed,
+in --jobs processes; then Kendall tau and Spearman rho of every score against the mean post-KD accuracy over
+seeds, with bootstrap intervals over candidates and the paired difference to `flops`. Then, within latency
+bands (tertiles of the candidates' latency: ONNX Runtime on this host, one thread, timed interleaved; or
+--latency predicted: the cost model, labelled so), the best-scoring candidate of the band against
+mobilenet_v3_small's layout scaled into the band (the hand-picked student) and against the teacher's layout
+with all widths scaled by one factor (the shrunk teacher). Every member of those two ladders is distilled
+too, so any machine's latencies find their accuracies in the cache.
 
 Writes search_quality.md, search_quality.json and search_quality.png under --out; the accuracy cache
 (--cache, default OUT/search_quality_accuracies.json) is keyed by (arch, recipe hash, data, seed).
