@@ -1,14 +1,19 @@
-"""Distillation quality: teacher, the student trained from scratch, and the student distilled by each method,
-on the embedded data sets; held-out accuracy and the share of the teacher-student gap each method closes.
+"""Distillation quality: teacher, the student trained from scratch, and the student distilled by each method, on the
+embedded data sets over several seeds; held-out accuracy (mean +- sd) and the share of the teacher-scratch gap
+each method closes. A method more than one sd below scratch is flagged.
 
-    python benchmarks/kd_quality.py --data fonts [--epochs 10] [--seeds 0 1]
-        [--methods kd dkd ...] [--student '{"family": "resnet", ...}'] [--plot kd_quality_fonts.png]
+    python benchmarks/kd_quality.py --data digits fonts shapes [--seeds 0 1 2] [--epochs N] [--jobs K]
+        [--methods kd dkd ...] [--sweep | --sweep-also shapes] [--budget-s S] [--deadline-s S] [--out DIR]
 
 gap closed = (acc(method) - acc(scratch)) / (acc(teacher) - acc(scratch)), from the mean accuracy over seeds.
-Every run goes through the distill stage (train_student), the same code `edgekd distill` runs, with the
-config defaults except what a row's label says. The teacher and the data split are fixed (seed 0); the seeds vary
-the student's initialization, data order and augmentation draws. Rows after the methods measure training options:
-augmentation, and teacher-logit caching with a fixed set of views per image (FKD style), with its time.
+Every run goes through the distill stage (train_student), the same code `edgekd distill` runs, with the config
+defaults except what a row's label says; scratch is method `ce` with the same budget and augmentation. The teacher
+and the data split are fixed (seed 0); the seeds vary the student's initialization, data order and augmentation.
+--sweep replaces the method rows by a grid over the default recipe (temperature, loss weight, augmentation and
+mixing, learning rate), the table the defaults were chosen from; --sweep-also adds that grid to the given sets.
+--jobs runs trainings in parallel processes (on one GPU they share it); --budget-s stops starting runs after that
+many seconds (counted once the sets and teachers are ready), --deadline-s stops waiting, and the table says which
+rows are incomplete. Writes kd_quality.json, kd_quality.md and kd_quality.png to --out.
 """
 
 from __future__ import annotations
@@ -17,121 +22,271 @@ import argparse
 import dataclasses
 import io
 import json
+import multiprocessing
+import os
 import statistics
+import sys
 import tempfile
 import time
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from pathlib import Path
-
-import torch
-from rich.console import Console
-
-from edgekd.config import BuildConfig
-from edgekd.context import make_context
-from edgekd.distill.catalog import DEFAULT_METHOD
-from edgekd.distill.method import parse_method
-from edgekd.distill.stage import train_student
-from edgekd.models.embedded_teacher import RECIPES
-from edgekd.models.families import count_params, create_model
 
 STUDENTS = {  # small enough to leave a gap to the embedded teachers (resnet [32, 64, 128] x 2)
     "digits": {"family": "resnet", "widths": [4, 8, 16], "blocks": [1, 1, 1]},
     "fonts": {"family": "resnet", "widths": [8, 16, 32], "blocks": [1, 1, 1]},
+    "shapes": {"family": "resnet", "widths": [8, 16, 32], "blocks": [1, 1, 1]},
 }
-ASSISTANTS = {  # for ta+kd: between student and teacher in width
-    "digits": {"family": "resnet", "widths": [16, 32, 64], "blocks": [1, 1, 1]},
-    "fonts": {"family": "resnet", "widths": [16, 32, 64], "blocks": [1, 1, 1]},
+ASSISTANTS = {name: {"family": "resnet", "widths": [16, 32, 64], "blocks": [1, 1, 1]} for name in STUDENTS}
+EPOCHS = {"digits": 40, "fonts": 20, "shapes": 30}  # the patient schedule; --epochs overrides
+METHODS = ["kd", "dkd", "normkd", "decomp", "feature", "at", "rkd", "ta+kd"]
+# the sweep: one factor at a time around the default recipe (label -> method, distill overrides)
+SWEEP = {
+    "kd T=1": ("kd", {"temperature": 1.0}),
+    "kd T=2": ("kd", {"temperature": 2.0}),
+    "kd T=4": ("kd", {"temperature": 4.0}),
+    "kd T=8": ("kd", {"temperature": 8.0}),
+    "kd weight 0.5": ("kd", {"kd_weight": 0.5}),
+    "kd weight 0.9": ("kd", {"kd_weight": 0.9}),
+    "kd weight 1.0 (function matching)": ("kd", {"kd_weight": 1.0}),
+    "kd no augmentation": ("kd", {"augment": "none", "mix": "none"}),
+    "kd shift only": ("kd", {"augment": "shift", "mix": "none"}),
+    "kd shift+mixup": ("kd", {"augment": "shift", "mix": "mixup"}),
+    "kd shift+cutmix": ("kd", {"augment": "shift", "mix": "cutmix"}),
+    "kd shift+mixup/cutmix": ("kd", {"augment": "shift", "mix": "mixup_cutmix"}),
+    "kd lr 0.02": ("kd", {"lr": 0.02}),
+    "kd lr 0.1": ("kd", {"lr": 0.1}),
+    "scratch no augmentation": ("ce", {"augment": "none", "mix": "none"}),
 }
-EPOCHS = {"digits": 20, "fonts": 10}
-METHODS = ["kd", "dkd", "normkd", "decomp", "feature", "at", "rkd", "dkd+feature", "ta+kd"]
-OPTIONS = {  # label -> (method, distill overrides): training options rather than methods
-    "decomp weak x4": ("decomp", {"decomp_weak_weight": 4.0}),
-    "kd +shift": ("kd", {"augment": "shift"}),
-    "kd +shift 4 views cached": ("kd", {"augment": "shift", "augment_views": 4, "cache_teacher": True}),
-    "kd cached (no aug)": ("kd", {"cache_teacher": True}),
-}
+SCRATCH = "ce (scratch)"
 
 
-def run(base, arch: dict, method: str, overrides: dict, seed: int, assistant: dict,
-        cache: bool = False) -> tuple[float, float]:
-    """One distill stage in a scratch folder; (held-out torch accuracy, wall seconds).
+@dataclasses.dataclass(frozen=True)
+class Job:
+    data: str
+    label: str
+    method: str
+    overrides: dict
+    seed: int
+    epochs: int
+    device: str
+    threads: int
 
-    cache: reuse teacher logits where that changes nothing (a logit-only method, no augmentation: every epoch
-    feeds the teacher the same inputs), to spend CPU time on students rather than on repeated teacher passes."""
-    distill = base.cfg.distill.model_copy(update={"method": method, **overrides})
-    plan = parse_method(method, distill)
-    if plan.assistant:
-        distill = distill.model_copy(update={"assistant_arch": assistant})
-    if cache and plan.needs_teacher and not plan.needs_features and distill.augment == "none":
-        distill = distill.model_copy(update={"cache_teacher": True})
+
+_CONTEXTS: dict = {}  # per process: data name -> context (data and teacher loaded once)
+
+
+def _context(data: str, device: str):
+    if data not in _CONTEXTS:
+        from rich.console import Console
+
+        from edgekd.config import BuildConfig
+        from edgekd.context import make_context
+
+        _CONTEXTS[data] = make_context(BuildConfig(data=data, seed=0, device=device), Console(file=io.StringIO()))
+    return _CONTEXTS[data]
+
+
+def run(job: Job) -> tuple[Job, float, float]:
+    """One distill stage in a scratch folder: (job, held-out torch accuracy, wall seconds)."""
+    import torch
+    from rich.console import Console
+
+    from edgekd.distill.method import parse_method
+    from edgekd.distill.stage import train_student
+
+    torch.set_num_threads(job.threads)
+    base = _context(job.data, job.device)
+    distill = base.cfg.distill.model_copy(update={"method": job.method, "epochs": job.epochs, **job.overrides})
+    if parse_method(job.method, distill).assistant:
+        distill = distill.model_copy(update={"assistant_arch": ASSISTANTS[job.data]})
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = base.cfg.model_copy(update={"seed": seed, "distill": distill, "out": Path(tmp)})
+        cfg = base.cfg.model_copy(update={"seed": job.seed, "distill": distill, "out": Path(tmp)})
         ctx = dataclasses.replace(base, cfg=cfg, out=Path(tmp), console=Console(file=io.StringIO()))
         start = time.perf_counter()
-        info = train_student(ctx, arch, parse_method(method, distill), resume=False)
-        return info["torch_accuracy"], time.perf_counter() - start
+        info = train_student(ctx, STUDENTS[job.data], parse_method(job.method, distill), resume=False)
+        return job, info["torch_accuracy"], time.perf_counter() - start
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--data", default="digits", choices=sorted(RECIPES))
-    ap.add_argument("--epochs", type=int, default=None, help="default: 20 on digits, 10 on fonts")
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0])
-    ap.add_argument("--methods", nargs="+", default=METHODS)
-    ap.add_argument("--options", nargs="*", default=list(OPTIONS), help="rows from: " + ", ".join(OPTIONS))
-    ap.add_argument("--student", type=json.loads, default=None, help="student arch JSON")
-    ap.add_argument("--plot", type=Path, default=None, help="bar chart of the gap closed (PNG)")
-    ap.add_argument("--cache-teacher", action="store_true",
-                    help="cache teacher logits in logit-only rows without augmentation (same result, less CPU)")
-    args = ap.parse_args()
-    epochs = args.epochs or EPOCHS[args.data]
-    arch = args.student or STUDENTS[args.data]
-    base = make_context(BuildConfig(data=args.data, seed=0, distill={"epochs": epochs}),
-                        Console(file=io.StringIO()))
-    t_acc = base.teacher_accuracy
-    p = base.data.preprocessing
-    s_params = count_params(create_model(arch, p.channels, base.data.num_classes, p.input_size))
-    d = base.cfg.distill
-    print(f"kd_quality --data {args.data}: {base.data.num_classes} classes, {len(base.data.train_idx)} train / "
-          f"{len(base.data.val_idx)} held-out images at {p.input_size[0]}x{p.input_size[1]}")
-    print(f"  teacher {base.teacher.source} ({base.teacher.params} params) held-out accuracy {t_acc:.4f}")
-    print(f"  student {arch} ({s_params} params); assistant for ta: {ASSISTANTS[args.data]}")
-    print(f"  {epochs} epochs, batch {d.batch_size}, {d.optimizer} lr {d.lr} {d.schedule}, T {d.temperature}, "
-          f"seeds {args.seeds}, {base.device.type} ({torch.get_num_threads()} threads); default method now: "
-          f"{DEFAULT_METHOD}; teacher logits cached where exact: {args.cache_teacher}")
-    rows = [("ce (scratch)", "ce", {})] + [(m, m, {}) for m in args.methods] + [(k, *OPTIONS[k]) for k in args.options]
-    results = {}
-    print(f"{'row':28s} {'accuracy':>16s} {'gap closed':>11s} {'s/run':>7s}")
-    print(f"{'teacher':28s} {t_acc:16.4f} {'':>11s} {'':>7s}")
-    for label, method, overrides in rows:
-        accs, secs = zip(*(run(base, arch, method, overrides, s, ASSISTANTS[args.data], args.cache_teacher)
-                           for s in args.seeds), strict=True)
-        mean = statistics.fmean(accs)
-        sd = statistics.stdev(accs) if len(accs) > 1 else 0.0
-        results[label] = mean
-        scratch = results["ce (scratch)"]
-        gap = (mean - scratch) / (t_acc - scratch) if t_acc > scratch else float("nan")
-        print(f"{label:28s} {mean:9.4f} ± {sd:.4f} {100 * gap:10.1f}% {statistics.fmean(secs):7.1f}", flush=True)
-    if args.plot:
-        plot(results, t_acc, args)
+def summarize(data: str, teacher: float, accs: dict[str, list[float]], secs: dict[str, list[float]],
+              seeds: int) -> list[dict]:
+    rows = []
+    scratch = accs.get(SCRATCH, [])
+    s_mean = statistics.fmean(scratch) if scratch else float("nan")
+    s_sd = statistics.stdev(scratch) if len(scratch) > 1 else 0.0
+    gap = teacher - s_mean
+    for label, values in accs.items():
+        mean = statistics.fmean(values)
+        sd = statistics.stdev(values) if len(values) > 1 else 0.0
+        closed = (mean - s_mean) / gap if gap > 0 else float("nan")
+        # one sd needs two runs on each side: a single seed is never flagged
+        below = label != SCRATCH and len(values) > 1 and len(scratch) > 1 and mean < s_mean - max(sd, s_sd)
+        rows.append({"data": data, "row": label, "mean": mean, "sd": sd, "n": len(values), "complete": len(values)
+                     == seeds, "gap_closed": closed, "below_scratch": below, "seconds": statistics.fmean(secs[label]),
+                     "accuracies": values})
+    return rows
 
 
-def plot(results: dict, t_acc: float, args) -> None:
+def markdown(results: dict) -> str:
+    lines = []
+    for data, r in results.items():
+        lines += [f"### {data}: teacher {r['teacher']:.4f}, student {r['student']} ({r['student_params']} params), "
+                  f"{r['epochs']} epochs, seeds {r['seeds']}, {r['device']}", "",
+                  "| row | accuracy (mean ± sd) | gap closed | s/run | flag |", "| --- | --- | --- | --- | --- |"]
+        for row in r["rows"]:
+            n = "" if row["complete"] else f" (n={row['n']})"
+            flag = "BELOW SCRATCH" if row["below_scratch"] else ""
+            lines.append(f"| {row['row']} | {row['mean']:.4f} ± {row['sd']:.4f}{n} | {100 * row['gap_closed']:.1f}% | "
+                         f"{row['seconds']:.1f} | {flag} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def plot(results: dict, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    scratch = results["ce (scratch)"]
-    labels = [k for k in results if k != "ce (scratch)"]
-    gaps = [100 * (results[k] - scratch) / (t_acc - scratch) for k in labels]
-    fig, ax = plt.subplots(figsize=(8, 3.5))
-    ax.bar(labels, gaps)
-    ax.axhline(100, color="gray", linestyle="--", linewidth=1)
-    ax.set(ylabel="teacher-student gap closed (%)", title=f"kd_quality --data {args.data}")
-    ax.tick_params(axis="x", rotation=45, labelsize=8)
+    widths = [max(4.0, 0.35 * len(r["rows"])) for r in results.values()]
+    fig, axes = plt.subplots(1, len(results), figsize=(sum(widths), 4.5), squeeze=False,
+                             gridspec_kw={"width_ratios": widths})
+    for ax, (data, r) in zip(axes[0], results.items(), strict=True):
+        rows = [x for x in r["rows"] if x["row"] != SCRATCH]
+        gaps = [100 * x["gap_closed"] for x in rows]
+        ax.bar(range(len(rows)), gaps, color=["tab:red" if x["below_scratch"] else "tab:blue" for x in rows])
+        ax.set_xticks(range(len(rows)), [x["row"] for x in rows], rotation=60, ha="right", fontsize=7)
+        ax.axhline(100, color="gray", linestyle="--", linewidth=1)
+        ax.axhline(0, color="black", linewidth=0.8)
+        ax.set(ylabel="teacher-scratch gap closed (%)",
+               title=f"{data}: teacher {r['teacher']:.3f}, scratch {r['scratch']:.3f}")
     fig.tight_layout()
-    fig.savefig(args.plot, dpi=100)
-    print(f"plot: {args.plot}")
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", nargs="+", default=["digits", "fonts", "shapes"], choices=sorted(STUDENTS))
+    ap.add_argument("--epochs", type=int, default=None, help="default: " + ", ".join(f"{k} {v}"
+                                                                                     for k, v in EPOCHS.items()))
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--methods", nargs="+", default=METHODS)
+    ap.add_argument("--sweep", action="store_true", help="rows of the recipe grid instead of the methods")
+    ap.add_argument("--sweep-also", nargs="*", default=[], metavar="DATA",
+                    help="sets that get the recipe grid's rows after the method rows, on the first seed only "
+                         "(one pool, one budget)")
+    ap.add_argument("--set", dest="sets", nargs="*", default=[], metavar="KEY=JSON",
+                    help="distill config overrides for every row, values as JSON: lr=0.1 mix='\"none\"'")
+    ap.add_argument("--jobs", type=int, default=1, help="trainings in parallel processes")
+    ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    ap.add_argument("--epoch-scale", type=float, default=1.0, help="multiply the per-set default epochs")
+    ap.add_argument("--budget-s", type=float, default=None, help="start no run after this many seconds")
+    ap.add_argument("--deadline-s", type=float, default=None,
+                    help="stop waiting after this many seconds: runs still going are dropped (and counted)")
+    ap.add_argument("--prepare-only", action="store_true",
+                    help="generate the sets and train the embedded teachers (cached), then exit")
+    ap.add_argument("--out", type=Path, default=Path("kd_quality_out"))
+    args = ap.parse_args()
+    import torch
+
+    from edgekd.models.families import count_params, create_model
+
+    device = "cuda" if args.device == "auto" and torch.cuda.is_available() else \
+        ("cpu" if args.device == "auto" else args.device)
+    common = {k: json.loads(v) for k, v in (s.split("=", 1) for s in args.sets)}
+    start = time.perf_counter()
+    methods = [(m, m, {}) for m in args.methods]
+    sweep = [(k, *SWEEP[k]) for k in SWEEP]
+    rows = [(SCRATCH, "ce", {})] + (sweep if args.sweep else methods)
+    threads = max(1, (os.cpu_count() or 1) // max(1, args.jobs))
+    torch.set_num_threads(threads)  # the teachers trained here first use no more cores than a run does
+    results, jobs = {}, []
+    for data in list(args.data):
+        try:
+            base = _context(data, device)  # trains the embedded teacher here, once, before any parallel run
+        except ImportError as e:  # e.g. scikit-learn (digits) missing on a bare GPU box: the other sets still run
+            print(f"[kd_quality] {data}: skipped, cannot load it ({e})", flush=True)
+            args.data.remove(data)
+            continue
+        p = base.data.preprocessing
+        epochs = args.epochs or max(1, round(args.epoch_scale * EPOCHS[data]))
+        arch = STUDENTS[data]
+        d = base.cfg.distill
+        results[data] = {"teacher": base.teacher_accuracy, "student": arch, "epochs": epochs, "seeds": args.seeds,
+                         "device": device, "student_params": count_params(create_model(arch, p.channels,
+                                                                                       base.data.num_classes,
+                                                                                       p.input_size)),
+                         "recipe": {**d.model_dump(mode="json"), **common}}
+        print(f"[kd_quality] {data}: {base.data.num_classes} classes, {len(base.data.train_idx)} train / "
+              f"{len(base.data.val_idx)} held-out at {p.input_size[0]}x{p.input_size[1]}x{p.channels}; teacher "
+              f"{base.teacher.params} params {base.teacher_accuracy:.4f}; student {results[data]['student_params']} "
+              f"params; {epochs} epochs, batch {d.batch_size}, lr {d.lr}, T {d.temperature}, kd_weight "
+              f"{d.kd_weight}, augment {common.get('augment', d.augment)}, mix {common.get('mix', d.mix)}; "
+              f"{device}", flush=True)
+        for i, seed in enumerate(args.seeds):  # the grid of --sweep-also on the first seed only
+            extra = sweep if data in args.sweep_also and not args.sweep and i == 0 else []
+            jobs += [Job(data, label, method, {**common, **over}, seed, epochs, device, threads)
+                     for label, method, over in rows + extra]
+    # seed-major over all sets, the grid after the methods: with --budget-s every set and method gets its first
+    # seeds before any gets its last
+    jobs.sort(key=lambda j: (args.seeds.index(j.seed), j.label in SWEEP))
+    if args.prepare_only:
+        print(f"[kd_quality] prepared {', '.join(args.data)} in {time.perf_counter() - start:.0f} s")
+        return
+    start = time.perf_counter()  # --budget-s and --deadline-s count from here: sets and teachers are ready
+    accs: dict = {d: {} for d in args.data}
+    secs: dict = {d: {} for d in args.data}
+    skipped = dropped = 0
+    pool = ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn"))
+    try:
+        pending, queue = set(), list(jobs)
+        while queue or pending:
+            while queue and len(pending) < args.jobs:
+                if args.budget_s is not None and time.perf_counter() - start > args.budget_s:
+                    skipped += len(queue)
+                    queue.clear()
+                    break
+                pending.add(pool.submit(run, queue.pop(0)))
+            if not pending:
+                break
+            left = None if args.deadline_s is None else args.deadline_s - (time.perf_counter() - start)
+            if left is not None and left <= 0:
+                dropped = len(pending)
+                print(f"[kd_quality] deadline: {dropped} runs still going are dropped", flush=True)
+                break
+            done, pending = wait(pending, timeout=left, return_when=FIRST_COMPLETED)
+            for f in done:
+                job, acc, sec = f.result()
+                accs[job.data].setdefault(job.label, []).append(acc)
+                secs[job.data].setdefault(job.label, []).append(sec)
+                print(f"[kd_quality] {time.perf_counter() - start:6.0f} s  {job.data:6s} {job.label:34s} seed "
+                      f"{job.seed}: {acc:.4f} ({sec:.0f} s)", flush=True)
+        skipped += len(queue)  # left in the queue at the deadline
+    finally:
+        for proc in list(getattr(pool, "_processes", {}).values()):  # runs past the deadline: stop them now
+            proc.terminate()
+        pool.shutdown(wait=False, cancel_futures=True)
+    for data in args.data:
+        order = [r[0] for r in rows + sweep if r[0] in accs[data]]
+        results[data]["rows"] = summarize(data, results[data]["teacher"], {k: accs[data][k] for k in order},
+                                          secs[data], len(args.seeds))
+        results[data]["scratch"] = statistics.fmean(accs[data][SCRATCH]) if SCRATCH in accs[data] else float("nan")
+    args.out.mkdir(parents=True, exist_ok=True)
+    meta = {"wall_s": time.perf_counter() - start, "jobs": args.jobs, "skipped_runs": skipped, "dropped_runs": dropped,
+            "torch": torch.__version__, "command": " ".join(sys.argv)}
+    (args.out / "kd_quality.json").write_text(json.dumps({"meta": meta, "results": results}, indent=2))
+    text = markdown(results)
+    (args.out / "kd_quality.md").write_text(text)
+    try:
+        plot(results, args.out / "kd_quality.png")
+    except ImportError:
+        print("[kd_quality] matplotlib is not installed: no plot")
+    print(text)
+    flagged = [f"{r['data']}/{r['row']}" for res in results.values() for r in res["rows"] if r["below_scratch"]]
+    print(f"[kd_quality] done in {meta['wall_s']:.0f} s; {skipped} runs not started (--budget-s or "
+          f"--deadline-s), {dropped} dropped "
+          f"(--deadline-s); below scratch "
+          f"by more than one sd: {', '.join(flagged) or 'none'}; wrote {args.out}/kd_quality.{{json,md,png}}")
 
 
 if __name__ == "__main__":

@@ -51,6 +51,9 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a t
 MethodOpt = Annotated[str | None, typer.Option("--method", help="Distillation method (listed below), or names "
                                                "joined by + (weights: distill.method_weights). Default: "
                                                f"{DEFAULT_METHOD}.")]
+BaselineScratchOpt = Annotated[bool, typer.Option(
+    "--baseline-scratch", help="Also train the same student on labels alone with the same budget and report both "
+                               "accuracies (what distillation bought; doubles the training time).")]
 RemoteOpt = Annotated[str | None, typer.Option(
     "--remote", help="ssh://user@host[:port]: run on that device (key, python: EDGEKD_SSH_KEY, EDGEKD_REMOTE_PYTHON).")]
 MinSpeedupOpt = Annotated[float | None, typer.Option(
@@ -107,14 +110,16 @@ def build_config(config: Path | None, out: Path | None, sets: list[str] | None, 
 
 
 def _options(target, teacher, teacher_weights, trust_pickle, data, seed, device, input_size=None, mean=None,
-             std=None, latency_ms=None, memory_mb=None, max_accuracy_drop=None, epochs=None, method=None) -> dict:
+             std=None, latency_ms=None, memory_mb=None, max_accuracy_drop=None, epochs=None, method=None,
+             baseline_scratch=False) -> dict:
     return {"target": target, "teacher.source": teacher,
             "teacher.weights": str(teacher_weights) if teacher_weights else None,
             "teacher.trust_pickle": trust_pickle or None, "data": data, "seed": seed, "device": device,
             "preprocess.input_size": _numbers("--input-size", input_size, int),
             "preprocess.mean": _numbers("--mean", mean), "preprocess.std": _numbers("--std", std),
             "budgets.latency_ms": latency_ms, "budgets.memory_mb": memory_mb,
-            "budgets.max_accuracy_drop": max_accuracy_drop, "distill.epochs": epochs, "distill.method": method}
+            "budgets.max_accuracy_drop": max_accuracy_drop, "distill.epochs": epochs, "distill.method": method,
+            "distill.baseline_scratch": baseline_scratch or None}
 
 
 def _context(cfg):
@@ -147,6 +152,7 @@ def build(target: Target = "host-cpu", config: ConfigFile = None, teacher: Teach
           max_accuracy_drop: DropOpt = None, epochs: EpochsOpt = None, seed: SeedOpt = None,
           device: DeviceOpt = None, input_size: SizeOpt = None, mean: MeanOpt = None, std: StdOpt = None,
           method: MethodOpt = None, set_: SetOpt = None, remote: RemoteOpt = None,
+          baseline_scratch: BaselineScratchOpt = False,
           overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace the run already in --out.")] = False,
           min_speedup: MinSpeedupOpt = None,
           ship: Annotated[str | None, typer.Option(
@@ -163,7 +169,7 @@ def build(target: Target = "host-cpu", config: ConfigFile = None, teacher: Teach
     from edgekd.pipeline import build as run_build
 
     opts = _options(target, teacher, teacher_weights, trust_pickle, data, seed, device, input_size, mean, std,
-                    latency_ms, memory_mb, max_accuracy_drop, epochs, method)
+                    latency_ms, memory_mb, max_accuracy_drop, epochs, method, baseline_scratch)
     cfg = load_build_config(config, {**opts, "out": str(out) if out else None, "remote": remote,
                                      "budgets.min_speedup": min_speedup, "ship": ship}, set_ or [])
     from edgekd.rundir import refuse_earlier_run
@@ -277,6 +283,7 @@ def distill(out: Annotated[Path, typer.Option("--out", help="Run folder holding 
             config: ConfigFile = None, teacher: TeacherOpt = None, teacher_weights: TeacherWeights = None,
             trust_pickle: TrustPickle = False, data: DataOpt = None, epochs: EpochsOpt = None,
             seed: SeedOpt = None, device: DeviceOpt = None, method: MethodOpt = None, set_: SetOpt = None,
+            baseline_scratch: BaselineScratchOpt = False,
             resume: Annotated[bool, typer.Option("--resume", help="Continue from OUT/distill's newest usable "
                                                  "checkpoint (same settings).")] = False,
             nproc_per_node: Annotated[int, typer.Option("--nproc-per-node", min=1, help="DDP processes on this "
@@ -287,7 +294,8 @@ def distill(out: Annotated[Path, typer.Option("--out", help="Run folder holding 
     from edgekd.rundir import make_dir
 
     cfg = build_config(config, out, set_, **_options(target, teacher, teacher_weights, trust_pickle, data, seed,
-                                                     device, epochs=epochs, method=method))
+                                                     device, epochs=epochs, method=method,
+                                                     baseline_scratch=baseline_scratch))
     ctx = _context(cfg)
     if arch is not None:
         try:

@@ -167,13 +167,13 @@ class DistillConfig(Strict):
     grad_clip_norm: PositiveFloat | None = None
     # Teacher and student always see the same augmented batch. shift: random translation (zero padding);
     # shift_flip: and horizontal flips (natural images only: a flipped character is another character).
-    augment: Literal["none", "shift", "shift_flip"] = "none"
+    augment: Literal["none", "shift", "shift_flip"] = "shift"
     augment_shift_fraction: Annotated[float, Field(gt=0, le=0.5)] = 0.125  # max shift, share of the side
     augment_views: int | None = Field(default=None, gt=0)  # fixed views per image (FKD style): inputs repeat
     cache_teacher: bool = False  # teacher logits cached per (image, view); only when inputs repeat exactly
     # Function matching (Beyer et al. 2022): each batch is mixed with itself (mixup blends, cutmix pastes a box),
     # teacher and student see the same mixed images; label terms use both labels weighted by their shares.
-    mix: Literal["none", "mixup", "cutmix", "mixup_cutmix"] = "none"
+    mix: Literal["none", "mixup", "cutmix", "mixup_cutmix"] = "mixup"
     mix_alpha: PositiveFloat = 1.0  # the mixed share lam ~ Beta(alpha, alpha)
     amp: Literal["auto", "bf16", "fp16", "off"] = "auto"  # auto: bf16 on cuda, off on cpu
     channels_last: bool = True  # cuda only

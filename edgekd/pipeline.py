@@ -109,6 +109,13 @@ def _build(ctx: Context) -> Report:
         info = state["distill"]
         report.student.update({"arch": info["arch"], "params": info["params"], "method": info["method"],
                                "torch_accuracy": info["torch_accuracy"], "batch_size_used": info["batch_size_used"]})
+        if "scratch" in info:  # --baseline-scratch: what distillation bought over labels alone (torch, held out)
+            from edgekd.distill.stage import gain_text
+
+            report.extra["baseline_scratch"] = {
+                "scratch_accuracy": info["scratch"]["torch_accuracy"], "distilled_accuracy": info["torch_accuracy"],
+                "teacher_accuracy": ctx.teacher_accuracy, "gain_points": info["scratch"]["gain_points"],
+                "method": info["method"], "epochs": info["epochs"], "summary": gain_text(info, ctx.teacher_accuracy)}
 
     def export():
         state["export"] = run_export(ctx)

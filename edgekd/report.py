@@ -220,6 +220,9 @@ def print_summary(report: Report, console: Console) -> None:
     if t.get("accuracy") is not None and s.get("accuracy") is not None:
         speed = f", {speedup_text(s['speedup'])}" if s.get("speedup") else ""
         console.print(f"{report.roles[0]} {t['accuracy']:.4f} -> {report.roles[1]} {s['accuracy']:.4f}{speed}")
+    if "baseline_scratch" in report.extra:
+        console.print(f"{report.extra['baseline_scratch']['summary']} (torch, same student and budget)",
+                      highlight=False)
 
 
 def speedup_text(speedup: dict) -> str:

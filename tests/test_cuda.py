@@ -35,7 +35,7 @@ def _models():
 
 def test_bf16_channels_last_training_on_cuda():
     gpu = torch.device("cuda")
-    cfg = DistillConfig(epochs=2, batch_size=64, method="kd", augment="shift")
+    cfg = DistillConfig(epochs=2, batch_size=64, method="kd", augment="shift", mix="none")
     assert amp_dtype(cfg, gpu) == torch.bfloat16
     student, teacher = _models()
     before = {k: v.clone() for k, v in student.state_dict().items()}
@@ -64,7 +64,8 @@ def test_cached_teacher_logits_on_cuda_change_nothing():
     runs = []
     for cached in (False, True):
         student, teacher = _models()
-        cfg = DistillConfig(epochs=2, batch_size=64, method="kd", cache_teacher=cached, amp="off")
+        cfg = DistillConfig(epochs=2, batch_size=64, method="kd", cache_teacher=cached, amp="off", augment="none",
+                            mix="none")
         runs.append(train(student, _data(), cfg, gpu, 0, teacher=TorchTeacher(teacher, [], gpu, False)).model)
     for (k, a), b in zip(runs[0].state_dict().items(), runs[1].state_dict().values(), strict=True):
         torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-3, msg=lambda m, k=k: f"{k}: {m}")

@@ -13,7 +13,8 @@ from edgekd.distill.taps import TorchTeacher
 from edgekd.distill.trainer import TrainData, train
 from edgekd.models.families import create_model
 
-CFG = DistillConfig(epochs=2, batch_size=64, method="kd", augment="shift")
+# mixing pairs images within each process's share (augment.mix), so a mixed DDP run is not the single-process run
+CFG = DistillConfig(epochs=2, batch_size=64, method="kd", augment="shift", mix="none")
 
 
 def _models():

@@ -28,6 +28,15 @@ def test_help_lists_every_method():
         assert f"{name}: {' '.join(summary.split())}" in text
 
 
+def test_help_marks_experimental_methods_with_the_measured_reason():
+    from edgekd.distill.catalog import EXPERIMENTAL
+
+    text = " ".join(cli("distill", "--help").stdout.split())
+    assert EXPERIMENTAL, "no method is marked: drop this test with the marker"
+    for name, reason in EXPERIMENTAL.items():
+        assert f"{name}: {' '.join(METHODS[name].split())} EXPERIMENTAL: {' '.join(reason.split())}" in text
+
+
 def test_unknown_method_is_one_line_with_a_suggestion(tmp_path):
     r = cli("distill", "--out", tmp_path / "x", "--arch", ARCH, "--method", "dkd+featur", *NO_BUDGET)
     assert r.exit_code == 2 and "unknown distillation method 'featur'; did you mean 'feature'" in r.stderr
@@ -41,6 +50,30 @@ def test_build_report_records_method_and_batch(host_build):
     assert (host_build / "distill" / "history.png").is_file()
     history = json.loads((host_build / "distill" / "history.json").read_text())
     assert len(history) == 3 and all(h["kl"] > 0 for h in history)
+
+
+def test_build_reports_the_scratch_baseline(host_build):
+    report = json.loads((host_build / "report.json").read_text())
+    base = report["baseline_scratch"]
+    assert 0 < base["scratch_accuracy"] <= 1 and base["distilled_accuracy"] == report["student"]["torch_accuracy"]
+    assert base["gain_points"] == pytest.approx(100 * (base["distilled_accuracy"] - base["scratch_accuracy"]))
+    assert base["method"] == DEFAULT_METHOD and base["epochs"] == 3
+    scratch_history = json.loads((host_build / "distill" / "scratch" / "history.json").read_text())
+    assert len(scratch_history) == 3 and "kl" not in scratch_history[-1]  # labels only: no teacher ran
+
+
+def test_distill_baseline_scratch_in_the_terminal_and_student_json(tmp_path):
+    out = tmp_path / "b"
+    r = cli("distill", "--out", out, "--arch", ARCH, "--epochs", "2", "--baseline-scratch", *NO_BUDGET)
+    assert r.exit_code == 0, r.output + r.stderr
+    info = json.loads((out / "distill" / "student.json").read_text())
+    s = info["scratch"]
+    assert s["method"] == "ce" and s["epochs"] == 2 and 0 < s["torch_accuracy"] <= 1
+    said = " ".join(r.stdout.split())
+    assert f"distilled {info['torch_accuracy']:.4f} vs trained on labels alone {s['torch_accuracy']:.4f}" in said
+    r = cli("distill", "--out", tmp_path / "c", "--arch", ARCH, "--epochs", "1", *NO_BUDGET)
+    assert r.exit_code == 0 and "labels alone" not in r.stdout
+    assert "scratch" not in json.loads((tmp_path / "c" / "distill" / "student.json").read_text())
 
 
 def test_methods_selectable_from_the_cli(tmp_path):

@@ -40,7 +40,7 @@ def teacher_runner():
 
 
 def cfg(**kw):
-    return DistillConfig(**{"epochs": 1, "batch_size": 64, "lr": 0.05, **kw})
+    return DistillConfig(**{"epochs": 1, "batch_size": 64, "lr": 0.05, "augment": "none", "mix": "none", **kw})
 
 
 def weights(model):

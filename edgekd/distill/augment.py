@@ -53,6 +53,8 @@ def apply(x: torch.Tensor, params: torch.Tensor, max_px: int) -> torch.Tensor:
 def draw_mix(cfg: DistillConfig, gen: torch.Generator) -> tuple[str, float, int] | None:
     """One batch's mixing (Beyer et al. 2022, function matching): the kind ('mixup' or 'cutmix'), the share
     lam >= 0.5 of the first image and a roll k >= 1 that picks each image's partner; None when not mixing.
+    Under DDP each process pairs images within its own share of the batch (no exchange of pixels), so partners
+    differ from a single-process run's while the kind, share and box are the same.
 
     Drawn on the CPU for the whole batch, as a few scalars, so every DDP process draws the same (and a resumed
     run replays them) whatever its share of the batch."""

@@ -22,12 +22,15 @@ from edgekd.models.families import create_model
 VERSION = 1  # bump when a recipe changes, so stale caches are not reused
 RECIPES = {
     "digits": ({"family": "resnet", "widths": [32, 64, 128], "blocks": [2, 2, 2]},
-               DistillConfig(method="ce", epochs=15, batch_size=64, lr=0.05, weight_decay=5e-4)),
+               DistillConfig(method="ce", epochs=15, batch_size=64, lr=0.05, weight_decay=5e-4, augment="none",
+                             mix="none")),
     "fonts": ({"family": "resnet", "widths": [32, 64, 128], "blocks": [2, 2, 2]},
-              DistillConfig(method="ce", epochs=8, batch_size=128, lr=0.1, weight_decay=5e-4)),
+              DistillConfig(method="ce", epochs=8, batch_size=128, lr=0.1, weight_decay=5e-4, augment="none",
+                            mix="none")),
     # colour scenes: the teacher needs augmentation (flips keep every shape's class) to pull clearly ahead
     "shapes": ({"family": "resnet", "widths": [32, 64, 128], "blocks": [2, 2, 2]},
-               DistillConfig(method="ce", epochs=10, batch_size=128, lr=0.1, weight_decay=5e-4, augment="shift_flip")),
+               DistillConfig(method="ce", epochs=10, batch_size=128, lr=0.1, weight_decay=5e-4, augment="shift_flip",
+                             mix="none")),
 }
 
 
