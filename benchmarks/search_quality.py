@@ -1,23 +1,34 @@
-"""How well do the training-free scores rank students by what they reach after distillation?
+"""How well do the training-free scores rank students by what they reach after distillation, and does the
+search's pick beat a hand-picked student of the same measured latency?
 
-Samples candidates that fit the target from the search spaces (the search's own random phase, fixed
-seed), scores each with every registered score, distils each with one short recipe, and prints Kendall
-tau and Spearman rho between each score and post-KD held-out accuracy. Then runs the search under the
-predicted latency of a hand-picked baseline (torchvision's mobilenet_v3_small layout, width scaled to
-fit) and distils both with the same recipe: the search's pick should win.
+    python benchmarks/search_quality.py --data shapes fonts --candidates 40 --seeds 0 1 2 --jobs 2 --out DIR
+    python benchmarks/search_quality.py ... --merge-cache OTHER.json   # accuracies another machine measured
+    python benchmarks/search_quality.py --render DIR/search_quality.json --out DIR2   # tables and plot only
 
-    python benchmarks/search_quality.py --data digits
-    python benchmarks/search_quality.py --data fonts --epochs 3 --train-limit 5400
+Per data set: draws candidates from every search space (resnet, mobilenetv2, mobilenetv3 and the teacher's
+own family shrunk, equally many each, seeded) with fewer FLOPs than the teacher (machine independent, so
+two machines draw the same pool); scores each with every registered score, timing each; distils each with
+the distill config's defaults at run time (benchmarks/kd_pool.py; --epochs alone overrides) for every seed,
+in --jobs processes; then Kendall tau and Spearman rho of every score against the mean post-KD accuracy over
+seeds, with bootstrap intervals over candidates and the paired difference to `flops`. Then, within latency
+bands (tertiles of the candidates' latency: ONNX Runtime on this host, one thread, timed interleaved; or
+--latency predicted: the cost model, labelled so), the best-scoring candidate of the band against
+mobilenet_v3_small's layout scaled into the band (the hand-picked student) and against the teacher's layout
+with all widths scaled by one factor (the shrunk teacher). Every member of those two ladders is distilled
+too, so any machine's latencies find their accuracies in the cache.
 
-Writes search_quality_<data>.json and .png under --out.
+Writes search_quality.md, search_quality.json and search_quality.png under --out; the accuracy cache
+(--cache, default OUT/search_quality_accuracies.json) is keyed by (arch, recipe hash, data, seed).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import sys
 import time
-from dataclasses import asdict
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -25,203 +36,396 @@ import torch
 from rich.console import Console
 from scipy import stats
 
-from edgekd.config import load_build_config
-from edgekd.context import make_context
-from edgekd.distill.trainer import accuracy, fit
-from edgekd.search import build_candidate, evaluate_arch, make_probe, run_search, teacher_latency_ms
-from edgekd.search.evolution import evolve
-from edgekd.search.scores import scores
-from edgekd.search.spaces import WIDTH_MULTS, resolve_spaces
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from kd_pool import AccuracyCache, Pool, base_context, cache_key, recipe_hash  # noqa: E402
+
+from edgekd.models.embedded_teacher import RECIPES  # noqa: E402
+from edgekd.models.families import count_params, create_model, round8, torchvision_arch  # noqa: E402
+from edgekd.progress import PlainProgress  # noqa: E402
+from edgekd.search import make_probe  # noqa: E402
+from edgekd.search.scores import measure, members, pool_scores, scores  # noqa: E402
+from edgekd.search.spaces import WIDTH_MULTS, arch_key, shrunk_of, spaces  # noqa: E402
+
+BOOTSTRAP = 1000
+BANDS = 3
+CONSOLE = Console(highlight=False, soft_wrap=True)
 
 
-class CachedTeacher:
-    """The teacher's logits computed once per training image (they never change): distilling 20+
-    students then costs the students' time only. Rows are found by their bytes."""
-
-    def __init__(self, teacher, x: np.ndarray, device: torch.device):
-        self.table = {}
-        for i in range(0, len(x), 512):
-            logits = teacher.logits(torch.from_numpy(x[i:i + 512]).to(device)).cpu()
-            for row, z in zip(x[i:i + 512], logits, strict=True):
-                self.table[row.tobytes()] = z
-
-    def logits(self, xb: torch.Tensor) -> torch.Tensor:
-        return torch.stack([self.table[r.tobytes()] for r in xb.cpu().numpy()]).to(xb.device)
+def say(text: str) -> None:
+    CONSOLE.print(text, markup=False)
 
 
-class Distiller:
-    """Distils one arch with the recipe and returns its held-out accuracy. Results are kept in a JSON file
-    keyed by arch, recipe, data and seed (training is deterministic on the CPU), so rerunning the benchmark
-    after changing a score does not retrain the same students."""
+def teacher_arch(ctx) -> dict:
+    source = ctx.teacher.source
+    if source.startswith("embedded:"):
+        return RECIPES[ctx.cfg.data][0]
+    full = torchvision_arch(source.removeprefix("torchvision:"))
+    if full is None:
+        raise SystemExit(f"search_quality: teacher {source} is of no known family; use an embedded data set")
+    return full
 
-    def __init__(self, ctx, train: tuple, val: tuple, teacher: CachedTeacher, cache: Path, recipe_key: dict):
-        self.ctx, self.train, self.val, self.teacher, self.path = ctx, train, val, teacher, cache
-        self.recipe_key = recipe_key
-        self.cache = json.loads(cache.read_text()) if cache.is_file() else {}
-        self.reused = 0
 
-    def __call__(self, arch: dict, label: str) -> float:
-        key = json.dumps({"arch": arch, **self.recipe_key}, sort_keys=True)
-        self.reused += key in self.cache
-        if key not in self.cache:
-            student = build_candidate(self.ctx, arch)
-            fit(student, *self.train, self.ctx.cfg.distill, self.ctx.device, self.ctx.cfg.seed,
-                teacher=self.teacher, description=label)
-            self.cache[key] = accuracy(student, *self.val, self.ctx.device)
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.path.write_text(json.dumps(self.cache))
-        return self.cache[key]
+def flops_of(ctx, arch: dict) -> float:
+    from edgekd.cost.ops import kernels_from_torch
+
+    model = create_model(arch, ctx.data.preprocessing.channels, ctx.data.num_classes, ctx.input_shape[1:])
+    return float(sum(k.flops for k in kernels_from_torch(model, (1, *ctx.input_shape))[0]))
+
+
+def draw(ctx, n: int, seed: int) -> list[dict]:
+    """n distinct archs, equally many per space, each with fewer FLOPs than the teacher; space order fixed."""
+    t_flops = flops_of(ctx, teacher_arch(ctx))
+    pool = [spaces.get(s)(None) for s in ("resnet", "mobilenetv2", "mobilenetv3")]
+    pool.append(shrunk_of(teacher_arch(ctx)))
+    rng = np.random.default_rng(seed)
+    quota = [n // len(pool) + (i < n % len(pool)) for i in range(len(pool))]
+    out, seen = [], set()
+    for space, k in zip(pool, quota, strict=True):
+        got = tries = 0
+        while got < k and tries < 50 * k:
+            tries += 1
+            arch = space.sample(rng)
+            if arch_key(arch) in seen or flops_of(ctx, arch) >= t_flops:
+                continue
+            seen.add(arch_key(arch))
+            out.append({"space": space.name, "arch": arch})
+            got += 1
+    return out
+
+
+def score_all(ctx, pool: list[dict], names: list[str]) -> dict[str, float]:
+    """Every per-candidate score of every candidate (into pool[i]["scores"]); seconds per candidate per score."""
+    from edgekd.search import build_candidate
+
+    probe = make_probe(ctx)
+    probe = type(probe)(probe.x.to(ctx.device), probe.y.to(ctx.device), probe.classes,
+                        type(probe.teacher)(*(t.to(ctx.device) if t is not None else None
+                                              for t in (probe.teacher.logits, probe.teacher.feature,
+                                                        probe.teacher.cams)), probe.teacher.source))
+    base = sorted({m for n in names for m in members(n)})
+    seconds = dict.fromkeys(base, 0.0)
+    for c in pool:
+        model = build_candidate(ctx, c["arch"]).to(ctx.device)
+        c["params"] = count_params(model)
+        c["scores"] = {}
+        for m in base:
+            if ctx.device.type == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            c["scores"] |= measure([m], model, probe)
+            if ctx.device.type == "cuda":
+                torch.cuda.synchronize()
+            seconds[m] += time.perf_counter() - start
+    return {m: s / len(pool) for m, s in seconds.items()}
+
+
+def ladders(ctx) -> dict[str, list[dict]]:
+    """The hand-picked student's layouts (mobilenet_v3_small, widest and deepest first) and the teacher's
+    layout with every width scaled by one factor (the shrunk teacher), from largest to smallest."""
+    hand = [{"family": "mobilenetv3", "base": "small", "width": w, "depth": d}
+            for d in ([1, 2, 3, 2, 3], [1, 1, 1, 1, 1]) for w in reversed(WIDTH_MULTS)]
+    full, shrunk = teacher_arch(ctx), []
+    for f in (1 / 2, 3 / 8, 1 / 4, 3 / 16, 1 / 8):
+        arch = dict(full)
+        if full["family"] == "resnet":
+            arch["widths"] = [round8(w * f) for w in full["widths"]]
+            if "stem" in full:
+                arch["stem"] = round8(full["stem"] * f)
+        else:
+            arch["width"] = f
+        if arch_key(arch) not in {arch_key(a) for a in shrunk}:
+            shrunk.append(arch)
+    return {"hand-picked mobilenet_v3_small": hand, "shrunk teacher": shrunk}
+
+
+def latencies(ctx, archs: list[dict], how: str, pool: Pool, folder: Path):
+    """Starts what latency needs; returns a function that finishes it: () -> {arch_key: ms}, measured (ONNX
+    Runtime CPU, 1 thread, every model interleaved in one process) or predicted by the cost model."""
+    keys = {arch_key(a): a for a in archs}
+    if how == "predicted":
+        return lambda: _predicted(ctx, keys)
+    names = {f"m{i:03d}": k for i, k in enumerate(keys)}
+    wait = pool.export({n: keys[k] for n, k in names.items()}, ctx.input_shape, ctx.data.num_classes, folder)
+
+    def finish() -> dict[str, float]:
+        from edgekd.interleave import time_interleaved
+        from edgekd.runtimes.onnxruntime_backend import OrtSession
+
+        bar = PlainProgress(CONSOLE, "export", len(names), "models")
+        files = wait(lambda d, t: bar.update(d))
+        bar.finish()
+        x = np.random.default_rng(0).standard_normal((1, *ctx.input_shape)).astype(np.float32)
+        sessions = {n: OrtSession(files[n], threads=1) for n in names}
+        timed = time_interleaved({n: [lambda s=s: s.run(x)] for n, s in sessions.items()}, seconds=3.0)
+        return {names[n]: timed.latency_ms(n) for n in names}
+
+    return finish
+
+
+def _predicted(ctx, keys: dict[str, dict]) -> dict[str, float]:
+    from edgekd.cost.ops import kernels_from_torch
+    from edgekd.cost.roofline import predict_kernels
+
+    out = {}
+    for k, a in keys.items():
+        model = create_model(a, ctx.data.preprocessing.channels, ctx.data.num_classes, ctx.input_shape[1:])
+        kernels, peak = kernels_from_torch(model, (1, *ctx.input_shape))
+        out[k] = predict_kernels(kernels, peak, ctx.profile, "fp32", ctx.target.runtime)[0].value
+    return out
+
+
+def bootstrap(score: np.ndarray, acc: np.ndarray, ref: np.ndarray, rng) -> dict:
+    """Kendall tau, Spearman rho and their 95% bootstrap intervals (candidates resampled), and the paired
+    difference of tau to the reference score's."""
+    warnings.simplefilter("ignore", stats.ConstantInputWarning)  # a resample may repeat one candidate
+    n = len(acc)
+    tau = stats.kendalltau(score, acc)[0]
+    rho = stats.spearmanr(score, acc)[0]
+    taus, rhos, diffs = [], [], []
+    for _ in range(BOOTSTRAP):
+        i = rng.integers(0, n, n)
+        t = stats.kendalltau(score[i], acc[i])[0]
+        taus.append(t)
+        rhos.append(stats.spearmanr(score[i], acc[i])[0])
+        diffs.append(t - stats.kendalltau(ref[i], acc[i])[0])
+
+    def ci(v):
+        v = np.asarray(v, dtype=float)
+        v = v[np.isfinite(v)]
+        return [float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))] if len(v) else [math.nan, math.nan]
+
+    return {"kendall_tau": float(tau), "kendall_ci": ci(taus), "spearman_rho": float(rho), "spearman_ci": ci(rhos),
+            "tau_minus_flops": float(tau - stats.kendalltau(ref, acc)[0]), "tau_minus_flops_ci": ci(diffs)}
+
+
+def band_table(cands: list[dict], ladder: dict[str, list[dict]], lat: dict, acc_of, names: list[str]) -> list[dict]:
+    """Per measured-latency band (tertiles of the candidates' latencies): the best-scoring candidate inside the
+    band for each score (a rank ensemble ranks the band's candidates), and each ladder's largest member inside
+    the band (else the largest below it, marked)."""
+    ms = np.array([lat[arch_key(c["arch"])] for c in cands])
+    edges = np.quantile(ms, np.linspace(0, 1, BANDS + 1))
+    edges[0] = 0.0
+    rows = []
+    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+        inside = [c for c, m in zip(cands, ms, strict=True) if lo < m <= hi]
+        row = {"band_ms": [float(lo), float(hi)], "candidates": len(inside), "picks": {}, "baselines": {}}
+        for name in names:
+            values = pool_scores(name, [c["scores"] for c in inside])
+            best = inside[int(np.argmax(values))]
+            row["picks"][name] = {"arch": best["arch"], "space": best["space"], "ms": lat[arch_key(best["arch"])],
+                                  **acc_of(best["arch"])}
+        for label, archs in ladder.items():
+            fits = [a for a in archs if lat[arch_key(a)] <= hi]
+            within = [a for a in fits if lat[arch_key(a)] > lo]
+            a = max(within or fits, key=lambda a: lat[arch_key(a)], default=None)  # the largest that fits
+            row["baselines"][label] = None if a is None else {
+                "arch": a, "ms": lat[arch_key(a)], "in_band": bool(within), **acc_of(a)}
+        rows.append(row)
+    return rows
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--data", default="digits")
-    ap.add_argument("--target", default="openvino")
-    ap.add_argument("--candidates", type=int, default=24)
-    ap.add_argument("--epochs", type=int, default=10)
-    ap.add_argument("--batch-size", type=int, default=64)
-    ap.add_argument("--lr", type=float, default=0.05)
-    ap.add_argument("--train-limit", type=int, default=0, help="distil on this many training images (0: all)")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", type=Path, default=Path("export/benchmarks"))
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", nargs="+", default=["fonts"])
+    ap.add_argument("--candidates", type=int, default=40)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--epochs", type=int, default=None, help="distill.epochs (default: the config default)")
+    ap.add_argument("--jobs", type=int, default=1, help="distillation processes in parallel")
+    ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    ap.add_argument("--latency", default="measured", choices=["measured", "predicted"])
+    ap.add_argument("--out", type=Path, default=Path("export/benchmarks/search_quality"))
+    ap.add_argument("--cache", type=Path, default=None, help="default: OUT/search_quality_accuracies.json")
+    ap.add_argument("--merge-cache", type=Path, nargs="*", default=[], help="cache files to add to --cache first")
+    ap.add_argument("--draw-seed", type=int, default=0)
+    ap.add_argument("--budget-s", type=float, default=None,
+                    help="stop starting distillation runs after this many seconds of the whole benchmark (shared "
+                         "equally among the sets); what is not run is left out of the tables, and said")
+    ap.add_argument("--render", type=Path, default=None,
+                    help="only re-render the tables and plot of a search_quality.json into --out (no work)")
     args = ap.parse_args()
-    console = Console()
-    names = scores.names()
-    cfg = load_build_config(None, {"target": args.target, "data": args.data, "seed": args.seed,
-                                   "distill.epochs": args.epochs, "distill.batch_size": args.batch_size,
-                                   "distill.lr": args.lr, "out": str(args.out / "search")}, [])
-    ctx = make_context(cfg, console)
-    probe = make_probe(ctx)
-    t_ms = teacher_latency_ms(ctx)
-    x, y = ctx.data.split("train")
-    if args.train_limit and args.train_limit < len(y):
-        keep = np.sort(np.random.default_rng(args.seed).choice(len(y), args.train_limit, replace=False))
-        x, y = x[keep], y[keep]
-    val = ctx.data.split("val")
-    teacher = CachedTeacher(ctx.teacher, x, ctx.device)
-    teacher_acc = ctx.teacher_accuracy
-    d = ctx.cfg.distill
-    recipe = (f"recipe: {d.method} (T={d.temperature:g}, kd_weight={d.kd_weight:g}), {d.epochs} epochs, batch "
-              f"{d.batch_size}, SGD lr {d.lr:g} cosine, wd {d.weight_decay:g}, {len(y)} train images, seed "
-              f"{args.seed}; accuracy on the {len(val[1])} held-out images; device {ctx.device.type}")
-    console.print(f"data {args.data}: {ctx.data.num_classes} classes, input {ctx.input_shape}, teacher "
-                  f"{ctx.teacher.source} accuracy {teacher_acc:.4f}, predicted {t_ms:.3g} ms on {args.target}")
-    console.print(recipe)
-
-    # ---- sample candidates that fit (the search's random phase) and score each with every score
-    spaces = resolve_spaces(cfg.search.spaces, ctx.teacher.source, cfg.search.shrink_teacher)
-    start = time.perf_counter()
-    sampled = evolve(spaces, lambda s, a, o, i: evaluate_arch(ctx, probe, t_ms, s, a, o, i, names), args.seed,
-                     max_candidates=args.candidates, population=args.candidates)
-    seconds = time.perf_counter() - start
-    fitting = [c for c in sampled if c.fits]
-    console.print(f"sampled {len(fitting)} candidates that fit (of {len(sampled)} priced) from "
-                  f"{', '.join(s.name for s in spaces)}; {len(names)} scores each in {seconds:.1f} s")
-
-    # ---- distil each
-    distil = Distiller(ctx, (x, y), val, teacher, args.out / f"search_quality_{args.data}_accuracies.json",
-                       {"recipe": recipe, "data": args.data, "target": args.target})
-    accs = []
-    for i, c in enumerate(fitting):
-        accs.append(distil(c.arch, f"candidate {i + 1}/{len(fitting)}"))
-        console.print(f"  #{c.index:3d} {c.space:12s} params {c.params:8,d}  {c.latency_ms:.3g} ms  "
-                      f"acc {accs[-1]:.4f}")
-    accs = np.array(accs)
-
-    print(f"\nranking quality on {args.data} ({len(fitting)} candidates; post-KD accuracy "
-          f"{accs.min():.4f}..{accs.max():.4f}, mean {accs.mean():.4f})")
-    print(f"{'score':16s} {'kendall_tau':>11s} {'p':>8s} {'spearman_rho':>12s} {'p':>8s} {'top1_acc':>9s} "
-          f"{'regret':>7s}")
-    table = {}
-    for name in names:
-        s = np.array([c.scores[name] for c in fitting])
-        tau, p_tau = stats.kendalltau(s, accs)
-        rho, p_rho = stats.spearmanr(s, accs)
-        top = accs[int(np.argmax(s))]
-        table[name] = {"kendall_tau": tau, "kendall_p": p_tau, "spearman_rho": rho, "spearman_p": p_rho,
-                       "top1_accuracy": top}
-        print(f"{name:16s} {tau:11.3f} {p_tau:8.2g} {rho:12.3f} {p_rho:8.2g} {top:9.4f} {accs.max() - top:7.4f}")
-    best = max(table, key=lambda n: table[n]["kendall_tau"])
-    print(f"best by Kendall tau: {best} ({table[best]['kendall_tau']:.3f}); search default: {cfg.search.score} "
-          f"({table[cfg.search.score]['kendall_tau']:.3f})")
-
-    # ---- the search's pick vs a hand-picked baseline of the same predicted latency
-    ratio = 1 / (ctx.budgets.min_speedup or 1.0)
-    budget = ctx.budgets.latency_ms or float("inf")
-    baseline, base_c = _baseline(ctx, probe, t_ms, spaces[0], min(t_ms * ratio, budget))
-    if baseline is None:
-        # On small inputs every mobilenet_v3_small variant has too many kernels to be predicted under the
-        # teacher ratio: compare under the teacher's own latency instead, the search held to the same limit.
-        ratio = 1.0
-        baseline, base_c = _baseline(ctx, probe, t_ms, spaces[0], min(t_ms, budget))
-        if baseline is not None:
-            print(f"baseline: no mobilenet_v3_small variant is predicted {1 / ratio:g}x faster than the teacher; "
-                  "comparing under the teacher's latency (min_speedup 1)")
-    if baseline is None:
-        print("baseline: no width of mobilenet_v3_small fits the target; pick vs baseline skipped")
-    else:
-        pick_cfg = cfg.model_copy(update={"budgets": cfg.budgets.model_copy(update={
-                                              "latency_ms": base_c.latency_ms, "min_speedup": 1 / ratio}),
-                                          "search": cfg.search.model_copy(update={"measure_rounds": 0}),
-                                          "out": args.out / f"search-{args.data}"})
-        pctx = make_context(pick_cfg, Console(quiet=True))
-        result = run_search(pctx)
-        pick = result["candidates"][result["pick_index"]]
-        acc_pick = distil(pick["arch"], "search pick")
-        acc_base = distil(baseline, "baseline")
-        print(f"\npick vs hand-picked baseline under the baseline's predicted latency ({base_c.latency_ms:.3g} ms, "
-              f"{args.target}; search: {cfg.search.score}, {cfg.search.max_candidates} candidates scored)")
-        print(f"  baseline mobilenet_v3_small {json.dumps(baseline)}: {base_c.latency_ms:.3g} ms, "
-              f"{base_c.params:,} params, post-KD accuracy {acc_base:.4f}")
-        print(f"  search pick {pick['space']} {json.dumps(pick['arch'])}: {pick['latency_ms']:.3g} ms, "
-              f"{pick['params']:,} params, post-KD accuracy {acc_pick:.4f} ({100 * (acc_pick - acc_base):+.2f} points)")
-    print(recipe)
-    if distil.reused:
-        print(f"({distil.reused} of these accuracies were measured by an earlier run with the same recipe and "
-              f"read from {distil.path})")
-
+    if args.render is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        render(json.loads(args.render.read_text()), args.out)
+        return
+    if args.candidates < 4 or not args.seeds:
+        raise SystemExit("search_quality: --candidates needs at least 4 (one per space) and --seeds at least one")
+    for d in args.data:
+        if d not in RECIPES:
+            sys.stderr.write(f"search_quality: --data {d}: no embedded teacher; use one of {', '.join(RECIPES)}\n")
+            raise SystemExit(2)
     args.out.mkdir(parents=True, exist_ok=True)
-    out = args.out / f"search_quality_{args.data}.json"
-    out.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "recipe": recipe,
-                               "table": table, "candidates": [asdict(c) | {"accuracy": float(a)}
-                                                              for c, a in zip(fitting, accs, strict=True)]},
-                              indent=2))
-    _plot(fitting, accs, names, table, args.out / f"search_quality_{args.data}.png", args.data)
-    print(f"wrote {out}")
+    cache = AccuracyCache(args.cache or args.out / "search_quality_accuracies.json")
+    for other in args.merge_cache:
+        say(f"merged {cache.merge(other)} accuracies from {other} into {cache.path}")
+    names = scores.names()
+    started, started_mono = time.perf_counter(), time.monotonic()
+    report: dict = {"args": {k: str(v) for k, v in vars(args).items()}, "sets": {}}
+    with Pool(args.jobs) as pool:
+        preps = {data: prepare(data, args, pool) for data in args.data}
+        # Every candidate and every member of the baselines' ladders is distilled (whichever band a machine's
+        # latencies put it in, its accuracy is known), queued after the exports, seed by seed across the sets:
+        # runs cut off by --budget-s leave whole seeds measured. This process scores and times meanwhile.
+        tasks = [(data, a, s) for s in args.seeds for data, p in preps.items() for a in p["archs"]]
+        wait = pool.distil(cache, tasks, args.device, args.epochs, {d: p["recipe"] for d, p in preps.items()})
+        for data, prep in preps.items():
+            prep["latency_label"] = (f"measured: ONNX Runtime CPU, 1 thread, interleaved, while {args.jobs} "
+                                     "distillation processes ran" if args.latency == "measured" else "predicted")
+            score_and_time(data, prep, names)
+        deadline = started_mono + args.budget_s - 15 if args.budget_s else math.inf  # tables, plot: ~15 s
+        bar = PlainProgress(CONSOLE, "distil", len(tasks), "runs")
+        start = time.perf_counter()
+        trained, cached, dropped = wait(deadline, lambda k, t: bar.update(k))
+        bar.finish(f"{trained} trained, {cached} read from {cache.path}"
+                   + (f", {dropped} NOT run: --budget-s reached" if dropped else ""))
+        run = {"trained": trained, "cached": cached, "dropped": dropped, "distil_wall_s": time.perf_counter() - start}
+    for data, prep in preps.items():
+        report["sets"][data] = summarise(data, prep, args, names, cache, run)
+    report["seconds"] = time.perf_counter() - started
+    render(report, args.out)
 
 
-def _baseline(ctx, probe, t_ms, space, limit):
-    """mobilenet_v3_small's layout scaled to fit, as a person would: the widest, then the deepest variant
-    predicted within `limit` and the budgets (torchvision's depth per stage, then fewer blocks)."""
-    best = (None, None)
-    for depth in ([1, 2, 3, 2, 3], [1, 1, 2, 1, 2], [1, 1, 1, 1, 1]):
-        for w in WIDTH_MULTS:
-            arch = {"family": "mobilenetv3", "base": "small", "width": w, "depth": depth}
-            c = evaluate_arch(ctx, probe, t_ms, space, arch, "baseline", -1, [])
-            within = not set(c.violations) - {"speedup"} and c.latency_ms <= limit  # limit has the speed-up
-            if within and (best[1] is None or c.params > best[1].params):
-                best = (arch, c)
-        if best[0] is not None:
-            return best
-    return best
+def prepare(data: str, args, pool: Pool) -> dict:
+    """Teacher (trained on first use), candidates and the baselines' ladders; starts their ONNX exports."""
+    ctx = base_context(data, args.device, args.epochs)
+    recipe = recipe_hash(ctx)
+    d = ctx.cfg.distill
+    say(f"\n== {data}: {ctx.data.num_classes} classes, input {ctx.input_shape}, {len(ctx.data.train_idx)} train / "
+        f"{len(ctx.data.val_idx)} held-out; teacher {ctx.teacher.source} accuracy {ctx.teacher_accuracy:.4f}")
+    say(f"recipe (config defaults{'' if args.epochs is None else f', epochs set to {args.epochs}'}): {d.method}, "
+        f"{d.epochs} epochs, batch {d.batch_size}, {d.optimizer} lr {d.lr:g} {d.schedule}, augment {d.augment}; "
+        f"recipe hash {recipe}; device {ctx.device.type}, {args.jobs} jobs")
+    cands = draw(ctx, args.candidates, args.draw_seed)
+    by_space = {s: sum(c["space"] == s for c in cands) for s in dict.fromkeys(c["space"] for c in cands)}
+    say(f"drew {len(cands)} candidates under the teacher's FLOPs: {by_space}")
+    ladder = ladders(ctx)
+    archs = [c["arch"] for c in cands] + [a for v in ladder.values() for a in v]
+    return {"ctx": ctx, "recipe": recipe, "cands": cands, "ladder": ladder, "archs": archs,
+            "latency": latencies(ctx, archs, args.latency, pool, args.out / f"onnx-{data}")}
 
 
-def _plot(cands, accs, names, table, path: Path, data: str) -> None:
+def score_and_time(data: str, prep: dict, names: list[str]) -> None:
+    """Scores every candidate (seconds per candidate while the pool trains), then the latencies."""
+    ctx, cands = prep["ctx"], prep["cands"]
+    prep["cost"] = score_all(ctx, cands, names)
+    say(f"{data}: score cost, seconds per candidate on {ctx.device.type} ({torch.get_num_threads()} threads, "
+        "measured while the pool exports and trains): "
+        + ", ".join(f"{m} {s:.3f}" for m, s in sorted(prep["cost"].items(), key=lambda kv: kv[1])))
+    prep["lat"] = lat = prep["latency"]()
+    span = [lat[arch_key(c["arch"])] for c in cands]
+    say(f"{data}: latency ({prep['latency_label']}): candidates {min(span):.3g}..{max(span):.3g} ms")
+
+
+def summarise(data: str, prep: dict, args, names: list[str], cache: AccuracyCache, run: dict) -> dict:
+    ctx, recipe, cands, lat = prep["ctx"], prep["recipe"], prep["cands"], prep["lat"]
+
+    def acc_of(arch: dict) -> dict:
+        entries = [cache.entries.get(cache_key(arch, recipe, data, s)) for s in args.seeds]
+        accs = [e["accuracy"] for e in entries if e is not None]
+        return {"accuracy": float(np.mean(accs)) if accs else math.nan,
+                "accuracy_sd": float(np.std(accs, ddof=1)) if len(accs) > 1 else 0.0, "seeds": len(accs)}
+
+    for c in cands:
+        c |= acc_of(c["arch"])
+        c["latency_ms"] = lat[arch_key(c["arch"])]
+    missing = [c for c in cands if c["seeds"] == 0]
+    if missing:
+        say(f"{data}: {len(missing)} candidates have no accuracy (budget reached): left out of the tables")
+    cands = [c for c in cands if c["seeds"] > 0]
+    if len(cands) < 4:
+        raise SystemExit(f"search_quality: only {len(cands)} candidates have an accuracy on {data}; raise --budget-s")
+    acc = np.array([c["accuracy"] for c in cands])
+    rng = np.random.default_rng(0)
+    ref = pool_scores("flops", [c["scores"] for c in cands])
+    table = {n: bootstrap(pool_scores(n, [c["scores"] for c in cands]), acc, ref, rng) for n in names}
+    # How well one seed's accuracies rank another's: what any score can reach at most with this recipe
+    entries = {s: [cache.entries.get(cache_key(c["arch"], recipe, data, s)) for c in cands] for s in args.seeds}
+    per_seed = [[e["accuracy"] for e in v] for v in entries.values() if all(v)]
+    ceiling = [float(stats.kendalltau(a, b)[0]) for i, a in enumerate(per_seed) for b in per_seed[i + 1:]]
+    seconds = [e["seconds"] for v in entries.values() for e in v if e]
+    return {"teacher": ctx.teacher.source, "teacher_accuracy": ctx.teacher_accuracy, "recipe_hash": recipe,
+            "recipe": ctx.cfg.distill.model_dump(mode="json"), "device": ctx.device.type,
+            "trained_on": sorted({e["device"] for v in entries.values() for e in v if e}), "jobs": args.jobs,
+            "seeds": args.seeds, "latency": prep["latency_label"], "score_seconds": prep["cost"], **run,
+            "mean_run_s": float(np.mean(seconds)), "seed_tau": ceiling, "table": table, "candidates": cands,
+            "bands": band_table(cands, prep["ladder"], lat, acc_of, names)}
+
+
+def render(report: dict, out: Path) -> None:
+    """Markdown tables (also printed), the JSON and the plot, from a report."""
+    default = _default_score()
+    lines = []
+    for data, r in report["sets"].items():
+        acc = np.array([c["accuracy"] for c in r["candidates"]])
+        runs = (f"{r['trained']} runs trained now, {r['cached']} read from the cache"
+                + (f", {r['dropped']} not run (budget)" if r["dropped"] else "") + " (all sets together)")
+        ceiling = ", ".join(f"{t:.2f}" for t in r["seed_tau"]) or "n/a (one seed)"
+        lines += [f"\n### {data}: {len(acc)} candidates x {len(r['seeds'])} seeds, post-KD accuracy "
+                  f"{acc.min():.4f}..{acc.max():.4f} (teacher {r['teacher_accuracy']:.4f}); {r['recipe']['method']} "
+                  f"{r['recipe']['epochs']} epochs, trained on {'/'.join(r['trained_on'])}; {runs}; seed-vs-seed "
+                  f"tau {ceiling}",
+                  "", "| score | Kendall tau [95% CI] | Spearman rho [95% CI] | tau - flops [95% CI] | s/candidate |",
+                  "|---|---|---|---|---|"]
+        for name, t in sorted(r["table"].items(), key=lambda kv: -kv[1]["kendall_tau"]):
+            cost = sum(r["score_seconds"][m] for m in members(name))
+            mark = " (default)" if name == default else ""
+            lines.append(f"| {name}{mark} | {t['kendall_tau']:.2f} [{t['kendall_ci'][0]:.2f}, "
+                         f"{t['kendall_ci'][1]:.2f}] | {t['spearman_rho']:.2f} [{t['spearman_ci'][0]:.2f}, "
+                         f"{t['spearman_ci'][1]:.2f}] | {t['tau_minus_flops']:+.2f} "
+                         f"[{t['tau_minus_flops_ci'][0]:+.2f}, {t['tau_minus_flops_ci'][1]:+.2f}] | {cost:.3f} |")
+        lines += ["", f"Per latency band ({r['latency']}); search pick = best `{default}` score inside the band; "
+                  "accuracy mean over seeds:", "",
+                  "| band ms | pick | hand-picked mobilenet_v3_small | shrunk teacher | pick beats hand-picked |",
+                  "|---|---|---|---|---|"]
+        for b in r["bands"]:
+            p = b["picks"][default]
+            hand, shrunk = b["baselines"].values()
+
+            def cell(x):
+                if x is None:
+                    return "none fits"
+                return (f"{x['accuracy']:.4f}±{x['accuracy_sd']:.4f} at {x['ms']:.3g} ms"
+                        + ("" if x.get("in_band", True) else " (below band)"))
+
+            beats = "n/a" if hand is None else ("yes" if p["accuracy"] > hand["accuracy"] else "no")
+            lines.append(f"| {b['band_ms'][0]:.3g}-{b['band_ms'][1]:.3g} | {p['space']} {cell(p)} | {cell(hand)} "
+                         f"| {cell(shrunk)} | {beats} |")
+        verdicts = [b["picks"][default]["accuracy"] > b["baselines"]["hand-picked mobilenet_v3_small"]["accuracy"]
+                    for b in r["bands"] if b["baselines"]["hand-picked mobilenet_v3_small"] is not None]
+        lines.append(f"\n{data}: the search's pick ({default}) "
+                     + ("beats the hand-picked student in every band" if verdicts and all(verdicts) else
+                        f"does NOT beat the hand-picked student in {sum(not v for v in verdicts)} of {len(verdicts)} "
+                        "bands"))
+    text = "\n".join(lines)
+    say(text)
+    (out / "search_quality.md").write_text(text + "\n")
+    (out / "search_quality.json").write_text(json.dumps(report, indent=1, default=float))
+    plot(report, out / "search_quality.png")
+    say(f"\nwrote {out / 'search_quality.md'}, search_quality.json, search_quality.png")
+
+
+def _default_score() -> str:
+    from edgekd.config import SearchConfig
+
+    return SearchConfig().score
+
+
+def plot(report: dict, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    cols = 4
-    rows = -(-len(names) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.8 * rows), dpi=110, squeeze=False)
-    for ax, name in zip(axes.ravel(), names, strict=False):
-        ax.scatter([c.scores[name] for c in cands], 100 * accs, s=12)
-        ax.set_title(f"{name}: tau {table[name]['kendall_tau']:.2f}", fontsize=9)
-        ax.set_ylabel("post-KD accuracy %", fontsize=8)
-    for ax in axes.ravel()[len(names):]:
-        ax.axis("off")
-    fig.suptitle(f"training-free score vs post-KD accuracy ({data}, {len(cands)} candidates)")
+    sets = list(report["sets"])
+    fig, axes = plt.subplots(1, len(sets), figsize=(6 * len(sets), 4.2), dpi=110, squeeze=False)
+    for ax, data in zip(axes[0], sets, strict=True):
+        table = report["sets"][data]["table"]
+        order = sorted(table, key=lambda n: table[n]["kendall_tau"])
+        tau = np.array([table[n]["kendall_tau"] for n in order])
+        lo = tau - np.array([table[n]["kendall_ci"][0] for n in order])
+        hi = np.array([table[n]["kendall_ci"][1] for n in order]) - tau
+        ax.barh(order, tau, xerr=[lo, hi], color=["C3" if n == "flops" else "C0" for n in order], capsize=3)
+        ax.axvline(table["flops"]["kendall_tau"], color="C3", lw=1, ls="--")
+        ax.set(xlabel="Kendall tau vs post-KD accuracy (95% bootstrap CI)", title=data, xlim=(-1, 1))
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

@@ -14,7 +14,17 @@ from torch import nn
 
 from edgekd.models.families import count_params, create_model, torchvision_arch
 from edgekd.search.evolution import Candidate, evolve, pareto_front
-from edgekd.search.scores import Probe, relation_distance, scores, semantic_distance
+from edgekd.search.scores import (
+    Probe,
+    RankEnsemble,
+    measure,
+    members,
+    pool_scores,
+    rank_average,
+    relation_distance,
+    scores,
+    semantic_distance,
+)
 from edgekd.search.signals import cam_classes, module_signals, onnx_signals
 from edgekd.search.spaces import arch_key, resolve_spaces, spaces
 
@@ -114,25 +124,84 @@ def teacher_net(tiny_arch):
     return create_model(tiny_arch, 1, 10, (8, 8)).eval()
 
 
+def _students() -> list[nn.Module]:
+    torch.manual_seed(0)
+    return [create_model(a, 1, 10, (8, 8)) for a in (
+        {"family": "mobilenetv3", "width": 0.25}, {"family": "resnet", "widths": [8, 16, 16], "blocks": [1, 1, 1]},
+        {"family": "resnet", "widths": [16, 32, 32], "blocks": [2, 1, 1]})]
+
+
 @pytest.mark.parametrize("name", scores.names())
 def test_every_score_is_finite_deterministic_and_leaves_the_model_alone(name, teacher_net):
     probe = _probe(teacher_net)
-    torch.manual_seed(0)
-    student = create_model({"family": "mobilenetv3", "width": 0.25}, 1, 10, (8, 8))
-    before = copy.deepcopy(student.state_dict())
-    first = scores.get(name)(student, probe)
-    assert np.isfinite(first)
-    assert scores.get(name)(student, probe) == first
-    assert all(torch.equal(before[k], v) for k, v in student.state_dict().items())
+    pool = _students()
+    before = [copy.deepcopy(m.state_dict()) for m in pool]
+    rows = [measure([name], m, probe) for m in pool]
+    assert set(rows[0]) == set(members(name))
+    assert all(np.isfinite(v) for row in rows for v in row.values())
+    assert measure([name], pool[0], probe) == rows[0]
+    for m, b in zip(pool, before, strict=True):
+        assert all(torch.equal(b[k], v) for k, v in m.state_dict().items())
+    values = pool_scores(name, rows)
+    assert values.shape == (3,) and np.isfinite(values).all()
+    if isinstance(scores.get(name), RankEnsemble):  # mean ranks over a pool of 3: in [1/3, 1]
+        assert values.min() >= 1 / 3 - 1e-12 and values.max() <= 1 + 1e-12
 
 
-def test_diswot_is_best_for_the_teachers_twin_and_lower_for_others(teacher_net):
+@pytest.mark.parametrize("term", ["diswot-semantic", "diswot-relation"])
+def test_diswot_terms_are_best_for_the_teachers_twin_and_lower_for_others(term, teacher_net):
     probe = _probe(teacher_net, mode="train")  # the twin is scored in train mode too: identical signals
     twin = copy.deepcopy(teacher_net)
-    assert scores.get("diswot")(twin, probe) == pytest.approx(0.0, abs=1e-9)
+    assert scores.get(term)(twin, probe) == pytest.approx(0.0, abs=1e-9)
     torch.manual_seed(0)
     other = create_model({"family": "resnet", "widths": [16, 16, 16], "blocks": [1, 1, 1]}, 1, 10, (8, 8))
-    assert scores.get("diswot")(other, probe) < -1e-3
+    assert scores.get(term)(other, probe) < -1e-3
+    rows = [measure(["diswot"], m, probe) for m in (other, twin)]
+    assert pool_scores("diswot", rows).tolist() == [0.5, 1.0]  # the twin ranks first on both terms
+
+
+@pytest.mark.parametrize("name", [n for n in scores.names() if isinstance(scores.get(n), RankEnsemble)])
+def test_rank_ensembles_are_invariant_to_each_members_scale(name):
+    k = len(members(name))
+    rng = np.random.default_rng(0)
+    values = rng.standard_normal((20, k))
+    rows = [dict(zip(members(name), r, strict=True)) for r in values]
+    rescaled = [{m: (1e6 * v if i == 0 else np.exp(v)) for i, (m, v) in enumerate(r.items())} for r in rows]
+    assert np.array_equal(pool_scores(name, rows), pool_scores(name, rescaled))
+
+
+def test_rank_average_puts_terms_on_one_scale():
+    # A term a million times larger would decide a plain sum alone; ranked, the two terms count equally.
+    big, small = np.array([3e6, 2e6, 1e6]), np.array([1.0, 3.0, 2.0])
+    assert np.argmax(big + small) == 0
+    assert rank_average(np.column_stack([big, small])).tolist() == pytest.approx([4 / 6, 5 / 6, 3 / 6])
+
+
+def test_zico_matches_its_definition_and_prefers_a_trainable_network(teacher_net):
+    from edgekd.search.scores import ZICO_BATCHES
+
+    probe = _probe(teacher_net, n=32)
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 64, 10))
+    ref, expected = copy.deepcopy(net), 0.0
+    grads = {0: [], 3: []}
+    for xb, yb in zip(probe.x.chunk(ZICO_BATCHES), probe.y.chunk(ZICO_BATCHES), strict=True):
+        ref.zero_grad()
+        torch.nn.functional.cross_entropy(ref(xb), yb).backward()
+        for i in grads:
+            grads[i].append(ref[i].weight.grad.flatten().double().numpy().copy())
+    for g in grads.values():
+        g = np.array(g)
+        std = g.std(axis=0)
+        expected += np.log((np.abs(g).mean(axis=0)[std > 0] / std[std > 0]).sum())
+    assert scores.get("zico")(net, probe) == pytest.approx(expected, rel=1e-9)
+
+    torch.manual_seed(0)
+    good = create_model({"family": "resnet", "widths": [8, 16, 32], "blocks": [1, 1, 1]}, 1, 10, (8, 8))
+    dead = copy.deepcopy(good)
+    with torch.no_grad():  # one zeroed convolution: no gradient reaches the layers before it
+        dead.features[0][0].weight.zero_()
+    assert scores.get("zico")(good, probe) > scores.get("zico")(dead, probe) + 1.0
 
 
 def test_diswot_distances_ignore_scale_and_resolution():
@@ -289,6 +358,20 @@ def test_search_cli_is_deterministic_within_budget_and_writes_the_front(tmp_path
     assert a["probe"]["teacher"]["cams"] is not None
     assert "Pareto front" in cli("search", "--target", "openvino", "--out", tmp_path / "c", "--candidates", "4",
                                  "--min-speedup", "1.4", "--set", "search.measure_rounds=0").stdout
+
+
+def test_search_with_a_rank_ensemble_ranks_the_whole_pool(tmp_path):
+    out = tmp_path / "ens"
+    result = cli("search", "--target", "openvino", "--out", out, "--candidates", "8", "--min-speedup", "1.4",
+                 "--score", "diswot", "--set", "search.measure_rounds=0")
+    assert result.exit_code == 0, result.output + result.stderr
+    saved = json.loads((out / "search" / "search.json").read_text())
+    fitting = [c for c in saved["candidates"] if c["fits"]]
+    # every fitting candidate carries both terms, and its score is its mean rank over the final pool
+    rows = [c["scores"] for c in fitting]
+    assert [c["score"] for c in fitting] == pytest.approx(pool_scores("diswot", rows).tolist())
+    pick = next(c for c in fitting if c["index"] == saved["pick_index"])
+    assert pick["score"] == max(c["score"] for c in fitting)
 
 
 @pytest.mark.slow

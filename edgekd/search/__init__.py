@@ -11,7 +11,7 @@ import json
 import math
 import time
 from collections import Counter
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 import numpy as np
 import torch
@@ -25,7 +25,7 @@ from edgekd.progress import bar_disabled, plain_progress
 from edgekd.report import BudgetResult
 from edgekd.runtimes import create_backend
 from edgekd.search.evolution import Candidate, evolve, pareto_front
-from edgekd.search.scores import Probe, scores
+from edgekd.search.scores import Probe, RankEnsemble, measure, pool_scores, scores
 from edgekd.search.signals import cam_classes, teacher_signals
 from edgekd.search.spaces import Space, resolve_spaces
 
@@ -80,7 +80,8 @@ def required_speedup(ctx: Context) -> float:
 
 def evaluate_arch(ctx: Context, probe: Probe, teacher_ms: float, space: Space, arch: dict, origin: str,
                   index: int, score_names: list[str], correction: dict[str, float] | None = None) -> Candidate:
-    """Price `arch` on the target and, when it fits, compute the named scores (the first is the search's).
+    """Price `arch` on the target and, when it fits, compute what the named scores need (the first is the
+    search's; a rank ensemble's score is None here, its members are in `scores`: see with_pool_scores).
     `correction` scales a space's predicted speed-up by what timing on the runtime found (search.measured)."""
     from edgekd.cost.ops import kernels_from_torch
 
@@ -101,13 +102,24 @@ def evaluate_arch(ctx: Context, probe: Probe, teacher_ms: float, space: Space, a
         broken.append(("speedup", f"predicted {speedup:.3g}x faster than the teacher < {need:g}x"))
     if b.memory_mb is not None and mem.value > b.memory_mb:
         broken.append(("memory_mb", f"memory {mem.value:.3g} MB > budget {b.memory_mb:g} MB"))
-    values = {} if broken else {name: scores.get(name)(model, probe) for name in score_names}
+    values = {} if broken else measure(score_names, model, probe)
     if ctx.target.batch_size != 1:  # FLOPs are recorded per sample
         kernels, _ = kernels_from_torch(model, (1, *ctx.input_shape))
     return Candidate(index, space.name, origin, arch, count_params(model), float(sum(k.flops for k in kernels)),
                      lat.value, lat.interval, mem.value, not broken, "; ".join(r for _, r in broken),
-                     tuple(k for k, _ in broken), values.get(score_names[0]) if score_names else None, values,
+                     tuple(k for k, _ in broken), values.get(score_names[0]) if score_names and not broken else None,
+                     values,
                      mem.interval, predicted)
+
+
+def with_pool_scores(name: str, candidates: list[Candidate]) -> list[Candidate]:
+    """Candidates with `name`'s value as their score; a rank ensemble ranks the fitting ones against each other."""
+    if not isinstance(scores.get(name), RankEnsemble):
+        return candidates
+    fitting = [c for c in candidates if c.fits]
+    values = dict(zip((c.index for c in fitting), pool_scores(name, [c.scores for c in fitting]), strict=True))
+    return [replace(c, score=float(values[c.index]), scores=c.scores | {name: float(values[c.index])})
+            if c.fits else c for c in candidates]
 
 
 def measurement_blocker(ctx: Context) -> str | None:
@@ -157,15 +169,22 @@ def run_search(ctx: Context) -> dict:
     with Progress(*columns, console=ctx.console, transient=True, disable=bar_disabled(ctx.console)) as progress:
         task = progress.add_task("scored", total=cfg.max_candidates, priced=0)
 
+        seen: list[Candidate] = []
+
         def evaluate(space: Space, arch: dict, origin: str, index: int) -> Candidate:
             c = evaluate_arch(ctx, probe, t_ms, space, arch, origin, index, [cfg.score], correction)
+            # A rank ensemble ranks against the candidates scored so far (the tournament's view); every
+            # candidate is ranked against the whole pool once the evolution ends.
+            seen.append(c)
+            c = with_pool_scores(cfg.score, seen)[-1]
             progress.update(task, advance=int(c.fits), priced=index + 1)
             scored[0] += int(c.fits)
             if plain is not None:
                 plain.update(scored[0], f"{index + 1} priced")
             return c
 
-        candidates = evolve(spaces, evaluate, ctx.cfg.seed, cfg.max_candidates, cfg.population)
+        candidates = with_pool_scores(cfg.score, evolve(spaces, evaluate, ctx.cfg.seed, cfg.max_candidates,
+                                                        cfg.population))
     if plain is not None:
         plain.finish(f"{len(candidates)} priced")
     ranked = sorted((c for c in candidates if c.fits), key=lambda c: (-c.score, c.latency_ms, c.index))

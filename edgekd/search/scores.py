@@ -1,9 +1,14 @@
 """Training-free scores of an untrained candidate on one minibatch; higher is better. One registry.
 
-Each score takes the freshly initialized student and a Probe (the minibatch and the teacher's signals
-on it) and leaves the student as it found it (scores that change weights or statistics work on a copy).
-Students are scored in train mode, as the proxies' papers do: batch-norm uses the batch's statistics,
-so an untrained network's activations are normalized rather than drifting with depth.
+Each per-candidate score takes the freshly initialized student and a Probe (the minibatch and the
+teacher's signals on it) and leaves the student as it found it (scores that change weights or statistics
+work on a copy). Students are scored in train mode, as the proxies' papers do: batch-norm uses the
+batch's statistics, so an untrained network's activations are normalized rather than drifting with depth.
+
+A RankEnsemble in the same registry combines per-candidate scores by their mean rank over the candidate
+pool: terms on unrelated scales (DisWOT's two distances, FLOPs and log-determinants) then count equally,
+and no unit or monotone transform of one term changes the result. `measure` computes what a name needs
+for one candidate; `pool_scores` turns a pool's measurements into the name's values.
 """
 
 from __future__ import annotations
@@ -13,8 +18,10 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy.stats import rankdata
 from torch import nn
 
 from edgekd.registry import Registry
@@ -30,7 +37,47 @@ class Probe:
 
 
 Score = Callable[[nn.Module, Probe], float]
-scores: Registry[Score] = Registry("search score")
+
+
+@dataclass(frozen=True)
+class RankEnsemble:
+    """The mean over `members` of each candidate's rank in the pool (1 = lowest, ties averaged), divided by
+    the pool size: in (0, 1], higher is better, invariant to any increasing transform of a member."""
+    members: tuple[str, ...]
+    description: str
+
+    def combine(self, values: np.ndarray) -> np.ndarray:
+        """values (candidates, members) -> (candidates,)."""
+        return rank_average(values)
+
+
+scores: Registry[Score | RankEnsemble] = Registry("search score")
+
+
+def rank_average(values: np.ndarray) -> np.ndarray:
+    values = np.asarray(values, dtype=np.float64).reshape(len(values), -1)
+    ranks = np.column_stack([rankdata(values[:, j]) for j in range(values.shape[1])])
+    return ranks.mean(axis=1) / len(values)
+
+
+def members(name: str) -> tuple[str, ...]:
+    """The per-candidate scores `name` is computed from (itself, for a per-candidate score)."""
+    entry = scores.get(name)
+    return entry.members if isinstance(entry, RankEnsemble) else (name,)
+
+
+def measure(names: list[str], model: nn.Module, probe: Probe) -> dict[str, float]:
+    """Every per-candidate score the named scores need, for one candidate (each computed once)."""
+    needed = dict.fromkeys(m for n in names for m in members(n))
+    return {m: scores.get(m)(model, probe) for m in needed}
+
+
+def pool_scores(name: str, rows: list[dict[str, float]]) -> np.ndarray:
+    """The score `name` of each candidate of a pool, from their `measure` rows."""
+    entry = scores.get(name)
+    if isinstance(entry, RankEnsemble):
+        return entry.combine(np.array([[row[m] for m in entry.members] for row in rows]))
+    return np.array([row[name] for row in rows], dtype=np.float64)
 
 
 # ----------------------------------------------------------------------------- DisWOT
@@ -67,25 +114,25 @@ def diswot_terms(model: nn.Module, probe: Probe) -> tuple[float | None, float]:
     return semantic, relation
 
 
-@scores.register("diswot")
-def diswot(model: nn.Module, probe: Probe) -> float:
-    """Dong, Li, Wei (CVPR 2023): -(M_s + M_r). A student whose class-activation correlations and sample
-    relations already resemble the teacher's at initialization distils best from it."""
-    semantic, relation = diswot_terms(model, probe)
-    return -((semantic or 0.0) + relation)
-
-
 @scores.register("diswot-semantic")
 def diswot_semantic(model: nn.Module, probe: Probe) -> float:
-    """DisWOT's semantic term alone, -M_s (ablation); falls back to -M_r without teacher Grad-CAMs."""
+    """DisWOT's semantic term, -M_s; falls back to -M_r without teacher Grad-CAMs."""
     semantic, relation = diswot_terms(model, probe)
     return -(semantic if semantic is not None else relation)
 
 
 @scores.register("diswot-relation")
 def diswot_relation(model: nn.Module, probe: Probe) -> float:
-    """DisWOT's sample-relation term alone, -M_r (ablation)."""
+    """DisWOT's sample-relation term, -M_r."""
     return -diswot_terms(model, probe)[1]
+
+
+# Dong, Li, Wei (CVPR 2023) add the two distances: -(M_s + M_r). On our students M_s is orders of magnitude
+# larger than M_r, so the sum ranked by M_s alone; ranking each term over the pool puts them on one scale.
+scores.register("diswot")(RankEnsemble(
+    ("diswot-semantic", "diswot-relation"),
+    "DisWOT: a student whose class-activation correlations (M_s) and sample relations (M_r) already resemble "
+    "the teacher's at initialization distils best; the two terms rank-averaged over the pool"))
 
 
 # ----------------------------------------------------------------------------- baselines
@@ -141,6 +188,37 @@ def grad_norm(model: nn.Module, probe: Probe) -> float:
                      if isinstance(m, (nn.Conv2d, nn.Linear)) and m.weight.grad is not None))
 
 
+ZICO_BATCHES = 4  # the probe is split into this many minibatches: the gradient statistics are over them
+
+
+@scores.register("zico")
+def zico(model: nn.Module, probe: Probe) -> float:
+    """Li et al. (ICLR 2023), ZiCo: sum over conv/linear layers of log( sum over the layer's weights of
+    mean|g| / std(g) ), g the cross-entropy gradient of a weight over a few minibatches (weights whose
+    gradient never varies are left out, as are layers with none). High where gradients are large and
+    consistent across batches: the network trains fast and generalizes."""
+    model = copy.deepcopy(model).train()
+    layers = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    grads: list[list[torch.Tensor]] = [[] for _ in layers]
+    for xb, yb in zip(probe.x.chunk(ZICO_BATCHES), probe.y.chunk(ZICO_BATCHES), strict=True):
+        model.zero_grad()
+        F.cross_entropy(model(xb), yb).backward()
+        for g, m in zip(grads, layers, strict=True):
+            if m.weight.grad is not None:
+                g.append(m.weight.grad.detach().reshape(-1).double().clone())
+    total = 0.0
+    for g in grads:
+        if len(g) < 2:
+            continue
+        stacked = torch.stack(g)
+        std = stacked.std(dim=0, unbiased=False)
+        keep = std > 0
+        ratio = float((stacked.abs().mean(dim=0)[keep] / std[keep]).sum())
+        if ratio > 0:
+            total += math.log(ratio)
+    return total
+
+
 @scores.register("params")
 def params(model: nn.Module, probe: Probe) -> float:
     """Parameter count: the naive baseline every proxy must beat."""
@@ -154,3 +232,9 @@ def flops(model: nn.Module, probe: Probe) -> float:
 
     kernels, _ = kernels_from_torch(copy.deepcopy(model).cpu(), (1, *probe.x.shape[1:]))
     return float(sum(k.flops for k in kernels))
+
+
+scores.register("ensemble")(RankEnsemble(
+    ("zico", "nwot", "flops"),
+    "rank average of ZiCo, NWOT and FLOPs: two proxies that read the network's response to data and the "
+    "size baseline, each strongest where the others are weak"))

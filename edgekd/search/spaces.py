@@ -126,12 +126,18 @@ def shrunk_space(teacher: str | None) -> Space:
         raise InputError(f"search space 'shrunk' needs a torchvision teacher of a known family (resnet*, "
                          f"wide_resnet*, mobilenet_v2, mobilenet_v3_*), got '{teacher}'; drop 'shrunk' from "
                          "search.spaces")
+    return shrunk_of(full)
+
+
+def shrunk_of(full: dict) -> Space:
+    """A network's own layout scaled down (the "shrunk" space of the teacher's body `full`)."""
     family = full["family"]
     if family == "resnet":
         def scaled(w: int) -> tuple:
             return tuple(sorted({round8(w * f) for f in (1 / 16, 1 / 8, 3 / 16, 1 / 4, 3 / 8, 1 / 2)}))
 
-        genes = {"stem": scaled(full["stem"])} | {f"widths.{i}": scaled(w) for i, w in enumerate(full["widths"])}
+        genes = {"stem": scaled(full["stem"])} if "stem" in full else {}
+        genes |= {f"widths.{i}": scaled(w) for i, w in enumerate(full["widths"])}
         genes |= {f"blocks.{i}": tuple(range(1, n + 1))[:4] for i, n in enumerate(full["blocks"])}
     elif family == "mobilenetv2":
         genes = {"width": WIDTH_MULTS[:-1], "depth": (0.34, 0.5, 0.75, 1.0), "last_channel": (256, 512, 1280)}
