@@ -43,8 +43,8 @@ from edgekd.models.embedded_teacher import RECIPES  # noqa: E402
 from edgekd.models.families import count_params, create_model, round8, torchvision_arch  # noqa: E402
 from edgekd.progress import PlainProgress  # noqa: E402
 from edgekd.search import make_probe  # noqa: E402
-from edgekd.search.scores import measure, members, pool_scores, scores  # noqa: E402
-from edgekd.search.spaces import WIDTH_MULTS, arch_key, shrunk_of, spaces  # noqa: E402
+from edgekd.search.scores import list_scores, measure, members, pool_scores  # noqa: E402
+from edgekd.search.spaces import WIDTH_MULTS, arch_key, create_space, shrunk_of  # noqa: E402
 
 BOOTSTRAP = 1000
 BANDS = 3
@@ -75,7 +75,7 @@ def flops_of(ctx, arch: dict) -> float:
 def draw(ctx, n: int, seed: int) -> list[dict]:
     """n distinct archs, equally many per space, each with fewer FLOPs than the teacher; space order fixed."""
     t_flops = flops_of(ctx, teacher_arch(ctx))
-    pool = [spaces.get(s)(None) for s in ("resnet", "mobilenetv2", "mobilenetv3")]
+    pool = [create_space(s, None) for s in ("resnet", "mobilenetv2", "mobilenetv3")]
     pool.append(shrunk_of(teacher_arch(ctx)))
     rng = np.random.default_rng(seed)
     quota = [n // len(pool) + (i < n % len(pool)) for i in range(len(pool))]
@@ -257,7 +257,7 @@ def main() -> None:
     cache = AccuracyCache(args.cache or args.out / "search_quality_accuracies.json")
     for other in args.merge_cache:
         say(f"merged {cache.merge(other)} accuracies from {other} into {cache.path}")
-    names = scores.names()
+    names = list_scores()
     started, started_mono = time.perf_counter(), time.monotonic()
     report: dict = {"args": {k: str(v) for k, v in vars(args).items()}, "sets": {}}
     with Pool(args.jobs) as pool:

@@ -19,7 +19,7 @@ from edgekd.config import load_build_config
 from edgekd.context import make_context
 from edgekd.search import build_candidate, evaluate_arch, make_probe, teacher_latency_ms
 from edgekd.search.evolution import evolve
-from edgekd.search.scores import Probe, scores
+from edgekd.search.scores import Probe, create_score, list_scores
 from edgekd.search.spaces import resolve_spaces
 
 
@@ -55,8 +55,8 @@ def main() -> None:
     on_device = _to(probe, device)
     print(f"{'score':16s} {'seconds':>8s} {'per cand.':>10s}   (each score alone on the same {len(models)} "
           f"networks)")
-    for name in scores.names():
-        fn = scores.get(name)
+    for name in list_scores():
+        fn = create_score(name)
         if device.type == "cuda":
             torch.cuda.synchronize()
         start = time.perf_counter()

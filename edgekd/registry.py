@@ -1,4 +1,5 @@
-"""One small name -> factory registry, used for losses, scores, runtimes and search spaces."""
+"""One small name -> factory registry. Each kind exposes it as register_X / create_X / list_X (timm style):
+runtimes, model families, search spaces, search scores, distillation methods."""
 
 from __future__ import annotations
 

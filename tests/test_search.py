@@ -17,24 +17,25 @@ from edgekd.search.evolution import Candidate, evolve, pareto_front
 from edgekd.search.scores import (
     Probe,
     RankEnsemble,
+    create_score,
+    list_scores,
     measure,
     members,
     pool_scores,
     rank_average,
     relation_distance,
-    scores,
     semantic_distance,
 )
 from edgekd.search.signals import cam_classes, module_signals, onnx_signals
-from edgekd.search.spaces import arch_key, resolve_spaces, spaces
+from edgekd.search.spaces import arch_key, create_space, list_spaces, resolve_spaces
 
 TV_TEACHERS = ["torchvision:resnet18", "torchvision:resnet50", "torchvision:mobilenet_v2",
                "torchvision:mobilenet_v3_small", "torchvision:mobilenet_v3_large"]
 
 
 def _spaces():
-    return [spaces.get(n)(None) for n in spaces.names() if n != "shrunk"] + \
-        [spaces.get("shrunk")(t) for t in TV_TEACHERS]
+    return [create_space(n, None) for n in list_spaces() if n != "shrunk"] + \
+        [create_space("shrunk", t) for t in TV_TEACHERS]
 
 
 # ----------------------------------------------------------------------------- spaces and families
@@ -56,7 +57,7 @@ def test_space_archs_build_and_rebuild_from_json(space, shape):
 
 
 def test_space_operators_stay_in_the_space_and_are_seeded():
-    space = spaces.get("mobilenetv3")(None)
+    space = create_space("mobilenetv3", None)
     a, b = space.sample(np.random.default_rng(1)), space.sample(np.random.default_rng(2))
     assert space.sample(np.random.default_rng(1)) == a
     rng = np.random.default_rng(3)
@@ -95,7 +96,7 @@ def test_shrunk_space_needs_a_known_torchvision_teacher():
     from edgekd.errors import InputError
 
     with pytest.raises(InputError, match="shrunk"):
-        spaces.get("shrunk")("model.onnx")
+        create_space("shrunk", "model.onnx")
     assert [s.name for s in resolve_spaces(["resnet"], "torchvision:resnet18", True)] == ["resnet", "shrunk"]
     assert [s.name for s in resolve_spaces(["resnet"], "model.onnx", True)] == ["resnet"]
 
@@ -131,7 +132,7 @@ def _students() -> list[nn.Module]:
         {"family": "resnet", "widths": [16, 32, 32], "blocks": [2, 1, 1]})]
 
 
-@pytest.mark.parametrize("name", scores.names())
+@pytest.mark.parametrize("name", list_scores())
 def test_every_score_is_finite_deterministic_and_leaves_the_model_alone(name, teacher_net):
     probe = _probe(teacher_net)
     pool = _students()
@@ -144,7 +145,7 @@ def test_every_score_is_finite_deterministic_and_leaves_the_model_alone(name, te
         assert all(torch.equal(b[k], v) for k, v in m.state_dict().items())
     values = pool_scores(name, rows)
     assert values.shape == (3,) and np.isfinite(values).all()
-    if isinstance(scores.get(name), RankEnsemble):  # mean ranks over a pool of 3: in [1/3, 1]
+    if isinstance(create_score(name), RankEnsemble):  # mean ranks over a pool of 3: in [1/3, 1]
         assert values.min() >= 1 / 3 - 1e-12 and values.max() <= 1 + 1e-12
 
 
@@ -152,15 +153,15 @@ def test_every_score_is_finite_deterministic_and_leaves_the_model_alone(name, te
 def test_diswot_terms_are_best_for_the_teachers_twin_and_lower_for_others(term, teacher_net):
     probe = _probe(teacher_net, mode="train")  # the twin is scored in train mode too: identical signals
     twin = copy.deepcopy(teacher_net)
-    assert scores.get(term)(twin, probe) == pytest.approx(0.0, abs=1e-9)
+    assert create_score(term)(twin, probe) == pytest.approx(0.0, abs=1e-9)
     torch.manual_seed(0)
     other = create_model({"family": "resnet", "widths": [16, 16, 16], "blocks": [1, 1, 1]}, 1, 10, (8, 8))
-    assert scores.get(term)(other, probe) < -1e-3
+    assert create_score(term)(other, probe) < -1e-3
     rows = [measure(["diswot"], m, probe) for m in (other, twin)]
     assert pool_scores("diswot", rows).tolist() == [0.5, 1.0]  # the twin ranks first on both terms
 
 
-@pytest.mark.parametrize("name", [n for n in scores.names() if isinstance(scores.get(n), RankEnsemble)])
+@pytest.mark.parametrize("name", [n for n in list_scores() if isinstance(create_score(n), RankEnsemble)])
 def test_rank_ensembles_are_invariant_to_each_members_scale(name):
     k = len(members(name))
     rng = np.random.default_rng(0)
@@ -194,14 +195,14 @@ def test_zico_matches_its_definition_and_prefers_a_trainable_network(teacher_net
         g = np.array(g)
         std = g.std(axis=0)
         expected += np.log((np.abs(g).mean(axis=0)[std > 0] / std[std > 0]).sum())
-    assert scores.get("zico")(net, probe) == pytest.approx(expected, rel=1e-9)
+    assert create_score("zico")(net, probe) == pytest.approx(expected, rel=1e-9)
 
     torch.manual_seed(0)
     good = create_model({"family": "resnet", "widths": [8, 16, 32], "blocks": [1, 1, 1]}, 1, 10, (8, 8))
     dead = copy.deepcopy(good)
     with torch.no_grad():  # one zeroed convolution: no gradient reaches the layers before it
         dead.features[0][0].weight.zero_()
-    assert scores.get("zico")(good, probe) > scores.get("zico")(dead, probe) + 1.0
+    assert create_score("zico")(good, probe) > create_score("zico")(dead, probe) + 1.0
 
 
 def test_diswot_distances_ignore_scale_and_resolution():
@@ -221,7 +222,7 @@ def test_nwot_prefers_networks_that_tell_samples_apart(teacher_net):
     same = Probe(probe.x[:1].repeat(16, 1, 1, 1), probe.y, probe.classes, probe.teacher)
     torch.manual_seed(0)
     net = create_model({"family": "resnet", "widths": [8, 16, 32], "blocks": [1, 1, 1]}, 1, 10, (8, 8))
-    assert scores.get("nwot")(net, probe) > scores.get("nwot")(net, same)
+    assert create_score("nwot")(net, probe) > create_score("nwot")(net, same)
 
 
 def test_synflow_is_data_free_and_grows_with_width(teacher_net):
@@ -230,8 +231,8 @@ def test_synflow_is_data_free_and_grows_with_width(teacher_net):
     narrow = create_model({"family": "resnet", "widths": [8, 8, 8], "blocks": [1, 1, 1]}, 1, 10, (8, 8))
     wide = create_model({"family": "resnet", "widths": [32, 32, 32], "blocks": [1, 1, 1]}, 1, 10, (8, 8))
     noisy = Probe(probe.x * 5 + 1, probe.y, probe.classes, probe.teacher)
-    assert scores.get("synflow")(narrow, probe) == scores.get("synflow")(narrow, noisy)
-    assert scores.get("synflow")(wide, probe) > scores.get("synflow")(narrow, probe)
+    assert create_score("synflow")(narrow, probe) == create_score("synflow")(narrow, noisy)
+    assert create_score("synflow")(wide, probe) > create_score("synflow")(narrow, probe)
 
 
 def test_grad_norm_params_and_flops_match_hand_computation(teacher_net):
@@ -241,9 +242,9 @@ def test_grad_norm_params_and_flops_match_hand_computation(teacher_net):
     ref = copy.deepcopy(net)
     torch.nn.functional.cross_entropy(ref(probe.x), probe.y).backward()
     expected = float(ref[0].weight.grad.norm() + ref[3].weight.grad.norm())
-    assert scores.get("grad-norm")(net, probe) == pytest.approx(expected, rel=1e-6)
-    assert scores.get("params")(net, probe) == 4 * 9 + 4 + 256 * 10 + 10
-    assert scores.get("flops")(net, probe) == 2 * 64 * 4 * 9 + 2 * 10 * 256
+    assert create_score("grad-norm")(net, probe) == pytest.approx(expected, rel=1e-6)
+    assert create_score("params")(net, probe) == 4 * 9 + 4 + 256 * 10 + 10
+    assert create_score("flops")(net, probe) == 2 * 64 * 4 * 9 + 2 * 10 * 256
 
 
 # ----------------------------------------------------------------------------- teacher signals
@@ -301,7 +302,7 @@ def _fake(fits_below: float, score_of=lambda arch: float(sum(arch["widths"]))):
 
 
 def test_evolution_is_seeded_distinct_and_beats_its_random_phase():
-    space = spaces.get("resnet")(None)
+    space = create_space("resnet", None)
     runs = [evolve([space], _fake(600), seed=5, max_candidates=40, population=10) for _ in range(2)]
     assert [c.arch for c in runs[0]] == [c.arch for c in runs[1]]
     keys = [arch_key(c.arch) for c in runs[0]]
@@ -314,8 +315,8 @@ def test_evolution_is_seeded_distinct_and_beats_its_random_phase():
 
 
 def test_evolution_stops_early_when_nothing_fits():
-    space = spaces.get("resnet")(None)
-    out = evolve([space, spaces.get("mobilenetv2")(None)], _fake(0), seed=0, max_candidates=40, population=8)
+    space = create_space("resnet", None)
+    out = evolve([space, create_space("mobilenetv2", None)], _fake(0), seed=0, max_candidates=40, population=8)
     assert [c.origin for c in out] == ["smallest", "smallest"] and not any(c.fits for c in out)
 
 
@@ -456,7 +457,7 @@ def test_int8_targets_hold_students_against_the_teacher_at_the_same_precision(ta
     ctx = make_context(load_build_config(None, {"target": target}, []), Console(quiet=True))
     assert ctx.target.precision == "int8"
     t_ms = teacher_latency_ms(ctx)
-    space = spaces.get("resnet")(None)
+    space = create_space("resnet", None)
     twin = evaluate_arch(ctx, make_probe(ctx), t_ms, space, RECIPES["digits"][0], "test", 0, [])
     assert twin.predicted_speedup == pytest.approx(1.0)
     assert not twin.fits and "speedup" in twin.violations

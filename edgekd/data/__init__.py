@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from edgekd.config import Preprocess
+from edgekd.data import loaders
 from edgekd.errors import InputError
 
 CALIBRATION_SIZE = 128  # samples for INT8 calibration; drawn from train, never from the held-out split
@@ -108,8 +109,6 @@ def load_data(spec: str, preprocess: Preprocess, seed: int, channels: int | None
     Size: --input-size, else the teacher's fixed size (`default_size`), else the data's native size.
     Mean/std: the config's, else `default_norm` (ImageNet for torchvision teachers), else 0 and 1.
     """
-    from edgekd.data import loaders
-
     raw = loaders.load_raw(spec, preprocess.input_size or default_size, seed)
     x = _to_channels(raw.x, channels, spec)
     size = preprocess.input_size or default_size or tuple(x.shape[2:])

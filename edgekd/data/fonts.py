@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from edgekd.hostinfo import cache_dir
+
 CLASSES = list("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
 SIZE = 32
 TRAIN_PER_GLYPH = 20  # 15 train fonts x 36 classes x 20 = 10,800 training images
@@ -85,8 +87,6 @@ def generate(seed: int = 0) -> dict[str, np.ndarray]:
 
 def cached_npz(seed: int = 0) -> Path:
     """The generated set in the XDG cache, written atomically on first use."""
-    from edgekd.hostinfo import cache_dir
-
     path = cache_dir() / f"fonts-v{VERSION}-seed{seed}.npz"
     if not path.is_file():
         tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from edgekd.errors import InputError
+from edgekd.hostinfo import cache_dir
 
 EMBEDDED_SETS = ("fonts", "shapes")  # generated on first use into the cache (edgekd/data/<name>.py)
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
@@ -159,8 +160,6 @@ def decoded(root: Path, files: list[tuple[Path, int]], size: tuple[int, int] | N
     milliseconds and paged in on demand, never decoded again."""
     import hashlib
     import os
-
-    from edgekd.hostinfo import cache_dir
 
     h = hashlib.sha256(json.dumps([str(root.resolve()), list(size) if size else None]).encode())
     for path, label in files:

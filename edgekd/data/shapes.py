@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from edgekd.hostinfo import cache_dir
+
 CLASSES = ["circle", "triangle", "square", "pentagon", "hexagon", "star", "cross", "ring", "crescent", "arrow"]
 SIZE = 32
 SUPER = 2  # drawn at 2x, then downsampled: anti-aliased edges as a camera gives
@@ -179,8 +181,6 @@ def generate(seed: int = 0, processes: int | None = None) -> dict[str, np.ndarra
 
 def cached_npz(seed: int = 0) -> Path:
     """The generated set in the XDG cache, written atomically on first use."""
-    from edgekd.hostinfo import cache_dir
-
     path = cache_dir() / f"shapes-v{VERSION}-seed{seed}.npz"
     if not path.is_file():
         tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")

@@ -41,12 +41,15 @@ class Method:
     adapters: bool = False  # needs the learned 1x1 adapters
 
 
-losses: Registry[Method] = Registry("distillation method")
+_methods: Registry[Method] = Registry("distillation method")
+register_method = _methods.register
+create_method = _methods.get  # a Method record: its loss function and what it needs
+list_methods = _methods.names
 
 
 def register(name: str, **spec):
     def add(fn):
-        losses.register(name)(Method(fn, **spec))
+        register_method(name)(Method(fn, **spec))
         return fn
 
     return add
@@ -236,4 +239,4 @@ def relational_kd(b: LossInputs, cfg: DistillConfig) -> torch.Tensor:
 
 # The chain is run by the distill stage (stage.py), not by a loss: `ta+dkd` distils an assistant with dkd,
 # then the student from the assistant with dkd.
-losses.register("ta")(Method(None, teacher=True))
+register_method("ta")(Method(None, teacher=True))

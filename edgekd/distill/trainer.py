@@ -25,6 +25,7 @@ from edgekd.distill import augment, checkpoint, syncbn
 from edgekd.distill.loader import Batches
 from edgekd.distill.losses import LossInputs, decompose_kl
 from edgekd.distill.method import Distiller, Plan, make_adapter, objective, parse_method
+from edgekd.distill.taps import teacher_runner
 from edgekd.errors import InputError, StageFailed
 from edgekd.progress import bar_disabled, plain_progress
 
@@ -444,8 +445,6 @@ def fit(model: nn.Module, x: np.ndarray, y: np.ndarray, cfg: DistillConfig, devi
         teacher=None, description: str = "distill") -> nn.Module:
     """Train on already-normalized float inputs (the embedded teachers' recipe; the search benchmark's KD
     recipe); `teacher` is a models.teacher.Teacher for logit methods. Returns the model in eval mode."""
-    from edgekd.distill.taps import teacher_runner
-
     runner = teacher_runner(teacher, [], device, cuda_channels_last(cfg, device)) if teacher is not None else None
     try:
         return train(model, TrainData(x, y), cfg, device, seed, teacher=runner, description=description).model

@@ -18,14 +18,19 @@ import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from edgekd.context import Context
+from edgekd.cost.ops import kernels_from_torch
 from edgekd.cost.roofline import predict_kernels, predict_onnx, predict_torch
 from edgekd.errors import BudgetFailed
+from edgekd.measurable import local_measurement_blocker, local_threads
 from edgekd.models.families import count_params, create_model
+from edgekd.onnx_export import pricing_onnx, teacher_onnx
 from edgekd.progress import bar_disabled, plain_progress
 from edgekd.report import BudgetResult
 from edgekd.runtimes import create_backend
+from edgekd.search.display import front_table, plot_front
 from edgekd.search.evolution import Candidate, evolve, pareto_front
-from edgekd.search.scores import Probe, RankEnsemble, measure, pool_scores, scores
+from edgekd.search.measured import RuntimeTimer, corrections
+from edgekd.search.scores import Probe, RankEnsemble, create_score, measure, pool_scores
 from edgekd.search.signals import cam_classes, teacher_signals
 from edgekd.search.spaces import Space, resolve_spaces
 
@@ -47,8 +52,6 @@ def teacher_latency_ms(ctx: Context) -> float:
     import onnx
 
     if t.module is not None:
-        from edgekd.onnx_export import pricing_onnx
-
         proto = pricing_onnx(t.module, shape)  # hooks see no layers in a TorchScript or torch.export graph
         if proto is None:
             return predict_torch(t.module, shape, ctx.profile, precision, runtime=ctx.target.runtime)[0].value
@@ -83,8 +86,6 @@ def evaluate_arch(ctx: Context, probe: Probe, teacher_ms: float, space: Space, a
     """Price `arch` on the target and, when it fits, compute what the named scores need (the first is the
     search's; a rank ensemble's score is None here, its members are in `scores`: see with_pool_scores).
     `correction` scales a space's predicted speed-up by what timing on the runtime found (search.measured)."""
-    from edgekd.cost.ops import kernels_from_torch
-
     b = ctx.budgets
     model = build_candidate(ctx, arch)
     kernels, peak = kernels_from_torch(model, (ctx.target.batch_size, *ctx.input_shape))
@@ -114,7 +115,7 @@ def evaluate_arch(ctx: Context, probe: Probe, teacher_ms: float, space: Space, a
 
 def with_pool_scores(name: str, candidates: list[Candidate]) -> list[Candidate]:
     """Candidates with `name`'s value as their score; a rank ensemble ranks the fitting ones against each other."""
-    if not isinstance(scores.get(name), RankEnsemble):
+    if not isinstance(create_score(name), RankEnsemble):
         return candidates
     fitting = [c for c in candidates if c.fits]
     values = dict(zip((c.index for c in fitting), pool_scores(name, [c.scores for c in fitting]), strict=True))
@@ -124,8 +125,6 @@ def with_pool_scores(name: str, candidates: list[Candidate]) -> list[Candidate]:
 
 def measurement_blocker(ctx: Context) -> str | None:
     """None when candidates can be timed on the target's runtime in this process; else why not."""
-    from edgekd.measurable import local_measurement_blocker
-
     if ctx.cfg.remote:
         return "the search times candidates in this process only; on --remote the check stage measures the pick"
     if ctx.cfg.search.measure_rounds == 0:
@@ -135,13 +134,8 @@ def measurement_blocker(ctx: Context) -> str | None:
 
 def run_search(ctx: Context) -> dict:
     """Pick the best-scoring candidate within budget; writes OUT/search/search.json and pareto.png."""
-    from edgekd.measurable import local_threads
-    from edgekd.onnx_export import teacher_onnx
-    from edgekd.search.display import front_table, plot_front
-    from edgekd.search.measured import RuntimeTimer, corrections
-
     cfg = ctx.cfg.search
-    scores.get(cfg.score)  # an unknown name fails before any work
+    create_score(cfg.score)  # an unknown name fails before any work
     spaces = resolve_spaces(cfg.spaces, ctx.teacher.source, cfg.shrink_teacher)
     blocker = measurement_blocker(ctx)
     need = required_speedup(ctx)
@@ -259,8 +253,6 @@ def _pick_measured(ctx: Context, timer, ranked: list[Candidate], timed: list,
                    correction: dict[str, float]):
     """Time the best-scoring candidates (top_k a batch) against the teacher until the best-scoring one whose
     measured speed-up clears the budget with margin is known: (pick or None, everything timed, corrections)."""
-    from edgekd.search.measured import corrections
-
     cfg, need = ctx.cfg.search, required_speedup(ctx)
     bar = need * (1 + cfg.speedup_margin)
     latency_limit = ctx.budgets.latency_ms or float("inf")

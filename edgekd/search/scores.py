@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from scipy.stats import rankdata
 from torch import nn
 
+from edgekd.cost.ops import kernels_from_torch
 from edgekd.registry import Registry
 from edgekd.search.signals import Signals, module_signals
 
@@ -51,7 +52,10 @@ class RankEnsemble:
         return rank_average(values)
 
 
-scores: Registry[Score | RankEnsemble] = Registry("search score")
+_scores: Registry[Score | RankEnsemble] = Registry("search score")
+register_score = _scores.register
+create_score = _scores.get  # a score is a function (or a RankEnsemble): nothing to build
+list_scores = _scores.names
 
 
 def rank_average(values: np.ndarray) -> np.ndarray:
@@ -62,19 +66,19 @@ def rank_average(values: np.ndarray) -> np.ndarray:
 
 def members(name: str) -> tuple[str, ...]:
     """The per-candidate scores `name` is computed from (itself, for a per-candidate score)."""
-    entry = scores.get(name)
+    entry = create_score(name)
     return entry.members if isinstance(entry, RankEnsemble) else (name,)
 
 
 def measure(names: list[str], model: nn.Module, probe: Probe) -> dict[str, float]:
     """Every per-candidate score the named scores need, for one candidate (each computed once)."""
     needed = dict.fromkeys(m for n in names for m in members(n))
-    return {m: scores.get(m)(model, probe) for m in needed}
+    return {m: create_score(m)(model, probe) for m in needed}
 
 
 def pool_scores(name: str, rows: list[dict[str, float]]) -> np.ndarray:
     """The score `name` of each candidate of a pool, from their `measure` rows."""
-    entry = scores.get(name)
+    entry = create_score(name)
     if isinstance(entry, RankEnsemble):
         return entry.combine(np.array([[row[m] for m in entry.members] for row in rows]))
     return np.array([row[name] for row in rows], dtype=np.float64)
@@ -114,14 +118,14 @@ def diswot_terms(model: nn.Module, probe: Probe) -> tuple[float | None, float]:
     return semantic, relation
 
 
-@scores.register("diswot-semantic")
+@register_score("diswot-semantic")
 def diswot_semantic(model: nn.Module, probe: Probe) -> float:
     """DisWOT's semantic term, -M_s; falls back to -M_r without teacher Grad-CAMs."""
     semantic, relation = diswot_terms(model, probe)
     return -(semantic if semantic is not None else relation)
 
 
-@scores.register("diswot-relation")
+@register_score("diswot-relation")
 def diswot_relation(model: nn.Module, probe: Probe) -> float:
     """DisWOT's sample-relation term, -M_r."""
     return -diswot_terms(model, probe)[1]
@@ -129,7 +133,7 @@ def diswot_relation(model: nn.Module, probe: Probe) -> float:
 
 # Dong, Li, Wei (CVPR 2023) add the two distances: -(M_s + M_r). On our students M_s is orders of magnitude
 # larger than M_r, so the sum ranked by M_s alone; ranking each term over the pool puts them on one scale.
-scores.register("diswot")(RankEnsemble(
+register_score("diswot")(RankEnsemble(
     ("diswot-semantic", "diswot-relation"),
     "DisWOT: a student whose class-activation correlations (M_s) and sample relations (M_r) already resemble "
     "the teacher's at initialization distils best; the two terms rank-averaged over the pool"))
@@ -139,7 +143,7 @@ scores.register("diswot")(RankEnsemble(
 ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.Hardswish)
 
 
-@scores.register("nwot")
+@register_score("nwot")
 def nwot(model: nn.Module, probe: Probe) -> float:
     """Mellor et al. 2021 (NASWOT): log|K_H| of the Hamming-similarity kernel of the activations' on/off
     codes. Networks whose activation patterns tell the samples apart at initialization train better."""
@@ -162,7 +166,7 @@ def nwot(model: nn.Module, probe: Probe) -> float:
     return float(torch.linalg.slogdet(kernel)[1])
 
 
-@scores.register("synflow")
+@register_score("synflow")
 def synflow(model: nn.Module, probe: Probe) -> float:
     """Tanaka et al. 2020 (SynFlow), as Abdelfattah et al. 2021 use it: log sum |theta * dR/dtheta| with
     R the summed output of the network with |weights| on an all-ones input. Data-free. float64 and the log
@@ -178,7 +182,7 @@ def synflow(model: nn.Module, probe: Probe) -> float:
     return math.log(total) if total > 0 else float("-inf")
 
 
-@scores.register("grad-norm")
+@register_score("grad-norm")
 def grad_norm(model: nn.Module, probe: Probe) -> float:
     """Abdelfattah et al. 2021: sum over layers of the L2 norm of the cross-entropy loss's weight gradients."""
     model = copy.deepcopy(model).train()
@@ -191,7 +195,7 @@ def grad_norm(model: nn.Module, probe: Probe) -> float:
 ZICO_BATCHES = 4  # the probe is split into this many minibatches: the gradient statistics are over them
 
 
-@scores.register("zico")
+@register_score("zico")
 def zico(model: nn.Module, probe: Probe) -> float:
     """Li et al. (ICLR 2023), ZiCo: sum over conv/linear layers of log( sum over the layer's weights of
     mean|g| / std(g) ), g the cross-entropy gradient of a weight over a few minibatches (weights whose
@@ -219,22 +223,20 @@ def zico(model: nn.Module, probe: Probe) -> float:
     return total
 
 
-@scores.register("params")
+@register_score("params")
 def params(model: nn.Module, probe: Probe) -> float:
     """Parameter count: the naive baseline every proxy must beat."""
     return float(sum(p.numel() for p in model.parameters()))
 
 
-@scores.register("flops")
+@register_score("flops")
 def flops(model: nn.Module, probe: Probe) -> float:
     """Floating-point operations of one sample (the cost model's kernel list): bigger networks learn more."""
-    from edgekd.cost.ops import kernels_from_torch
-
     kernels, _ = kernels_from_torch(copy.deepcopy(model).cpu(), (1, *probe.x.shape[1:]))
     return float(sum(k.flops for k in kernels))
 
 
-scores.register("ensemble")(RankEnsemble(
+register_score("ensemble")(RankEnsemble(
     ("zico", "nwot", "flops"),
     "rank average of ZiCo, NWOT and FLOPs: two proxies that read the network's response to data and the "
     "size baseline, each strongest where the others are weak"))

@@ -85,10 +85,16 @@ def arch_key(arch: dict) -> str:
 
 
 SpaceFactory = Callable[[str | None], Space]
-spaces: Registry[SpaceFactory] = Registry("search space")
+_spaces: Registry[SpaceFactory] = Registry("search space")
+register_space = _spaces.register
+list_spaces = _spaces.names
 
 
-@spaces.register("resnet")
+def create_space(name: str, teacher_source: str | None) -> Space:
+    return _spaces.get(name)(teacher_source)
+
+
+@register_space("resnet")
 def resnet_space(teacher: str | None) -> Space:
     """Three stages of BasicBlocks; width and depth per stage."""
     widths = (8, 16, 24, 32, 48, 64, 96, 128)
@@ -96,7 +102,7 @@ def resnet_space(teacher: str | None) -> Space:
     return Space("resnet", {"family": "resnet", "widths": [0] * 3, "blocks": [0] * 3}, genes)
 
 
-@spaces.register("mobilenetv2")
+@register_space("mobilenetv2")
 def mobilenetv2_space(teacher: str | None) -> Space:
     """MobileNetV2 with width, depth and expansion multipliers and the last 1x1 convolution's width."""
     genes = {"width": WIDTH_MULTS, "depth": (0.34, 0.5, 0.75, 1.0), "expand": (2, 3, 4, 6),
@@ -104,7 +110,7 @@ def mobilenetv2_space(teacher: str | None) -> Space:
     return Space("mobilenetv2", {"family": "mobilenetv2"}, genes)
 
 
-@spaces.register("mobilenetv3")
+@register_space("mobilenetv3")
 def mobilenetv3_space(teacher: str | None) -> Space:
     """MobileNetV3-large layout; width multiplier, and per stage depth, kernel size, expansion and SE."""
     n = len(mobilenetv3_stages("large"))
@@ -117,7 +123,7 @@ def mobilenetv3_space(teacher: str | None) -> Space:
     return Space("mobilenetv3", base, genes)
 
 
-@spaces.register("shrunk")
+@register_space("shrunk")
 def shrunk_space(teacher: str | None) -> Space:
     """The teacher's own torchvision family, scaled down: same blocks and layout, fewer channels and blocks."""
     name = (teacher or "").removeprefix("torchvision:")
@@ -149,10 +155,10 @@ def shrunk_of(full: dict) -> Space:
 
 def resolve_spaces(names: list[str], teacher_source: str, shrink_teacher: bool) -> list[Space]:
     """The configured spaces, plus the shrunk teacher when the teacher is of a known torchvision family."""
-    out = [spaces.get(n)(teacher_source) for n in names]
+    out = [create_space(n, teacher_source) for n in names]
     known = teacher_source.startswith("torchvision:") and torchvision_arch(teacher_source.split(":", 1)[1])
     if shrink_teacher and known and "shrunk" not in names:
         out.append(shrunk_space(teacher_source))
     if not out:
-        raise InputError("search.spaces: empty; name at least one of " + ", ".join(spaces.names()))
+        raise InputError("search.spaces: empty; name at least one of " + ", ".join(list_spaces()))
     return out

@@ -14,7 +14,7 @@ from conftest import REPO, cli
 from safetensors.torch import load_file, save_file
 
 from edgekd.distill.catalog import DEFAULT_METHOD, METHODS
-from edgekd.distill.losses import Method, losses
+from edgekd.distill.losses import Method, _methods, register_method
 
 ARCH = json.dumps({"family": "resnet", "widths": [8, 16, 32], "blocks": [1, 1, 1]})
 NO_BUDGET = ("--set", "budgets.max_accuracy_drop=100")
@@ -107,9 +107,9 @@ def nan_method():
         return loss * float("nan") if fn.calls >= 30 else loss
 
     fn.calls = 0
-    losses.register("nan_test")(Method(fn, labels=True, teacher=False))
+    register_method("nan_test")(Method(fn, labels=True, teacher=False))
     yield
-    losses._items.pop("nan_test")
+    _methods._items.pop("nan_test")  # a test-only method, unregistered
 
 
 def test_nan_run_exits_1_naming_the_step_and_exports_nothing(tmp_path, nan_method):
