@@ -13,13 +13,12 @@ measures distillation and search quality, not any real-world task.
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from edgekd.hostinfo import cache_dir
+from edgekd.data import generated
 
 CLASSES = list("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
 SIZE = 32
@@ -86,18 +85,8 @@ def generate(seed: int = 0) -> dict[str, np.ndarray]:
 
 
 def cached_npz(seed: int = 0) -> Path:
-    """The generated set in the XDG cache, written atomically on first use."""
-    path = cache_dir() / f"fonts-v{VERSION}-seed{seed}.npz"
-    if not path.is_file():
-        tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")
-        np.savez_compressed(tmp, **generate(seed))
-        os.replace(tmp, path)
-    return path
+    return generated.cached_npz("fonts", VERSION, seed, generate)
 
 
 if __name__ == "__main__":
-    out = Path(sys.argv[1] if len(sys.argv) > 1 else "fonts.npz")
-    data = generate()
-    np.savez_compressed(out, **data)
-    print(f"wrote {out}: {len(data['y'])} images, {len(CLASSES)} classes, "
-          f"{int((~data['val_mask']).sum())} train / {int(data['val_mask'].sum())} held-out (unseen fonts)")
+    generated.write(sys.argv, "fonts", generate, " (unseen fonts)")

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekd.hostinfo import cache_dir
+from edgekd.data import generated
 
 CLASSES = ["circle", "triangle", "square", "pentagon", "hexagon", "star", "cross", "ring", "crescent", "arrow"]
 SIZE = 32
@@ -180,18 +180,8 @@ def generate(seed: int = 0, processes: int | None = None) -> dict[str, np.ndarra
 
 
 def cached_npz(seed: int = 0) -> Path:
-    """The generated set in the XDG cache, written atomically on first use."""
-    path = cache_dir() / f"shapes-v{VERSION}-seed{seed}.npz"
-    if not path.is_file():
-        tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")
-        np.savez_compressed(tmp, **generate(seed))
-        os.replace(tmp, path)
-    return path
+    return generated.cached_npz("shapes", VERSION, seed, generate)
 
 
 if __name__ == "__main__":
-    out = Path(sys.argv[1] if len(sys.argv) > 1 else "shapes.npz")
-    data = generate()
-    np.savez_compressed(out, **data)
-    print(f"wrote {out}: {len(data['y'])} images, {len(CLASSES)} classes, "
-          f"{int((~data['val_mask']).sum())} train / {int(data['val_mask'].sum())} held-out")
+    generated.write(sys.argv, "shapes", generate)
