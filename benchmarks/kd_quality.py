@@ -118,7 +118,8 @@ def summarize(data: str, teacher: float, accs: dict[str, list[float]], secs: dic
         mean = statistics.fmean(values)
         sd = statistics.stdev(values) if len(values) > 1 else 0.0
         closed = (mean - s_mean) / gap if gap > 0 else float("nan")
-        below = label != SCRATCH and mean < s_mean - max(sd, s_sd)
+        # one sd needs two runs on each side: a single seed is never flagged
+        below = label != SCRATCH and len(values) > 1 and len(scratch) > 1 and mean < s_mean - max(sd, s_sd)
         rows.append({"data": data, "row": label, "mean": mean, "sd": sd, "n": len(values), "complete": len(values)
                      == seeds, "gap_closed": closed, "below_scratch": below, "seconds": statistics.fmean(secs[label]),
                      "accuracies": values})
@@ -260,6 +261,7 @@ def main() -> None:
                 secs[job.data].setdefault(job.label, []).append(sec)
                 print(f"[kd_quality] {time.perf_counter() - start:6.0f} s  {job.data:6s} {job.label:34s} seed "
                       f"{job.seed}: {acc:.4f} ({sec:.0f} s)", flush=True)
+        skipped += len(queue)  # left in the queue at the deadline
     finally:
         for proc in list(getattr(pool, "_processes", {}).values()):  # runs past the deadline: stop them now
             proc.terminate()
@@ -281,7 +283,8 @@ def main() -> None:
         print("[kd_quality] matplotlib is not installed: no plot")
     print(text)
     flagged = [f"{r['data']}/{r['row']}" for res in results.values() for r in res["rows"] if r["below_scratch"]]
-    print(f"[kd_quality] done in {meta['wall_s']:.0f} s; {skipped} runs not started (--budget-s), {dropped} dropped "
+    print(f"[kd_quality] done in {meta['wall_s']:.0f} s; {skipped} runs not started (--budget-s or "
+          f"--deadline-s), {dropped} dropped "
           f"(--deadline-s); below scratch "
           f"by more than one sd: {', '.join(flagged) or 'none'}; wrote {args.out}/kd_quality.{{json,md,png}}")
 

@@ -28,6 +28,15 @@ def test_help_lists_every_method():
         assert f"{name}: {' '.join(summary.split())}" in text
 
 
+def test_help_marks_experimental_methods_with_the_measured_reason():
+    from edgekd.distill.catalog import EXPERIMENTAL
+
+    text = " ".join(cli("distill", "--help").stdout.split())
+    assert EXPERIMENTAL, "no method is marked: drop this test with the marker"
+    for name, reason in EXPERIMENTAL.items():
+        assert f"{name}: {' '.join(METHODS[name].split())} EXPERIMENTAL: {' '.join(reason.split())}" in text
+
+
 def test_unknown_method_is_one_line_with_a_suggestion(tmp_path):
     r = cli("distill", "--out", tmp_path / "x", "--arch", ARCH, "--method", "dkd+featur", *NO_BUDGET)
     assert r.exit_code == 2 and "unknown distillation method 'featur'; did you mean 'feature'" in r.stderr
