@@ -79,9 +79,10 @@ def make_context(cfg: BuildConfig, console: Console | None = None) -> Context:
     if teacher.num_classes is not None and teacher.num_classes != data.num_classes:
         raise InputError(f"--teacher {teacher.source} predicts {teacher.num_classes} classes but --data "
                          f"{cfg.data} has {data.num_classes}")
-    if teacher.source == EMBEDDED:
+    if teacher.source == EMBEDDED:  # colour sets (shapes) keep their colour; digits and fonts are grey
         teacher.module = embedded_teacher(data, cfg.seed, device)
         teacher.num_classes, teacher.source = data.num_classes, source_name(cfg.data)
+        teacher.in_channels = data.preprocessing.channels
     elif teacher.module is not None:
         teacher.module.to(device).eval()
     return Context(cfg, target, profile, target.budgets.merged(cfg.budgets), teacher, data, out, device, console)

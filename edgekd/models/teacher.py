@@ -32,7 +32,7 @@ EMBEDDED = "embedded"  # placeholder source until the data set names its embedde
 @dataclass
 class Teacher:
     source: str
-    in_channels: int
+    in_channels: int | None  # None (embedded teachers): whatever the data set has; set once the data is loaded
     input_size: tuple[int, int] | None  # fixed spatial size the teacher demands, if any
     num_classes: int | None
     default_norm: tuple | None  # (mean, std) the teacher was trained with, when known
@@ -71,7 +71,7 @@ def load_teacher(spec: TeacherSpec) -> Teacher:
     """The teacher a spec names (None: the embedded teacher of a built-in data set, trained later on it)."""
     src = spec.source
     if src is None:
-        return Teacher(EMBEDDED, in_channels=1, input_size=None, num_classes=None, default_norm=None)
+        return Teacher(EMBEDDED, in_channels=None, input_size=None, num_classes=None, default_norm=None)
     if src.startswith("torchvision:"):
         return _torchvision(src.split(":", 1)[1], spec.weights)
     path = Path(src)

@@ -84,11 +84,13 @@ def test_loader_workers_from_a_memory_mapped_set_match_the_set_on_the_device(tmp
                             loader_device_max_mb=limit)
         runs.append(train(student, d, cfg, gpu, 0, teacher=TorchTeacher(teacher, [], gpu, False)).model)
     for (k, a), b in zip(runs[0].state_dict().items(), runs[1].state_dict().values(), strict=True):
-        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-3, msg=lambda m, k=k: f"{k}: {m}")
+        # cuDNN's weight-gradient kernels add in a varying order (1e-4 apart after 2 epochs on an H100); a batch
+        # gathered wrongly would differ by orders of magnitude more
+        torch.testing.assert_close(a, b, atol=5e-4, rtol=1e-2, msg=lambda m, k=k: f"{k}: {m}")
 
 
 def test_real_cuda_out_of_memory_halves_the_batch():
-    gpu = torch.device("cuda")
+    gpu = torch.device("cuda", torch.cuda.current_device())  # the memory cap needs an indexed device
     total = torch.cuda.get_device_properties(gpu).total_memory
     # Cap this process at 1.5 GiB whatever the card, so the sizes below are sure to run out: batch 4096 of
     # 3x224x224 is 2.4 GB as float32 before any activation; halving reaches a batch that fits.

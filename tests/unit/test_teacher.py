@@ -65,3 +65,18 @@ def test_torchvision_teacher_from_safetensors(tmp_path):
         load_teacher(TeacherSpec(source="torchvision:resnet18"))
     with pytest.raises(InputError, match="do not fit torchvision:resnet34"):
         load_teacher(TeacherSpec(source="torchvision:resnet34", weights=tmp_path / "w.safetensors"))
+
+
+def test_the_embedded_teacher_takes_the_data_sets_channels(tmp_path):
+    """A colour set keeps its colour for the embedded teacher (it used to be turned grey, losing what tells a
+    shape from its background); a grey set stays grey."""
+    import numpy as np
+
+    from edgekd.config import Preprocess
+    from edgekd.data import load_data
+
+    channels = load_teacher(TeacherSpec()).in_channels
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "rgb.npz", x=rng.integers(0, 256, (20, 3, 8, 8), dtype=np.uint8), y=np.arange(20) % 2)
+    assert load_data(str(tmp_path / "rgb.npz"), Preprocess(), 0, channels=channels).preprocessing.channels == 3
+    assert load_data("digits", Preprocess(), 0, channels=channels).preprocessing.channels == 1
