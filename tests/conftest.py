@@ -93,3 +93,18 @@ def digits_like_npz(path: Path, n: int = 120, classes: int = 3, size: int = 8) -
     y = np.arange(n) % classes
     np.savez(path, x=x, y=y)
     return path
+
+
+def matmul_with_external_weight(location: str):
+    """A one-MatMul ONNX model whose 4x4 weight is stored outside it, at `location` (relative to the model)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(np.ones((4, 4), np.float32), "w")
+    w.ClearField("raw_data")
+    w.data_location = TensorProto.EXTERNAL
+    w.external_data.add(key="location", value=location)
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])], [w])
+    return helper.make_model(graph)
+

@@ -13,11 +13,10 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from conftest import cli, digits_like_npz
+from conftest import cli, digits_like_npz, matmul_with_external_weight
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
-from onnx import TensorProto, helper, numpy_helper
 
 from edgekd.errors import InputError
 
@@ -49,15 +48,8 @@ class Files:
 
     def external_outside(self):
         self.write("secret.bin", np.ones(16, np.float32).tobytes())
-        w = numpy_helper.from_array(np.ones((4, 4), np.float32), "w")
-        w.ClearField("raw_data")
-        w.data_location = TensorProto.EXTERNAL
-        w.external_data.add(key="location", value="../secret.bin")
-        graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
-                                  [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
-                                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])], [w])
         (self.root / "m").mkdir(exist_ok=True)
-        onnx.save(helper.make_model(graph), str(self.root / "m" / "ext.onnx"))
+        onnx.save(matmul_with_external_weight("../secret.bin"), str(self.root / "m" / "ext.onnx"))
         return self.root / "m" / "ext.onnx"
 
     def npz(self, name, **arrays):

@@ -7,8 +7,7 @@ import os
 import numpy as np
 import onnx
 import pytest
-from conftest import cli
-from onnx import TensorProto, helper, numpy_helper
+from conftest import cli, matmul_with_external_weight
 
 from edgekd.errors import InputError
 from edgekd.validate import check_model_file
@@ -61,20 +60,12 @@ def test_external_weights_outside_the_folder_are_refused(tmp_path):
     (tmp_path / "secret.bin").write_bytes(np.ones(16, np.float32).tobytes())
     sub = tmp_path / "model"
     sub.mkdir()
-    w = numpy_helper.from_array(np.ones((4, 4), np.float32), "w")
-    w.ClearField("raw_data")
-    w.data_location = TensorProto.EXTERNAL
-    w.external_data.add(key="location", value="../secret.bin")
-    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])], [w])
-    onnx.save(helper.make_model(graph), str(sub / "m.onnx"))
+    onnx.save(matmul_with_external_weight("../secret.bin"), str(sub / "m.onnx"))
     with pytest.raises(InputError, match="outside|inside the model's folder"):
         check_model_file(sub / "m.onnx")
     # through a symbolic link inside the folder that leads out of it
-    w.external_data[0].value = "link.bin"
     (sub / "link.bin").symlink_to(tmp_path / "secret.bin")
-    onnx.save(helper.make_model(graph), str(sub / "l.onnx"))
+    onnx.save(matmul_with_external_weight("link.bin"), str(sub / "l.onnx"))
     with pytest.raises(InputError, match="not a file inside the model's folder"):
         check_model_file(sub / "l.onnx")
     r = cli("bench", sub / "m.onnx")

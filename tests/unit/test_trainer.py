@@ -47,12 +47,18 @@ def weights(model):
     return {k: v.clone() for k, v in model.state_dict().items()}
 
 
-def test_teacher_and_student_see_the_same_augmented_batch(data):
+def _inputs_seen(data, **settings) -> dict[str, list[torch.Tensor]]:
+    """Every batch the teacher and the student were fed during one short KD run."""
     seen = {"teacher": [], "student": []}
     t, s = teacher_runner(), student()
     t.module.register_forward_pre_hook(lambda m, a: seen["teacher"].append(a[0].clone()))
     s.register_forward_pre_hook(lambda m, a: seen["student"].append(a[0].clone()))
-    train(s, data, cfg(augment="shift", method="kd"), CPU, 0, teacher=t)
+    train(s, data, cfg(method="kd", **settings), CPU, 0, teacher=t)
+    return seen
+
+
+def test_teacher_and_student_see_the_same_augmented_batch(data):
+    seen = _inputs_seen(data, augment="shift")
     assert len(seen["teacher"]) == len(seen["student"]) == 8
     assert all(torch.equal(a, b) for a, b in zip(seen["teacher"], seen["student"], strict=True))
     # and it was augmented: most images are no stored image (1 in 9 draws the zero shift at 8x8)
@@ -62,11 +68,7 @@ def test_teacher_and_student_see_the_same_augmented_batch(data):
 
 
 def test_teacher_and_student_see_the_same_mixed_batch(data):
-    seen = {"teacher": [], "student": []}
-    t, s = teacher_runner(), student()
-    t.module.register_forward_pre_hook(lambda m, a: seen["teacher"].append(a[0].clone()))
-    s.register_forward_pre_hook(lambda m, a: seen["student"].append(a[0].clone()))
-    train(s, data, cfg(method="kd", mix="mixup_cutmix"), CPU, 0, teacher=t)
+    seen = _inputs_seen(data, mix="mixup_cutmix")
     assert all(torch.equal(a, b) for a, b in zip(seen["teacher"], seen["student"], strict=True))
     plain = (torch.from_numpy(data.x).float() / data.scale - 0.3) / 0.4
     first = seen["student"][0]
