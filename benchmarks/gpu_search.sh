@@ -3,10 +3,10 @@
 # 40 candidates x 3 seeds, distilled in parallel processes sharing the GPU, plus the scores' cost per
 # candidate on the GPU. Run from the repository root:
 #
-#   OUT=./gpu_out PYTHONPATH=$PWD:/tmp/site bash benchmarks/gpu_issue13.sh
+#   OUT=./gpu_out PYTHONPATH=$PWD:/tmp/site bash benchmarks/gpu_search.sh
 #
 # Writes three files under $OUT (default ./gpu_out):
-#   gpu_issue13.log                   everything printed, the tables included
+#   gpu_search.log                   everything printed, the tables included
 #   search_quality.json               the report (re-render: search_quality.py --render FILE --out DIR)
 #   search_quality_accuracies.json    the post-KD accuracy cache (merge: search_quality.py --merge-cache FILE)
 #
@@ -34,7 +34,7 @@ DATA="${EDGEKD_GPU_DATA:-$("$PY" -c "from edgekd.models.embedded_teacher import 
 print(' '.join([k for k in RECIPES if k not in ('digits', 'fonts')] + ['fonts']))")}"
 
 {
-  echo "gpu_issue13: data '$DATA', $CANDIDATES candidates, seeds '$SEEDS', epochs $EPOCHS, $JOBS jobs, budget ${BUDGET}s"
+  echo "gpu_search: data '$DATA', $CANDIDATES candidates, seeds '$SEEDS', epochs $EPOCHS, $JOBS jobs, budget ${BUDGET}s"
   date -u
   nvidia-smi --query-gpu=name,memory.used,memory.total,utilization.gpu --format=csv 2>/dev/null || echo "no nvidia-smi"
   "$PY" -c "import torch, onnxruntime; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), \
@@ -43,5 +43,5 @@ print(' '.join([k for k in RECIPES if k not in ('digits', 'fonts')] + ['fonts'])
   # shellcheck disable=SC2086  # DATA and SEEDS are word lists
   "$PY" benchmarks/search_quality.py --data $DATA --candidates "$CANDIDATES" --seeds $SEEDS --epochs "$EPOCHS" \
     --jobs "$JOBS" --device auto --budget-s "$BUDGET" --out "$WORK"
-  echo "gpu_issue13: search_quality.py took $(( $(date +%s) - start )) s wall"
-} 2>&1 | tee "$OUT/gpu_issue13.log"
+  echo "gpu_search: search_quality.py took $(( $(date +%s) - start )) s wall"
+} 2>&1 | tee "$OUT/gpu_search.log"

@@ -7,20 +7,20 @@
 #      parallel processes sharing the GPU, with 0.35x the default epochs (digits 14, fonts 7, shapes 10) and a time
 #      budget so the whole script ends in time (rows a budget cut short show n < 3 in the table); shapes also gets
 #      the recipe grid (temperature, loss weight, augmentation/mixing, lr) on seed 0
-# Run from the repository root:  PYTHONPATH=$PWD[:folder with pydantic etc.] bash benchmarks/gpu_issue12.sh
+# Run from the repository root:  PYTHONPATH=$PWD[:folder with pydantic etc.] bash benchmarks/gpu_distill.sh
 # (edgekd need not be installed; openvino, nncf and plotly are never imported on these paths).
-# Writes at most 4 files directly under $OUT (default ./gpu_out): gpu_issue12.log, kd_quality.json,
+# Writes at most 4 files directly under $OUT (default ./gpu_out): gpu_distill.log, kd_quality.json,
 # kd_quality.md and kd_quality.png. EDGEKD_GPU_TINY=1 shrinks every step to a CPU-sized smoke run.
 set -u
 OUT="${OUT:-./gpu_out}"
 mkdir -p "$OUT"
-LOG="$OUT/gpu_issue12.log"
+LOG="$OUT/gpu_distill.log"
 TINY="${EDGEKD_GPU_TINY:-0}"
 TOTAL_S="${EDGEKD_GPU_TOTAL_S:-285}"  # the whole script's wall-time target
 export MPLBACKEND=Agg PYTHONUNBUFFERED=1
 : > "$LOG"
 
-say() { echo "[gpu_issue12 $(date -u +%H:%M:%S) +${SECONDS}s] $*" | tee -a "$LOG"; }
+say() { echo "[gpu_distill $(date -u +%H:%M:%S) +${SECONDS}s] $*" | tee -a "$LOG"; }
 step() {  # step NAME TIMEOUT_S COMMAND...: run with a hard timeout, output to the terminal and the log
   local name=$1 limit=$2
   shift 2
