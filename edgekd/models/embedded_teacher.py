@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 
+import torch
 from safetensors.torch import load_file, save_file
 
 from edgekd.config import DistillConfig
@@ -19,7 +20,7 @@ from edgekd.distill.trainer import accuracy, fit
 from edgekd.hostinfo import cache_dir
 from edgekd.models.families import create_model
 
-VERSION = 1  # bump when a recipe changes, so stale caches are not reused
+VERSION = 2  # bump when a recipe changes, so stale caches are not reused (2: the initialisation is seeded)
 RECIPES = {
     "digits": ({"family": "resnet", "widths": [32, 64, 128], "blocks": [2, 2, 2]},
                DistillConfig(method="ce", epochs=15, batch_size=64, lr=0.05, weight_decay=5e-4, augment="none",
@@ -45,6 +46,9 @@ def embedded_teacher(data: Dataset, seed: int, device):
     key = json.dumps({"v": VERSION, "arch": arch, "recipe": recipe.model_dump(), "seed": seed,
                       "pre": data.preprocessing.as_dict(), "n": int(len(data.y))}, sort_keys=True)
     path = cache_dir() / f"teacher-{data.source}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.safetensors"
+    # torch seeds its global generator at random when a process starts: without this, every first run would
+    # train a different teacher from the same recipe and seed, and two fresh machines would disagree.
+    torch.manual_seed(seed)
     model = create_model(arch, data.preprocessing.channels, data.num_classes, size)
     if path.is_file():
         model.load_state_dict(load_file(str(path)))

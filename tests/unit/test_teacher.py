@@ -80,3 +80,23 @@ def test_the_embedded_teacher_takes_the_data_sets_channels(tmp_path):
     np.savez(tmp_path / "rgb.npz", x=rng.integers(0, 256, (20, 3, 8, 8), dtype=np.uint8), y=np.arange(20) % 2)
     assert load_data(str(tmp_path / "rgb.npz"), Preprocess(), 0, channels=channels).preprocessing.channels == 3
     assert load_data("digits", Preprocess(), 0, channels=channels).preprocessing.channels == 1
+
+
+def test_the_embedded_teacher_trains_the_same_on_every_first_use(tmp_path, monkeypatch):
+    """Two first uses (empty caches, the global generator in different states, as two fresh processes have it)
+    train the same weights: a fresh machine reproduces the teacher the README's figures were measured with."""
+    from edgekd.config import DistillConfig, Preprocess
+    from edgekd.data import load_data
+    from edgekd.models import embedded_teacher as et
+
+    tiny = ({"family": "resnet", "widths": [4, 8, 8], "blocks": [1, 1, 1]},
+            DistillConfig(method="ce", epochs=1, batch_size=256, lr=0.05, augment="none", mix="none"))
+    monkeypatch.setitem(et.RECIPES, "digits", tiny)
+    data = load_data("digits", Preprocess(input_size=(8, 8)), 0)
+    weights = []
+    for i in range(2):
+        monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / str(i)))
+        torch.manual_seed(1000 + i)
+        model = et.embedded_teacher(data, 0, torch.device("cpu"))
+        weights.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
+    assert torch.equal(weights[0], weights[1])
