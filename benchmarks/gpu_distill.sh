@@ -46,7 +46,7 @@ print(f"cuda: {torch.cuda.is_available()} {torch.cuda.get_device_name() if torch
 EOF
 
 if [ "$TINY" = "1" ]; then
-  step "gpu tests" 120 python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_cuda.py
+  step "gpu tests" 120 python3 -m pytest -q -p no:cacheprovider -m gpu tests/e2e/test_cuda.py
   step "distill_throughput (tiny)" 300 python3 benchmarks/distill_throughput.py --steps 2 --batch 16 --folder-images 32
   step "kd_quality: sets and teachers (tiny)" 900 python3 benchmarks/kd_quality.py --data digits --prepare-only
   step "kd_quality (tiny)" 900 python3 benchmarks/kd_quality.py --data digits --seeds 0 1 --epochs 1 --jobs 2 \

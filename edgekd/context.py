@@ -16,6 +16,7 @@ from edgekd.data import Dataset, load_data
 from edgekd.distill.trainer import pick_device
 from edgekd.errors import InputError
 from edgekd.models.embedded_teacher import RECIPES, embedded_teacher, source_name
+from edgekd.models.families import create_model
 from edgekd.models.teacher import EMBEDDED, Teacher, load_teacher, teacher_accuracy
 from edgekd.remote import parse_destination
 from edgekd.rundir import RunDir, check_out_path
@@ -48,6 +49,12 @@ class Context:
         """The teacher as supplied (torch, or ONNX through onnxruntime) on the held-out split."""
         x, y = self.data.split("val")
         return teacher_accuracy(self.teacher, x, y, self.device)
+
+    def new_student(self, arch: dict) -> torch.nn.Module:
+        """A student network for this data, initialised from the run's seed (search, distillation and
+        the scratch baseline all start from the same weights for one arch)."""
+        p = self.data.preprocessing
+        return create_model(arch, p.channels, self.data.num_classes, p.input_size, seed=self.cfg.seed)
 
     def save_config(self) -> None:
         self.run.config_json.write_text(self.cfg.model_dump_json(indent=2))

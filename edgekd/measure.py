@@ -12,6 +12,7 @@ beside the statistics.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import time
 from collections.abc import Callable
@@ -19,6 +20,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 
 import numpy as np
+from scipy.stats import binom
 
 from edgekd.figures import Figure, Figures
 from edgekd.runtimes import create_backend
@@ -58,8 +60,6 @@ def bootstrap_interval(samples: np.ndarray, q: float, n_boot: int = 1000, seed: 
     exactly instead: a resample's q-quantile is at most the i-th smallest sample exactly when at least
     ceil(q n) of its n draws fall at or below it, a binomial event."""
     if len(samples) > 2000:
-        from scipy.stats import binom
-
         ordered = np.sort(samples)
         n = len(ordered)
         below = binom.sf(np.ceil(q / 100 * n) - 1, n, np.arange(1, n + 1) / n)  # P(quantile <= x_(i))
@@ -192,7 +192,6 @@ def timing_lock(path: str | None = None):
     if not path:
         yield
         return
-    import fcntl
 
     with open(path, "a") as f:
         fcntl.flock(f, fcntl.LOCK_EX)

@@ -1,5 +1,6 @@
-"""The one way to import an optional SDK (tensorrt, openvino, nncf, transformers): inside the function that
-needs it, so `import edgekd` stays light and a missing SDK is one line naming the extra to install."""
+"""The one way to import a heavy SDK late (tensorrt, openvino, nncf, transformers; torch where a device-side
+module needs it): inside the function that needs it, so `import edgekd` stays light and a missing SDK is one line
+naming what to install. docs/architecture.md ("Imports") says which imports come this way."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from edgekd.errors import MissingDependency
 
 # module -> what `pip install` takes to get it
 EXTRAS = {"tensorrt": "edgekd[tensorrt]", "openvino": "openvino", "nncf": "nncf",
-          "onnxruntime": "onnxruntime", "transformers": "transformers"}
+          "onnxruntime": "onnxruntime", "transformers": "transformers", "torch": "torch"}
 
 
 def require(module: str, purpose: str) -> ModuleType:
@@ -18,7 +19,8 @@ def require(module: str, purpose: str) -> ModuleType:
     try:
         return importlib.import_module(module)
     except ImportError:
-        raise MissingDependency(module, EXTRAS.get(module, module), purpose) from None
+        package = module.split(".")[0]
+        raise MissingDependency(package, EXTRAS.get(package, package), purpose) from None
 
 
 def installed(module: str) -> ModuleType | None:

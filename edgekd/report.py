@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 import edgekd
+from edgekd.figures import Figure
 from edgekd.hostinfo import cpu_name, usable_cores
 from edgekd.report_html import render_html
 from edgekd.rundir import RunDir
@@ -218,16 +219,16 @@ def print_summary(report: Report, console: Console) -> None:
         console.print(f"  {note}", highlight=False, markup=False)
     t, s = report.teacher, report.student
     if t.get("accuracy") is not None and s.get("accuracy") is not None:
-        speed = f", {speedup_text(s['speedup'])}" if s.get("speedup") else ""
+        speed = f", {speedup_text(Figure.from_dict(s['speedup']))}" if s.get("speedup") else ""
         console.print(f"{report.roles[0]} {t['accuracy']:.4f} -> {report.roles[1]} {s['accuracy']:.4f}{speed}")
     if "baseline_scratch" in report.extra:
         console.print(f"{report.extra['baseline_scratch']['summary']} (torch, same student and budget)",
                       highlight=False)
 
 
-def speedup_text(speedup: dict) -> str:
+def speedup_text(speedup: Figure) -> str:
     """'4.20x faster [3.90 .. 4.50] (measured)'; a student slower than its teacher is said to be."""
-    iv = speedup.get("interval")
+    iv = speedup.interval
     band = f" [{iv[0]:.2f} .. {iv[1]:.2f}]" if iv else ""
-    word = "faster" if speedup["value"] >= 1 else "as fast: SLOWER than the teacher"
-    return f"{speedup['value']:.2f}x {word}{band} ({speedup['source']})"
+    word = "faster" if speedup.value >= 1 else "as fast: SLOWER than the teacher"
+    return f"{speedup.value:.2f}x {word}{band} ({speedup.source})"

@@ -13,7 +13,12 @@ from __future__ import annotations
 import html
 import json
 import math
+import os
 from pathlib import Path
+
+import plotly.graph_objects as go
+from plotly.offline import get_plotlyjs
+from plotly.subplots import make_subplots
 
 import edgekd
 from edgekd.kernel_costs import kernel_costs
@@ -112,9 +117,6 @@ def _verdict(report: dict) -> str:
 
 
 def _budgets(report: dict, charts: Charts) -> str:
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
-
     budgets = [b for b in report.get("budgets") or [] if isinstance(b, dict) and b.get("name")]
     if not budgets:
         return "<h2>Budgets</h2>" + _missing("budgets")
@@ -170,8 +172,6 @@ def _side(d: dict, key: str):
 
 
 def _models(report: dict, charts: Charts, out: Path | None) -> str:
-    import plotly.graph_objects as go
-
     t, s = _d(report.get("teacher")), _d(report.get("student"))
     # A gate report (edgekd check) has no search stage: its two sides are the reference and the model.
     build = any(st.get("name") == "search" for st in report.get("stages") or [])
@@ -231,8 +231,6 @@ def _models(report: dict, charts: Charts, out: Path | None) -> str:
 
 
 def _search(report: dict, charts: Charts, out: Path | None) -> str:
-    import plotly.graph_objects as go
-
     data = _read_json(RunDir(out).search_json if out is not None else None)
     if not isinstance(data, dict) or not data.get("candidates"):
         return "<h2>Search</h2>" + _missing("search candidates (no search/search.json in this run)")
@@ -291,9 +289,6 @@ def _search(report: dict, charts: Charts, out: Path | None) -> str:
 
 
 def _history(report: dict, charts: Charts, out: Path | None) -> str:
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
-
     hist = _read_json(RunDir(out).history_json if out is not None else None)
     if not isinstance(hist, list) or not hist or not all(isinstance(h, dict) for h in hist):
         return "<h2>Distillation</h2>" + _missing("training history (no distill/history.json in this run)")
@@ -327,8 +322,6 @@ def _history(report: dict, charts: Charts, out: Path | None) -> str:
 
 
 def _kernels(report: dict, charts: Charts, out: Path | None) -> str:
-    import plotly.graph_objects as go
-
     title = "<h2>Where the student's latency goes (predicted)</h2>"
     onnx_rel = _d(report.get("artifacts")).get("onnx")
     path = out / onnx_rel if out is not None and onnx_rel else None
@@ -451,8 +444,6 @@ DRAW = """
 
 def render_html(report: dict, out: Path | None = None) -> str:
     """The page for one report dict; `out` is the run folder whose stage files add the search and history."""
-    from plotly.offline import get_plotlyjs
-
     charts = Charts()
     sections = [("budgets", lambda: _budgets(report, charts)), ("models", lambda: _models(report, charts, out)),
                 ("search", lambda: _search(report, charts, out)), ("distill", lambda: _history(report, charts, out)),
@@ -481,8 +472,6 @@ def render_html(report: dict, out: Path | None = None) -> str:
 
 
 def write_html(report: dict, path: Path, out: Path | None = None) -> Path:
-    import os
-
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(render_html(report, out), encoding="utf-8")

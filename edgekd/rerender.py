@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import webbrowser
 from dataclasses import fields
 from pathlib import Path
 
@@ -74,11 +75,8 @@ def has_desktop() -> bool:
 
 def open_page(page: Path, console) -> bool:
     """Open the page in the user's browser where a desktop exists; else say where it is (a CI log, ssh)."""
-    if has_desktop():
-        import webbrowser
-
-        if webbrowser.open(page.resolve().as_uri()):
-            console.print(f"opened {page}", highlight=False)
-            return True
+    if has_desktop() and webbrowser.open(page.resolve().as_uri()):
+        console.print(f"opened {page}", highlight=False)
+        return True
     console.print(f"report page: {page} (no desktop here to open it on)", highlight=False)
     return False

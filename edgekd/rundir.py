@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -137,8 +138,6 @@ def staged_run(out: Path, overwrite: bool = False, option: str = "--out") -> Ite
         if isinstance(e, EdgeKDError) and e.args:
             e.args = (f"{e.args[0]} ({note})", *e.args[1:])  # still one line
         else:
-            import sys
-
             print(note, file=sys.stderr)
         raise
     _rewrite_paths(staging, str(staging), str(out))

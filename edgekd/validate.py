@@ -10,8 +10,10 @@ import re
 from pathlib import Path
 
 import onnx
+from onnx.external_data_helper import _get_all_tensors, uses_external_data
 
 from edgekd.errors import InputError
+from edgekd.optional import require
 
 FORMATS = ".onnx, .ort, OpenVINO .xml (with its .bin), or TensorRT .engine"
 
@@ -86,8 +88,6 @@ def check_onnx(path: Path, option: str = "MODEL", full: bool = True) -> None:
 def _external_data_inside(path: Path, model, option: str) -> None:
     """Weights stored beside the model must resolve inside its folder, also through symbolic links (the
     checker looks at the names, not where a link leads)."""
-    from onnx.external_data_helper import _get_all_tensors, uses_external_data
-
     folder = path.resolve().parent
     for tensor in _get_all_tensors(model):
         if not uses_external_data(tensor):
@@ -107,7 +107,7 @@ def _openvino_reason(e: Exception) -> str:
 
 
 def check_openvino(path: Path, option: str = "MODEL") -> None:
-    import openvino as ov
+    ov = require("openvino", f"reading the OpenVINO model {option}")
 
     # The root element must be <net> before OpenVINO sees the file: otherwise it offers the bytes to every
     # frontend it has (TensorFlow's logs parse errors straight to the terminal) and says little about why.

@@ -19,6 +19,7 @@ import dataclasses
 import platform
 import shutil
 import tempfile
+import time
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
@@ -31,24 +32,18 @@ import yaml
 import edgekd
 from edgekd.config import Profile
 from edgekd.cost.calibration import (
-    NET_FEATURES,
-    NETWORK_KINDS,
     SAME_KERNELS_AS_FP32,
     VECTOR_BLOCKS,
     Calibration,
     KernelModel,
-    MemoryModel,
     NetworkModel,
     Roofline,
-    features,
     host_identity,
-    kernel_terms,
     load_calibration,
     memory_terms,
-    roofline_us,
     runtime_version,
 )
-from edgekd.cost.forest import export_forest, fit_forest, predict_forest
+from edgekd.cost.fit import fit_kernel_models, fit_memory, fit_network, network_features, worst
 from edgekd.cost.ops import (
     TIMED_ALONE,
     Kernel,
@@ -73,7 +68,7 @@ from edgekd.errors import InputError, StageFailed
 from edgekd.hostinfo import usable_cores
 from edgekd.measure import Canary, measure_artifact, time_calls, timing_lock
 from edgekd.remote import parse_remote, run_remote
-from edgekd.runtimes import create_backend
+from edgekd.runtimes import Artifact, create_backend
 from edgekd.runtimes.memprobe import measure_memory_mb
 
 KERNEL_KINDS = TIMED_ALONE
@@ -88,14 +83,14 @@ PATIENCE_S = 6.0  # how long one timing waits for a slow or busy machine before 
 
 
 CANARY_TOLERANCE = 1.1  # a canary reading this much above its best marks the machine as running slow
+# Share of each round's stand-alone kernels per kind: convolutions dominate the networks' time.
+KERNEL_SHARES = {"conv": 0.45, "dwconv": 0.25, "gemm": 0.1, "pool": 0.1, "eltwise": 0.1}
 
 
 def patiently(measure: Callable[[], object], interference: Callable[[object], float | None],
               canary: Canary | None = None) -> tuple[object, float]:
     """(measure(), the slower canary reading around it), repeated after pauses while other processes keep
     it waiting for a CPU or the canary says the machine runs slow (up to PATIENCE_S)."""
-    import time
-
     waited = 0.0
     while True:
         before = canary.reading() if canary else 0.0
@@ -206,104 +201,6 @@ class KernelTimer:
         shutil.rmtree(self.workdir, ignore_errors=True)
 
 
-# ----------------------------------------------------------------------------- fitting
-def _kernel_matrix(kernels: list[Kernel], r: Roofline) -> tuple[np.ndarray, np.ndarray]:
-    base = np.array([roofline_us(k, r.peak_gops, r.bandwidth_gbs, r.overhead_us) for k in kernels])
-    return np.array([features(k, b) for k, b in zip(kernels, base, strict=True)]), base
-
-
-def fit_kernel_models(samples: dict[str, list[tuple[Kernel, float]]], r: Roofline,
-                      seed: int) -> dict[str, KernelModel]:
-    """Per kind: a forest on log(stand-alone time / roofline time), with its 5-fold error."""
-    from sklearn.model_selection import KFold
-
-    models = {}
-    for kind, rows in samples.items():
-        if len(rows) < 8:
-            continue
-        x, base = _kernel_matrix([k for k, _ in rows], r)
-        y = np.log(np.array([t for _, t in rows]) / base)
-        errors = []
-        for train, test in KFold(5, shuffle=True, random_state=seed).split(x):
-            forest = export_forest(fit_forest(x[train], y[train], seed))
-            errors.extend(np.abs(np.exp(predict_forest(forest, x[test]) - y[test]) - 1))
-        models[kind] = KernelModel(samples=len(rows), cv_median_abs_error=float(np.median(errors)),
-                                   forest=export_forest(fit_forest(x, y, seed)))
-    return models
-
-
-def worst(models: dict[str, KernelModel], rows: list[tuple[Kernel, float]], r: Roofline, share: float):
-    """The `share` of timed kernels the current models predict worst (relative error)."""
-    errs = []
-    for k, t in rows:
-        model = models.get(k.kind)
-        if model is None:
-            continue
-        x, base = _kernel_matrix([k], r)
-        errs.append((abs(base[0] * np.exp(predict_forest(model.forest, x)[0]) / t - 1), k))
-    errs.sort(key=lambda e: -e[0])
-    return [k for _, k in errs[: max(1, int(len(errs) * share))]]
-
-
-def network_features(kernels: list[Kernel], models: dict[str, KernelModel], r: Roofline, call_us: float,
-                     block: int) -> dict[str, dict[str, float]]:
-    """Per kind, the sums over a network's kernels of what the kind's linear predictor weighs."""
-    terms = kernel_terms(kernels, models, r, call_us, block)
-    sums = {kind: dict.fromkeys(NET_FEATURES, 0.0) for kind in NETWORK_KINDS}
-    for k, row in zip(kernels, terms, strict=True):
-        s = sums[k.kind if k.kind in sums else "other"]
-        for f, v in zip(NET_FEATURES, row, strict=True):
-            s[f] += float(v)
-    return sums
-
-
-def _flat(sums: dict[str, dict[str, float]], columns: list[tuple[str, str]]) -> list[float]:
-    return [sums[kind][f] for kind, f in columns]
-
-
-def fit_network(rows: list[tuple[dict, float]], seed: int) -> tuple[dict, float, np.ndarray]:
-    """Non-negative per-kind linear predictors fitted on network sums; returns (coef by kind and feature,
-    intercept, held-out measured/predicted ratios from 10-fold cross-validation)."""
-    from sklearn.linear_model import LinearRegression
-    from sklearn.model_selection import KFold
-
-    columns = [(kind, f) for kind in NETWORK_KINDS for f in NET_FEATURES
-               if sum(s[kind][f] > 0 for s, _ in rows) >= max(3, len(rows) // 10)]
-    x = np.array([_flat(s, columns) for s, _ in rows])
-    y = np.array([t for _, t in rows])
-    scale = x.max(axis=0)
-
-    def fit(idx):
-        # relative error is what the band and the +-10% target are about: weight by 1/y^2
-        return LinearRegression(positive=True).fit(x[idx] / scale, y[idx], sample_weight=1 / y[idx] ** 2)
-
-    ratios = np.empty(len(y))
-    for train, test in KFold(min(10, len(y)), shuffle=True, random_state=seed).split(x):
-        ratios[test] = y[test] / np.maximum(fit(train).predict(x[test] / scale), 1e-9)
-    model = fit(np.arange(len(y)))
-    coef: dict[str, dict[str, float]] = {}
-    for (kind, f), c, s in zip(columns, model.coef_, scale, strict=True):
-        coef.setdefault(kind, {})[f] = float(c / s)
-    return coef, float(model.intercept_), ratios
-
-
-def fit_memory(rows: list[tuple[float, float, float]]) -> MemoryModel:
-    """model MB ~ a * weights MB + b * activations MB + c, non-negative, with 5-fold held-out ratios."""
-    from sklearn.linear_model import LinearRegression
-    from sklearn.model_selection import KFold
-
-    data = np.array(rows)
-    x, y = data[:, :2], data[:, 2]
-    ratios = np.empty(len(y))
-    for train, test in KFold(min(5, len(y)), shuffle=True, random_state=0).split(x):
-        m = LinearRegression(positive=True).fit(x[train], y[train])
-        ratios[test] = y[test] / np.maximum(m.predict(x[test]), 1e-6)
-    m = LinearRegression(positive=True).fit(x, y)
-    lo, hi = np.percentile(ratios, [2.5, 97.5])
-    return MemoryModel(weights=float(m.coef_[0]), activations=float(m.coef_[1]), constant_mb=float(m.intercept_),
-                       ratio_interval=(float(lo), float(hi)), networks=len(y))
-
-
 def perturb_arch(arch: dict, rng: np.random.Generator) -> dict:
     """A neighbouring architecture: one field of `arch` changed."""
     other = sample_arch(arch["family"], rng)
@@ -378,173 +275,219 @@ def calibrate(profile: Profile, runtime: str, budget: SampleCounts, progress, re
     check_calibratable(profile, runtime, remote)
     if remote is not None:
         return calibrate_remote(profile, runtime, budget, progress, remote)
-    backend = create_backend(runtime)
-    threads = profile.threads
-    r = Roofline(peak_gops=profile.peak_gops["fp32"].value, bandwidth_gbs=profile.memory_bandwidth_gbs.value,
-                 overhead_us=profile.dispatch_overhead_us.value)
-    rng = np.random.default_rng(budget.seed)
-    cache, workdir = network_cache(), Path(tempfile.mkdtemp(prefix="edgekd-calibrate-nets-"))
+    run = LocalRun(profile, runtime, budget, progress)
+    try:
+        with timing_lock():
+            run.warm_up()
+            run.time_kernels(run.draw(budget.kernels), "kernels")
+            for i in range(budget.rounds):
+                fresh = run.time_kernels(run.draw(budget.kernels // 4), f"kernels, adaptive round {i + 1}")
+                bad = worst(run.fit_kernels(), fresh, run.roofline, 0.3)
+                run.time_kernels([perturb(k, run.rng) for k in bad for _ in range(2)],
+                                 f"neighbours of worst, round {i + 1}")
+            run.time_networks(run.nets, run.paths, "calibration networks")
+        if budget.refine_networks:
+            extra = run.neighbours_of_worst()
+            extra_paths = run.export(extra, "neighbours of the worst-predicted networks")
+            with timing_lock():
+                run.time_networks(extra, extra_paths, "neighbour networks")
+        with timing_lock():
+            run.retime_slow()
+            run.probe_memory()
+        return run.result()
+    finally:
+        run.close()
 
-    def export(archs: list[tuple[dict, tuple]], label: str) -> list[Path]:
-        task = progress.add_task(f"export {label}", total=len(archs))
+
+@dataclasses.dataclass
+class TimedKernel:
+    kernel: Kernel
+    us: float
+    interference: float  # share of the timing spent waiting for a CPU
+    canary_ms: float  # the slower canary reading around it
+
+
+@dataclasses.dataclass
+class TimedNetwork:
+    arch: dict
+    input_shape: list[int]
+    weights: float  # elements
+    activations: float  # liveness peak, elements
+    kernels: list[Kernel]
+    artifact: Artifact
+    measured_ms: float = float("inf")  # the fastest timing seen: slow spells only ever slow a timing down
+    interference: float = 0.0
+    canary_ms: float = 0.0
+    memory_mb: float | None = None
+
+    def record(self, clean: bool, used: bool) -> dict:
+        """What calibration.json keeps of it."""
+        return {"arch": self.arch, "input_shape": self.input_shape, "measured_ms": self.measured_ms,
+                "interference": self.interference, "canary_ms": self.canary_ms} | (
+            {"memory_mb": self.memory_mb} if self.memory_mb is not None else {}) | {"clean": clean, "used": used}
+
+
+class LocalRun:
+    """One calibration on this machine: what has been timed so far, and the fits over it."""
+
+    def __init__(self, profile: Profile, runtime: str, budget: SampleCounts, progress):
+        self.profile, self.runtime, self.budget, self.progress = profile, runtime, budget, progress
+        self.backend = create_backend(runtime)
+        self.threads = profile.threads
+        self.roofline = Roofline(peak_gops=profile.peak_gops["fp32"].value,
+                                 bandwidth_gbs=profile.memory_bandwidth_gbs.value,
+                                 overhead_us=profile.dispatch_overhead_us.value)
+        self.rng = np.random.default_rng(budget.seed)
+        self.cache, self.workdir = network_cache(), Path(tempfile.mkdtemp(prefix="edgekd-calibrate-nets-"))
+        self.nets = sample_networks(budget.networks, seed=budget.seed + 1)
+        self.paths = self.export(self.nets, "calibration networks")
+        self.pool = kernel_pool(self.rng)
+        self.untimed = {kind: list(self.rng.permutation(len(self.pool[kind]))) for kind in KERNEL_KINDS}
+        # The canary: a small MobileNetV2, many tiny kernels, so it feels slow thread hand-offs as much as
+        # the networks do (a big ResNet, compute-bound, barely notices them).
+        c = next((i for i, (arch, _) in enumerate(self.nets) if arch["family"] == "mobilenetv2"), 0)
+        canary_art = self.backend.compile(self.paths[c], self.workdir / "canary", "fp32", None, profile.arch)
+        canary_session = self.backend.load(canary_art, self.threads)
+        x0 = np.zeros((1, *self.nets[c][1]), np.float32)
+        self.canary = Canary(lambda: canary_session.run(x0))
+        self.timer = KernelTimer(self.backend, self.threads, profile.arch, self.canary)
+        self.timed: dict[tuple, TimedKernel] = {}  # by kernel_key
+        self.rounds: list[dict] = []
+        self.measured: list[TimedNetwork] = []
+        self.call_us = 0.0
+
+    def export(self, archs: list[tuple[dict, tuple]], label: str) -> list[Path]:
+        task = self.progress.add_task(f"export {label}", total=len(archs))
         out = []
         for arch, shape in archs:
-            out.append(exported_network(arch, shape, cache))
-            progress.advance(task)
+            out.append(exported_network(arch, shape, self.cache))
+            self.progress.advance(task)
         return out
 
-    nets = sample_networks(budget.networks, seed=budget.seed + 1)
-    paths = export(nets, "calibration networks")
-    pool = kernel_pool(rng)
-    shares = {"conv": 0.45, "dwconv": 0.25, "gemm": 0.1, "pool": 0.1, "eltwise": 0.1}
-    untimed = {kind: list(rng.permutation(len(pool[kind]))) for kind in KERNEL_KINDS}
-
-    def draw(n: int) -> list[Kernel]:
+    def draw(self, n: int) -> list[Kernel]:
+        """`n` kernels not timed yet, in KERNEL_SHARES."""
         picked = []
         for kind in KERNEL_KINDS:
-            take = max(2, round(n * shares[kind]))
-            picked += [pool[kind][i] for i in untimed[kind][:take]]
-            untimed[kind] = untimed[kind][take:]
+            take = max(2, round(n * KERNEL_SHARES[kind]))
+            picked += [self.pool[kind][i] for i in self.untimed[kind][:take]]
+            self.untimed[kind] = self.untimed[kind][take:]
         return picked
 
-    # The canary: a small MobileNetV2, many tiny kernels, so it feels slow thread hand-offs as much as
-    # the networks do (a big ResNet, compute-bound, barely notices them).
-    c = next((i for i, (arch, _) in enumerate(nets) if arch["family"] == "mobilenetv2"), 0)
-    canary_session = backend.load(backend.compile(paths[c], workdir / "canary", "fp32", None, profile.arch), threads)
-    x0 = np.zeros((1, *nets[c][1]), np.float32)
-    canary = Canary(lambda: canary_session.run(x0))
-    timer = KernelTimer(backend, threads, profile.arch, canary)
-    timed: dict[tuple, dict] = {}  # kernel key -> {"kernel", "us", "interference", "canary_ms"}
-    rounds: list[dict] = []
+    def warm_up(self) -> None:
+        for _ in range(5):
+            self.canary.reading()
+        self.call_us = self.timer(make_kernel("pool", 1, 1, 1))[0]  # the call itself: a one-element kernel
 
-    def time_kernels(kernels: list[Kernel], label: str) -> list[tuple[Kernel, float]]:
-        kernels = [k for k in kernels if kernel_key(k) not in timed]
-        task = progress.add_task(f"time {label}", total=len(kernels))
+    def time_kernels(self, kernels: list[Kernel], label: str) -> list[tuple[Kernel, float]]:
+        kernels = [k for k in kernels if kernel_key(k) not in self.timed]
+        task = self.progress.add_task(f"time {label}", total=len(kernels))
         for k in kernels:
-            us, interference, canary_ms = timer(k)
-            timed[kernel_key(k)] = {"kernel": k, "us": us, "interference": interference, "canary_ms": canary_ms}
-            progress.advance(task)
-        rounds.append({"round": label, "kernels": len(kernels)})
-        return [(k, timed[kernel_key(k)]["us"]) for k in kernels]
+            self.timed[kernel_key(k)] = TimedKernel(k, *self.timer(k))
+            self.progress.advance(task)
+        self.rounds.append({"round": label, "kernels": len(kernels)})
+        return [(k, self.timed[kernel_key(k)].us) for k in kernels]
 
-    def is_clean(t: dict) -> bool:
+    def is_clean(self, t: TimedKernel | TimedNetwork) -> bool:
         """Timed while nothing slowed the machine (judged against the best canary of the whole run)."""
-        return t["interference"] <= MAX_INTERFERENCE and t["canary_ms"] <= CANARY_TOLERANCE * canary.best_ms
+        return t.interference <= MAX_INTERFERENCE and t.canary_ms <= CANARY_TOLERANCE * self.canary.best_ms
 
-    def fit_kernels() -> dict[str, KernelModel]:
+    def fit_kernels(self) -> dict[str, KernelModel]:
         by_kind: dict[str, list[tuple[Kernel, float]]] = {kind: [] for kind in KERNEL_KINDS}
-        for t in filter(is_clean, timed.values()):
-            by_kind[t["kernel"].kind].append((t["kernel"], t["us"]))
-        return fit_kernel_models(by_kind, r, budget.seed)
+        for t in filter(self.is_clean, self.timed.values()):
+            by_kind[t.kernel.kind].append((t.kernel, t.us))
+        return fit_kernel_models(by_kind, self.roofline, self.budget.seed)
 
-    measured: list[dict] = []
+    def time_network(self, n: TimedNetwork) -> None:
+        m, canary_ms = patiently(lambda: measure_artifact(n.artifact, (1, *n.input_shape), self.threads,
+                                                          **NETWORK_TIMING), lambda m: m.stats.interference,
+                                 self.canary)
+        if m.value_ms < n.measured_ms:  # slow spells only ever slow a timing down
+            n.measured_ms, n.interference, n.canary_ms = m.value_ms, m.stats.interference or 0.0, canary_ms
 
-    def time_network(n: dict) -> None:
-        m, canary_ms = patiently(lambda: measure_artifact(n["artifact"], (1, *n["input_shape"]), threads,
-                                                          **NETWORK_TIMING), lambda m: m.stats.interference, canary)
-        if "measured_ms" not in n or m.value_ms < n["measured_ms"]:  # slow spells only ever slow a timing down
-            n.update(measured_ms=m.value_ms, interference=m.stats.interference or 0.0, canary_ms=canary_ms)
-
-    def time_networks(archs, files, label: str) -> None:
-        task = progress.add_task(f"time {label}", total=len(archs))
+    def time_networks(self, archs: list[tuple[dict, tuple]], files: list[Path], label: str) -> None:
+        task = self.progress.add_task(f"time {label}", total=len(archs))
         for (arch, shape), path in zip(archs, files, strict=True):
-            kernels, peak = onnx_kernels_and_peak(_load(path))
-            n = {"arch": arch, "input_shape": list(shape), "weights": sum(k.weight_elems for k in kernels),
-                 "activations": peak, "kernels": kernels,
-                 "artifact": backend.compile(path, workdir / path.stem, "fp32", None, profile.arch)}
-            time_network(n)
-            measured.append(n)
-            progress.advance(task)
+            kernels, peak = onnx_kernels_and_peak(onnx.load(str(path)))
+            n = TimedNetwork(arch, list(shape), sum(k.weight_elems for k in kernels), peak, kernels,
+                             self.backend.compile(path, self.workdir / path.stem, "fp32", None, self.profile.arch))
+            self.time_network(n)
+            self.measured.append(n)
+            self.progress.advance(task)
 
-    def retime_slow() -> None:
+    def retime_slow(self) -> None:
         """Once more, what was timed during a slow spell by the run's best canary (a spell can outlast the
         patience of one timing); the faster timing is kept."""
-        kernels = [t for t in timed.values() if not is_clean(t)]
-        nets_ = [n for n in measured if not is_clean(n)]
-        task = progress.add_task("time again what ran in slow spells", total=len(kernels) + len(nets_))
+        kernels = [t for t in self.timed.values() if not self.is_clean(t)]
+        nets = [n for n in self.measured if not self.is_clean(n)]
+        task = self.progress.add_task("time again what ran in slow spells", total=len(kernels) + len(nets))
         for t in kernels:
-            us, interference, canary_ms = timer(t["kernel"])
-            if us < t["us"]:
-                t.update(us=us, interference=interference, canary_ms=canary_ms)
-            progress.advance(task)
-        for n in nets_:
-            time_network(n)
-            progress.advance(task)
+            again = TimedKernel(t.kernel, *self.timer(t.kernel))
+            if again.us < t.us:
+                self.timed[kernel_key(t.kernel)] = again
+            self.progress.advance(task)
+        for n in nets:
+            self.time_network(n)
+            self.progress.advance(task)
 
-    def network_fit():
-        """The per-kind predictors for the vector block that predicts held-out networks best."""
-        kept = [n for n in measured if is_clean(n)]
+    def network_fit(self, models: dict[str, KernelModel]):
+        """(coef, intercept, held-out ratios, vector block, networks used): the per-kind predictors for the
+        vector block that predicts held-out networks best."""
+        kept = [n for n in self.measured if self.is_clean(n)]
         if len(kept) < MIN_FIT_NETWORKS:
             # A machine busy through every retry: fit on all networks, each at the fastest timing seen, rather
             # than on too few to fit at all; the file marks which timings were disturbed ("clean": false).
-            kept = list(measured)
+            kept = list(self.measured)
         best = None
         for block in VECTOR_BLOCKS:
-            rows = [(network_features(n["kernels"], models, r, call_us, block), n["measured_ms"] * 1e3)
+            rows = [(network_features(n.kernels, models, self.roofline, self.call_us, block), n.measured_ms * 1e3)
                     for n in kept]
-            coef, intercept, ratios = fit_network(rows, budget.seed)
+            coef, intercept, ratios = fit_network(rows, self.budget.seed)
             score = (float(np.mean(np.abs(ratios - 1) <= 0.1)), -float(np.median(np.abs(ratios - 1))))
             if best is None or score > best[0]:
                 best = (score, coef, intercept, ratios, block)
         return (*best[1:], kept)
 
-    try:
-        with timing_lock():
-            for _ in range(5):
-                canary.reading()
-            call_us = timer(make_kernel("pool", 1, 1, 1))[0]  # the call itself: a one-element kernel
-            time_kernels(draw(budget.kernels), "kernels")
-            models = fit_kernels()
-            for i in range(budget.rounds):
-                fresh = time_kernels(draw(budget.kernels // 4), f"kernels, adaptive round {i + 1}")
-                bad = worst(models, fresh, r, 0.3)
-                time_kernels([perturb(k, rng) for k in bad for _ in range(2)], f"neighbours of worst, round {i + 1}")
-                models = fit_kernels()
-            time_networks(nets, paths, "calibration networks")
-        coef, intercept, ratios, block, kept = network_fit()
-        if budget.refine_networks:
-            keys = {network_key(n["arch"], tuple(n["input_shape"])) for n in measured}
-            extra = []
-            for i in np.argsort(-np.abs(ratios - 1))[: max(1, budget.refine_networks // 2)]:
-                for _ in range(2):
-                    arch, shape = perturb_arch(kept[i]["arch"], rng), tuple(kept[i]["input_shape"])
-                    if network_key(arch, shape) not in keys:
-                        keys.add(network_key(arch, shape))
-                        extra.append((arch, shape))
-            extra_paths = export(extra, "neighbours of the worst-predicted networks")
-            with timing_lock():
-                time_networks(extra, extra_paths, "neighbour networks")
-        with timing_lock():
-            retime_slow()
-            probe = measured[: budget.memory_networks]
-            task = progress.add_task("probe peak memory", total=len(probe))
-            for n in probe:
-                n["memory_mb"] = measure_memory_mb(n["artifact"], (1, *n["input_shape"]), threads)
-                progress.advance(task)
-        models = fit_kernels()
-        coef, intercept, ratios, block, kept = network_fit()
-    finally:
-        timer.close()
-        shutil.rmtree(workdir, ignore_errors=True)
+    def neighbours_of_worst(self) -> list[tuple[dict, tuple]]:
+        """Two neighbours (one field changed) of each of the networks the current fit predicts worst."""
+        *_, ratios, _, kept = self.network_fit(self.fit_kernels())
+        keys = {network_key(n.arch, tuple(n.input_shape)) for n in self.measured}
+        extra = []
+        for i in np.argsort(-np.abs(ratios - 1))[: max(1, self.budget.refine_networks // 2)]:
+            for _ in range(2):
+                arch, shape = perturb_arch(kept[i].arch, self.rng), tuple(kept[i].input_shape)
+                if network_key(arch, shape) not in keys:
+                    keys.add(network_key(arch, shape))
+                    extra.append((arch, shape))
+        return extra
 
-    lo, hi = np.percentile(ratios, [2.5, 97.5])
-    memory = fit_memory([(*memory_terms(n["weights"], n["activations"], "fp32"), n["memory_mb"])
-                         for n in measured if "memory_mb" in n])
-    return Calibration(
-        schema="edgekd.calibration/1", profile=profile.name, runtime=runtime,
-        precisions=list(SAME_KERNELS_AS_FP32.get(runtime, ("fp32",))), threads=threads,
-        created=datetime.now(timezone.utc).isoformat(timespec="seconds"), versions=_versions(backend, runtime),
-        host=host_identity(), roofline=r, call_overhead_us=call_us, vector_block=block, kernels=models,
-        network=NetworkModel(coef=coef, intercept_us=intercept, ratio_interval=(float(lo), float(hi)),
-                             within_10pct=float(np.mean(np.abs(ratios - 1) <= 0.1)), networks=len(kept)),
-        memory=memory,
-        samples={"kernel_rounds": rounds, "canary_best_ms": canary.best_ms,
-                 "kernel_times_us": [[*kernel_key(t["kernel"]), round(t["us"], 3), round(t["interference"], 4),
-                                      round(t["canary_ms"] / canary.best_ms, 3)] for t in timed.values()],
-                 "networks": [{k: n[k] for k in ("arch", "input_shape", "measured_ms", "interference", "canary_ms",
-                                                 "memory_mb") if k in n}
-                              | {"clean": is_clean(n), "used": any(n is k for k in kept)} for n in measured]})
+    def probe_memory(self) -> None:
+        probe = self.measured[: self.budget.memory_networks]
+        task = self.progress.add_task("probe peak memory", total=len(probe))
+        for n in probe:
+            n.memory_mb = measure_memory_mb(n.artifact, (1, *n.input_shape), self.threads)
+            self.progress.advance(task)
 
+    def result(self) -> Calibration:
+        models = self.fit_kernels()
+        coef, intercept, ratios, block, kept = self.network_fit(models)
+        lo, hi = np.percentile(ratios, [2.5, 97.5])
+        memory = fit_memory([(*memory_terms(n.weights, n.activations, "fp32"), n.memory_mb)
+                             for n in self.measured if n.memory_mb is not None])
+        best = self.canary.best_ms
+        return Calibration(
+            schema="edgekd.calibration/1", profile=self.profile.name, runtime=self.runtime,
+            precisions=list(SAME_KERNELS_AS_FP32.get(self.runtime, ("fp32",))), threads=self.threads,
+            created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            versions=_versions(self.backend, self.runtime), host=host_identity(), roofline=self.roofline,
+            call_overhead_us=self.call_us, vector_block=block, kernels=models,
+            network=NetworkModel(coef=coef, intercept_us=intercept, ratio_interval=(float(lo), float(hi)),
+                                 within_10pct=float(np.mean(np.abs(ratios - 1) <= 0.1)), networks=len(kept)),
+            memory=memory,
+            samples={"kernel_rounds": self.rounds, "canary_best_ms": best,
+                     "kernel_times_us": [[*kernel_key(t.kernel), round(t.us, 3), round(t.interference, 4),
+                                          round(t.canary_ms / best, 3)] for t in self.timed.values()],
+                     "networks": [n.record(self.is_clean(n), any(n is k for k in kept)) for n in self.measured]})
 
-def _load(path: Path):
-    return onnx.load(str(path))
+    def close(self) -> None:
+        self.timer.close()
+        shutil.rmtree(self.workdir, ignore_errors=True)

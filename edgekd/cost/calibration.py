@@ -17,8 +17,10 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import platform
 from functools import lru_cache
+from importlib import metadata
 from pathlib import Path
 from typing import Any, Literal
 
@@ -200,8 +202,6 @@ def _host_identity() -> dict[str, Any]:
 # ----------------------------------------------------------------------------- files
 def calibration_dir() -> Path:
     """profiles/calibration/, or $EDGEKD_CALIBRATION_DIR (a writable place for an installed edgekd)."""
-    import os
-
     override = os.environ.get("EDGEKD_CALIBRATION_DIR")
     return Path(override) if override else data_dir("profiles") / "calibration"
 
@@ -268,8 +268,6 @@ def find_calibration(profile, runtime: str | None, precision: str) -> tuple[Cali
 
 def runtime_version(runtime: str) -> str:
     """The installed version of a runtime's Python package, "" if it is not installed."""
-    from importlib import metadata
-
     try:
         return metadata.version({"tensorrt": "tensorrt"}.get(runtime, runtime))
     except metadata.PackageNotFoundError:

@@ -8,12 +8,11 @@ out as their node arrays (feature, threshold, left, right, value) and walked her
 from __future__ import annotations
 
 import numpy as np
+from sklearn.ensemble import RandomForestRegressor
 
 
 def fit_forest(x: np.ndarray, y: np.ndarray, seed: int = 0, trees: int = 60, max_leaf_nodes: int = 48):
     """A random forest on (x, y); small leaves-per-tree keep the stored file small."""
-    from sklearn.ensemble import RandomForestRegressor
-
     model = RandomForestRegressor(n_estimators=trees, max_leaf_nodes=max_leaf_nodes, min_samples_leaf=2,
                                   max_features=0.7, random_state=seed)
     return model.fit(x, y)

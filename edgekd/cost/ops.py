@@ -17,6 +17,11 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 import onnx
+import torch
+from onnx import helper, numpy_helper, shape_inference
+from torch import nn
+from torchvision.models.mobilenetv2 import InvertedResidual
+from torchvision.models.resnet import BasicBlock, Bottleneck
 
 ELEMENT_BYTES = {"fp32": 4, "fp16": 2, "int8": 1}
 KINDS = ("conv", "dwconv", "gemm", "pool", "eltwise", "other")
@@ -129,8 +134,6 @@ def from_network_kernel(k: Kernel) -> Kernel | None:
 # ----------------------------------------------------------------------------- ONNX
 def _inferred_shapes(model, batch: int):
     """A copy of the model with symbolic dims set to `batch`, and every fully known tensor shape."""
-    from onnx import shape_inference
-
     model = onnx.ModelProto.FromString(model.SerializeToString())
     for value in model.graph.input:
         for dim in value.type.tensor_type.shape.dim:
@@ -155,8 +158,6 @@ def _hw(shape: tuple[int, ...]) -> int:
 
 
 def _onnx_kernels(model, shapes) -> list[Kernel]:
-    from onnx import helper, numpy_helper
-
     constants = {t.name: numpy_helper.to_array(t).shape for t in model.graph.initializer}
     constants.update({n.output[0]: () for n in model.graph.node if n.op_type == "Constant"})
     readers: dict[str, int] = {o.name: 1 for o in model.graph.output}
@@ -361,11 +362,6 @@ class _TorchTracer:
 
 def kernels_from_torch(module, input_shape: tuple[int, ...]) -> tuple[list[Kernel], float]:
     """Fused kernels of a torch module by forward hooks, and their liveness peak of activation elements."""
-    import torch
-    from torch import nn
-    from torchvision.models.mobilenetv2 import InvertedResidual
-    from torchvision.models.resnet import BasicBlock, Bottleneck
-
     tracer = _TorchTracer("input")
     hooks = []
     for m in module.modules():

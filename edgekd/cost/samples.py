@@ -13,6 +13,8 @@ import math
 from pathlib import Path
 
 import numpy as np
+import torch
+from onnx import TensorProto, helper, numpy_helper
 
 from edgekd.cost.ops import Kernel
 from edgekd.hostinfo import cache_dir
@@ -60,10 +62,7 @@ def network_key(arch: dict, input_shape: tuple[int, ...]) -> str:
 def build_network(arch: dict, input_shape: tuple[int, ...], seed: int = 0):
     """The torch module, with batch-norm statistics set as training would leave them (non-trivial), so the
     exported graph carries the biases a trained student's does."""
-    import torch
-
-    torch.manual_seed(seed)
-    model = create_model(arch, input_shape[0], NUM_CLASSES, input_shape[1:]).eval()
+    model = create_model(arch, input_shape[0], NUM_CLASSES, input_shape[1:], seed=seed).eval()
     with torch.no_grad():
         for m in model.modules():
             if isinstance(m, torch.nn.BatchNorm2d):
@@ -75,8 +74,6 @@ def build_network(arch: dict, input_shape: tuple[int, ...], seed: int = 0):
 
 def exported_network(arch: dict, input_shape: tuple[int, ...], cache: Path) -> Path:
     """The network's ONNX file, exported once per (arch, input shape, torch version) into `cache`."""
-    import torch
-
     path = cache / f"{network_key(arch, input_shape)}-{torch.__version__.split('+')[0]}.onnx"
     if not path.is_file():
         tmp = path.with_name(path.stem + ".partial.onnx")
@@ -94,8 +91,6 @@ def network_cache() -> Path:
 # ----------------------------------------------------------------------------- single kernels
 def kernel_model(k: Kernel, seed: int = 0):
     """An ONNX model that runs exactly one fused kernel with `k`'s shape (the pattern ops.py prices)."""
-    from onnx import TensorProto, helper, numpy_helper
-
     rng = np.random.default_rng(seed)
     side_in = max(1, round(math.sqrt(k.hw_in)))
     nodes, inits = [], []

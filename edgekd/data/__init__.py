@@ -10,6 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
+import torch.nn.functional as F
+from sklearn.model_selection import train_test_split
 
 from edgekd.config import Preprocess
 from edgekd.data import loaders
@@ -67,8 +70,6 @@ def _resize(x: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Bilinear resize of an (N, C, H, W) array, keeping its dtype."""
     if x.shape[2:] == tuple(size):
         return x
-    import torch
-    import torch.nn.functional as F
 
     t = F.interpolate(torch.from_numpy(x.astype(np.float32)), size=size, mode="bilinear", antialias=True,
                       align_corners=False)
@@ -88,8 +89,6 @@ def _to_channels(x: np.ndarray, channels: int | None, source: str) -> np.ndarray
 
 
 def _stratified_split(y: np.ndarray, seed: int, classes: list[str], source: str) -> tuple[np.ndarray, np.ndarray]:
-    from sklearn.model_selection import train_test_split
-
     counts = np.bincount(y, minlength=len(classes))
     need = max(2, int(np.ceil(1 / VAL_FRACTION)))
     if (counts < need).any():

@@ -16,7 +16,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import matplotlib
 import numpy as np
+from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 from edgekd.data import generated
 
@@ -32,9 +34,6 @@ VERSION = 2
 
 def font_files() -> list[Path]:
     """Text fonts among matplotlib's, in a fixed order; a font must render all classes distinctly."""
-    import matplotlib
-    from PIL import ImageFont
-
     folder = Path(matplotlib.get_data_path()) / "fonts" / "ttf"
     usable = []
     for path in sorted(folder.glob("*.ttf")):
@@ -49,8 +48,6 @@ def font_files() -> list[Path]:
 
 def render(font_path: Path, char: str, rng: np.random.Generator) -> np.ndarray:
     """One augmented 32x32 uint8 glyph (white on black)."""
-    from PIL import Image, ImageDraw, ImageFilter, ImageFont
-
     font = ImageFont.truetype(str(font_path), int(rng.integers(18, 27)))
     canvas = Image.new("L", (2 * SIZE, 2 * SIZE), 0)
     center = (SIZE + rng.uniform(-3, 3), SIZE + rng.uniform(-3, 3))

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from PIL import Image, UnidentifiedImageError
+from sklearn.datasets import load_digits as sk_digits
 
+from edgekd.data import fonts, shapes
 from edgekd.errors import InputError
 from edgekd.hostinfo import cache_dir
 
-EMBEDDED_SETS = ("fonts", "shapes")  # generated on first use into the cache (edgekd/data/<name>.py)
+EMBEDDED_SETS = {"fonts": fonts, "shapes": shapes}  # generated on first use into the cache (edgekd/data/<name>.py)
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
 
 
@@ -29,10 +34,8 @@ def load_raw(spec: str, size: tuple[int, int] | None, seed: int) -> RawData:
     if spec == "digits":
         return load_digits()
     if spec in EMBEDDED_SETS:
-        from importlib import import_module
-
         # the set is fixed; `seed` varies splits of other data only
-        return load_npz(import_module(f"edgekd.data.{spec}").cached_npz(seed=0))
+        return load_npz(EMBEDDED_SETS[spec].cached_npz(seed=0))
     path = Path(spec)
     if path.suffix == ".npz":
         return load_npz(path)
@@ -47,8 +50,6 @@ def load_raw(spec: str, size: tuple[int, int] | None, seed: int) -> RawData:
 
 def load_digits() -> RawData:
     """scikit-learn's 1,797 real 8x8 handwritten digits (values 0..16), shipped inside scikit-learn."""
-    from sklearn.datasets import load_digits as sk_digits
-
     d = sk_digits()
     x = d.images.astype(np.uint8)[:, None]
     return RawData(x=x, y=d.target.astype(np.int64), classes=[str(c) for c in d.target_names], scale=16.0)
@@ -158,9 +159,6 @@ def decoded(root: Path, files: list[tuple[Path, int]], size: tuple[int, int] | N
     Keyed by every file's path, byte size and modification time plus the target size, so an added, removed or
     rewritten image (or another --input-size) decodes afresh; an unchanged folder of JPEGs is read back in
     milliseconds and paged in on demand, never decoded again."""
-    import hashlib
-    import os
-
     h = hashlib.sha256(json.dumps([str(root.resolve()), list(size) if size else None]).encode())
     for path, label in files:
         st = path.stat()
@@ -182,8 +180,6 @@ def decoded(root: Path, files: list[tuple[Path, int]], size: tuple[int, int] | N
 
 
 def _read_images(files: list[tuple[Path, int]], size: tuple[int, int] | None) -> tuple[np.ndarray, np.ndarray]:
-    from PIL import Image, UnidentifiedImageError
-
     images, modes, first = [], set(), None
     for path, _ in files:
         try:

@@ -19,9 +19,12 @@ from __future__ import annotations
 import math
 import os
 import sys
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
+from PIL import Image, ImageDraw, ImageFilter
 
 from edgekd.data import generated
 
@@ -55,8 +58,6 @@ def _polygon(kind: str, cx: float, cy: float, r: float, angle: float) -> list[tu
 
 def _mask(kind: str, rng: np.random.Generator, cx: float, cy: float, r: float, angle: float, n: int):
     """An n x n 'L' mask (255 inside) of one class shape."""
-    from PIL import Image, ImageDraw
-
     m = Image.new("L", (n, n), 0)
     d = ImageDraw.Draw(m)
     box = [cx - r, cy - r, cx + r, cy + r]
@@ -89,8 +90,6 @@ def _texture(rng: np.random.Generator, n: int, color: np.ndarray) -> np.ndarray:
     kind = 0 if rng.random() < 0.4 else int(rng.integers(1, 4))
     yy, xx = np.mgrid[0:n, 0:n].astype(np.float32) / n
     if kind == 0:  # smooth colour field: a 3x3 grid of colours, bilinearly interpolated
-        from PIL import Image
-
         grid = np.clip(color + rng.normal(0, 0.25, (3, 3, 3)), 0, 1)
         img = Image.fromarray((grid * 255).astype(np.uint8)).resize((n, n), Image.BILINEAR)
         return np.asarray(img, np.float32) / 255.0
@@ -109,8 +108,6 @@ def _texture(rng: np.random.Generator, n: int, color: np.ndarray) -> np.ndarray:
 
 def render(label: int, rng: np.random.Generator) -> np.ndarray:
     """One (3, 32, 32) uint8 image of class `label`."""
-    from PIL import Image, ImageDraw, ImageFilter
-
     n = SIZE * SUPER
     bg_color = rng.random(3)
     img = _texture(rng, n, bg_color)
@@ -163,9 +160,6 @@ def _chunk(seed: int, held_out: bool, c: int, count: int) -> np.ndarray:
 def generate(seed: int = 0, processes: int | None = None) -> dict[str, np.ndarray]:
     """x (N, 3, 32, 32) uint8, y (N,), val_mask (N,) True for the held-out images, classes (10,); drawn by up to
     `processes` processes (default: one per core, at most 8)."""
-    from concurrent.futures import ProcessPoolExecutor
-    from multiprocessing import get_context
-
     chunks = [(seed, held_out, c, count) for held_out, count in ((False, TRAIN_PER_CLASS), (True, TEST_PER_CLASS))
               for c in range(len(CLASSES))]
     processes = processes or min(8, os.cpu_count() or 1)

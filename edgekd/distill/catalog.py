@@ -1,6 +1,6 @@
 """Method names and one-line summaries, importable without torch (the CLI's --help lists them).
 
-losses.py registers the implementations under the same names; tests/test_losses.py keeps the two equal.
+losses.py registers the implementations under the same names; tests/unit/test_losses.py keeps the two equal.
 """
 
 DEFAULT_METHOD = "kd"  # chosen by benchmarks/kd_quality.py (it prints the methods compared on the embedded sets)
@@ -14,8 +14,10 @@ METHODS = {
     "feature": "FitNet hints: student features through a learned 1x1 adapter regress the teacher's",
     "at": "attention transfer (Zagoruyko & Komodakis): match normalized spatial attention maps",
     "rkd": "relational KD (Park et al.): match pairwise distances and angles of embeddings",
-    "ta": "teacher-assistant chain: distil an intermediate student first, then the student from it",
 }
+# Not a loss: `ta+dkd` distils an assistant with dkd, then the student from the assistant with dkd; the distill
+# stage runs the chain (edgekd/distill/stage.py).
+ASSISTANT = {"ta": "teacher-assistant chain: distil an intermediate student first, then the student from it"}
 
 
 # Methods that did not beat training from scratch with their defaults in benchmarks/kd_quality.py, with the
@@ -30,5 +32,5 @@ EXPERIMENTAL: dict[str, str] = {
 def describe() -> str:
     """The methods, one per paragraph (an epilog of `edgekd distill --help`)."""
     lines = [f"{k}: {v}" + (f" EXPERIMENTAL: {EXPERIMENTAL[k]}" if k in EXPERIMENTAL else "")
-             for k, v in METHODS.items()]
+             for k, v in (METHODS | ASSISTANT).items()]
     return "Methods (--method NAME or NAME+NAME):\n\n" + "\n\n".join(lines)

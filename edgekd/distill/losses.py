@@ -33,7 +33,7 @@ class LossInputs:
 
 @dataclass(frozen=True)
 class Method:
-    fn: Callable[[LossInputs, DistillConfig], torch.Tensor] | None  # None: a marker (ta)
+    fn: Callable[[LossInputs, DistillConfig], torch.Tensor]
     weight: float = 1.0  # default weight as a term of a '+' combination (the paper's)
     labels: bool = False  # includes the label cross-entropy; a combination without one gets CE added
     teacher: bool = True  # needs teacher logits
@@ -235,8 +235,3 @@ def relational_kd(b: LossInputs, cfg: DistillConfig) -> torch.Tensor:
     s, t = embedding(b.student_feats[-1]), embedding(b.teacher_feats[-1])
     return (cfg.rkd_distance_weight * F.smooth_l1_loss(distances(s), distances(t))
             + cfg.rkd_angle_weight * F.smooth_l1_loss(angles(s), angles(t)))
-
-
-# The chain is run by the distill stage (stage.py), not by a loss: `ta+dkd` distils an assistant with dkd,
-# then the student from the assistant with dkd.
-register_method("ta")(Method(None, teacher=True))

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from edgekd.config import DistillConfig
+from edgekd.distill.catalog import ASSISTANT
 from edgekd.distill.losses import LossInputs, Method, create_method, list_methods
 from edgekd.errors import InputError
 
@@ -55,13 +56,13 @@ def parse_method(text: str, cfg: DistillConfig) -> Plan:
         raise InputError(f"--method / distill.method '{text}': expected method names joined by '+', each once "
                          "(e.g. dkd+feature); `edgekd distill --help` lists them")
     for n in names:
-        if n not in list_methods():
+        if n not in list_methods() and n not in ASSISTANT:
             create_method(n)  # raises InputError with a did-you-mean
     unknown = sorted(set(cfg.method_weights) - set(names) - {"ce"})
     if unknown:
         raise InputError(f"distill.method_weights: {unknown} not in method '{text}'; weights apply to its terms")
-    assistant = "ta" in names
-    names = [n for n in names if n != "ta"] or ["kd"]
+    assistant = any(n in ASSISTANT for n in names)
+    names = [n for n in names if n not in ASSISTANT] or ["kd"]
     if not any(create_method(n).labels for n in names):
         names = ["ce", *names]
     terms = tuple(Term(n, create_method(n), cfg.method_weights.get(n, create_method(n).weight)) for n in names)

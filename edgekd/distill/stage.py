@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import torch
+from matplotlib.figure import Figure
 from safetensors.torch import load_file, save_file
 
 from edgekd.context import Context
@@ -43,9 +44,7 @@ def train_scratch(ctx: Context, arch: dict, info: dict, resume: bool) -> dict:
     augmentation and mixing); writes OUT/distill/scratch/ and adds its accuracy to student.json's content."""
     folder = ctx.run.folder("distill") / "scratch"
     folder.mkdir(exist_ok=True)
-    channels, classes, size = ctx.data.preprocessing.channels, ctx.data.num_classes, ctx.input_shape[1:]
-    torch.manual_seed(ctx.cfg.seed)
-    student = create_model(arch, channels, classes, size)
+    student = ctx.new_student(arch)
     result, _ = _fit(ctx, student, None, parse_method("ce", ctx.cfg.distill), arch, folder / "checkpoints", resume,
                      "scratch (labels only)")
     xv, yv = ctx.data.split("val")
@@ -133,15 +132,12 @@ def assistant_arch(ctx: Context, student: torch.nn.Module) -> dict:
 def train_student(ctx: Context, arch: dict, plan: Plan, resume: bool) -> dict | None:
     """Train and (rank 0) write the student; returns student.json's content (None on other ranks)."""
     folder = ctx.run.folder("distill")
-    channels, classes, size = ctx.data.preprocessing.channels, ctx.data.num_classes, ctx.input_shape[1:]
-    torch.manual_seed(ctx.cfg.seed)
-    student = create_model(arch, channels, classes, size)
+    student = ctx.new_student(arch)
     teacher, extra = ctx.teacher, {}
     xv, yv = ctx.data.split("val")
     if plan.assistant:
         a_arch = assistant_arch(ctx, student)
-        torch.manual_seed(ctx.cfg.seed)
-        assistant = create_model(a_arch, channels, classes, size)
+        assistant = ctx.new_student(a_arch)
         ctx.console.print(f"  teacher assistant {a_arch} ({count_params(assistant)} parameters)")
         a_result, _ = _fit(ctx, assistant, teacher, plan, a_arch, folder / "assistant", resume, "assistant")
         assistant = a_result.model
@@ -156,7 +152,8 @@ def train_student(ctx: Context, arch: dict, plan: Plan, resume: bool) -> dict | 
     last = result.history[-1] if result.history else {}
     cfg = ctx.cfg.distill
     info = {"arch": arch, "params": count_params(student), "method": cfg.method, "epochs": cfg.epochs,
-            "torch_accuracy": student_acc, "in_channels": channels, "num_classes": classes, "input_size": list(size),
+            "torch_accuracy": student_acc, "in_channels": ctx.input_shape[0], "num_classes": ctx.data.num_classes,
+            "input_size": list(ctx.input_shape[1:]),
             "device": ctx.device.type, "processes": _dist()[0], "batch_size_used": result.batch_size,
             "oom_retries": result.oom_retries, "skipped_steps": result.skipped_steps,
             "resumed_from_epoch": result.resumed_from_epoch, "feature_pairs": pairs,
@@ -164,7 +161,7 @@ def train_student(ctx: Context, arch: dict, plan: Plan, resume: bool) -> dict | 
     save_file({k: v.detach().contiguous().cpu() for k, v in student.state_dict().items()},
               str(ctx.run.student_weights))
     ctx.run.history_json.write_text(json.dumps(result.history, indent=2))
-    plot_history(result.history, folder / "history.png", ctx.console)
+    plot_history(result.history, folder / "history.png")
     ctx.run.student_json.write_text(json.dumps(info, indent=2))
     return info
 
@@ -187,18 +184,11 @@ def check_accuracy(ctx: Context, info: dict) -> dict:
     return info
 
 
-def plot_history(history: list[dict], path: Path, console) -> None:
-    """Loss and the KL decomposition per epoch, as a PNG beside history.json (matplotlib is optional)."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        console.print("  (matplotlib not installed: history.png not drawn; history.json has the numbers)")
-        return
+def plot_history(history: list[dict], path: Path) -> None:
+    """Loss and the KL decomposition per epoch, as a PNG beside history.json."""
     epochs = [h["epoch"] for h in history]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
+    fig = Figure(figsize=(10, 3.5))  # a Figure alone (no pyplot): files only, no display needed
+    axes = fig.subplots(1, 2)
     for key in sorted(k for k in history[-1] if k == "loss" or k.startswith("term_")):
         axes[0].plot(epochs, [h.get(key) for h in history], label=key.removeprefix("term_"))
     axes[0].set(xlabel="epoch", ylabel="training loss (per sample)", yscale="log", title="loss terms")
@@ -211,7 +201,6 @@ def plot_history(history: list[dict], path: Path, console) -> None:
             ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def load_student(folder: Path) -> tuple[torch.nn.Module, dict]:

@@ -13,7 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import onnx
+import onnxruntime as ort
 import torch
+from onnx import TensorProto
 from torch import nn
 
 from edgekd.errors import InputError
@@ -59,9 +62,6 @@ def probe_torch(module: nn.Module, input_shape: tuple[int, int, int], who: str) 
 def probe_onnx(model, input_shape: tuple[int, int, int]) -> list[Layer]:
     """4-D float tensors produced by top-level nodes, in node (topological) order, via shape inference with the
     input fixed to (1, C, H, W)."""
-    import onnx
-    from onnx import TensorProto
-
     model = _with_fixed_input(model, input_shape)
     inferred = onnx.shape_inference.infer_shapes(model)
     shapes = {}
@@ -75,8 +75,6 @@ def probe_onnx(model, input_shape: tuple[int, int, int]) -> list[Layer]:
 
 
 def _with_fixed_input(model, input_shape):
-    import onnx
-
     model = onnx.ModelProto.FromString(model.SerializeToString())
     init = {i.name for i in model.graph.initializer}
     inp = next(i for i in model.graph.input if i.name not in init)
@@ -159,9 +157,6 @@ class OnnxTeacher:
     outputs by name. Refuses tensors that cannot be graph outputs (inside a subgraph, weights, unknown)."""
 
     def __init__(self, path: Path, layers: list[str], threads: int):
-        import onnx
-        import onnxruntime as ort
-
         model = onnx.load(str(path))
         typed = {vi.name: vi for vi in onnx.shape_inference.infer_shapes(model).graph.value_info}
         existing = {o.name for o in model.graph.output}
@@ -220,7 +215,6 @@ def teacher_layers(teacher, input_shape: tuple[int, int, int], who: str) -> list
     module = teacher if isinstance(teacher, nn.Module) else teacher.module
     if module is not None:
         return probe_torch(module, input_shape, who)
-    import onnx
 
     layers = probe_onnx(onnx.load(str(teacher.onnx_path)), input_shape)
     if not layers:

@@ -16,9 +16,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel as DDP
 
 from edgekd.config import DistillConfig
 from edgekd.distill import augment, checkpoint, syncbn
@@ -131,8 +133,6 @@ class LogitCache:
 
 
 def _dist() -> tuple[int, int]:
-    import torch.distributed as dist
-
     if dist.is_available() and dist.is_initialized():
         return dist.get_world_size(), dist.get_rank()
     return 1, 0
@@ -141,7 +141,6 @@ def _dist() -> tuple[int, int]:
 def _any_across_ranks(flag: bool, device: torch.device, world: int) -> bool:
     if world == 1:
         return flag
-    import torch.distributed as dist
 
     t = torch.tensor([float(flag)], device=device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
@@ -256,8 +255,6 @@ class _Run:
     def loop(self, checkpoints: Path | None, fingerprint: dict) -> TrainResult:
         module: nn.Module = self.distiller
         if self.world > 1:
-            from torch.nn.parallel import DistributedDataParallel as DDP
-
             # gradient_as_bucket_view: grads live in DDP's buckets (no copy, no layout mismatch on 1x1 convs)
             module = DDP(self.distiller, device_ids=[self.device.index] if self.cuda else None,
                          gradient_as_bucket_view=True)
@@ -329,7 +326,6 @@ class _Run:
                 self.plain.update(epoch + pos / n)
         seconds = time.perf_counter() - t0
         if self.world > 1:  # epoch averages over all processes
-            import torch.distributed as dist
 
             keys = sorted(sums)
             flat = torch.stack([sums[k] for k in keys] + [torch.tensor(float(seen), device=self.device)])

@@ -14,6 +14,16 @@ import sys
 import warnings
 from pathlib import Path
 
+import torch
+import torch.distributed as dist
+from rich.console import Console
+
+from edgekd.config import load_build_config
+from edgekd.context import load_saved_config, make_context
+from edgekd.distill.method import parse_method
+from edgekd.distill.stage import train_student
+from edgekd.errors import EdgeKDError
+
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="edgekd.distill.worker")
@@ -21,16 +31,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--arch", required=True)
     ap.add_argument("--resume", action="store_true")
     args = ap.parse_args(argv)
-
-    import torch
-    import torch.distributed as dist
-    from rich.console import Console
-
-    from edgekd.config import load_build_config
-    from edgekd.context import load_saved_config, make_context
-    from edgekd.distill.method import parse_method
-    from edgekd.distill.stage import train_student
-    from edgekd.errors import EdgeKDError
 
     # A 1x1 convolution's weight gradient comes back with equivalent but differently ordered strides; DDP copies
     # it into its bucket correctly and warns on every process. Nothing to act on.

@@ -15,6 +15,7 @@ import onnx
 from edgekd.config import Preprocess
 from edgekd.data import load_data
 from edgekd.errors import InputError
+from edgekd.optional import require
 from edgekd.report import SCHEMA
 
 INT8_OPS = {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger"}
@@ -99,8 +100,7 @@ def _inspect_onnx(path: Path, option: str) -> ModelInput:
 
 
 def _inspect_ir(path: Path, option: str) -> ModelInput:
-    import openvino as ov
-
+    ov = require("openvino", f"reading the OpenVINO model {option}")
     try:
         model = ov.Core().read_model(str(path))
     except Exception as e:  # RuntimeError with a long OpenVINO message on a damaged IR

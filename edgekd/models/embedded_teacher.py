@@ -11,7 +11,6 @@ import hashlib
 import json
 import os
 
-import torch
 from safetensors.torch import load_file, save_file
 
 from edgekd.config import DistillConfig
@@ -46,10 +45,8 @@ def embedded_teacher(data: Dataset, seed: int, device):
     key = json.dumps({"v": VERSION, "arch": arch, "recipe": recipe.model_dump(), "seed": seed,
                       "pre": data.preprocessing.as_dict(), "n": int(len(data.y))}, sort_keys=True)
     path = cache_dir() / f"teacher-{data.source}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.safetensors"
-    # torch seeds its global generator at random when a process starts: without this, every first run would
-    # train a different teacher from the same recipe and seed, and two fresh machines would disagree.
-    torch.manual_seed(seed)
-    model = create_model(arch, data.preprocessing.channels, data.num_classes, size)
+    # seeded: otherwise every first run would train a different teacher from the same recipe and seed
+    model = create_model(arch, data.preprocessing.channels, data.num_classes, size, seed=seed)
     if path.is_file():
         model.load_state_dict(load_file(str(path)))
         return model.to(device).eval()

@@ -211,8 +211,13 @@ def torchvision_arch(name: str) -> dict | None:
     return None
 
 
-def create_model(arch: dict, in_channels: int, num_classes: int, input_size: tuple[int, int]) -> nn.Module:
-    """Build the network an arch dict describes (the one way every stage does it)."""
+def create_model(arch: dict, in_channels: int, num_classes: int, input_size: tuple[int, int], *,
+                 seed: int | None = None) -> nn.Module:
+    """Build the network an arch dict describes (the one way every stage does it). `seed` fixes the
+    initialisation: torch seeds its global generator at random when a process starts, so without it two runs
+    of one recipe start from different weights."""
+    if seed is not None:
+        torch.manual_seed(seed)
     try:
         builder = _families.get(arch["family"])
         return builder(arch, in_channels, num_classes, tuple(input_size))

@@ -17,6 +17,7 @@ import onnx
 import torch
 import torchvision
 from onnx import numpy_helper
+from safetensors.torch import load_file
 from torch import nn
 from torch.export.graph_signature import InputKind
 
@@ -231,8 +232,6 @@ def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
         raise InputError(f"--teacher-weights '{path}': file not found")
     try:
         if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
             return load_file(str(path))
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:

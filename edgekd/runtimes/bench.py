@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from rich.table import Table
 
 from edgekd.devicestate import device_state
 from edgekd.errors import InputError
@@ -76,8 +77,6 @@ def bench(artifact: Artifact, threads: int, batch: int = 1, eval_data: Path | No
 
 
 def print_bench(result: dict, console) -> None:
-    from rich.table import Table
-
     a = result["artifact"]
     table = Table(title=f"{Path(a['path']).name}: {a['runtime']} {a['precision']}, batch "
                         f"{result['input_shape'][0]}, {result['threads']} threads")

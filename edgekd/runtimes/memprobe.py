@@ -19,13 +19,15 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import onnx
+import psutil
+from onnx import TensorProto, helper
 
 from edgekd.figures import Figure, Figures
+from edgekd.runtimes import Artifact, create_backend
 
 
 def _rss_mb() -> float:
-    import psutil
-
     return psutil.Process().memory_info().rss / 2**20
 
 
@@ -53,10 +55,6 @@ def _peak_mb() -> float:
 
 
 def probe(spec: dict) -> dict:
-    # Imported here, in the fresh child process only: the parent imports this module for memory_figures, and
-    # the child's baseline is read after the runtime is loaded, so nothing else should come in before it.
-    from edgekd.runtimes import Artifact, create_backend
-
     artifact = Artifact.from_dict(spec["artifact"])
     backend = create_backend(artifact.runtime)
     x = np.zeros(spec["input_shape"], np.float32)
@@ -74,9 +72,6 @@ def probe(spec: dict) -> dict:
 
 
 def _identity_model(path: Path, rank: int) -> Path:
-    import onnx
-    from onnx import TensorProto, helper
-
     value = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [f"d{i}" for i in range(rank)]) for n in "xy"]
     graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "identity", value[:1], value[1:])
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))

@@ -13,8 +13,12 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnxruntime as ort
+from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from edgekd.errors import InputError
+from edgekd.optional import require
 from edgekd.runtimes.base import Artifact, Backend, CompileOptions, register_runtime
 
 XNNPACK = "XnnpackExecutionProvider"
@@ -22,8 +26,6 @@ XNNPACK = "XnnpackExecutionProvider"
 
 class OrtSession:
     def __init__(self, path: Path, threads: int, prefer_xnnpack: bool = False):
-        import onnxruntime as ort
-
         opts = ort.SessionOptions()
         opts.inter_op_num_threads = 1
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -60,9 +62,6 @@ def quantize_qdq(onnx_path: Path, out: Path, calibration: np.ndarray | None, act
     """Static INT8 QDQ with per-channel weights; returns the settings used. activation: 'QInt8' or 'QUInt8'.
     `symmetric` is the form TensorRT's explicit quantization takes: zero points 0, and biases left in float
     (its parser has no INT32 DequantizeLinear; it folds the float bias into the INT8 kernel itself)."""
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
     if calibration is None or len(calibration) == 0:
         raise InputError("int8 needs calibration data (the --data calibration subset)")
     with tempfile.TemporaryDirectory() as tmp:
@@ -80,14 +79,14 @@ def quantize_qdq(onnx_path: Path, out: Path, calibration: np.ndarray | None, act
 def to_ort_format(onnx_path: Path, out: Path, arch: str) -> None:
     """ONNX -> ORT format (what ONNX Runtime Mobile loads), graph optimizations fixed for the target's
     CPU family (the NCHWc layout transforms are x86-only, so an Arm target must not bake them in)."""
-    from onnxruntime.tools.convert_onnx_models_to_ort import OptimizationStyle, convert_onnx_models_to_ort
-
+    # onnxruntime.tools imports torch (its export helpers); this package imports none at the top (docs/architecture.md)
+    tool = require("onnxruntime.tools.convert_onnx_models_to_ort", "converting to the ORT format")
     with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(io.StringIO()):
         logging.getLogger("ort_format_model.utils").setLevel(logging.WARNING)
         src = Path(tmp) / out.with_suffix(".onnx").name
         shutil.copyfile(onnx_path, src)
-        convert_onnx_models_to_ort(src, Path(tmp) / "ort", [OptimizationStyle.Fixed],
-                                   target_platform="arm" if arch == "aarch64" else "amd64")
+        tool.convert_onnx_models_to_ort(src, Path(tmp) / "ort", [tool.OptimizationStyle.Fixed],
+                                        target_platform="arm" if arch == "aarch64" else "amd64")
         shutil.move(Path(tmp) / "ort" / src.with_suffix(".ort").name, out)
 
 

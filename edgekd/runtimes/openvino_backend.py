@@ -15,7 +15,7 @@ from edgekd.runtimes.base import Artifact, Backend, CompileOptions, register_run
 
 class OpenVinoSession:
     def __init__(self, path: Path, threads: int):
-        import openvino as ov
+        ov = require("openvino", "running an OpenVINO model")
 
         # Pin f32 execution: on AMX/AVX512-BF16 hosts OpenVINO would otherwise run in bf16 and change
         # results silently; the LATENCY hint is what a single-stream edge deployment uses.
@@ -67,8 +67,7 @@ class OpenVinoBackend(Backend):
 
     def compile(self, onnx_path: Path, out_dir: Path, precision: str, calibration: np.ndarray | None,
                 arch: str, options: CompileOptions | None = None) -> Artifact:
-        import openvino as ov
-
+        ov = require("openvino", "compiling for OpenVINO")
         if precision not in ("fp32", "fp16", "int8"):
             raise InputError(f"precision '{precision}': OpenVINO takes fp32, fp16 or int8")
         options = options or CompileOptions()

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+from onnxruntime.transformers.float16 import convert_float_to_float16
 
 from edgekd.devicestate import jetson_release
 from edgekd.errors import InputError, StageFailed
@@ -39,11 +40,15 @@ def _trt():
     return require("tensorrt", "building or running a TensorRT engine")
 
 
+def _torch():
+    # torch holds the engine's CUDA buffers and answers the device queries; the runtimes package imports no torch
+    # at the top (the memory probe and the remote runner load it on devices), so it comes in with TensorRT's path.
+    return require("torch", "TensorRT's CUDA buffers")
+
+
 def fingerprint() -> dict:
     """What an engine built here is tied to."""
-    import torch
-
-    trt = _trt()
+    torch, trt = _torch(), _trt()
     if not torch.cuda.is_available():
         raise InputError("TensorRT needs a CUDA GPU, and torch sees none on this host")
     major, minor = torch.cuda.get_device_capability(0)
@@ -89,8 +94,6 @@ def weakly_typed(trt) -> bool:
 
 def to_fp16_onnx(onnx_path: Path, out: Path) -> Path:
     """The float ONNX with fp16 weights and compute, fp32 inputs and outputs (for strongly typed builds)."""
-    from onnxruntime.transformers.float16 import convert_float_to_float16
-
     onnx.save(convert_float_to_float16(onnx.load(str(onnx_path)), keep_io_types=True), str(out))
     return out
 
@@ -149,9 +152,7 @@ def build_engine(onnx_path: Path, out: Path, precision: str, options: CompileOpt
 
 class TensorRTSession:
     def __init__(self, artifact: Artifact):
-        import torch
-
-        trt = _trt()
+        torch, trt = _torch(), _trt()
         recorded = artifact.settings.get("fingerprint")
         if recorded:
             check_fingerprint(recorded, fingerprint(), artifact.path)
@@ -219,9 +220,7 @@ class TensorRTBackend(Backend):
         if installed("tensorrt") is None:
             return ("TensorRT is not installed on this host; engines are built on the device "
                     "(pip install 'edgekd[tensorrt]' there, or use --remote)")
-        import torch
-
-        if not torch.cuda.is_available():
+        if not _torch().cuda.is_available():
             return "TensorRT is installed but torch sees no CUDA GPU on this host"
         return None
 

@@ -14,6 +14,7 @@ from collections import Counter
 from dataclasses import asdict, replace
 
 import numpy as np
+import onnx
 import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -22,7 +23,7 @@ from edgekd.cost.ops import kernels_from_torch
 from edgekd.cost.roofline import predict_kernels, predict_onnx, predict_torch
 from edgekd.errors import BudgetFailed
 from edgekd.measurable import local_measurement_blocker, local_threads
-from edgekd.models.families import count_params, create_model
+from edgekd.models.families import count_params
 from edgekd.onnx_export import pricing_onnx, teacher_onnx
 from edgekd.progress import bar_disabled, plain_progress
 from edgekd.report import BudgetResult
@@ -49,7 +50,6 @@ def teacher_latency_ms(ctx: Context) -> float:
     """Predicted teacher latency on the target profile at speedup_precision, like the candidates'."""
     t, precision = ctx.teacher, speedup_precision(ctx)
     shape = (ctx.target.batch_size, *ctx.input_shape)
-    import onnx
 
     if t.module is not None:
         proto = pricing_onnx(t.module, shape)  # hooks see no layers in a TorchScript or torch.export graph
@@ -70,12 +70,6 @@ def make_probe(ctx: Context) -> Probe:
     return Probe(x, y, classes, teacher_signals(ctx.teacher, x, classes, ctx.device))
 
 
-def build_candidate(ctx: Context, arch: dict) -> torch.nn.Module:
-    """The candidate at initialization; the seed fixes the init, so a score depends on the arch alone."""
-    torch.manual_seed(ctx.cfg.seed)
-    return create_model(arch, ctx.data.preprocessing.channels, ctx.data.num_classes, ctx.input_shape[1:])
-
-
 def required_speedup(ctx: Context) -> float:
     """The speed-up a student must reach: the min_speedup budget; without one, faster than the teacher."""
     return ctx.budgets.min_speedup or 1.0
@@ -87,7 +81,7 @@ def evaluate_arch(ctx: Context, probe: Probe, teacher_ms: float, space: Space, a
     search's; a rank ensemble's score is None here, its members are in `scores`: see with_pool_scores).
     `correction` scales a space's predicted speed-up by what timing on the runtime found (search.measured)."""
     b = ctx.budgets
-    model = build_candidate(ctx, arch)
+    model = ctx.new_student(arch)
     kernels, peak = kernels_from_torch(model, (ctx.target.batch_size, *ctx.input_shape))
     lat, mem = predict_kernels(kernels, peak, ctx.profile, ctx.target.precision, ctx.target.runtime)
     same = speedup_precision(ctx)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from matplotlib.figure import Figure
 from rich.table import Table
 
 from edgekd.search.evolution import Candidate
@@ -36,13 +37,9 @@ def plot_front(candidates: list[Candidate], front: list[Candidate], pick: Candid
                score: str, path: Path) -> Path:
     """Scored candidates (score vs predicted latency), the front as a step line, the pick, and the latency
     limit (the budget, or the share of the teacher's latency when that is tighter)."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only; no display on CI machines
-    import matplotlib.pyplot as plt
-
     scored = [c for c in candidates if c.score is not None]
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    fig = Figure(figsize=(7, 4.5), dpi=120)  # a Figure alone (no pyplot): files only, no display needed
+    ax = fig.subplots()
     for space in sorted({c.space for c in scored}):
         mine = [c for c in scored if c.space == space]
         ax.scatter([c.latency_ms for c in mine], [c.score for c in mine], s=14, alpha=0.6, label=space)
@@ -58,5 +55,4 @@ def plot_front(candidates: list[Candidate], front: list[Candidate], pick: Candid
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path)
-    plt.close(fig)
     return path

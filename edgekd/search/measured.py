@@ -70,9 +70,6 @@ class RuntimeTimer:
 
     def time(self, candidates: list) -> list[Timed]:
         """Export, compile and time `candidates` (search Candidates) against the teacher in one run."""
-        # search/__init__ imports this module (it drives the timer); the candidate builder lives there
-        from edgekd.search import build_candidate
-
         start = time.perf_counter()
         out = []
         with tempfile.TemporaryDirectory(dir=self.folder) as tmp:
@@ -81,7 +78,7 @@ class RuntimeTimer:
             for group in (candidates[i:i + GROUP] for i in range(0, len(candidates), GROUP)):
                 sessions = {"teacher": self.teacher}
                 for c in group:
-                    path = export_onnx(build_candidate(self.ctx, c.arch), self.ctx.input_shape,
+                    path = export_onnx(self.ctx.new_student(c.arch), self.ctx.input_shape,
                                        Path(tmp) / f"candidate-{c.index}.onnx", {})
                     sessions[str(c.index)] = load_replicas(self._compile(path, Path(tmp)), self.threads)
                 timed = time_sessions(sessions, self.x, SECONDS_PER_MODEL * len(sessions))

@@ -14,7 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import onnx
+import onnxruntime as ort
 import torch
+from onnx import numpy_helper
 from torch import nn
 
 MAX_CAM_CLASSES = 32  # Grad-CAM per class is one small backward pass; bound it for 1000-class teachers
@@ -90,8 +93,6 @@ def module_signals(module: nn.Module, x: torch.Tensor, classes: torch.Tensor, so
 
 # ----------------------------------------------------------------------------- ONNX teachers
 def _constant_ints(model, name: str) -> list[int] | None:
-    from onnx import numpy_helper
-
     for t in model.graph.initializer:
         if t.name == name:
             return [int(v) for v in numpy_helper.to_array(t).ravel()]
@@ -118,9 +119,6 @@ def find_global_pool(model) -> tuple[str, str] | None:
 
 def onnx_signals(path: Path, x: torch.Tensor, classes: torch.Tensor) -> Signals:
     """Logits, the pooled feature map (added as a graph output by name) and Grad-CAM of an ONNX model."""
-    import onnx
-    import onnxruntime as ort
-
     # Extractor needs every intermediate tensor's type; exporters may leave them out, inference restores them
     model = onnx.shape_inference.infer_shapes(onnx.load(str(path)))
     logits_name = model.graph.output[0].name

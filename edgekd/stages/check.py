@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from edgekd.config import Budgets
-from edgekd.figures import Figures
+from edgekd.figures import Figure, Figures
 from edgekd.gate.verdict import budget_result
 from edgekd.interleave import load_replicas, time_sessions
 from edgekd.measurable import local_measurement_blocker, local_threads, predicted_figures
@@ -28,7 +28,7 @@ NAME = "check"
 CHECK_SECONDS_PER_MODEL = 2.0  # interleaved timing per model in the final check
 
 
-def decide_budgets(budgets: Budgets, figures: Figures, speedup: dict, accuracy_drop: float,
+def decide_budgets(budgets: Budgets, figures: Figures, speedup: Figure, accuracy_drop: float,
                    blocker: str | None = None) -> list[BudgetResult]:
     """Every budget listed, each decided by the interval rule; a budget without a limit is listed as
     unchecked (passed, limit null). `blocker`: why latency and memory are predicted, where they are."""
@@ -43,9 +43,8 @@ def decide_budgets(budgets: Budgets, figures: Figures, speedup: dict, accuracy_d
     what = "percentage points, compiled student vs teacher on the held-out split"
     results.append(BudgetResult("accuracy_drop", None, accuracy_drop, "measured", True, detail=what)
                    if limit is None else budget_result("accuracy_drop", limit, accuracy_drop, "measured", None, what))
-    interval = speedup.get("interval")
-    results.append(budget_result("speedup", budgets.min_speedup or 1.0, speedup["value"], speedup["source"],
-                                 tuple(interval) if interval else None, speedup["detail"], at_least=True))
+    results.append(budget_result("speedup", budgets.min_speedup or 1.0, speedup.value, speedup.source,
+                                 speedup.interval, speedup.detail or "", at_least=True))
     return results
 
 
@@ -80,9 +79,9 @@ def run(ctx, previous: CompileResult) -> CheckResult:
         student |= s_fig.as_dict() | {"session": sessions["student"][0].settings}
         teacher |= t_fig.as_dict() | {"session": sessions["teacher"][0].settings}
         ratio = timed.speedup("teacher", "student")
-        speedup = {"value": ratio.value, "interval": list(ratio.interval), "source": "measured",
-                   "detail": f"teacher / student p50 on {ctx.target.runtime}, timed interleaved in one process "
-                             f"({timed.rounds} rounds); paired-bootstrap 95% interval"}
+        speedup = Figure(ratio.value, "measured", ratio.interval,
+                         f"teacher / student p50 on {ctx.target.runtime}, timed interleaved in one process "
+                         f"({timed.rounds} rounds); paired-bootstrap 95% interval")
         for name, alt in alternatives.items():
             r = timed.speedup("teacher", name)
             alt |= timed.figures(name).as_dict() | {"speedup": r.value, "speedup_interval": list(r.interval)}
@@ -96,15 +95,15 @@ def run(ctx, previous: CompileResult) -> CheckResult:
         for alt in alternatives.values():
             alt |= predicted_figures(teacher_onnx, ctx.profile, alt["precision"], batch, ctx.target.runtime,
                                      blocker).as_dict()
-        speedup = {"value": t_fig.latency.value / s_fig.latency.value, "source": "predicted",
-                   "detail": "teacher / student, both predicted by the same cost model (its shared error cancels "
-                             f"in part; compared as a point): {blocker}"}
-    student["speedup"] = speedup
+        speedup = Figure(t_fig.latency.value / s_fig.latency.value, "predicted", None,
+                         "teacher / student, both predicted by the same cost model (its shared error cancels "
+                         f"in part; compared as a point): {blocker}")
     drop = 100 * (ctx.teacher_accuracy - acc)
     where = "measured interleaved" if blocker is None else "predicted"
     ctx.console.print(f"  student {s_fig.latency.value:.3g} ms vs teacher {t_fig.latency.value:.3g} ms ({where}): "
                       + speedup_text(speedup))
-    return CheckResult(student, teacher, decide_budgets(ctx.budgets, s_fig, speedup, drop, blocker), alternatives)
+    return CheckResult(student, teacher, speedup, decide_budgets(ctx.budgets, s_fig, speedup, drop, blocker),
+                       alternatives)
 
 
 def _on_device(ctx, previous: CompileResult) -> CheckResult:
@@ -118,11 +117,10 @@ def _on_device(ctx, previous: CompileResult) -> CheckResult:
     student = _device_record(s_run) | {"accuracy": s_run.accuracy, "evaluated_with": f"{previous.student.runtime} "
                                        f"{previous.student.precision} on {s_run.url}"}
     teacher = _device_record(t_run) | {"accuracy": ctx.teacher_accuracy}
-    speedup = {"value": t_fig.latency.value / s_fig.latency.value, "source": "measured",
-               "detail": f"teacher / student p50, each timed alone on {ctx.cfg.remote} (not interleaved)"}
-    student["speedup"] = speedup
-    drop = 100 * (ctx.teacher_accuracy - student["accuracy"])
-    return CheckResult(student, teacher, decide_budgets(ctx.budgets, s_fig, speedup, drop), {})
+    speedup = Figure(t_fig.latency.value / s_fig.latency.value, "measured", None,
+                     f"teacher / student p50, each timed alone on {ctx.cfg.remote} (not interleaved)")
+    drop = 100 * (ctx.teacher_accuracy - s_run.accuracy)
+    return CheckResult(student, teacher, speedup, decide_budgets(ctx.budgets, s_fig, speedup, drop), {})
 
 
 def _device_record(run: DeviceRun) -> dict:
@@ -130,7 +128,7 @@ def _device_record(run: DeviceRun) -> dict:
 
 
 def fill_report(report: Report, result: CheckResult, ctx) -> None:
-    report.student.update(result.student)
+    report.student.update(result.student | {"speedup": result.speedup.as_dict()})
     report.teacher.update(result.teacher | {"precision": "fp32"})
     report.budgets = result.budgets
     if result.alternatives:
@@ -142,31 +140,31 @@ def _weigh_alternatives(ctx, report: Report, result: CheckResult) -> None:
     deal (within every budget, and more accurate at no less speed, or as accurate and measurably faster), and
     ship it instead with `ship: best`."""
     report.extra["alternatives"] = {}
-    s, s_speed = result.student, result.student["speedup"]
+    s, s_speed = result.student, result.speedup
     for name, alt in result.alternatives.items():
-        speed = {"value": alt.get("speedup", report.teacher["latency_ms"] / alt["latency_ms"]),
-                 "interval": alt.get("speedup_interval"), "source": alt.get("latency_source", "predicted"),
-                 "detail": f"teacher fp32 / teacher {alt['precision']}"}
+        interval = alt.get("speedup_interval")
+        speed = Figure(alt.get("speedup", report.teacher["latency_ms"] / alt["latency_ms"]),
+                       alt.get("latency_source", "predicted"), tuple(interval) if interval else None,
+                       f"teacher fp32 / teacher {alt['precision']}")
         budgets = decide_budgets(ctx.budgets, Figures.from_dict(alt), speed, alt["accuracy_drop"], alt.get("blocker"))
         meets = all(b.passed for b in budgets)
-        s_lo, s_hi = s_speed.get("interval") or (s_speed["value"], s_speed["value"])
-        a_lo, a_hi = speed["interval"] or (speed["value"], speed["value"])
-        better = meets and ((alt["accuracy"] > s["accuracy"] and a_hi >= s_speed["value"])
-                            or (alt["accuracy"] >= s["accuracy"] and a_lo > s_hi))
+        better = meets and ((alt["accuracy"] > s["accuracy"] and speed.bounds[1] >= s_speed.value)
+                            or (alt["accuracy"] >= s["accuracy"] and speed.bounds[0] > s_speed.bounds[1]))
         said = (f"{name}: accuracy {alt['accuracy']:.4f} (drop {alt['accuracy_drop']:.2f} points), "
-                f"{speed['value']:.2f}x faster than the teacher ({speed['source']}) vs the distilled student's "
-                f"{s['accuracy']:.4f} at {s_speed['value']:.2f}x")
+                f"{speed.value:.2f}x faster than the teacher ({speed.source}) vs the distilled student's "
+                f"{s['accuracy']:.4f} at {s_speed.value:.2f}x")
         verdict = ("BETTER than the distilled student: quantizing the teacher alone serves this target better"
                    if better else "within the budgets but not better than the student" if meets
                    else "misses a budget")
         report.extra["alternatives"][name] = {k: v for k, v in alt.items() if k != "artifact"} | {
-            "artifact": ctx.run.relative(alt["artifact"].path), "speedup": speed["value"],
-            "speedup_interval": speed["interval"], "meets_budgets": meets, "better_than_student": better}
+            "artifact": ctx.run.relative(alt["artifact"].path), "speedup": speed.value,
+            "speedup_interval": list(speed.interval) if speed.interval else None, "meets_budgets": meets,
+            "better_than_student": better}
         report.notes.append(f"{said}: {verdict}")
         if better and ctx.cfg.ship == "best":
             report.extra["distilled_student"] = dict(report.student)
             report.student = {"source": f"{ctx.teacher.source} ({name}, not distilled)", "accuracy": alt["accuracy"],
-                              "speedup": speed, "artifact": alt["artifact"].to_dict()} | {
+                              "speedup": speed.as_dict(), "artifact": alt["artifact"].to_dict()} | {
                 k: alt[k] for k in ("latency_ms", "latency_interval", "latency_source") if k in alt}
             report.artifacts["compiled"] = ctx.run.relative(alt["artifact"].path)
             report.budgets = budgets

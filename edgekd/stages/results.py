@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgekd.errors import InputError
+from edgekd.figures import Figure
 from edgekd.parity import Parity
 from edgekd.report import BudgetResult
 from edgekd.rundir import RunDir
@@ -137,6 +138,7 @@ class CompileResult:
 class CheckResult:
     student: dict  # figures of the shipped artifact
     teacher: dict
+    speedup: Figure  # teacher latency / student latency, measured or predicted
     budgets: list[BudgetResult]
     alternatives: dict[str, dict]  # the teacher compressed without distillation, with its figures
     skipped: str = ""

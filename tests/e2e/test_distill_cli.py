@@ -8,13 +8,15 @@ import subprocess
 import sys
 import time
 
+import onnx
 import pytest
 import torch
 from conftest import REPO, cli
 from safetensors.torch import load_file, save_file
 
-from edgekd.distill.catalog import DEFAULT_METHOD, METHODS
+from edgekd.distill.catalog import ASSISTANT, DEFAULT_METHOD, METHODS
 from edgekd.distill.losses import Method, _methods, register_method
+from edgekd.distill.taps import probe_onnx
 
 ARCH = json.dumps({"family": "resnet", "widths": [8, 16, 32], "blocks": [1, 1, 1]})
 NO_BUDGET = ("--set", "budgets.max_accuracy_drop=100")
@@ -24,7 +26,7 @@ def test_help_lists_every_method():
     r = cli("distill", "--help")
     assert r.exit_code == 0
     text = " ".join(r.stdout.split())
-    for name, summary in METHODS.items():
+    for name, summary in (METHODS | ASSISTANT).items():
         assert f"{name}: {' '.join(summary.split())}" in text
 
 
@@ -171,7 +173,7 @@ def test_sigkill_mid_epoch_then_resume_loses_at_most_one_epoch(tmp_path):
 
 @pytest.mark.slow
 def test_two_ddp_processes_match_one(tmp_path):
-    """The launcher end to end (tests/test_ddp.py checks the numerics tightly, in-process)."""
+    """The launcher end to end (tests/e2e/test_ddp.py checks the numerics tightly, in-process)."""
     runs = {}
     for n in (1, 2):
         out = tmp_path / f"p{n}"
@@ -203,3 +205,17 @@ def test_hopeless_student_fails_at_distill_before_export(tmp_path):
     assert not (out / "export").exists() and not (out / "compile").exists()
     drop = next(b for b in report["budgets"] if b["name"] == "accuracy_drop")
     assert not drop["passed"] and drop["value"] > 1 and drop["source"] == "measured"
+
+
+def test_distill_from_an_onnx_teacher_with_features(tmp_path, tiny_onnx):
+    out = tmp_path / "onnx-feat"
+    student = {"family": "resnet", "widths": [4, 8, 16], "blocks": [1, 1, 1]}
+    r = cli("distill", "--out", out, "--teacher", tiny_onnx, "--arch", json.dumps(student), "--method", "dkd+feature",
+            "--epochs", "1", "--set", "budgets.max_accuracy_drop=100")
+    assert r.exit_code == 0, r.output + r.stderr
+    info = json.loads((out / "distill" / "student.json").read_text())
+    assert info["method"] == "dkd+feature" and len(info["feature_pairs"]) == 2
+    names = {n for name, _ in probe_onnx(onnx.load(str(tiny_onnx)), (1, 8, 8)) for n in [name]}
+    assert all(t in names for t, _ in info["feature_pairs"])  # ONNX tensor names, read as graph outputs
+    history = json.loads((out / "distill" / "history.json").read_text())
+    assert history[0]["term_feature"] > 0 and history[0]["kl"] > 0

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from edgekd.config import Budgets
+from edgekd.figures import Figure, Figures
 from edgekd.gate.verdict import decide, exit_code
 from edgekd.interleave import RATIO_FLOOR, Interleaved, load_replicas, time_sessions
 from edgekd.report import Report, speedup_text
@@ -41,7 +42,6 @@ def test_speedup_is_decided_as_a_minimum(interval, verdict):
 def test_a_student_slower_than_its_teacher_fails(tmp_path):
     """Real ONNX Runtime sessions: a 'student' far bigger than its 'teacher' is measured slower, its speed-up
     budget fails even at the loosest limit (1x), and the build's verdict is exit 1."""
-    from edgekd.figures import Figure, Figures
     from edgekd.models.families import create_model
     from edgekd.onnx_export import export_onnx
     from edgekd.runtimes import Artifact
@@ -57,7 +57,7 @@ def test_a_student_slower_than_its_teacher_fails(tmp_path):
                           seconds=1.0)
     ratio = timed.speedup("teacher", "student")
     assert ratio.interval[1] < 1
-    speedup = {"value": ratio.value, "interval": list(ratio.interval), "source": "measured", "detail": ""}
+    speedup = Figure(ratio.value, "measured", ratio.interval, "")
     student = timed.figures("student") | Figures(memory=Figure(1.0, "measured"))
     budgets = decide_budgets(Budgets(latency_ms=1000, memory_mb=100, max_accuracy_drop=1), student, speedup, 0.0)
     by_name = {b.name: b for b in budgets}
@@ -69,6 +69,14 @@ def test_a_student_slower_than_its_teacher_fails(tmp_path):
 
 
 def test_speedup_text_reads_as_the_terminal_says_it():
-    assert speedup_text({"value": 4.2, "interval": [3.9, 4.5], "source": "measured"}) == \
-        "4.20x faster [3.90 .. 4.50] (measured)"
-    assert speedup_text({"value": 2.0, "source": "predicted"}) == "2.00x faster (predicted)"
+    assert speedup_text(Figure(4.2, "measured", (3.9, 4.5))) == "4.20x faster [3.90 .. 4.50] (measured)"
+    assert speedup_text(Figure(2.0, "predicted")) == "2.00x faster (predicted)"
+
+
+def test_a_speedup_record_round_trips_through_the_report():
+    measured = Figure(4.2, "measured", (3.9, 4.5), "teacher / student p50")
+    assert measured.as_dict() == {"value": 4.2, "interval": [3.9, 4.5], "source": "measured",
+                                  "detail": "teacher / student p50"}
+    assert Figure.from_dict(measured.as_dict()) == measured
+    predicted = Figure(2.0, "predicted")
+    assert predicted.as_dict() == {"value": 2.0, "source": "predicted"} and predicted.bounds == (2.0, 2.0)

@@ -1,0 +1,146 @@
+"""The search end to end: `edgekd search` (search.json, the front, timing against the teacher) and its limits."""
+
+from __future__ import annotations
+
+import itertools
+import json
+
+import pytest
+import torch
+from conftest import cli
+
+from edgekd.search.scores import pool_scores
+from edgekd.search.spaces import create_space
+
+
+def test_search_cli_is_deterministic_within_budget_and_writes_the_front(tmp_path):
+    runs = []
+    for name in ("a", "b"):
+        out = tmp_path / name
+        result = cli("search", "--target", "openvino", "--out", out, "--candidates", "12", "--top-k", "3",
+                     # predictions only: the measured pick is tested below
+                     "--min-speedup", "1.4", "--set", "search.measure_rounds=0")
+        assert result.exit_code == 0, result.output + result.stderr
+        runs.append(json.loads((out / "search" / "search.json").read_text()))
+        assert (out / "search" / "pareto.png").stat().st_size > 1000
+    a, b = runs
+    assert a["pick"] == b["pick"] and [c["arch"] for c in a["candidates"]] == [c["arch"] for c in b["candidates"]]
+    assert [c["score"] for c in a["candidates"]] == [c["score"] for c in b["candidates"]]
+    by_index = {c["index"]: c for c in a["candidates"]}
+    pick = by_index[a["pick_index"]]
+    assert pick["fits"] and pick["arch"] == a["pick"]
+    limits = a["limits"]
+    limit = min(limits["latency_ms"], limits["teacher_latency_ms"]["value"] / limits["min_speedup"])
+    assert pick["latency_ms"] <= limit and pick["memory_mb"] <= a["limits"]["memory_mb"]
+    assert pick["score"] == max(c["score"] for c in a["candidates"] if c["fits"])
+    assert a["fit"] == 12 and len(a["top_k"]) == 3 and a["top_k"][0] == a["pick_index"]
+    assert sum(a["dropped"].values()) >= a["evaluated"] - a["fit"]
+    front = [by_index[i] for i in a["pareto_front"]]
+    assert a["pick_index"] in a["pareto_front"]
+    assert all(x["latency_ms"] <= y["latency_ms"] and x["score"] < y["score"] for x, y in itertools.pairwise(front))
+    assert all(not c["fits"] and c["reason"] and c["score"] is None for c in a["candidates"] if not c["fits"])
+    assert a["probe"]["teacher"]["cams"] is not None
+    assert "Pareto front" in cli("search", "--target", "openvino", "--out", tmp_path / "c", "--candidates", "4",
+                                 "--min-speedup", "1.4", "--set", "search.measure_rounds=0").stdout
+
+
+def test_search_with_a_rank_ensemble_ranks_the_whole_pool(tmp_path):
+    out = tmp_path / "ens"
+    result = cli("search", "--target", "openvino", "--out", out, "--candidates", "8", "--min-speedup", "1.4",
+                 "--score", "diswot", "--set", "search.measure_rounds=0")
+    assert result.exit_code == 0, result.output + result.stderr
+    saved = json.loads((out / "search" / "search.json").read_text())
+    fitting = [c for c in saved["candidates"] if c["fits"]]
+    # every fitting candidate carries both terms, and its score is its mean rank over the final pool
+    rows = [c["scores"] for c in fitting]
+    assert [c["score"] for c in fitting] == pytest.approx(pool_scores("diswot", rows).tolist())
+    pick = next(c for c in fitting if c["index"] == saved["pick_index"])
+    assert pick["score"] == max(c["score"] for c in fitting)
+
+
+@pytest.mark.slow
+def test_search_picks_on_speedups_measured_against_the_teacher(tmp_path):
+    """On host-cpu the runtime is here: the best-scoring candidates are timed against the teacher and the pick
+    is the best score whose measured speed-up clears the budget with margin, not the best predicted one."""
+    out = tmp_path / "measured"
+    result = cli("search", "--out", out, "--candidates", "8", "--top-k", "3", "--spaces", "resnet",
+                 "--min-speedup", "2")
+    assert result.exit_code == 0, result.output + result.stderr
+    saved = json.loads((out / "search" / "search.json").read_text())
+    m = saved["measurement"]
+    assert m["runtime"] == "onnxruntime" and m["teacher"]["latency_source"] == "measured" and m["seconds"] > 0
+    timed = {t["index"]: t for t in m["timed"]}
+    assert any(i < 0 for i in timed)  # the anchor, timed before the evolution
+    for t in timed.values():
+        lo, hi = t["speedup_interval"]
+        assert lo <= t["speedup"] <= hi and t["latency_interval"][0] <= t["latency_ms"] <= t["latency_interval"][1]
+    bar = saved["limits"]["min_speedup"] * (1 + saved["limits"]["speedup_margin"])
+    by_index = {c["index"]: c for c in saved["candidates"]}
+    pick = timed[saved["pick_index"]]
+    assert pick["speedup_interval"][0] >= bar
+    passing = [by_index[i]["score"] for i, t in timed.items() if i >= 0 and t["speedup_interval"][0] >= bar]
+    assert by_index[saved["pick_index"]]["score"] == max(passing)
+    assert by_index[saved["pick_index"]]["measured"]["speedup"] == pick["speedup"]  # beside the predicted figures
+    assert "measured" in result.stdout and "faster than the teacher" in result.stdout
+
+
+def test_search_says_what_the_fastest_candidate_would_need(tmp_path):
+    result = cli("search", "--out", tmp_path / "tight", "--latency-ms", "0.001", "--candidates", "4")
+    assert result.exit_code == 1
+    assert "would need --latency-ms" in result.stderr and "none of" in result.stderr
+    saved = json.loads((tmp_path / "tight" / "search" / "search.json").read_text())
+    assert saved["pick"] is None and saved["dropped"]["latency_ms"] == saved["evaluated"]
+
+
+def test_search_rejects_an_unknown_score(tmp_path):
+    result = cli("search", "--out", tmp_path / "bad", "--score", "diswat")
+    assert result.exit_code == 2 and "did you mean 'diswot'" in result.stderr
+
+
+def test_search_with_an_onnx_teacher_uses_its_feature_map(tmp_path, tiny_onnx):
+    out = tmp_path / "onnx"
+    result = cli("search", "--teacher", tiny_onnx, "--data", "digits", "--out", out, "--candidates", "4",
+                 "--min-speedup", "1", "--set", "search.measure_rounds=0")
+    assert result.exit_code == 0, result.output + result.stderr
+    probe = json.loads((out / "search" / "search.json").read_text())["probe"]["teacher"]
+    assert probe["source"].startswith("onnx:") and probe["cams"] == [64, 10, 4, 4]
+
+
+def test_search_shrinks_a_torchvision_teacher(tmp_path):
+    import torchvision
+    from conftest import digits_like_npz
+    from safetensors.torch import save_file
+
+    weights = tmp_path / "mnv3.safetensors"
+    torch.manual_seed(0)
+    save_file(torchvision.models.mobilenet_v3_small(num_classes=3).state_dict(), str(weights))
+    npz = digits_like_npz(tmp_path / "d.npz", n=120, classes=3, size=32)
+    out = tmp_path / "tv"
+    result = cli("search", "--teacher", "torchvision:mobilenet_v3_small", "--teacher-weights", weights, "--data", npz,
+                 "--out", out, "--candidates", "6", "--spaces", "resnet", "--min-speedup", "1",
+                 "--set", "search.measure_rounds=0")
+    assert result.exit_code == 0, result.output + result.stderr
+    saved = json.loads((out / "search" / "search.json").read_text())
+    assert [s["name"] for s in saved["spaces"]] == ["resnet", "shrunk"]
+    shrunk = [c for c in saved["candidates"] if c["space"] == "shrunk"]
+    assert shrunk and all(c["arch"]["family"] == "mobilenetv3" and c["arch"]["base"] == "small" for c in shrunk)
+
+
+@pytest.mark.parametrize("target", ["mobile-cpu", "openvino"])
+def test_int8_targets_hold_students_against_the_teacher_at_the_same_precision(target):
+    """The speed-up limit compares architectures: on an int8 target the teacher is priced at int8 too, so the
+    teacher's own architecture costs exactly the teacher's latency and is dropped by the speed-up limit."""
+    from rich.console import Console
+
+    from edgekd.config import load_build_config
+    from edgekd.context import make_context
+    from edgekd.models.embedded_teacher import RECIPES
+    from edgekd.search import evaluate_arch, make_probe, teacher_latency_ms
+
+    ctx = make_context(load_build_config(None, {"target": target}, []), Console(quiet=True))
+    assert ctx.target.precision == "int8"
+    t_ms = teacher_latency_ms(ctx)
+    space = create_space("resnet", None)
+    twin = evaluate_arch(ctx, make_probe(ctx), t_ms, space, RECIPES["digits"][0], "test", 0, [])
+    assert twin.predicted_speedup == pytest.approx(1.0)
+    assert not twin.fits and "speedup" in twin.violations
