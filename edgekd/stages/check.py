@@ -11,6 +11,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from edgekd.config import Budgets
@@ -53,7 +55,7 @@ def run(ctx, previous: CompileResult) -> CheckResult:
     x, y = ctx.data.split("val")
     student_art = previous.student
     student_onnx, teacher_onnx = previous.export.student_onnx, previous.export.teacher_onnx
-    alternatives = {name: dict(alt) for name, alt in previous.alternatives.items()}  # figures are added below
+    alternatives = dict(previous.alternatives)  # figures are added below
     if ctx.cfg.remote and student_art.compiled:  # everything measured on the device
         return _on_device(ctx, previous)
     runs_here = student_art.compiled
@@ -68,7 +70,7 @@ def run(ctx, previous: CompileResult) -> CheckResult:
     batch, shape = ctx.target.batch_size, (ctx.target.batch_size, *ctx.input_shape)
     if blocker is None:
         teacher_art = previous.teacher or Artifact(teacher_onnx, "onnxruntime", "fp32")
-        arts = {"teacher": teacher_art, "student": eval_art} | {n: a["artifact"] for n, a in alternatives.items()}
+        arts = {"teacher": teacher_art, "student": eval_art} | {n: a.artifact for n, a in alternatives.items()}
         xb = np.ascontiguousarray(x[:1].repeat(batch, 0))
         sessions = {n: load_replicas(a, threads) for n, a in arts.items()}
         with ctx.console.status(f"timing the student, the teacher and {len(alternatives)} alternative(s) "
@@ -84,17 +86,18 @@ def run(ctx, previous: CompileResult) -> CheckResult:
                          f"({timed.rounds} rounds); paired-bootstrap 95% interval")
         for name, alt in alternatives.items():
             r = timed.speedup("teacher", name)
-            alt |= timed.figures(name).as_dict() | {"speedup": r.value, "speedup_interval": list(r.interval)}
-            alt |= memory_figures(alt["artifact"], shape, threads).as_dict()
+            alternatives[name] = replace(
+                alt, figures=alt.figures | timed.figures(name) | memory_figures(alt.artifact, shape, threads),
+                speedup=Figure(r.value, "measured", r.interval, f"teacher fp32 / teacher {alt.precision}"))
     else:
         precision = student_art.precision if runs_here else ctx.target.precision
         s_fig = predicted_figures(student_onnx, ctx.profile, precision, batch, ctx.target.runtime, blocker)
         t_fig = predicted_figures(teacher_onnx, ctx.profile, "fp32", batch, ctx.target.runtime, blocker)
         student |= s_fig.as_dict()
         teacher |= t_fig.as_dict()
-        for alt in alternatives.values():
-            alt |= predicted_figures(teacher_onnx, ctx.profile, alt["precision"], batch, ctx.target.runtime,
-                                     blocker).as_dict()
+        for name, alt in alternatives.items():
+            alternatives[name] = replace(alt, figures=alt.figures | predicted_figures(
+                teacher_onnx, ctx.profile, alt.precision, batch, ctx.target.runtime, blocker))
         speedup = Figure(t_fig.latency.value / s_fig.latency.value, "predicted", None,
                          "teacher / student, both predicted by the same cost model (its shared error cancels "
                          f"in part; compared as a point): {blocker}")
@@ -142,31 +145,30 @@ def _weigh_alternatives(ctx, report: Report, result: CheckResult) -> None:
     report.extra["alternatives"] = {}
     s, s_speed = result.student, result.speedup
     for name, alt in result.alternatives.items():
-        interval = alt.get("speedup_interval")
-        speed = Figure(alt.get("speedup", report.teacher["latency_ms"] / alt["latency_ms"]),
-                       alt.get("latency_source", "predicted"), tuple(interval) if interval else None,
-                       f"teacher fp32 / teacher {alt['precision']}")
-        budgets = decide_budgets(ctx.budgets, Figures.from_dict(alt), speed, alt["accuracy_drop"], alt.get("blocker"))
+        latency = alt.figures.latency
+        speed = alt.speedup or Figure(report.teacher["latency_ms"] / latency.value, latency.source, None,
+                                      f"teacher fp32 / teacher {alt.precision}")
+        budgets = decide_budgets(ctx.budgets, alt.figures, speed, alt.accuracy_drop)
         meets = all(b.passed for b in budgets)
-        better = meets and ((alt["accuracy"] > s["accuracy"] and speed.bounds[1] >= s_speed.value)
-                            or (alt["accuracy"] >= s["accuracy"] and speed.bounds[0] > s_speed.bounds[1]))
-        said = (f"{name}: accuracy {alt['accuracy']:.4f} (drop {alt['accuracy_drop']:.2f} points), "
+        better = meets and ((alt.accuracy > s["accuracy"] and speed.bounds[1] >= s_speed.value)
+                            or (alt.accuracy >= s["accuracy"] and speed.bounds[0] > s_speed.bounds[1]))
+        said = (f"{name}: accuracy {alt.accuracy:.4f} (drop {alt.accuracy_drop:.2f} points), "
                 f"{speed.value:.2f}x faster than the teacher ({speed.source}) vs the distilled student's "
                 f"{s['accuracy']:.4f} at {s_speed.value:.2f}x")
         verdict = ("BETTER than the distilled student: quantizing the teacher alone serves this target better"
                    if better else "within the budgets but not better than the student" if meets
                    else "misses a budget")
-        report.extra["alternatives"][name] = {k: v for k, v in alt.items() if k != "artifact"} | {
-            "artifact": ctx.run.relative(alt["artifact"].path), "speedup": speed.value,
+        report.extra["alternatives"][name] = alt.as_dict() | {
+            "artifact": ctx.run.relative(alt.artifact.path), "speedup": speed.value,
             "speedup_interval": list(speed.interval) if speed.interval else None, "meets_budgets": meets,
             "better_than_student": better}
         report.notes.append(f"{said}: {verdict}")
         if better and ctx.cfg.ship == "best":
             report.extra["distilled_student"] = dict(report.student)
-            report.student = {"source": f"{ctx.teacher.source} ({name}, not distilled)", "accuracy": alt["accuracy"],
-                              "speedup": speed.as_dict(), "artifact": alt["artifact"].to_dict()} | {
-                k: alt[k] for k in ("latency_ms", "latency_interval", "latency_source") if k in alt}
-            report.artifacts["compiled"] = ctx.run.relative(alt["artifact"].path)
+            report.student = {"source": f"{ctx.teacher.source} ({name}, not distilled)", "accuracy": alt.accuracy,
+                              "speedup": speed.as_dict(), "artifact": alt.artifact.to_dict()} | {
+                k: v for k, v in Figures(alt.figures.latency).as_dict().items() if k != "latency_detail"}
+            report.artifacts["compiled"] = ctx.run.relative(alt.artifact.path)
             report.budgets = budgets
             report.notes.append(f"ship: best: shipping {name} instead of the distilled student")
         report.extra["shipped"] = name if better and ctx.cfg.ship == "best" else "student"

@@ -40,7 +40,7 @@ from edgekd.runtimes import (
     save_artifact,
 )
 from edgekd.runtimes.onnxruntime_backend import OrtSession, quantize_qdq
-from edgekd.stages.results import CompileResult, ExportResult
+from edgekd.stages.results import Alternative, CompileResult, ExportResult
 
 NAME = "compile"
 
@@ -233,15 +233,14 @@ def run(ctx, previous: ExportResult) -> CompileResult:
     alternatives = {}
     if backend.compressed_teacher:
         alternatives = _compressed_teacher(ctx, backend, teacher_onnx, folder, options, remote, blocker, eval_npz)
-        record["alternatives"] = {n: {k: v for k, v in a.items() if k != "artifact"} | {"path": a["artifact"].path.name}
-                                  for n, a in alternatives.items()}
+        record["alternatives"] = {n: a.as_dict() | {"path": a.artifact.path.name} for n, a in alternatives.items()}
     ctx.run.compile_json.write_text(json.dumps(record | {"shipped": artifacts[shipped].to_dict()}, indent=2,
                                                default=str))
     return CompileResult(artifacts[shipped], teacher, record, alternatives, previous)
 
 
 def _compressed_teacher(ctx, backend, teacher_onnx: Path, folder: Path, options: CompileOptions, remote,
-                        blocker: str | None, eval_npz: Path | None) -> dict[str, dict]:
+                        blocker: str | None, eval_npz: Path | None) -> dict[str, Alternative]:
     """The obvious alternative to distillation: the teacher itself, compressed on the target's runtime (INT8
     calibrated on the same subset; FP16 on TensorRT), with its accuracy through that runtime. The check
     stage times it beside the student."""
@@ -252,11 +251,12 @@ def _compressed_teacher(ctx, backend, teacher_onnx: Path, folder: Path, options:
         opts = replace(options, tune=_tune_set(ctx), max_accuracy_drop=budget)
     ctx.console.print(f"  the teacher alone, {precision} on {backend.name} (the alternative to distillation)")
     art = _compile_one(ctx, backend, teacher_onnx, folder / "teacher-compressed", precision, opts, remote)
-    figures = _figures(ctx, art, teacher_onnx, remote, blocker, eval_npz)
-    figures.pop("logits")
-    figures |= {"accuracy_drop": 100 * (ctx.teacher_accuracy - figures["accuracy"]), "precision": precision,
-                "artifact": art}
-    return {f"teacher-{precision}": figures}
+    got = _figures(ctx, art, teacher_onnx, remote, blocker, eval_npz)
+    figures = Figures.from_dict(got)
+    if "device_state" in got:  # measured on the --remote device
+        figures = replace(figures, extra={"device_state": got["device_state"]})
+    alt = Alternative(art, precision, got["accuracy"], 100 * (ctx.teacher_accuracy - got["accuracy"]), figures)
+    return {f"teacher-{precision}": alt}
 
 
 def fill_report(report, result: CompileResult, ctx) -> None:

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgekd.errors import InputError
-from edgekd.figures import Figure
+from edgekd.figures import Figure, Figures
 from edgekd.parity import Parity
 from edgekd.report import BudgetResult
 from edgekd.rundir import RunDir
@@ -121,15 +121,37 @@ class ExportResult:
 
 
 @dataclass(frozen=True)
+class Alternative:
+    """The teacher compressed without distillation on the target's runtime (the compile stage builds it and
+    measures its accuracy; the check stage adds its latency, memory and speed-up over the fp32 teacher)."""
+
+    artifact: Artifact
+    precision: str
+    accuracy: float  # through its runtime, held-out split
+    accuracy_drop: float  # points below the teacher as supplied
+    figures: Figures = field(default_factory=Figures)
+    speedup: Figure | None = None  # fp32 teacher / this, timed interleaved beside the student
+
+    def as_dict(self) -> dict:
+        """Its report record (without the artifact, which the report names by path)."""
+        out = {"accuracy": self.accuracy} | self.figures.as_dict() | {"accuracy_drop": self.accuracy_drop,
+                                                                        "precision": self.precision}
+        if self.speedup is not None:
+            out |= {"speedup": self.speedup.value,
+                    "speedup_interval": list(self.speedup.interval) if self.speedup.interval else None}
+        return out
+
+
+@dataclass(frozen=True)
 class CompileResult:
     """The shipped student artifact, the fp32 teacher on the same runtime, and the teacher compressed alone
-    (`alternatives`: name -> its figures and `artifact`). `record` is OUT/compile/compile.json (lint,
+    (`alternatives`). `record` is OUT/compile/compile.json (lint,
     precision guard, parity). Skipped (runtime not here): the ONNX model is the artifact."""
 
     student: Artifact
     teacher: Artifact | None
     record: dict
-    alternatives: dict[str, dict]
+    alternatives: dict[str, Alternative]
     export: ExportResult  # the ONNX models compiled, which the check stage prices and falls back to
     skipped: str = ""
 
@@ -140,5 +162,5 @@ class CheckResult:
     teacher: dict
     speedup: Figure  # teacher latency / student latency, measured or predicted
     budgets: list[BudgetResult]
-    alternatives: dict[str, dict]  # the teacher compressed without distillation, with its figures
+    alternatives: dict[str, Alternative]  # the teacher compressed without distillation, with its figures
     skipped: str = ""
