@@ -10,7 +10,7 @@ from edgekd.errors import MissingDependency
 
 # module -> what `pip install` takes to get it
 EXTRAS = {"tensorrt": "edgekd[tensorrt]", "openvino": "openvino", "nncf": "nncf",
-          "onnxruntime": "onnxruntime", "transformers": "transformers"}
+          "onnxruntime": "onnxruntime", "transformers": "edgekd[hf]", "tokenizers": "edgekd[hf]"}
 
 
 def require(module: str, purpose: str) -> ModuleType:
