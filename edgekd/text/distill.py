@@ -23,7 +23,7 @@ from edgekd.distill.losses import LossInputs, create_method, list_methods
 from edgekd.distill.method import Plan, Term, objective
 from edgekd.errors import InputError, StageFailed
 from edgekd.parity import neighbour_agreement, row_cosine
-from edgekd.text.models import TextEncoder, build_student, save_student, selected_layers
+from edgekd.text.models import TextEncoder, build_student, save_student
 
 NEIGHBOURS = 10
 
@@ -95,10 +95,10 @@ def qkv_tap(encoder: TextEncoder, store: dict):
 
 
 def layer_pairs(teacher_layers: int, student_layers: int) -> list[tuple[int, int]]:
-    """(student, teacher) hidden-state indices: the embedding outputs, then each student layer with the teacher
-    layer it copies (edgekd/text/models.py selected_layers)."""
-    picked = selected_layers(teacher_layers, student_layers)
-    return [(0, 0)] + [(i + 1, j + 1) for i, j in enumerate(picked)]
+    """(student, teacher) hidden-state indices: the embedding outputs, then TinyBERT's uniform map: student
+    layer m's output with teacher layer m * L_t / L's (the end of the block of teacher layers it stands for)."""
+    n = min(student_layers, teacher_layers)
+    return [(0, 0)] + [(m, m * teacher_layers // n) for m in range(1, n + 1)]
 
 
 @torch.no_grad()

@@ -6,9 +6,10 @@ runtime compiles, so the pooling ships inside the model, not in the caller's cod
 
 Students are the teacher's architecture with fewer/narrower layers (edgekd/text/space.py). Where shapes allow
 they start from the teacher's weights, as DistilBERT does (Sanh et al. 2019): the embeddings are copied and
-layer i of an L-layer student copies teacher layer round(i * (L_t - 1) / (L - 1)) (every other layer for
-half the depth, first and last kept); a classifier head is copied too. A student of another width starts
-from random weights (noted in student.json).
+layer i of an L-layer student copies teacher layer floor(i * L_t / L) (every other layer for half the
+depth: 0, 2, 4 of 6); a classifier head is copied too. A layer with the teacher's heads but a narrower
+feed-forward copies the leading rows and columns of its weights. A student of another width starts from
+random weights (student.json says which).
 """
 
 from __future__ import annotations
@@ -60,12 +61,10 @@ def arch_of(config) -> dict:
 
 
 def selected_layers(teacher_layers: int, student_layers: int) -> list[int]:
-    """Teacher layers a student copies: spread evenly, first and last kept (DistilBERT's every other layer)."""
+    """Teacher layers a student copies: one every L_t / L (DistilBERT's every other layer for half the depth)."""
     if student_layers >= teacher_layers:
         return list(range(teacher_layers))[:student_layers]
-    if student_layers == 1:
-        return [teacher_layers - 1]
-    return [round(i * (teacher_layers - 1) / (student_layers - 1)) for i in range(student_layers)]
+    return [i * teacher_layers // student_layers for i in range(student_layers)]
 
 
 def build_student(teacher: TextEncoder, arch: dict, init_from_teacher: bool = True) -> tuple[TextEncoder, str]:
