@@ -103,7 +103,7 @@ def main() -> None:
     console.print(f"{len(texts)} docstrings of the standard library -> {lines}")
     cfg = BuildConfig.model_validate({
         "target": "host-cpu", "teacher": {"source": f"hf:{folder}"}, "data": str(lines), "out": str(args.out / "run"),
-        "text": {"max_length": args.max_length}, "budgets": {"min_speedup": 3.0},
+        "text": {"max_length": args.max_length}, "budgets": {"min_speedup": 3.0, "latency_ms": 1000, "memory_mb": 1000},
         "search": {"top_k": 4, "measure_rounds": 2},
         "distill": {"epochs": args.epochs, "batch_size": 32}})
     ctx = make_context(cfg, console)
