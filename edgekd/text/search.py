@@ -6,13 +6,17 @@ measured speed-up clears the budget with search.speedup_margin.
 Rank (training-free): students that keep the teacher's hidden size first (they start from the teacher's
 embeddings and layers, edgekd/text/models.py), then by FLOPs at the sequence length: the capacity score
 that ranked post-KD quality best for the image spaces (SearchConfig.score's note). Candidates are timed
-at initialization: latency depends on the graph, not on the weights.
+at initialization: latency depends on the graph, not on the weights. After each timed batch, the median
+ratio of measured to predicted speed-up rescales the predictions that choose the next batch (the roofline
+is not calibrated for attention kernels).
 """
 
 from __future__ import annotations
 
 import json
 import time
+
+import numpy as np
 
 from edgekd.errors import BudgetFailed
 from edgekd.interleave import load_replicas, time_sessions
@@ -107,9 +111,10 @@ def _pick_measured(ctx, ranked: list[dict], timed: list[dict], need: float, cfg,
                               ctx.profile.arch, options)
     feed = ctx.data.timing_feed(ctx.target.batch_size)
     sessions = {"teacher": load_replicas(teacher, threads)}
-    fallback = None
-    for r in range(max(1, cfg.measure_rounds)):
-        batch = ranked[r * cfg.top_k:(r + 1) * cfg.top_k]
+    fallback, scale = None, 1.0
+    for _ in range(max(1, cfg.measure_rounds)):
+        # Untimed candidates the (corrected) cost model still lets through, best-ranked first.
+        batch = [c for c in ranked if "measured" not in c and c["predicted_speedup"] * scale >= need][:cfg.top_k]
         if not batch:
             break
         names = {}
@@ -131,6 +136,9 @@ def _pick_measured(ctx, ranked: list[dict], timed: list[dict], need: float, cfg,
             c["measured"] = entry
             timed.append(entry)
             sessions.pop(name)
+        # The roofline is uncalibrated for attention: the measured / predicted ratio of every candidate timed so
+        # far corrects the predictions that choose the next batch (as the image search's anchors do).
+        scale = float(np.median([t["speedup"] / t["predicted_speedup"] for t in timed]))
         for c in batch:  # best-ranked first
             m = c["measured"]
             if m["speedup_interval"][0] >= need * (1 + cfg.speedup_margin):

@@ -58,6 +58,17 @@ def test_embedding_build_on_host_cpu(hf, tmp_path):
     assert report["student"]["parity"]["mean_cosine"] > 0.999
     assert report["student"]["method"] == "emb+hidden+minilm"
     assert "teacher-int8" in report["alternatives"]  # the teacher quantized alone, timed beside it
+    # edgekd check gates the transformer ONNX too: latency at the export's 32 tokens, memory
+    gate = cli("check", out / "export" / "student.onnx", "--target", "host-cpu", "--latency-ms", "1000",
+               "--memory-mb", "1000", "--json", tmp_path / "check.json")
+    assert gate.exit_code == 0, gate.output + gate.stderr
+    checked = json.loads((tmp_path / "check.json").read_text())
+    names = {b["name"]: b for b in checked["budgets"]}
+    assert names["latency_ms"]["source"] == "measured" and names["memory_mb"]["value"] > 0
+    assert checked["student"]["audits"]["no-input-caching"]["passed"]
+    refused = cli("check", out / "export" / "student.onnx", "--target", "host-cpu", "--latency-ms", "1000",
+                  "--data", hf / "lines.txt")
+    assert refused.exit_code == 2 and "text encoder" in refused.stderr
 
 
 @pytest.mark.slow
@@ -71,6 +82,9 @@ def test_embedding_build_on_openvino_with_int8_guard(hf, tmp_path):
     assert guard["candidates"]["fp16"]["parity"]["mean_cosine"] > 0.99
     assert report["artifacts"]["compiled"].endswith(".xml")
     assert report["target"]["runtime"] == "openvino"
+    gate = cli("check", out / report["artifacts"]["compiled"], "--target", "openvino", "--latency-ms", "1000",
+               "--memory-mb", "1000")
+    assert gate.exit_code == 0, gate.output + gate.stderr
 
 
 @pytest.mark.slow
