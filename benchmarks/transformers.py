@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import json
 import random
 import sys
 import sysconfig
@@ -82,6 +83,7 @@ def main() -> None:
     from rich.console import Console
 
     from edgekd.config import BuildConfig
+    from edgekd.errors import BudgetFailed
     from edgekd.context import make_context
     from edgekd.interleave import load_replicas, time_sessions
     from edgekd.measurable import local_threads
@@ -104,13 +106,19 @@ def main() -> None:
     cfg = BuildConfig.model_validate({
         "target": "host-cpu", "teacher": {"source": f"hf:{folder}"}, "data": str(lines), "out": str(args.out / "run"),
         "text": {"max_length": args.max_length}, "budgets": {"min_speedup": 3.0, "latency_ms": 1000, "memory_mb": 1000},
-        "search": {"top_k": 4, "measure_rounds": 2},
+        "search": {"top_k": 4, "measure_rounds": 3},
         "distill": {"epochs": args.epochs, "batch_size": 32}})
     ctx = make_context(cfg, console)
     root = ctx.out
     ctx.out = root / "default"
     ctx.out.mkdir(parents=True, exist_ok=True)
-    picked = search.run(ctx, None).pick
+    try:
+        picked = search.run(ctx, None).pick
+    except BudgetFailed as e:  # a loaded machine can blur every ratio below the margin; say so, use the fastest
+        record = json.loads(ctx.run.search_json.read_text())
+        best = max(record["measurement"]["timed"], key=lambda t: t["speedup"])
+        picked = record["candidates"][best["index"]]["arch"]
+        console.print(f"[yellow]{e}[/]: using the fastest timed candidate {picked} ({best['speedup']:.2f}x)")
     students = {"default": picked, "3-layer": HAND_PICKED}
     onnx_paths = {"teacher": teacher_onnx(ctx)[0]}
     for name, arch in students.items():
