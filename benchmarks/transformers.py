@@ -83,8 +83,8 @@ def main() -> None:
     from rich.console import Console
 
     from edgekd.config import BuildConfig
-    from edgekd.errors import BudgetFailed
     from edgekd.context import make_context
+    from edgekd.errors import BudgetFailed
     from edgekd.interleave import load_replicas, time_sessions
     from edgekd.measurable import local_threads
     from edgekd.runtimes import create_backend, save_artifact
