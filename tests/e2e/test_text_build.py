@@ -138,3 +138,18 @@ def test_bad_text_inputs_are_one_line_and_exit_2(hf, tmp_path):
     _one_line_exit_2(cli("build", "--teacher", f"hf:{tmp_path / 'nowhere'}", "--data", hf / "lines.txt"),
                      "folder not found")
     assert not any((tmp_path / n).exists() for n in "abcd")  # nothing written for bad input
+
+
+@pytest.mark.slow
+def test_text_build_that_cannot_be_fast_enough_fails_with_a_report(hf, tmp_path):
+    out = tmp_path / "slow"
+    result = cli("build", "--teacher", f"hf:{hf / 'emb'}", "--data", hf / "lines.txt", "--target", "host-cpu",
+                 "--out", out, "--min-speedup", "500", "--max-length", "32", "--set", "search.top_k=1",
+                 "--set", "search.measure_rounds=1")
+    assert result.exit_code == 1, result.output + result.stderr
+    report = json.loads((out / "report.json").read_text())
+    stages = {s["name"]: s["status"] for s in report["stages"]}
+    assert stages["search"] == "failed" and stages["check"] == "skipped"
+    speed = next(b for b in report["budgets"] if b["name"] == "speedup")
+    assert speed["limit"] == 500 and speed["passed"] is None
+    assert report["teacher"]["latency_source"] == "predicted"  # what the search priced is still reported
