@@ -78,6 +78,9 @@ def main() -> None:
     ap.add_argument("--max-length", type=int, default=128)
     ap.add_argument("--seconds", type=float, default=2.0, help="interleaved timing per model")
     ap.add_argument("--out", type=Path, default=Path("/tmp/edgekd-minilm"))
+    ap.add_argument("--teacher", type=Path, help="another encoder folder (smoke runs); default: all-MiniLM-L6-v2")
+    ap.add_argument("--hand-picked-layers", type=int, default=3)
+    ap.add_argument("--min-speedup", type=float, default=3.0, help="the search's speed-up budget (the aim's 3x)")
     args = ap.parse_args()
 
     from rich.console import Console
@@ -93,19 +96,20 @@ def main() -> None:
     from edgekd.text.check import artifact_outputs, quality, timing_shapes
     from edgekd.text.distill import run_text_distill
     from edgekd.text.export import export_checked, metadata, teacher_onnx
-    from edgekd.text.models import load_student
+    from edgekd.text.models import arch_of, load_student
 
     console = Console()
     start = time.perf_counter()
     args.out.mkdir(parents=True, exist_ok=True)
-    folder = teacher_folder(args.out)
+    folder = args.teacher or teacher_folder(args.out)
     lines = args.out / "stdlib_docstrings.txt"
     texts = stdlib_docstrings(args.texts)
     lines.write_text("\n".join(texts) + "\n")
     console.print(f"{len(texts)} docstrings of the standard library -> {lines}")
     cfg = BuildConfig.model_validate({
         "target": "host-cpu", "teacher": {"source": f"hf:{folder}"}, "data": str(lines), "out": str(args.out / "run"),
-        "text": {"max_length": args.max_length}, "budgets": {"min_speedup": 3.0, "latency_ms": 1000, "memory_mb": 1000},
+        "text": {"max_length": args.max_length},
+        "budgets": {"min_speedup": args.min_speedup, "latency_ms": 1000, "memory_mb": 1000},
         "search": {"top_k": 4, "measure_rounds": 3},
         "distill": {"epochs": args.epochs, "batch_size": 32}})
     ctx = make_context(cfg, console)
@@ -119,7 +123,9 @@ def main() -> None:
         best = max(record["measurement"]["timed"], key=lambda t: t["speedup"])
         picked = record["candidates"][best["index"]]["arch"]
         console.print(f"[yellow]{e}[/]: using the fastest timed candidate {picked} ({best['speedup']:.2f}x)")
-    students = {"default": picked, "3-layer": HAND_PICKED}
+    hand = dict(HAND_PICKED) if args.teacher is None else arch_of(ctx.teacher.config)
+    hand["num_hidden_layers"] = args.hand_picked_layers
+    students = {"default": picked, f"{args.hand_picked_layers}-layer": hand}
     onnx_paths = {"teacher": teacher_onnx(ctx)[0]}
     for name, arch in students.items():
         ctx.out = root / name
@@ -154,7 +160,7 @@ def main() -> None:
             rows.append((runtime, name, timed.latency_ms(name), lo, hi, mem.value, r, q["mean_cosine"],
                          q["neighbour_agreement"]))
     print()
-    print(f"all-MiniLM-L6-v2 teacher, batch 1, {args.max_length} tokens, {threads} threads, {len(texts)} stdlib "
+    print(f"{folder.name} teacher, batch 1, {args.max_length} tokens, {threads} threads, {len(texts)} stdlib "
           f"docstrings ({len(ctx.data.train_idx)} train, {len(ctx.data.val_idx)} held out), {args.epochs} epochs; "
           f"default student {picked}")
     print(f"{'runtime':<12} {'model':<16} {'p50 ms':>8} {'95% interval':>17} {'mem MB':>7} {'speed-up':>22} "
