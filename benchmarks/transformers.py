@@ -80,6 +80,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("/tmp/edgekd-minilm"))
     ap.add_argument("--teacher", type=Path, help="another encoder folder (smoke runs); default: all-MiniLM-L6-v2")
     ap.add_argument("--hand-picked-layers", type=int, default=3)
+    ap.add_argument("--layer-selection", choices=("every_other", "ends"), default="every_other")
     ap.add_argument("--min-speedup", type=float, default=3.0, help="the search's speed-up budget (the aim's 3x)")
     args = ap.parse_args()
 
@@ -108,7 +109,7 @@ def main() -> None:
     console.print(f"{len(texts)} docstrings of the standard library -> {lines}")
     cfg = BuildConfig.model_validate({
         "target": "host-cpu", "teacher": {"source": f"hf:{folder}"}, "data": str(lines), "out": str(args.out / "run"),
-        "text": {"max_length": args.max_length},
+        "text": {"max_length": args.max_length, "layer_selection": args.layer_selection},
         "budgets": {"min_speedup": args.min_speedup, "latency_ms": 1000, "memory_mb": 1000},
         "search": {"top_k": 4, "measure_rounds": 3},
         "distill": {"epochs": args.epochs, "batch_size": 32}})
@@ -162,7 +163,7 @@ def main() -> None:
     print()
     print(f"{folder.name} teacher, batch 1, {args.max_length} tokens, {threads} threads, {len(texts)} stdlib "
           f"docstrings ({len(ctx.data.train_idx)} train, {len(ctx.data.val_idx)} held out), {args.epochs} epochs; "
-          f"default student {picked}")
+          f"default student {picked}; layers copied: {args.layer_selection}")
     print(f"{'runtime':<12} {'model':<16} {'p50 ms':>8} {'95% interval':>17} {'mem MB':>7} {'speed-up':>22} "
           f"{'cosine':>7} {'top-10':>7}")
     for runtime, name, ms, lo, hi, mb, r, cos, agree in rows:

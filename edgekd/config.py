@@ -208,6 +208,10 @@ class TextConfig(Strict):
     heads: list[Annotated[int, Field(gt=0)]] | None = None  # None: hidden / 64 (at least 1) per hidden size
     intermediate_ratios: list[PositiveFloat] = [4.0, 2.0]  # intermediate size = ratio * hidden size
     # Defaults of the encoder KD literature (MiniLM, TinyBERT): AdamW at 1e-4 .. 5e-4 with a linear decay.
+    # Teacher layers a same-width student copies: every_other (DistilBERT: 0, 2, 4 of 6) or ends (the first and
+    # the last L-1: 0, 4, 5 of 6), which started all-MiniLM-L6-v2's 3-layer student at cosine 0.72 instead of
+    # 0.36 on stdlib docstrings (docs/benchmarks.md).
+    layer_selection: Literal["every_other", "ends"] = "every_other"
     lr: PositiveFloat = 3e-4
     warmup_fraction: Annotated[float, Field(ge=0, lt=1)] = 0.06
 

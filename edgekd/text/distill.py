@@ -94,10 +94,14 @@ def qkv_tap(encoder: TextEncoder, store: dict):
     return [getattr(attn, n).register_forward_hook(keep(n)) for n in ("query", "key", "value")]
 
 
-def layer_pairs(teacher_layers: int, student_layers: int) -> list[tuple[int, int]]:
+def layer_pairs(teacher_layers: int, student_layers: int, how: str = "every_other") -> list[tuple[int, int]]:
     """(student, teacher) hidden-state indices: the embedding outputs, then TinyBERT's uniform map: student
-    layer m's output with teacher layer m * L_t / L's (the end of the block of teacher layers it stands for)."""
+    layer m's output with teacher layer m * L_t / L's (the end of the block of teacher layers it stands for);
+    with `ends` selection, each student layer with the teacher layer it copies."""
     n = min(student_layers, teacher_layers)
+    if how == "ends":
+        picked = [0] + list(range(teacher_layers - n + 1, teacher_layers))
+        return [(0, 0)] + [(m + 1, j + 1) for m, j in enumerate(picked)]
     return [(0, 0)] + [(m, m * teacher_layers // n) for m in range(1, n + 1)]
 
 
@@ -141,10 +145,11 @@ def run_text_distill(ctx, arch: dict) -> dict:
     plan = parse_text_method(method, ctx.teacher.task, cfg)
     torch.manual_seed(ctx.cfg.seed)
     teacher = ctx.teacher.module.eval()
-    student, init = build_student(teacher.cpu(), arch)
+    student, init = build_student(teacher.cpu(), arch, layer_selection=tcfg.layer_selection)
     teacher.to(ctx.device)
     t_cfg = teacher.model.config
-    pairs = layer_pairs(t_cfg.num_hidden_layers, arch["num_hidden_layers"]) if plan.needs_features else []
+    pairs = layer_pairs(t_cfg.num_hidden_layers, arch["num_hidden_layers"], tcfg.layer_selection) \
+        if plan.needs_features else []
     distiller = TextDistiller(student, pairs, t_cfg.hidden_size).to(ctx.device).train()
     needs_qkv = any(t.method.attention for t in plan.terms)
     s_taps: dict = {}

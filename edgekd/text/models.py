@@ -60,14 +60,18 @@ def arch_of(config) -> dict:
     return {k: int(getattr(config, k)) for k in ARCH_KEYS}
 
 
-def selected_layers(teacher_layers: int, student_layers: int) -> list[int]:
-    """Teacher layers a student copies: one every L_t / L (DistilBERT's every other layer for half the depth)."""
+def selected_layers(teacher_layers: int, student_layers: int, how: str = "every_other") -> list[int]:
+    """Teacher layers a student copies: one every L_t / L (DistilBERT's every other layer for half the depth),
+    or with `ends` the first and the last L-1 (the layers nearest the output shape the embedding most)."""
     if student_layers >= teacher_layers:
         return list(range(teacher_layers))[:student_layers]
+    if how == "ends":
+        return [0] + list(range(teacher_layers - student_layers + 1, teacher_layers))
     return [i * teacher_layers // student_layers for i in range(student_layers)]
 
 
-def build_student(teacher: TextEncoder, arch: dict, init_from_teacher: bool = True) -> tuple[TextEncoder, str]:
+def build_student(teacher: TextEncoder, arch: dict, init_from_teacher: bool = True,
+                  layer_selection: str = "every_other") -> tuple[TextEncoder, str]:
     """A student of `arch` (ARCH_KEYS) in the teacher's family; returns it and how it was initialised."""
     config = copy.deepcopy(teacher.model.config)
     for k in ARCH_KEYS:
@@ -80,7 +84,7 @@ def build_student(teacher: TextEncoder, arch: dict, init_from_teacher: bool = Tr
         return student.eval(), "random (hidden size differs from the teacher's)" if init_from_teacher else "random"
     t_base, s_base = teacher.base(), student.base()
     s_base.embeddings.load_state_dict(t_base.embeddings.state_dict())
-    picked = selected_layers(t_cfg.num_hidden_layers, arch["num_hidden_layers"])
+    picked = selected_layers(t_cfg.num_hidden_layers, arch["num_hidden_layers"], layer_selection)
     same_layer = (arch["num_attention_heads"] == t_cfg.num_attention_heads
                   and arch["intermediate_size"] == t_cfg.intermediate_size)
     copied = []
