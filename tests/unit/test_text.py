@@ -122,6 +122,14 @@ def test_layer_selection_is_distilberts():
     assert selected_layers(6, 3) == [0, 2, 4]
     assert selected_layers(12, 6) == [0, 2, 4, 6, 8, 10]
     assert selected_layers(6, 2) == [0, 3]
+    assert selected_layers(6, 3, "ends") == [0, 4, 5] and selected_layers(6, 1, "ends") == [0]
+
+
+def test_hidden_states_pair_with_the_teacher_layers_they_stand_for():
+    from edgekd.text.distill import layer_pairs
+
+    assert layer_pairs(6, 3) == [(0, 0), (1, 2), (2, 4), (3, 6)]  # TinyBERT's uniform map
+    assert layer_pairs(6, 3, "ends") == [(0, 0), (1, 1), (2, 5), (3, 6)]  # each copied layer with its original
 
 
 def test_student_copies_the_teacher_where_shapes_allow(teacher):
