@@ -30,12 +30,20 @@ err_console = Console(stderr=True)
 Target = Annotated[str, typer.Option("--target", "-t", help="Target name (see `edgekd targets`) or a target .yaml.")]
 ConfigFile = Annotated[Path | None, typer.Option("--config", help="Build config YAML (see README).")]
 TeacherOpt = Annotated[str | None, typer.Option("--teacher", help="model.onnx | model.pt2 | TorchScript file | "
-                                                "torchvision:NAME. Default: the embedded digits teacher.")]
+                                                "torchvision:NAME | hf:DIR (a Hugging Face encoder folder: "
+                                                "config.json, *.safetensors, tokenizer; needs edgekd[hf]). "
+                                                "Default: the embedded digits teacher.")]
 TeacherWeights = Annotated[Path | None, typer.Option("--teacher-weights",
                                                      help="Weights for torchvision:NAME (.safetensors or state_dict).")]
 TrustPickle = Annotated[bool, typer.Option("--trust-pickle", help="Allow a pickled whole module (runs its code).")]
 DataOpt = Annotated[str | None, typer.Option(
-    "--data", help="digits | fonts | shapes | ImageFolder folder | file.npz. Default: digits.")]
+    "--data", help="digits | fonts | shapes | ImageFolder folder | file.npz; for hf: teachers a .txt (one text a "
+                   "line) or a .csv / .jsonl with text and label columns. Default: digits.")]
+TaskOpt = Annotated[str | None, typer.Option(
+    "--task", help="hf: teachers: embedding | classification (default: from config.json's architectures).")]
+MaxLengthOpt = Annotated[int | None, typer.Option(
+    "--max-length", help="hf: teachers: tokens per text (longer texts are cut); latency is timed at it. "
+                         "Default 128.")]
 OutOpt = Annotated[Path | None, typer.Option("--out", help="Output folder. Default: export/<target>-<time>/.")]
 LatencyOpt = Annotated[float | None, typer.Option("--latency-ms", help="Latency budget (ms, batch of the target).")]
 MemoryOpt = Annotated[float | None, typer.Option("--memory-mb", help="Memory budget (MB at run time).")]
@@ -154,7 +162,7 @@ def build(target: Target = "host-cpu", config: ConfigFile = None, teacher: Teach
           method: MethodOpt = None, set_: SetOpt = None, remote: RemoteOpt = None,
           baseline_scratch: BaselineScratchOpt = False,
           overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace the run already in --out.")] = False,
-          min_speedup: MinSpeedupOpt = None,
+          min_speedup: MinSpeedupOpt = None, task: TaskOpt = None, max_length: MaxLengthOpt = None,
           ship: Annotated[str | None, typer.Option(
               "--ship", help="student | best: best ships the teacher compressed without distillation when it "
                              "meets the budgets and beats the student.")] = None,
@@ -171,7 +179,8 @@ def build(target: Target = "host-cpu", config: ConfigFile = None, teacher: Teach
     opts = _options(target, teacher, teacher_weights, trust_pickle, data, seed, device, input_size, mean, std,
                     latency_ms, memory_mb, max_accuracy_drop, epochs, method, baseline_scratch)
     cfg = load_build_config(config, {**opts, "out": str(out) if out else None, "remote": remote,
-                                     "budgets.min_speedup": min_speedup, "ship": ship}, set_ or [])
+                                     "budgets.min_speedup": min_speedup, "ship": ship, "text.task": task,
+                                     "text.max_length": max_length}, set_ or [])
     from edgekd.rundir import refuse_earlier_run
 
     refuse_earlier_run(cfg.out, overwrite)  # before the teacher and data are loaded: that can take minutes

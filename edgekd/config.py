@@ -74,6 +74,11 @@ class Budgets(Strict):
     max_accuracy_drop: Annotated[float, Field(ge=0)] | None = None  # percentage points
     # teacher latency / student latency on the target's runtime, timed interleaved in one process
     min_speedup: Annotated[float, Field(ge=1)] | None = None
+    # Text embedding students (docs/report-contract.md): mean cosine of the compiled student's sentence
+    # embeddings to the teacher's, and the share of each held-out sentence's 10 nearest neighbours they agree
+    # on. None: the defaults in edgekd/text/check.py.
+    min_embedding_cosine: Annotated[float, Field(gt=0, le=1)] | None = None
+    min_neighbour_agreement: Annotated[float, Field(gt=0, le=1)] | None = None
 
     def merged(self, override: Budgets) -> Budgets:
         """These budgets with every field `override` sets replacing ours."""
@@ -155,6 +160,7 @@ class DistillConfig(Strict):
     # (teacher layer or ONNX tensor name, student layer name); None: paired by spatial size
     feature_pairs: list[tuple[str, str]] | None = None
     feature_max_pairs: int = Field(default=4, gt=0)  # deepest pairs kept when pairing automatically
+    relation_heads: int = Field(default=0, ge=0)  # MiniLM (text): relation heads; 0: student width / 64
     rkd_distance_weight: Annotated[float, Field(ge=0)] = 25.0
     rkd_angle_weight: Annotated[float, Field(ge=0)] = 50.0
     assistant_arch: dict[str, Any] | None = None  # teacher-assistant (`ta+...`); None: picked from the search
@@ -189,11 +195,33 @@ class DistillConfig(Strict):
     keep_checkpoints: int = Field(default=2, ge=2)  # newest per-epoch checkpoints kept (a damaged one falls back)
 
 
+class TextConfig(Strict):
+    """Transformer teachers (--teacher hf:DIR): what the model does, how text is cut, which students are
+    searched and how they train (edgekd/text; docs/architecture.md "Transformer teachers")."""
+
+    # auto: from config.json's architectures (*ForSequenceClassification -> classification, else embedding)
+    task: Literal["auto", "embedding", "classification"] = "auto"
+    max_length: int = Field(default=128, ge=8, le=4096)  # tokens; also the sequence length latency is timed at
+    # The declarative student space (edgekd/text/space.py): every combination, pruned by the cost model.
+    layers: list[Annotated[int, Field(gt=0)]] = [1, 2, 3, 4, 6]
+    hidden_sizes: list[Annotated[int, Field(gt=0)]] | None = None  # None: the teacher's, 3/4 and 1/2 of it
+    heads: list[Annotated[int, Field(gt=0)]] | None = None  # None: hidden / 64 (at least 1) per hidden size
+    intermediate_ratios: list[PositiveFloat] = [4.0, 2.0]  # intermediate size = ratio * hidden size
+    # Defaults of the encoder KD literature (MiniLM, TinyBERT): AdamW at 1e-4 .. 5e-4 with a linear decay.
+    # Teacher layers a same-width student copies: every_other (DistilBERT: 0, 2, 4 of 6) or ends (the first and
+    # the last L-1: 0, 4, 5 of 6), which started all-MiniLM-L6-v2's 3-layer student at cosine 0.72 instead of
+    # 0.36 on stdlib docstrings (docs/benchmarks.md).
+    layer_selection: Literal["every_other", "ends"] = "every_other"
+    lr: PositiveFloat = 3e-4
+    warmup_fraction: Annotated[float, Field(ge=0, lt=1)] = 0.06
+
+
 class BuildConfig(Strict):
     target: str = "host-cpu"
     teacher: TeacherSpec = TeacherSpec()
     data: str = "digits"
     preprocess: Preprocess = Preprocess()
+    text: TextConfig = TextConfig()
     budgets: Budgets = Budgets()  # overrides of the target's defaults
     search: SearchConfig = SearchConfig()
     distill: DistillConfig = DistillConfig()

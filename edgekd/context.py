@@ -20,6 +20,7 @@ from edgekd.models.families import create_model
 from edgekd.models.teacher import EMBEDDED, Teacher, load_teacher, teacher_accuracy
 from edgekd.remote import parse_destination
 from edgekd.rundir import RunDir, check_out_path
+from edgekd.text import is_text_source
 
 
 @dataclass
@@ -40,13 +41,23 @@ class Context:
         return (p.channels, *p.input_size)
 
     @property
+    def is_text(self) -> bool:
+        """A transformer teacher (--teacher hf:DIR): the stages call edgekd/text instead of the image libraries."""
+        return getattr(self.teacher, "kind", "") == "text"
+
+    @property
     def run(self) -> RunDir:
         """OUT's paths (OUT is the staging folder while a build runs)."""
         return RunDir(self.out)
 
     @cached_property
     def teacher_accuracy(self) -> float:
-        """The teacher as supplied (torch, or ONNX through onnxruntime) on the held-out split."""
+        """The teacher as supplied (torch, or ONNX through onnxruntime) on the held-out split. Text embedding
+        teachers: 1.0, their own neighbour agreement (docs/report-contract.md)."""
+        if self.is_text:
+            from edgekd.text.check import teacher_quality
+
+            return teacher_quality(self)
         x, y = self.data.split("val")
         return teacher_accuracy(self.teacher, x, y, self.device)
 
@@ -77,6 +88,8 @@ def make_context(cfg: BuildConfig, console: Console | None = None) -> Context:
     if cfg.remote:  # a bad address fails here, not after the search and distillation
         parse_destination(cfg.remote)
     device = pick_device(cfg.device)
+    if is_text_source(cfg.teacher.source):
+        return _text_context(cfg, target, profile, out, device, console)
     teacher = load_teacher(cfg.teacher)
     if teacher.source == EMBEDDED and cfg.data not in RECIPES:
         raise InputError(f"--data {cfg.data} needs --teacher: embedded teachers exist only for "
@@ -92,6 +105,27 @@ def make_context(cfg: BuildConfig, console: Console | None = None) -> Context:
         teacher.in_channels = data.preprocessing.channels
     elif teacher.module is not None:
         teacher.module.to(device).eval()
+    return Context(cfg, target, profile, target.budgets.merged(cfg.budgets), teacher, data, out, device, console)
+
+
+def _text_context(cfg: BuildConfig, target: Target, profile: Profile, out: Path, device: torch.device,
+                  console: Console) -> Context:
+    """A transformer teacher and its text data (edgekd/text), checked before anything is written."""
+    from edgekd.text.data import load_text_data
+    from edgekd.text.hf import load_text_teacher
+
+    if cfg.remote:
+        raise InputError("--remote: text teachers are built and measured on this host only (for now); "
+                         "leave out --remote")
+    if cfg.teacher.weights is not None:
+        raise InputError("--teacher-weights is only for --teacher torchvision:NAME; an hf: folder holds its weights")
+    if cfg.data in RECIPES:
+        raise InputError(f"--data {cfg.data}: a text teacher needs text: a .txt (one text a line) or a .csv / "
+                         ".jsonl with text and label columns")
+    teacher = load_text_teacher(cfg.teacher.source, cfg.text.task)
+    data = load_text_data(cfg.data, teacher.tokenizer, teacher.task, teacher.labels, cfg.text.max_length, cfg.seed,
+                          teacher.folder.name)
+    teacher.module.to(device).eval()
     return Context(cfg, target, profile, target.budgets.merged(cfg.budgets), teacher, data, out, device, console)
 
 

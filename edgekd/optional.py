@@ -11,7 +11,7 @@ from edgekd.errors import MissingDependency
 
 # module -> what `pip install` takes to get it
 EXTRAS = {"tensorrt": "edgekd[tensorrt]", "openvino": "openvino", "nncf": "nncf",
-          "onnxruntime": "onnxruntime", "transformers": "transformers", "torch": "torch"}
+          "onnxruntime": "onnxruntime", "transformers": "edgekd[hf]", "tokenizers": "edgekd[hf]", "torch": "torch"}
 
 
 def require(module: str, purpose: str) -> ModuleType:

@@ -45,6 +45,9 @@ def _new_report(ctx: Context) -> Report:
                                     "calibration": len(data.calib_idx)},
                            "distillation": ctx.cfg.distill.model_dump()})
     report.teacher = {"source": ctx.teacher.source, "params": ctx.teacher.params}
+    if ctx.is_text:  # what the text path used instead of pixels (edgekd/text)
+        report.extra["text"] = ctx.cfg.text.model_dump() | {"task": ctx.teacher.task}
+        report.teacher["task"] = ctx.teacher.task
     return report
 
 

@@ -4,6 +4,9 @@ losses.py registers the implementations under the same names; tests/unit/test_lo
 """
 
 DEFAULT_METHOD = "kd"  # chosen by benchmarks/kd_quality.py (it prints the methods compared on the embedded sets)
+# Transformer teachers (--teacher hf:DIR) when --method is not given, per task (edgekd/text/distill.py): the
+# output term plus the TinyBERT hidden-state and MiniLM attention terms.
+DEFAULT_TEXT_METHODS = {"embedding": "emb+hidden+minilm", "classification": "kd+hidden+minilm"}
 
 METHODS = {
     "ce": "labels only (train from scratch; the no-distillation baseline)",
@@ -14,6 +17,9 @@ METHODS = {
     "feature": "FitNet hints: student features through a learned 1x1 adapter regress the teacher's",
     "at": "attention transfer (Zagoruyko & Komodakis): match normalized spatial attention maps",
     "rkd": "relational KD (Park et al.): match pairwise distances and angles of embeddings",
+    "emb": "text: output embedding, (1 - cosine) + MSE between student and teacher sentence embeddings",
+    "hidden": "text: hidden states through a learned projection, masked MSE per paired layer (TinyBERT)",
+    "minilm": "text: last-layer self-attention distributions and value relations, KL (MiniLM, Wang et al. 2020)",
 }
 # Not a loss: `ta+dkd` distils an assistant with dkd, then the student from the assistant with dkd; the distill
 # stage runs the chain (edgekd/distill/stage.py).

@@ -29,6 +29,11 @@ class LossInputs:
     teacher_feats: list[torch.Tensor] = field(default_factory=list)
     partner_targets: torch.Tensor | None = None  # labels of the mixed-in images (augment.mix), else None
     mix_share: float = 1.0  # share of `targets`' image in each mixed input (>= 0.5)
+    # Text students (edgekd/distill/text_losses.py): the attention mask (N, S), and per tapped layer the
+    # self-attention's query, key and value projections (N, S, H), student's and teacher's.
+    mask: torch.Tensor | None = None
+    student_qkv: list[tuple[torch.Tensor, ...]] = field(default_factory=list)
+    teacher_qkv: list[tuple[torch.Tensor, ...]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -38,7 +43,11 @@ class Method:
     labels: bool = False  # includes the label cross-entropy; a combination without one gets CE added
     teacher: bool = True  # needs teacher logits
     features: bool = False  # needs teacher/student feature pairs
-    adapters: bool = False  # needs the learned 1x1 adapters
+    adapters: bool = False  # needs the learned 1x1 adapters (text: linear projections of hidden states)
+    # image: 4-D feature maps (feature, at, rkd); text: encoder hidden states and attention (text_losses.py);
+    # any: logits and labels only (ce, kd, dkd, ...), which serve image and text classifiers alike
+    modality: str = "any"
+    attention: bool = False  # needs the self-attention's q/k/v (text)
 
 
 _methods: Registry[Method] = Registry("distillation method")
@@ -178,7 +187,7 @@ def decomposed_kd(b: LossInputs, cfg: DistillConfig) -> torch.Tensor:
 
 
 # ----------------------------------------------------------------------------- feature and relational methods
-@register("feature", features=True, adapters=True)
+@register("feature", features=True, adapters=True, modality="image")
 def fitnet(b: LossInputs, cfg: DistillConfig) -> torch.Tensor:
     """FitNet hints (Romero et al. 2015; the seed's equation 5): mean over layer pairs of the relative error
     MSE(adapter(f_s), f_t) / mean(f_t^2), where the adapter is a learned 1x1 convolution + BN mapping the student's
@@ -197,7 +206,7 @@ def attention_map(f: torch.Tensor) -> torch.Tensor:
 AT_MIN_POSITIONS = 16  # maps smaller than 4x4 carry almost no spatial information to transfer
 
 
-@register("at", features=True)
+@register("at", features=True, modality="image")
 def attention_transfer(b: LossInputs, cfg: DistillConfig) -> torch.Tensor:
     """Attention transfer: mean over layer pairs of the squared distance ||a(f_s) - a(f_t)||^2 between the unit
     attention vectors (in [0, 4], independent of the map size). The paper's beta = 1000 on the *mean* over
@@ -228,10 +237,13 @@ def angles(e: torch.Tensor) -> torch.Tensor:
     return torch.bmm(u, u.transpose(1, 2)).flatten()
 
 
-@register("rkd", features=True)
+@register("rkd", features=True, modality="image")
 def relational_kd(b: LossInputs, cfg: DistillConfig) -> torch.Tensor:
     """Park et al. 2019: w_d smoothL1(psi_D(s), psi_D(t)) + w_a smoothL1(psi_A(s), psi_A(t)) on embeddings (the
     global-average-pooled deepest feature pair); w_d, w_a = rkd_distance_weight, rkd_angle_weight (25, 50)."""
     s, t = embedding(b.student_feats[-1]), embedding(b.teacher_feats[-1])
     return (cfg.rkd_distance_weight * F.smooth_l1_loss(distances(s), distances(t))
             + cfg.rkd_angle_weight * F.smooth_l1_loss(angles(s), angles(t)))
+
+
+from edgekd.distill import text_losses  # noqa: E402,F401  (registers the text methods in the same registry)

@@ -58,6 +58,10 @@ def parse_method(text: str, cfg: DistillConfig) -> Plan:
     for n in names:
         if n not in list_methods() and n not in ASSISTANT:
             create_method(n)  # raises InputError with a did-you-mean
+    for_text = [n for n in names if create_method(n).modality == "text"]
+    if for_text:
+        raise InputError(f"--method / distill.method '{for_text[0]}' distils transformer encoders; give it with "
+                         "--teacher hf:DIR")
     unknown = sorted(set(cfg.method_weights) - set(names) - {"ce"})
     if unknown:
         raise InputError(f"distill.method_weights: {unknown} not in method '{text}'; weights apply to its terms")

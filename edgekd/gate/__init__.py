@@ -23,6 +23,7 @@ from rich.console import Console
 from edgekd.cost.roofline import predict_onnx
 from edgekd.errors import InputError
 from edgekd.figures import Figure, Figures
+from edgekd.gate.inputs import token_pool
 from edgekd.gate.plan import CheckConfig, GatePlan, config_from_options, make_plan
 from edgekd.gate.timing import POOL_SIZE, WARMUP_CALLS, outputs_match, repeated_input_audit, run_all, time_pool
 from edgekd.gate.verdict import budget_result, exit_code, regression_limit
@@ -102,7 +103,8 @@ class GateRun:
         plan, cfg, batch = self.plan, self.cfg, self.batch
         if plan.data is None:
             rng = np.random.default_rng(cfg.seed)
-            self.pool = [rng.standard_normal(plan.shape).astype(np.float32) for _ in range(POOL_SIZE)]
+            self.pool = (token_pool(plan.model, batch, POOL_SIZE, cfg.seed) if plan.model.token_inputs else
+                         [rng.standard_normal(plan.shape).astype(np.float32) for _ in range(POOL_SIZE)])
             self.stages.append(StageRecord("accuracy", "skipped", 0.0, "no --data"))
             return
         start = time.perf_counter()
@@ -237,7 +239,8 @@ class GateRun:
         start = time.perf_counter()
         if self.prediction is None:
             with self.console.status(f"memory of {cfg.model.name} ({MEMORY_PROBES} fresh processes)"):
-                found = memory_figures(plan.run_art, plan.shape, plan.profile.threads)
+                found = memory_figures(plan.run_art, plan.model.feeds_shape(self.batch) if plan.model.token_inputs
+                                       else plan.shape, plan.profile.threads)
             value, interval, source = found.memory.value, found.memory.interval, "measured"
             self.stages.append(StageRecord("memory", "passed", time.perf_counter() - start,
                                            "peak RSS the model adds, in fresh processes: "

@@ -30,10 +30,22 @@ class ModelInput:
     dims: tuple[int | None, ...]
     precision: str  # fp32 | fp16 | int8, read from the graph
     preprocessing: dict | None  # what edgekd's exporter recorded in the ONNX metadata, if anything
+    # Text encoders (edgekd/text): the int64 token inputs fed together (input_ids, attention_mask, ...); dims are
+    # input_ids' (batch, sequence), and the sequence is timed at `max_length` (the export's, else 128).
+    token_inputs: tuple[str, ...] = ()
+    max_length: int = 128
+
+    def feeds_shape(self, batch: int):
+        """What the memory probe and the timing pool feed: one shape, or {token input: (batch, max_length)}."""
+        if self.token_inputs:
+            return {n: (batch, self.max_length) for n in self.token_inputs}
+        return self.shape(batch, None)
 
     def shape(self, batch: int, input_size: tuple[int, int] | None) -> tuple[int, ...]:
         """Concrete (batch, ...) shape to run: dynamic batch -> the target's, dynamic H, W -> input_size."""
         dims = list(self.dims)
+        if self.token_inputs:
+            return (batch, dims[1] or self.max_length)
         if dims[0] is not None and dims[0] != batch:
             raise InputError(f"MODEL '{self.path}': input '{self.name}' has a fixed batch of {dims[0]} but the "
                              f"target runs batch {batch}; export it with a dynamic or matching batch")
@@ -48,6 +60,35 @@ class ModelInput:
             raise InputError(f"MODEL '{self.path}': input '{self.name}' has dynamic dims {_dims(self.dims)}; "
                              "pass --input-size H,W (image models) or export it with fixed sizes")
         return tuple(dims)
+
+
+TOKEN_INPUTS = {"input_ids", "attention_mask", "token_type_ids"}
+DEFAULT_MAX_LENGTH = 128
+
+
+def _max_length(meta: dict, dims: tuple) -> int:
+    """The sequence length to time a text model at: fixed in the graph, else the export's --max-length."""
+    if len(dims) > 1 and dims[1]:
+        return int(dims[1])
+    try:
+        return int(json.loads(meta["tokenization"])["max_length"])
+    except (KeyError, ValueError, TypeError):
+        return DEFAULT_MAX_LENGTH
+
+
+def token_pool(model: ModelInput, batch: int, n: int, seed: int) -> list[dict[str, np.ndarray]]:
+    """Feeds for a text model without --data: token ids 5..99 (inside any vocabulary past the special
+    tokens), every position attended, at the timed sequence length."""
+    rng = np.random.default_rng(seed)
+    shape = (batch, model.max_length)
+    out = []
+    for _ in range(n):
+        feed = {name: np.ones(shape, np.int64) for name in model.token_inputs}
+        feed["input_ids"] = rng.integers(5, 100, size=shape).astype(np.int64)
+        if "token_type_ids" in feed:
+            feed["token_type_ids"][:] = 0
+        out.append(feed)
+    return out
 
 
 def _dims(dims) -> str:
@@ -74,6 +115,15 @@ def _inspect_onnx(path: Path, option: str) -> ModelInput:
                          "give an .onnx exported by torch.onnx / tf2onnx, or an OpenVINO .xml") from None
     weights = {t.name for t in model.graph.initializer}
     inputs = [i for i in model.graph.input if i.name not in weights]
+    meta = {p.key: p.value for p in model.metadata_props}
+    names = tuple(i.name for i in inputs)
+    if names and set(names) <= TOKEN_INPUTS and "input_ids" in names and all(
+            i.type.tensor_type.elem_type == onnx.TensorProto.INT64 for i in inputs):
+        dims = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None
+                     for d in inputs[names.index("input_ids")].type.tensor_type.shape.dim)
+        ops = {n.op_type for n in model.graph.node}
+        precision = "int8" if ops & INT8_OPS else "fp32"
+        return ModelInput(path, "input_ids", dims, precision, None, names, _max_length(meta, dims))
     if len(inputs) != 1:
         raise InputError(f"{option} '{path}': expected one input, found {len(inputs)} "
                          f"({', '.join(i.name for i in inputs)}); edgekd check feeds a single tensor")
@@ -91,7 +141,6 @@ def _inspect_onnx(path: Path, option: str) -> ModelInput:
         precision = "fp16"
     else:
         precision = "fp32"
-    meta = {p.key: p.value for p in model.metadata_props}
     try:
         preprocessing = json.loads(meta["preprocessing"]) if "preprocessing" in meta else None
     except json.JSONDecodeError:
@@ -106,6 +155,11 @@ def _inspect_ir(path: Path, option: str) -> ModelInput:
     except Exception as e:  # RuntimeError with a long OpenVINO message on a damaged IR
         raise InputError(f"{option} '{path}': not a readable OpenVINO IR ({str(e).strip().splitlines()[0]}); "
                          "the .bin must sit beside the .xml") from None
+    names = tuple(port.get_any_name() for port in model.inputs)
+    if names and set(names) <= TOKEN_INPUTS and "input_ids" in names:
+        shape = model.inputs[names.index("input_ids")].get_partial_shape()
+        dims = tuple(d.get_length() if d.is_static else None for d in shape)
+        return ModelInput(path, "input_ids", dims, "fp32", None, names, _max_length({}, dims))
     if len(model.inputs) != 1:
         raise InputError(f"{option} '{path}': expected one input, found {len(model.inputs)}")
     port = model.inputs[0]

@@ -134,6 +134,14 @@ def make_plan(cfg: CheckConfig) -> GatePlan:
         run_art = Artifact(cfg.model, "onnxruntime", artifact.precision)
     if baseline is not None:
         _check_baseline(baseline, "measured" if blocker is None else "predicted", cfg.statistic, profile.name)
+    if model.token_inputs:  # a text encoder: latency and memory at its sequence length (edgekd/text)
+        if cfg.data is not None or cfg.reference is not None:
+            raise InputError(f"MODEL '{cfg.model}' is a text encoder ({', '.join(model.token_inputs)}); edgekd check "
+                             "gates its latency and memory, not accuracy: leave out --data and --reference "
+                             "(edgekd build reports a text student's quality)")
+        if blocker is not None:
+            raise InputError(f"MODEL '{cfg.model}' is a text encoder and cannot be measured here ({blocker}); the "
+                             "cost model prices a text encoder from its architecture, in edgekd build")
     shape = model.shape(target.batch_size, cfg.preprocess.input_size)
     data = reference = reference_model = None
     if cfg.data is not None:

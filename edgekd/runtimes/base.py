@@ -63,6 +63,10 @@ class CompileOptions:
     batch: int = 1  # TensorRT: the optimization profile's opt batch ...
     max_batch: int = 64  # ... and its max (min is 1)
     timing_cache: Path | None = None  # TensorRT: reused and updated across builds on one device
+    # A transformer encoder (token inputs): INT8 the way each runtime quantizes those (ONNX Runtime: dynamic
+    # per-token activations; OpenVINO: NNCF with its transformer patterns), calibrated on `calibration_feeds`.
+    transformer: bool = False
+    calibration_feeds: tuple = ()  # feeds (input name -> array) for runtimes that calibrate activations
 
 
 class Session(Protocol):

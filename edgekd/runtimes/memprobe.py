@@ -57,11 +57,16 @@ def _peak_mb() -> float:
 def probe(spec: dict) -> dict:
     artifact = Artifact.from_dict(spec["artifact"])
     backend = create_backend(artifact.runtime)
-    x = np.zeros(spec["input_shape"], np.float32)
+    shape = spec["input_shape"]
+    if isinstance(shape, dict):  # text models: int64 token feeds (input_ids, attention_mask), all ones
+        x = {name: np.ones(dims, np.int64) for name, dims in shape.items()}
+        warm_x = np.zeros(next(iter(shape.values())), np.float32)
+    else:
+        x = warm_x = np.zeros(shape, np.float32)
     with tempfile.TemporaryDirectory() as tmp:
-        identity = _identity_model(Path(tmp) / "identity.onnx", len(x.shape))
+        identity = _identity_model(Path(tmp) / "identity.onnx", len(warm_x.shape))
         warm = backend.load(Artifact(identity, artifact.runtime, "fp32"), spec["threads"])
-        warm.run(x)
+        warm.run(warm_x)
     baseline = _rss_mb()
     _reset_peak()
     session = backend.load(artifact, spec["threads"])
@@ -78,9 +83,11 @@ def _identity_model(path: Path, rank: int) -> Path:
     return path
 
 
-def measure_memory_mb(artifact, input_shape: tuple[int, ...], threads: int) -> float:
-    """Peak RSS the artifact adds when loaded and run, measured in a child process."""
-    spec = {"artifact": artifact.to_dict(), "input_shape": list(input_shape), "threads": threads}
+def measure_memory_mb(artifact, input_shape: tuple[int, ...] | dict[str, tuple[int, ...]], threads: int) -> float:
+    """Peak RSS the artifact adds when loaded and run, measured in a child process. input_shape: the one
+    input's shape, or {input name: shape} for token inputs."""
+    shape = {k: list(v) for k, v in input_shape.items()} if isinstance(input_shape, dict) else list(input_shape)
+    spec = {"artifact": artifact.to_dict(), "input_shape": shape, "threads": threads}
     proc = subprocess.run([sys.executable, "-m", "edgekd.runtimes.memprobe", json.dumps(spec)],
                           capture_output=True, text=True, timeout=600)
     if proc.returncode != 0:
@@ -91,7 +98,7 @@ def measure_memory_mb(artifact, input_shape: tuple[int, ...], threads: int) -> f
 MEMORY_PROBES = 3  # fresh processes; their min..max is the memory figure's interval
 
 
-def memory_figures(artifact, input_shape: tuple[int, ...], threads: int, probes: int = MEMORY_PROBES) -> Figures:
+def memory_figures(artifact, input_shape, threads: int, probes: int = MEMORY_PROBES) -> Figures:
     """The median of `probes` fresh-process probes, their range the interval."""
     found = sorted(measure_memory_mb(artifact, input_shape, threads) for _ in range(probes))
     return Figures(memory=Figure(float(np.median(found)), "measured", (found[0], found[-1])),

@@ -52,6 +52,10 @@ def decide_budgets(budgets: Budgets, figures: Figures, speedup: Figure, accuracy
 
 def run(ctx, previous: CompileResult) -> CheckResult:
     """Figures and budget verdicts for the compiled artifacts (the compile stage's result)."""
+    if ctx.is_text:
+        from edgekd.text.check import run_text_check
+
+        return run_text_check(ctx, previous)
     x, y = ctx.data.split("val")
     student_art = previous.student
     student_onnx, teacher_onnx = previous.export.student_onnx, previous.export.teacher_onnx

@@ -170,6 +170,10 @@ def _skip(ctx, backend: Backend, exported: ExportResult, reason: str, record: di
 def run(ctx, previous: ExportResult) -> CompileResult:
     """The exported student (and teacher) compiled for the target; skipped, with the reason, where the runtime
     is neither here nor on --remote."""
+    if ctx.is_text:
+        from edgekd.text.compile import run_text_compile
+
+        return run_text_compile(ctx, previous)
     student_onnx, teacher_onnx = previous.student_onnx, previous.teacher_onnx
     t, profile = ctx.target, ctx.profile
     record: dict = {}

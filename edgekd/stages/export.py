@@ -16,6 +16,8 @@ PARITY_SAMPLES = 512  # held-out inputs the parity check runs
 def run(ctx, previous: DistillResult | None = None) -> ExportResult:
     """Student (from OUT/distill: its weights are there, not in `previous`) and, for a torch teacher, the
     teacher -> OUT/export/student.onnx, OUT/teacher/teacher.onnx; writes OUT/export/export.json."""
+    if ctx.is_text:
+        return _text(ctx)
     student, info = load_student(ctx.run.distill)
     ctx.run.folder("export")
     metadata = {"preprocessing": ctx.data.preprocessing.as_dict(), "classes": ctx.data.classes,
@@ -28,6 +30,31 @@ def run(ctx, previous: DistillResult | None = None) -> ExportResult:
     result.save(ctx.run)
     ctx.console.print(f"  parity: max |diff| {student_parity.max_abs_diff:.2e}, top-1 agreement "
                       f"{student_parity.top1_agreement:.2%}")
+    return result
+
+
+def _text(ctx) -> ExportResult:
+    """A transformer student: input_ids + attention_mask, dynamic batch and sequence (edgekd/text/export.py)."""
+    import json
+
+    from edgekd.text.export import PARITY_SAMPLES, export_checked, metadata, teacher_onnx
+    from edgekd.text.models import load_student as load_text_student
+
+    info = json.loads(ctx.run.student_json.read_text())
+    student = load_text_student(ctx.run.distill / "student", ctx.teacher.task)
+    ctx.run.folder("export")
+    ctx.console.print("[bold]export[/]: student -> ONNX (dynamic batch and sequence), checker, parity through "
+                      "onnxruntime")
+    feeds = ctx.data.batches(ctx.data.val_idx[:PARITY_SAMPLES], 32)
+    student_parity = export_checked(student, ctx.run.student_onnx, metadata(ctx, {"arch": info["arch"]}), feeds,
+                                    "student")
+    teacher, teacher_parity = teacher_onnx(ctx)
+    result = ExportResult(ctx.run.student_onnx, teacher, student_parity, teacher_parity)
+    result.save(ctx.run)
+    cos = student_parity.mean_cosine
+    ctx.console.print("  parity: " + (f"mean cosine {cos:.6f}" if cos is not None else
+                                      f"top-1 agreement {student_parity.top1_agreement:.2%}")
+                      + f", max |diff| {student_parity.max_abs_diff:.2e}")
     return result
 
 

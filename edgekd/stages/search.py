@@ -10,7 +10,12 @@ NAME = "search"
 
 
 def run(ctx, previous: None = None) -> SearchResult:
-    """Writes OUT/search/search.json and pareto.png; a search that finds nothing raises BudgetFailed."""
+    """Writes OUT/search/search.json and pareto.png; a search that finds nothing raises BudgetFailed. A
+    transformer teacher searches the transformer space (edgekd/text/search.py)."""
+    if ctx.is_text:
+        from edgekd.text.search import run_text_search
+
+        return SearchResult.from_record(run_text_search(ctx))
     return SearchResult.from_record(search_lib.run_search(ctx))
 
 

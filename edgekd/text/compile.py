@@ -1,0 +1,145 @@
+"""The compile stage for text students: the same steps as for images (edgekd/stages/compile.py), with the
+INT8 each runtime uses for transformer encoders (CompileOptions.transformer: ONNX Runtime's dynamic
+quantization, NNCF's transformer preset on OpenVINO) and parity by cosine for embeddings.
+
+1. TensorRT targets: the TensorRT lint over the transformer graph (an error fails the stage).
+2. The float artifact (fp32 on ONNX Runtime, fp16 IR on OpenVINO; ORT format on Arm) and, for int8 targets,
+   the INT8 one, each run on the held-out text: parity with the ONNX model (float must agree) and quality.
+3. Precision guard: INT8 ships only if timed faster than the float artifact here (else predicted) and within
+   the quality budget (classification: accuracy drop; embeddings: cosine and neighbour agreement).
+4. The teacher fp32 on the same runtime, and the teacher INT8 without distillation (the alternative).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+from edgekd import parity
+from edgekd.errors import StageFailed
+from edgekd.interleave import load_replicas, time_sessions
+from edgekd.measurable import local_measurement_blocker, local_threads
+from edgekd.runtimes import ONNX_FILE, Artifact, create_backend, save_artifact
+from edgekd.runtimes.onnxruntime_backend import OrtSession
+from edgekd.stages.results import CompileResult, ExportResult
+from edgekd.text.check import DEFAULT_MIN_AGREEMENT, DEFAULT_MIN_COSINE, EVAL_BATCH, predicted, quality
+from edgekd.text.export import compare, session_outputs
+
+GUARD_SECONDS_PER_CANDIDATE = 1.0
+CALIBRATION_TEXTS = 64  # feeds of one text each; NNCF's transformer preset needs few
+
+
+def _outputs(ctx, artifact: Artifact, threads: int):
+    session = create_backend(artifact.runtime).load(artifact, threads)
+    return session_outputs(session, ctx.data.batches(ctx.data.val_idx, EVAL_BATCH))
+
+
+def _reference(ctx, onnx_path: Path, threads: int):
+    return session_outputs(OrtSession(onnx_path, threads), ctx.data.batches(ctx.data.val_idx, EVAL_BATCH))
+
+
+def _within(ctx, q: dict, teacher_acc: float) -> tuple[bool, str]:
+    b = ctx.budgets
+    if ctx.teacher.task == "embedding":
+        cos, agree = b.min_embedding_cosine or DEFAULT_MIN_COSINE, b.min_neighbour_agreement or DEFAULT_MIN_AGREEMENT
+        ok = q["mean_cosine"] >= cos and q["neighbour_agreement"] >= agree
+        return ok, f"cosine {q['mean_cosine']:.4f} (budget {cos}), agreement {q['neighbour_agreement']:.2%} " \
+                   f"(budget {agree:.0%})"
+    drop = 100 * (teacher_acc - q["accuracy"])
+    limit = b.max_accuracy_drop
+    return limit is None or drop <= limit, f"accuracy drop {drop:.2f} points (budget {limit})"
+
+
+def _compile(ctx, backend, onnx_path: Path, folder: Path, precision: str, options) -> Artifact:
+    art = backend.compile(onnx_path, folder, precision, None, ctx.profile.arch, options)
+    save_artifact(art)
+    return art
+
+
+def run_text_compile(ctx, previous: ExportResult) -> CompileResult:
+    from edgekd.stages.compile import lint_or_fail
+
+    t = ctx.target
+    backend = create_backend(t.runtime)
+    record: dict = {}
+    if backend.has_lint:
+        ctx.console.print(f"[bold]compile[/]: {backend.label} lint of the student ONNX (transformer graph)")
+        record["lint"] = lint_or_fail(backend, previous.student_onnx, t.batch_size)
+    reason = backend.unavailable_reason()
+    if reason:
+        ctx.console.print(f"[bold]compile[/]: skipped: {reason}; the ONNX model is the artifact")
+        art = Artifact(previous.student_onnx, ONNX_FILE, "fp32", {"format": "onnx"})
+        return CompileResult(art, None, record, {}, previous, skipped=reason)
+    folder = ctx.run.folder("compile")
+    threads = local_threads(ctx.profile)
+    blocker = local_measurement_blocker(ctx.profile, t.runtime)
+    calib = tuple(ctx.data.encode([i]) for i in ctx.data.calib_idx[:CALIBRATION_TEXTS])
+    options = replace(backend.options_for(ctx.profile.arch, t.batch_size), transformer=True, calibration_feeds=calib)
+    ref = _reference(ctx, previous.student_onnx, threads)
+    float_p = backend.float_precision
+    teacher_acc = ctx.teacher_accuracy
+    ctx.console.print(f"[bold]compile[/]: student -> {backend.name} {float_p}"
+                      f"{' and int8 (precision guard)' if t.precision == 'int8' else ''}")
+    candidates: dict[str, dict] = {}
+    artifacts: dict[str, Artifact] = {}
+    for precision in [float_p] + (["int8"] if t.precision == "int8" else []):
+        art = _compile(ctx, backend, previous.student_onnx, folder, precision, options)
+        got = _outputs(ctx, art, threads)
+        agree = compare(ctx.teacher.task, got, ref)
+        parity.require(agree, precision, f"compile: the {backend.name} {precision} student disagrees with its ONNX "
+                                         "model")
+        q = quality(ctx, got)
+        candidates[precision] = q | {"accuracy_drop": 100 * (teacher_acc - q["accuracy"]), "parity": agree.as_dict(),
+                                     "path": art.path.name, "settings": art.settings}
+        artifacts[precision] = art
+    info = json.loads(ctx.run.student_json.read_text())
+    if blocker is None:
+        timed = time_sessions({p: load_replicas(a, threads) for p, a in artifacts.items()},
+                              ctx.data.timing_feed(t.batch_size), GUARD_SECONDS_PER_CANDIDATE * len(artifacts))
+        for p in artifacts:
+            candidates[p] |= timed.figures(p).as_dict()
+        if "int8" in artifacts:
+            r = timed.speedup(float_p, "int8")
+            candidates["int8"]["speedup_over_float"] = {"value": r.value, "interval": list(r.interval)}
+    else:
+        for p in artifacts:
+            candidates[p] |= predicted(ctx, info["arch"], p, blocker).as_dict()
+    shipped, why = float_p, f"{float_p}: the target asks for {float_p}"
+    if "int8" in candidates:
+        q8, qf = candidates["int8"], candidates[float_p]
+        faster = (q8["speedup_over_float"]["interval"][0] > 1 if "speedup_over_float" in q8
+                  else q8["latency_ms"] < qf["latency_ms"])
+        ok, said = _within(ctx, q8, teacher_acc)
+        speed = f"int8 {q8['latency_ms']:.4g} ms vs {float_p} {qf['latency_ms']:.4g} ms ({q8['latency_source']})"
+        if faster and ok:
+            shipped, why = "int8", f"int8 pays: {speed}, {said}"
+        else:
+            why = "int8 " + " and ".join(([] if faster else [f"is not faster ({speed})"])
+                                         + ([] if ok else [f"is over budget ({said})"])) + f"; shipping {float_p}"
+    for p, c in candidates.items():
+        ctx.console.print(f"  {p}: {c['latency_ms']:.4g} ms ({c['latency_source']}), quality "
+                          + (f"cosine {c['mean_cosine']:.4f}" if "mean_cosine" in c else f"acc {c['accuracy']:.4f}"))
+    ctx.console.print(f"  precision guard: {why}")
+    record["precision_guard"] = {"requested": t.precision, "shipped": shipped, "reason": why, "candidates": candidates}
+    teacher_onnx = previous.teacher_onnx
+    teacher = _compile(ctx, backend, teacher_onnx, folder, "fp32", options)
+    t_ref = _reference(ctx, teacher_onnx, threads)
+    t_par = compare(ctx.teacher.task, _outputs(ctx, teacher, threads), t_ref)
+    parity.require(t_par, "fp32", f"compile: the {backend.name} fp32 teacher disagrees with its ONNX model")
+    record["teacher"] = {"parity": t_par.as_dict(), "path": teacher.path.name, "artifact": teacher.to_dict()}
+    alternatives = {}
+    if backend.compressed_teacher:
+        p = backend.compressed_teacher
+        ctx.console.print(f"  the teacher alone, {p} on {backend.name} (the alternative to distillation)")
+        alt = _compile(ctx, backend, teacher_onnx, folder / "teacher-compressed", p, options)
+        q = quality(ctx, _outputs(ctx, alt, threads))
+        alternatives[f"teacher-{p}"] = q | {"accuracy_drop": 100 * (teacher_acc - q["accuracy"]), "precision": p,
+                                            "artifact": alt}
+        record["alternatives"] = {n: {k: v for k, v in a.items() if k != "artifact"} | {"path": a["artifact"].path.name}
+                                  for n, a in alternatives.items()}
+    ctx.run.compile_json.write_text(json.dumps(record | {"shipped": artifacts[shipped].to_dict()}, indent=2,
+                                               default=str))
+    if not artifacts:
+        raise StageFailed("compile: no artifact was built")
+    return CompileResult(artifacts[shipped], teacher, record, alternatives, previous)

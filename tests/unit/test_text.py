@@ -1,0 +1,292 @@
+"""The transformer track's library pieces on tiny local encoders (tests/textkit.py): the teacher folder's
+checks, text data and dynamic padding, students from the teacher, the cost model's transformer kernels, the
+text losses, parity by cosine, ONNX export with dynamic batch and sequence, INT8 on both runtimes."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import textkit  # noqa: E402
+
+from edgekd.errors import InputError  # noqa: E402
+
+pytest.importorskip("transformers")
+
+
+@pytest.fixture(scope="module")
+def emb_dir(tmp_path_factory) -> Path:
+    return textkit.make_teacher(tmp_path_factory.mktemp("hf") / "emb")
+
+
+@pytest.fixture(scope="module")
+def teacher(emb_dir):
+    from edgekd.text.hf import load_text_teacher
+
+    return load_text_teacher(f"hf:{emb_dir}")
+
+
+# ----------------------------------------------------------------------------- teacher folder
+def test_task_comes_from_the_architectures(tmp_path):
+    from edgekd.text.hf import load_text_teacher
+
+    cls = load_text_teacher(f"hf:{textkit.make_teacher(tmp_path / 'cls', 'classification')}")
+    assert cls.task == "classification" and cls.labels == ["neg", "pos"]
+    with pytest.raises(InputError, match="no sequence-classification head"):
+        load_text_teacher(f"hf:{textkit.make_teacher(tmp_path / 'emb')}", "classification")
+
+
+def test_pickled_weights_are_refused(tmp_path, emb_dir):
+    import shutil
+
+    folder = tmp_path / "pickled"
+    shutil.copytree(emb_dir, folder)
+    (folder / "model.safetensors").rename(folder / "pytorch_model.bin")
+    from edgekd.text.hf import load_text_teacher
+
+    with pytest.raises(InputError, match=r"pytorch_model\.bin \(a pickle"):
+        load_text_teacher(f"hf:{folder}")
+
+
+def test_missing_tokenizer_and_foreign_models_are_refused(tmp_path, emb_dir):
+    import json
+    import shutil
+
+    from edgekd.text.hf import load_text_teacher
+
+    folder = tmp_path / "notok"
+    shutil.copytree(emb_dir, folder)
+    for name in ("tokenizer.json", "vocab.txt"):
+        (folder / name).unlink(missing_ok=True)
+    with pytest.raises(InputError, match="no tokenizer files"):
+        load_text_teacher(f"hf:{folder}")
+    gpt = tmp_path / "gpt"
+    shutil.copytree(emb_dir, gpt)
+    (gpt / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
+    with pytest.raises(InputError, match="not a BERT-family encoder"):
+        load_text_teacher(f"hf:{gpt}")
+
+
+def test_teacher_embedding_is_the_masked_mean(teacher):
+    enc = teacher.tokenizer(["apple red", "cat dog run fast and far"], padding=True, return_tensors="pt")
+    out = teacher.module(enc["input_ids"], enc["attention_mask"])
+    states = teacher.module.model(**{k: enc[k] for k in ("input_ids", "attention_mask")}).last_hidden_state
+    n = int(enc["attention_mask"][0].sum())
+    assert torch.allclose(out[0], states[0, :n].mean(0), atol=1e-5)  # padding is not averaged in
+
+
+# ----------------------------------------------------------------------------- data
+def test_text_data_splits_and_pads_per_batch(tmp_path, teacher):
+    from edgekd.text.data import load_text_data
+
+    data = load_text_data(str(textkit.write_lines(tmp_path / "l.txt", 60)), teacher.tokenizer, "embedding", None,
+                          8, 0, "tiny")
+    assert len(data.train_idx) + len(data.val_idx) == 60 and not set(data.train_idx) & set(data.val_idx)
+    assert set(data.calib_idx) <= set(data.train_idx)
+    batch = data.encode(data.val_idx[:4])
+    assert batch["input_ids"].dtype == np.int64 and batch["input_ids"].shape[1] <= 8  # cut at --max-length
+    short = data.encode([int(np.argmin([len(t) for t in data.texts]))])
+    assert short["input_ids"].shape[1] < 8 or len(data.texts[0].split()) > 6  # padded to the longest, not to 8
+    assert data.timing_feed()["input_ids"].shape == (1, 8)
+
+
+@pytest.mark.parametrize(("content", "match"), [("\n  \n", "no text in it"), ("one line\n", "at least 12")])
+def test_empty_text_is_bad_input(tmp_path, teacher, content, match):
+    from edgekd.text.data import load_text_data
+
+    (tmp_path / "e.txt").write_text(content)
+    with pytest.raises(InputError, match=match):
+        load_text_data(str(tmp_path / "e.txt"), teacher.tokenizer, "embedding", None, 16, 0, "tiny")
+
+
+def test_csv_without_label_column_is_bad_input(tmp_path, teacher):
+    from edgekd.text.data import load_text_data
+
+    path = textkit.write_csv(tmp_path / "c.csv", label_column="category")
+    with pytest.raises(InputError, match=r"no label column .*'category'"):
+        load_text_data(str(path), teacher.tokenizer, "classification", ["neg", "pos"], 16, 0, "tiny")
+    data = load_text_data(str(textkit.write_csv(tmp_path / "ok.csv")), teacher.tokenizer, "classification",
+                          ["neg", "pos"], 16, 0, "tiny")
+    assert set(np.unique(data.y)) == {0, 1}
+
+
+# ----------------------------------------------------------------------------- students
+def test_layer_selection_is_distilberts():
+    from edgekd.text.models import selected_layers
+
+    assert selected_layers(6, 3) == [0, 2, 4]
+    assert selected_layers(12, 6) == [0, 2, 4, 6, 8, 10]
+    assert selected_layers(6, 2) == [0, 3]
+    assert selected_layers(6, 3, "ends") == [0, 4, 5] and selected_layers(6, 1, "ends") == [0]
+
+
+def test_hidden_states_pair_with_the_teacher_layers_they_stand_for():
+    from edgekd.text.distill import layer_pairs
+
+    assert layer_pairs(6, 3) == [(0, 0), (1, 2), (2, 4), (3, 6)]  # TinyBERT's uniform map
+    assert layer_pairs(6, 3, "ends") == [(0, 0), (1, 1), (2, 5), (3, 6)]  # each copied layer with its original
+
+
+def test_student_copies_the_teacher_where_shapes_allow(teacher):
+    from edgekd.text.models import build_student
+
+    arch = {"num_hidden_layers": 1, "hidden_size": 32, "num_attention_heads": 2, "intermediate_size": 64}
+    student, how = build_student(teacher.module, arch)
+    s, t = student.base(), teacher.module.base()
+    assert torch.equal(s.embeddings.word_embeddings.weight, t.embeddings.word_embeddings.weight)
+    q_s, q_t = s.encoder.layer[0].attention.self.query.weight, t.encoder.layer[0].attention.self.query.weight
+    assert torch.equal(q_s, q_t) and "[0] copied" in how
+    up_s, up_t = s.encoder.layer[0].intermediate.dense.weight, t.encoder.layer[0].intermediate.dense.weight
+    assert up_s.shape == (64, 32) and torch.equal(up_s, up_t[:64])  # the narrower feed-forward: leading units
+    narrow, how = build_student(teacher.module, arch | {"hidden_size": 16, "intermediate_size": 32})
+    assert how.startswith("random") and narrow.project is not None  # projected to the teacher's width
+    ids = torch.tensor([[2, 10, 11, 3]])
+    assert narrow(ids, torch.ones_like(ids)).shape == (1, 32)
+
+
+# ----------------------------------------------------------------------------- cost
+def test_transformer_cost_grows_with_sequence_and_depth():
+    from edgekd.config import TextConfig, load_profile
+    from edgekd.text import space
+
+    arch = {"num_hidden_layers": 6, "hidden_size": 384, "num_attention_heads": 12, "intermediate_size": 1536}
+    k128, k256 = space.encoder_kernels(arch, 128), space.encoder_kernels(arch, 256)
+    attn = [k for k in k128 if k.kind == "gemm" and k.weight_elems == 0]
+    attn256 = [k for k in k256 if k.kind == "gemm" and k.weight_elems == 0]
+    assert len(attn) == 12 and attn256[0].flops == pytest.approx(4 * attn[0].flops)  # S^2
+    assert any(k.act == "Gelu" for k in k128) and any(k.act == "LayerNormalization" for k in k128)
+    profile = load_profile("intel-x86-cpu")
+    t = space.predict(arch, profile, "fp32", 128)[0]
+    s = space.predict(arch | {"num_hidden_layers": 2}, profile, "fp32", 128)[0]
+    assert 2 < t.value / s.value < 3.1 and t.interval[0] < t.value < t.interval[1]
+    cands = space.candidates(arch, TextConfig())
+    assert arch in cands and all(c["hidden_size"] % c["num_attention_heads"] == 0 for c in cands)
+
+
+# ----------------------------------------------------------------------------- losses
+def test_text_losses_vanish_at_the_teacher_and_reach_only_the_student():
+    from edgekd.config import DistillConfig
+    from edgekd.distill.losses import LossInputs, create_method
+
+    torch.manual_seed(0)
+    cfg = DistillConfig()
+    e = torch.randn(4, 8)
+    assert create_method("emb").fn(LossInputs(e, e.clone(), torch.zeros(4)), cfg) == pytest.approx(0, abs=1e-6)
+    qkv = tuple(torch.randn(4, 5, 8) for _ in range(3))
+    mask = torch.ones(4, 5, dtype=torch.long)
+    mask[0, 3:] = 0
+    same = LossInputs(e, e, torch.zeros(4), mask=mask, student_qkv=[qkv], teacher_qkv=[qkv])
+    assert create_method("minilm").fn(same, cfg) == pytest.approx(0, abs=1e-6)
+    s_qkv = tuple(torch.randn(4, 5, 4, requires_grad=True) for _ in range(3))  # narrower student
+    t_qkv = tuple(torch.randn(4, 5, 8, requires_grad=True) for _ in range(3))
+    loss = create_method("minilm").fn(LossInputs(e, e, torch.zeros(4), mask=mask, student_qkv=[s_qkv],
+                                                 teacher_qkv=[tuple(x.detach() for x in t_qkv)]), cfg)
+    assert loss > 0
+    loss.backward()
+    assert all(x.grad is not None for x in s_qkv) and all(x.grad is None for x in t_qkv)
+    h_s, h_t = torch.randn(4, 5, 8), torch.randn(4, 5, 8)
+    masked = h_t.clone()
+    masked[0, 3:] += 100  # differences at padded positions do not count
+    b = LossInputs(e, e, torch.zeros(4), adapted_feats=[h_s], teacher_feats=[h_t], mask=mask)
+    b2 = LossInputs(e, e, torch.zeros(4), adapted_feats=[h_s], teacher_feats=[masked], mask=mask)
+    assert create_method("hidden").fn(b, cfg) == pytest.approx(float(create_method("hidden").fn(b2, cfg)))
+
+
+def test_text_methods_compose_and_refuse_image_ones():
+    from edgekd.config import DistillConfig
+    from edgekd.distill.method import parse_method
+    from edgekd.text.distill import parse_text_method
+
+    plan = parse_text_method("emb+hidden+minilm", "embedding", DistillConfig())
+    assert [t.name for t in plan.terms] == ["emb", "hidden", "minilm"] and plan.needs_adapters
+    assert [t.name for t in parse_text_method("kd+minilm", "classification", DistillConfig()).terms] == ["kd", "minilm"]
+    with pytest.raises(InputError, match="distils image models"):
+        parse_text_method("emb+at", "embedding", DistillConfig())
+    with pytest.raises(InputError, match="needs labels"):
+        parse_text_method("kd", "embedding", DistillConfig())
+    with pytest.raises(InputError, match="hf:DIR"):
+        parse_method("minilm", DistillConfig())
+
+
+# ----------------------------------------------------------------------------- parity
+def test_neighbour_agreement_and_cosine_parity():
+    from edgekd import parity
+
+    rng = np.random.default_rng(0)
+    ref = rng.normal(size=(40, 16))
+    assert parity.neighbour_agreement(ref, ref, 10) == 1.0
+    assert parity.neighbour_agreement(rng.normal(size=(40, 16)), ref, 10) < 0.5
+    p = parity.compare_embeddings(ref + 1e-4, ref)
+    assert p.mean_cosine > 0.9999 and parity.Parity.from_dict(p.as_dict()) == p
+    parity.require(p, "fp32", "x")
+    with pytest.raises(Exception, match="mean cosine"):
+        parity.require(parity.compare_embeddings(rng.normal(size=(40, 16)), ref), "fp32", "x")
+
+
+# ----------------------------------------------------------------------------- export and runtimes
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory, teacher):
+    from edgekd.text.export import export_text
+
+    path = tmp_path_factory.mktemp("onnx") / "teacher.onnx"
+    enc = teacher.tokenizer(["apple red banana", "cat"], padding=True, return_tensors="np")
+    return export_text(teacher.module, path, {"task": "embedding"}, {k: enc[k].astype(np.int64) for k in
+                                                                       ("input_ids", "attention_mask")})
+
+
+def _feeds(teacher, texts):
+    enc = teacher.tokenizer(texts, padding=True, return_tensors="np")
+    return {k: enc[k].astype(np.int64) for k in ("input_ids", "attention_mask")}
+
+
+def test_onnx_has_dynamic_batch_and_sequence(exported, teacher):
+    import onnx
+
+    from edgekd.runtimes.onnxruntime_backend import OrtSession
+    from edgekd.text.export import torch_outputs
+
+    model = onnx.load(str(exported))
+    assert [i.name for i in model.graph.input] == ["input_ids", "attention_mask"]
+    assert all(not d.HasField("dim_value") for i in model.graph.input for d in i.type.tensor_type.shape.dim)
+    session = OrtSession(exported, 1)
+    for texts in (["x"], ["apple red banana cherry lime kiwi fig"] * 3):  # other batch and sequence lengths
+        f = _feeds(teacher, texts)
+        assert np.allclose(session.run(f), torch_outputs(teacher.module, [f]), atol=1e-4)
+
+
+def test_tensorrt_lint_reads_the_transformer_graph(exported):
+    from edgekd.runtimes.tensorrt_lint import lint_file
+
+    findings = lint_file(exported, 1, 64)
+    # Every operator of the BERT graph is one the TensorRT parser takes; what it does flag is true of edgekd's
+    # TensorRT build: its optimization profile spans the batch only, not the sequence axis (README).
+    assert not [f for f in findings if f.op not in ("input", "output", "initializer")], [f.to_dict() for f in findings]
+    assert {(f.node, f.severity) for f in findings if "dynamic ('sequence')" in f.why} == {
+        ("input_ids", "error"), ("attention_mask", "error")}
+
+
+@pytest.mark.parametrize(("runtime", "precision"), [("onnxruntime", "int8"), ("openvino", "fp16"),
+                                                     ("openvino", "int8")])
+def test_transformer_compiles_and_keeps_its_direction(tmp_path, exported, teacher, runtime, precision):
+    from edgekd.parity import row_cosine
+    from edgekd.runtimes import CompileOptions, create_backend
+    from edgekd.runtimes.memprobe import measure_memory_mb
+    from edgekd.text.export import torch_outputs
+
+    texts = textkit.sentences(24, seed=3)
+    calib = tuple(_feeds(teacher, [t]) for t in texts[:16])
+    backend = create_backend(runtime)
+    art = backend.compile(exported, tmp_path, precision, None, "x86_64",
+                          CompileOptions(transformer=True, calibration_feeds=calib))
+    f = _feeds(teacher, texts)
+    got = backend.load(art, 1).run(f)
+    cos = row_cosine(got, torch_outputs(teacher.module, [f]))
+    assert cos.mean() > (0.99 if precision == "fp16" else 0.9), cos
+    if precision == "int8":
+        assert "quantiz" in str(art.settings)
+    assert measure_memory_mb(art, {"input_ids": (1, 16), "attention_mask": (1, 16)}, 1) > 0
