@@ -299,9 +299,9 @@ def distill(out: Annotated[Path, typer.Option("--out", help="Run folder holding 
                                                         "machine (torch.distributed.run; one per GPU).")] = 1):
     """Distil the searched (or --arch) student from the teacher; writes OUT/distill/."""
     from edgekd.errors import InputError
+    from edgekd.results import SearchResult
     from edgekd.rundir import RunDir, make_dir
     from edgekd.stages import distill as distill_stage
-    from edgekd.stages.results import SearchResult
 
     cfg = build_config(config, out, set_, **_options(target, teacher, teacher_weights, trust_pickle, data, seed,
                                                      device, epochs=epochs, method=method,
@@ -324,9 +324,9 @@ def distill(out: Annotated[Path, typer.Option("--out", help="Run folder holding 
 def export_(out: Annotated[Path, typer.Option("--out", help="Run folder holding distill/.")],
             set_: SetOpt = None):
     """Export the distilled student (and a torch teacher) to ONNX with a parity check; writes OUT/export/."""
+    from edgekd.results import DistillResult
     from edgekd.rundir import RunDir
     from edgekd.stages import export as export_stage
-    from edgekd.stages.results import DistillResult
 
     ctx = _context(build_config(None, out, set_))
     export_stage.run(ctx, DistillResult.load(RunDir(out)))
@@ -348,9 +348,9 @@ def compile_(model: Annotated[Path | None, typer.Argument(help="One .onnx to com
     """Compile the run's exported ONNX for the target (OUT/compile/), or one MODEL for --runtime."""
     from edgekd.compile import compile_model
     from edgekd.errors import InputError
+    from edgekd.results import ExportResult
     from edgekd.rundir import RunDir
     from edgekd.stages import compile as compile_stage
-    from edgekd.stages.results import ExportResult
 
     if model is not None:
         if runtime is None or out is None:

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekd.errors import InputError
+from edgekd.errors import InputError, StageFailed
 from edgekd.rundir import make_dir
-from edgekd.runtimes import Artifact, CompileOptions, create_backend, save_artifact
+from edgekd.runtimes import Artifact, Backend, CompileOptions, create_backend, save_artifact
 from edgekd.validate import check_model_file
 
 
@@ -48,3 +48,14 @@ def compile_model(onnx_path: Path, out_dir: Path, runtime: str, precision: str |
                                CompileOptions(mobile=mobile, batch=batch, max_batch=max(64, batch)))
     save_artifact(artifact)
     return artifact
+
+def lint_or_fail(backend: Backend, onnx_path: Path, batch: int) -> dict:
+    findings = backend.lint(onnx_path, batch, max(64, batch))
+    errors = [f for f in findings if f.severity == "error"]
+    record = {"errors": len(errors), "warnings": len(findings) - len(errors),
+              "findings": [f.to_dict() for f in findings]}
+    if errors:
+        shown = "; ".join(f"{f.node} ({f.op}): {f.why}" for f in errors[:5])
+        more = f" (and {len(errors) - 5} more; run edgekd lint {onnx_path})" if len(errors) > 5 else ""
+        raise StageFailed(f"{backend.label} lint: {len(errors)} finding(s) would fail on the device: {shown}{more}")
+    return record

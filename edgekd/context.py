@@ -21,6 +21,9 @@ from edgekd.models.teacher import EMBEDDED, Teacher, load_teacher, teacher_accur
 from edgekd.remote import parse_destination
 from edgekd.rundir import RunDir, check_out_path
 from edgekd.text import is_text_source
+from edgekd.text.check import teacher_quality
+from edgekd.text.data import load_text_data
+from edgekd.text.hf import load_text_teacher
 
 
 @dataclass
@@ -55,8 +58,6 @@ class Context:
         """The teacher as supplied (torch, or ONNX through onnxruntime) on the held-out split. Text embedding
         teachers: 1.0, their own neighbour agreement (docs/report-contract.md)."""
         if self.is_text:
-            from edgekd.text.check import teacher_quality
-
             return teacher_quality(self)
         x, y = self.data.split("val")
         return teacher_accuracy(self.teacher, x, y, self.device)
@@ -111,9 +112,6 @@ def make_context(cfg: BuildConfig, console: Console | None = None) -> Context:
 def _text_context(cfg: BuildConfig, target: Target, profile: Profile, out: Path, device: torch.device,
                   console: Console) -> Context:
     """A transformer teacher and its text data (edgekd/text), checked before anything is written."""
-    from edgekd.text.data import load_text_data
-    from edgekd.text.hf import load_text_teacher
-
     if cfg.remote:
         raise InputError("--remote: text teachers are built and measured on this host only (for now); "
                          "leave out --remote")

@@ -14,10 +14,10 @@ from rich.markup import escape
 from edgekd.context import Context
 from edgekd.errors import StageFailed
 from edgekd.report import Report, StageRecord, environment, print_summary, write_report
+from edgekd.results import SearchResult
 from edgekd.rundir import staged_run
 from edgekd.runtimes import create_backend
 from edgekd.stages import STAGES
-from edgekd.stages.results import SearchResult
 from edgekd.unreached import complete_budgets, known_teacher_figures
 
 

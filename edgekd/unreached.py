@@ -7,7 +7,7 @@ import json
 
 from edgekd.figures import Figure, Figures
 from edgekd.report import BudgetResult, Report
-from edgekd.stages.results import SearchResult, teacher_latency
+from edgekd.results import SearchResult, teacher_latency
 
 
 def budget_name(field: str) -> str:

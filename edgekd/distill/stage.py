@@ -12,18 +12,21 @@ import math
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from matplotlib.figure import Figure
 from safetensors.torch import load_file, save_file
 
-from edgekd.context import Context
 from edgekd.distill.method import Plan, parse_method
 from edgekd.distill.taps import feature_pairs, teacher_runner
 from edgekd.distill.trainer import TrainData, TrainResult, _dist, accuracy, cuda_channels_last, train
 from edgekd.errors import BudgetFailed, InputError, StageFailed
 from edgekd.models.families import count_params, create_model
 from edgekd.report import BudgetResult
+
+if TYPE_CHECKING:  # the Context is the stages' glue; libraries below them only name its type
+    from edgekd.context import Context
 
 
 def run_distill(ctx: Context, arch: dict, resume: bool = False, nproc_per_node: int = 1) -> dict:

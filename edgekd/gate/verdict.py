@@ -9,7 +9,9 @@ an interval (accuracy on a fixed split) is its own interval.
 
 from __future__ import annotations
 
+from edgekd.config import Budgets
 from edgekd.errors import Inconclusive, InputError, StageFailed
+from edgekd.figures import Figure, Figures
 from edgekd.report import BudgetResult
 
 EXIT_CODES = {"pass": 0, "fail": StageFailed.exit_code, "inconclusive": Inconclusive.exit_code}
@@ -67,3 +69,22 @@ def parse_percent(text: str, option: str = "--max-regression") -> float:
 
 def exit_code(verdict: str) -> int:
     return EXIT_CODES[verdict]
+
+def decide_budgets(budgets: Budgets, figures: Figures, speedup: Figure, accuracy_drop: float,
+                   blocker: str | None = None) -> list[BudgetResult]:
+    """Every budget listed, each decided by the interval rule; a budget without a limit is listed as
+    unchecked (passed, limit null). `blocker`: why latency and memory are predicted, where they are."""
+    results = []
+    for name, limit, f in (("latency_ms", budgets.latency_ms, figures.latency),
+                           ("memory_mb", budgets.memory_mb, figures.memory)):
+        if limit is None:
+            results.append(BudgetResult(name, None, f.value, f.source, True, f.interval, "no limit set"))
+            continue
+        results.append(budget_result(name, limit, f.value, f.source, f.interval, blocker or ""))
+    limit = budgets.max_accuracy_drop
+    what = "percentage points, compiled student vs teacher on the held-out split"
+    results.append(BudgetResult("accuracy_drop", None, accuracy_drop, "measured", True, detail=what)
+                   if limit is None else budget_result("accuracy_drop", limit, accuracy_drop, "measured", None, what))
+    results.append(budget_result("speedup", budgets.min_speedup or 1.0, speedup.value, speedup.source,
+                                 speedup.interval, speedup.detail or "", at_least=True))
+    return results

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import onnxruntime as ort
-from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from edgekd.errors import InputError
@@ -81,9 +81,6 @@ def quantize_dynamic_int8(onnx_path: Path, out: Path) -> dict:
     """INT8 weights and per-call dynamic INT8 activations for the MatMuls: ONNX Runtime's recommended INT8 for
     transformer encoders on CPU (their activation ranges vary too much per input for static calibration;
     onnxruntime's quantization guide)."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
     with tempfile.TemporaryDirectory() as tmp:
         pre = Path(tmp) / "preprocessed.onnx"
         quant_pre_process(str(onnx_path), str(pre), skip_symbolic_shape=True)

@@ -12,13 +12,13 @@ import math
 import time
 from collections import Counter
 from dataclasses import asdict, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx
 import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from edgekd.context import Context
 from edgekd.cost.ops import kernels_from_torch
 from edgekd.cost.roofline import predict_kernels, predict_onnx, predict_torch
 from edgekd.errors import BudgetFailed
@@ -34,6 +34,9 @@ from edgekd.search.measured import RuntimeTimer, corrections
 from edgekd.search.scores import Probe, RankEnsemble, create_score, measure, pool_scores
 from edgekd.search.signals import cam_classes, teacher_signals
 from edgekd.search.spaces import Space, resolve_spaces
+
+if TYPE_CHECKING:  # the Context is the stages' glue; libraries below them only name its type
+    from edgekd.context import Context
 
 SCHEMA = "edgekd.search/1"
 

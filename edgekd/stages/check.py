@@ -15,46 +15,26 @@ from dataclasses import replace
 
 import numpy as np
 
-from edgekd.config import Budgets
 from edgekd.figures import Figure, Figures
-from edgekd.gate.verdict import budget_result
+from edgekd.gate.verdict import decide_budgets
 from edgekd.interleave import load_replicas, time_sessions
 from edgekd.measurable import local_measurement_blocker, local_threads, predicted_figures
 from edgekd.remote import DeviceRun, measure_on_device
-from edgekd.report import BudgetResult, Report, speedup_text
+from edgekd.report import Report, speedup_text
+from edgekd.results import CheckResult, CompileResult
 from edgekd.runtimes import Artifact, create_backend, evaluate_accuracy
 from edgekd.runtimes.memprobe import memory_figures
-from edgekd.stages.results import CheckResult, CompileResult
+from edgekd.text.check import run_text_check
 
 NAME = "check"
 CHECK_SECONDS_PER_MODEL = 2.0  # interleaved timing per model in the final check
 
 
-def decide_budgets(budgets: Budgets, figures: Figures, speedup: Figure, accuracy_drop: float,
-                   blocker: str | None = None) -> list[BudgetResult]:
-    """Every budget listed, each decided by the interval rule; a budget without a limit is listed as
-    unchecked (passed, limit null). `blocker`: why latency and memory are predicted, where they are."""
-    results = []
-    for name, limit, f in (("latency_ms", budgets.latency_ms, figures.latency),
-                           ("memory_mb", budgets.memory_mb, figures.memory)):
-        if limit is None:
-            results.append(BudgetResult(name, None, f.value, f.source, True, f.interval, "no limit set"))
-            continue
-        results.append(budget_result(name, limit, f.value, f.source, f.interval, blocker or ""))
-    limit = budgets.max_accuracy_drop
-    what = "percentage points, compiled student vs teacher on the held-out split"
-    results.append(BudgetResult("accuracy_drop", None, accuracy_drop, "measured", True, detail=what)
-                   if limit is None else budget_result("accuracy_drop", limit, accuracy_drop, "measured", None, what))
-    results.append(budget_result("speedup", budgets.min_speedup or 1.0, speedup.value, speedup.source,
-                                 speedup.interval, speedup.detail or "", at_least=True))
-    return results
 
 
 def run(ctx, previous: CompileResult) -> CheckResult:
     """Figures and budget verdicts for the compiled artifacts (the compile stage's result)."""
     if ctx.is_text:
-        from edgekd.text.check import run_text_check
-
         return run_text_check(ctx, previous)
     x, y = ctx.data.split("val")
     student_art = previous.student

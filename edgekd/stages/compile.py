@@ -25,11 +25,12 @@ import numpy as np
 from rich.markup import escape
 
 from edgekd import parity
-from edgekd.errors import StageFailed
+from edgekd.compile import lint_or_fail
 from edgekd.figures import Figures
 from edgekd.interleave import load_replicas, time_sessions
 from edgekd.measurable import local_measurement_blocker, local_threads, predicted_figures
 from edgekd.remote import measure_on_device, parse_remote, remote_compile
+from edgekd.results import Alternative, CompileResult, ExportResult
 from edgekd.runtimes import (
     ONNX_FILE,
     Artifact,
@@ -40,7 +41,7 @@ from edgekd.runtimes import (
     save_artifact,
 )
 from edgekd.runtimes.onnxruntime_backend import OrtSession, quantize_qdq
-from edgekd.stages.results import Alternative, CompileResult, ExportResult
+from edgekd.text.compile import run_text_compile
 
 NAME = "compile"
 
@@ -48,16 +49,6 @@ TUNE_SAMPLES = 512  # training images outside the calibration subset, for accura
 GUARD_SECONDS_PER_CANDIDATE = 1.0  # interleaved timing when the guard measures here
 
 
-def lint_or_fail(backend: Backend, onnx_path: Path, batch: int) -> dict:
-    findings = backend.lint(onnx_path, batch, max(64, batch))
-    errors = [f for f in findings if f.severity == "error"]
-    record = {"errors": len(errors), "warnings": len(findings) - len(errors),
-              "findings": [f.to_dict() for f in findings]}
-    if errors:
-        shown = "; ".join(f"{f.node} ({f.op}): {f.why}" for f in errors[:5])
-        more = f" (and {len(errors) - 5} more; run edgekd lint {onnx_path})" if len(errors) > 5 else ""
-        raise StageFailed(f"{backend.label} lint: {len(errors)} finding(s) would fail on the device: {shown}{more}")
-    return record
 
 
 def _remote(ctx):
@@ -171,8 +162,6 @@ def run(ctx, previous: ExportResult) -> CompileResult:
     """The exported student (and teacher) compiled for the target; skipped, with the reason, where the runtime
     is neither here nor on --remote."""
     if ctx.is_text:
-        from edgekd.text.compile import run_text_compile
-
         return run_text_compile(ctx, previous)
     student_onnx, teacher_onnx = previous.student_onnx, previous.teacher_onnx
     t, profile = ctx.target, ctx.profile

@@ -3,9 +3,10 @@ checked on torch accuracy before export."""
 
 from __future__ import annotations
 
-from edgekd.distill.stage import gain_text, run_distill
+from edgekd.distill.stage import check_accuracy, gain_text, run_distill
 from edgekd.report import Report
-from edgekd.stages.results import DistillResult, SearchResult
+from edgekd.results import DistillResult, SearchResult
+from edgekd.text.distill import run_text_distill
 
 NAME = "distill"
 
@@ -14,9 +15,6 @@ def run(ctx, previous: SearchResult, resume: bool = False, nproc_per_node: int =
     """Writes OUT/distill/ (student, history, checkpoints); over the accuracy budget raises BudgetFailed. A
     transformer student trains in edgekd/text/distill.py."""
     if ctx.is_text:
-        from edgekd.distill.stage import check_accuracy
-        from edgekd.text.distill import run_text_distill
-
         info = run_text_distill(ctx, previous.pick)
         return DistillResult.from_info(check_accuracy(ctx, info) if ctx.teacher.task == "classification" else info)
     return DistillResult.from_info(run_distill(ctx, previous.pick, resume=resume, nproc_per_node=nproc_per_node))

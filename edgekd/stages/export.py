@@ -3,11 +3,15 @@ onnx.checker and for parity with torch through onnxruntime (edgekd/onnx_export).
 
 from __future__ import annotations
 
+import json
+
 import edgekd
 from edgekd.distill.stage import load_student
 from edgekd.onnx_export import export_checked, teacher_onnx
 from edgekd.report import Report
-from edgekd.stages.results import DistillResult, ExportResult
+from edgekd.results import DistillResult, ExportResult
+from edgekd.text import export as text_export
+from edgekd.text.models import load_student as load_text_student
 
 NAME = "export"
 PARITY_SAMPLES = 512  # held-out inputs the parity check runs
@@ -35,20 +39,15 @@ def run(ctx, previous: DistillResult | None = None) -> ExportResult:
 
 def _text(ctx) -> ExportResult:
     """A transformer student: input_ids + attention_mask, dynamic batch and sequence (edgekd/text/export.py)."""
-    import json
-
-    from edgekd.text.export import PARITY_SAMPLES, export_checked, metadata, teacher_onnx
-    from edgekd.text.models import load_student as load_text_student
-
     info = json.loads(ctx.run.student_json.read_text())
     student = load_text_student(ctx.run.distill / "student", ctx.teacher.task)
     ctx.run.folder("export")
     ctx.console.print("[bold]export[/]: student -> ONNX (dynamic batch and sequence), checker, parity through "
                       "onnxruntime")
-    feeds = ctx.data.batches(ctx.data.val_idx[:PARITY_SAMPLES], 32)
-    student_parity = export_checked(student, ctx.run.student_onnx, metadata(ctx, {"arch": info["arch"]}), feeds,
-                                    "student")
-    teacher, teacher_parity = teacher_onnx(ctx)
+    feeds = ctx.data.batches(ctx.data.val_idx[:text_export.PARITY_SAMPLES], 32)
+    meta = text_export.metadata(ctx, {"arch": info["arch"]})
+    student_parity = text_export.export_checked(student, ctx.run.student_onnx, meta, feeds, "student")
+    teacher, teacher_parity = text_export.teacher_onnx(ctx)
     result = ExportResult(ctx.run.student_onnx, teacher, student_parity, teacher_parity)
     result.save(ctx.run)
     cos = student_parity.mean_cosine

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import edgekd.search as search_lib
 from edgekd.report import Report
-from edgekd.stages.results import SearchResult
+from edgekd.results import SearchResult
+from edgekd.text.search import run_text_search
 
 NAME = "search"
 
@@ -13,8 +14,6 @@ def run(ctx, previous: None = None) -> SearchResult:
     """Writes OUT/search/search.json and pareto.png; a search that finds nothing raises BudgetFailed. A
     transformer teacher searches the transformer space (edgekd/text/search.py)."""
     if ctx.is_text:
-        from edgekd.text.search import run_text_search
-
         return SearchResult.from_record(run_text_search(ctx))
     return SearchResult.from_record(search_lib.run_search(ctx))
 

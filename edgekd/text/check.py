@@ -12,17 +12,23 @@ Latency is timed at batch 1 (the target's batch) and --max-length tokens, every 
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 
-from edgekd.gate.verdict import budget_result
+from edgekd.figures import Figure, Figures
+from edgekd.gate.verdict import budget_result, decide_budgets
 from edgekd.interleave import load_replicas, time_sessions
 from edgekd.measurable import local_measurement_blocker, local_threads
 from edgekd.parity import neighbour_agreement, row_cosine
 from edgekd.report import BudgetResult
+from edgekd.results import CheckResult, CompileResult
 from edgekd.runtimes import Artifact, create_backend
 from edgekd.runtimes.memprobe import memory_figures
-from edgekd.stages.results import CheckResult, CompileResult
+from edgekd.text.distill import torch_quality_teacher
 from edgekd.text.export import INPUTS, session_outputs
+from edgekd.text.models import arch_of
+from edgekd.text.search import _price
 
 NEIGHBOURS = 10
 DEFAULT_MIN_COSINE = 0.95  # the benchmark's aim (benchmarks/transformers.py)
@@ -35,8 +41,6 @@ def teacher_reference(ctx) -> np.ndarray:
     """The teacher's torch outputs on the held-out split (embeddings or logits), computed once per run."""
     cache = ctx.__dict__.setdefault("_text_cache", {})
     if "teacher" not in cache:
-        from edgekd.text.distill import torch_quality_teacher
-
         cache["teacher"] = torch_quality_teacher(ctx)
     return cache["teacher"]
 
@@ -79,20 +83,12 @@ def quality_budgets(ctx, q: dict) -> list[BudgetResult]:
 
 
 def predicted(ctx, arch: dict, precision: str, blocker: str):
-    from edgekd.figures import Figure, Figures
-    from edgekd.text.search import _price
-
     lat, mem = _price(ctx, arch, precision)
     return Figures(Figure(lat.value, "predicted", tuple(lat.interval), lat.detail),
                    Figure(mem.value, "predicted", tuple(mem.interval), mem.detail), {"blocker": blocker})
 
 
 def run_text_check(ctx, previous: CompileResult) -> CheckResult:
-    import json
-
-    from edgekd.stages.check import decide_budgets
-    from edgekd.text.models import arch_of
-
     student_art = previous.student
     runs_here = student_art.compiled
     eval_art = student_art if runs_here else Artifact(previous.export.student_onnx, "onnxruntime", "fp32")

@@ -17,12 +17,13 @@ from dataclasses import replace
 from pathlib import Path
 
 from edgekd import parity
+from edgekd.compile import lint_or_fail
 from edgekd.errors import StageFailed
 from edgekd.interleave import load_replicas, time_sessions
 from edgekd.measurable import local_measurement_blocker, local_threads
+from edgekd.results import CompileResult, ExportResult
 from edgekd.runtimes import ONNX_FILE, Artifact, create_backend, save_artifact
 from edgekd.runtimes.onnxruntime_backend import OrtSession
-from edgekd.stages.results import CompileResult, ExportResult
 from edgekd.text.check import DEFAULT_MIN_AGREEMENT, DEFAULT_MIN_COSINE, EVAL_BATCH, predicted, quality
 from edgekd.text.export import compare, session_outputs
 
@@ -58,7 +59,6 @@ def _compile(ctx, backend, onnx_path: Path, folder: Path, precision: str, option
 
 
 def run_text_compile(ctx, previous: ExportResult) -> CompileResult:
-    from edgekd.stages.compile import lint_or_fail
 
     t = ctx.target
     backend = create_backend(t.runtime)

@@ -19,6 +19,7 @@ import numpy as np
 import onnx
 import torch
 
+import edgekd
 from edgekd import parity as parity_rule
 from edgekd.onnx_export import OPSET
 from edgekd.parity import Parity
@@ -94,7 +95,5 @@ PARITY_SAMPLES = 256
 
 
 def metadata(ctx, extra: dict) -> dict:
-    import edgekd
-
     return {"tokenization": ctx.data.preprocessing.as_dict(), "task": ctx.teacher.task,
             "classes": ctx.data.classes, "teacher": ctx.teacher.source, "edgekd": edgekd.__version__} | extra

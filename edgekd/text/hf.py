@@ -22,6 +22,7 @@ from torch import nn
 from edgekd.errors import InputError
 from edgekd.optional import require
 from edgekd.text import HF_PREFIX
+from edgekd.text.models import TextEncoder
 
 ENCODERS = ("bert", "roberta", "xlm-roberta", "electra", "camembert")
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "sentencepiece.bpe.model", "spiece.model")
@@ -140,7 +141,6 @@ def load_text_teacher(src: str, task: str = "auto") -> TextTeacher:
     _offline()
     transformers = require("transformers", "--teacher hf:DIR")
     quiet_transformers(transformers)
-    from edgekd.text.models import TextEncoder
 
     auto = transformers.AutoModelForSequenceClassification if task == "classification" else transformers.AutoModel
     try:

@@ -15,9 +15,13 @@ random weights (student.json says which).
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import torch
+from safetensors.torch import load_file, save_file
 from torch import nn
+
+from edgekd.optional import require
 
 ARCH_KEYS = ("num_hidden_layers", "hidden_size", "num_attention_heads", "intermediate_size")
 
@@ -132,8 +136,6 @@ PROJECTION = "projection.safetensors"
 def save_student(student: TextEncoder, folder, tokenizer) -> None:
     """config.json + model.safetensors + the tokenizer: a Hugging Face folder users can load again (and the
     output projection, where the student is narrower, in projection.safetensors)."""
-    from safetensors.torch import save_file
-
     student.model.save_pretrained(str(folder), safe_serialization=True)
     tokenizer.save_pretrained(str(folder))
     if student.project is not None:
@@ -141,15 +143,10 @@ def save_student(student: TextEncoder, folder, tokenizer) -> None:
 
 
 def load_student(folder, task: str) -> TextEncoder:
-    from edgekd.optional import require
-
     transformers = require("transformers", "a text student")
     auto = transformers.AutoModelForSequenceClassification if task == "classification" else transformers.AutoModel
     model = auto.from_pretrained(str(folder), local_files_only=True, use_safetensors=True,
                                  attn_implementation="eager")
-    from pathlib import Path
-
-    from safetensors.torch import load_file
 
     projection = Path(folder) / PROJECTION
     state = load_file(str(projection)) if projection.is_file() else None

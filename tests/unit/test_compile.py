@@ -5,9 +5,10 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
+from edgekd.compile import lint_or_fail
 from edgekd.errors import StageFailed
 from edgekd.runtimes import create_backend
-from edgekd.stages.compile import lint_or_fail, precision_guard
+from edgekd.stages.compile import precision_guard
 
 
 def _candidate(ms, interval, drop, source="measured"):

@@ -6,7 +6,7 @@ import torch
 
 from edgekd.config import Budgets
 from edgekd.figures import Figure, Figures
-from edgekd.gate.verdict import decide, exit_code
+from edgekd.gate.verdict import decide, decide_budgets, exit_code
 from edgekd.interleave import RATIO_FLOOR, Interleaved, load_replicas, time_sessions
 from edgekd.report import Report, speedup_text
 
@@ -45,7 +45,6 @@ def test_a_student_slower_than_its_teacher_fails(tmp_path):
     from edgekd.models.families import create_model
     from edgekd.onnx_export import export_onnx
     from edgekd.runtimes import Artifact
-    from edgekd.stages.check import decide_budgets
 
     torch.manual_seed(0)
     paths = {}
