@@ -58,7 +58,7 @@ def parse_method(text: str, cfg: DistillConfig) -> Plan:
     for n in names:
         if n not in list_methods() and n not in ASSISTANT:
             create_method(n)  # raises InputError with a did-you-mean
-    for_text = [n for n in names if create_method(n).modality == "text"]
+    for_text = [n for n in names if n not in ASSISTANT and create_method(n).modality == "text"]
     if for_text:
         raise InputError(f"--method / distill.method '{for_text[0]}' distils transformer encoders; give it with "
                          "--teacher hf:DIR")

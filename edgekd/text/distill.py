@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from edgekd.distill.catalog import DEFAULT_TEXT_METHODS
+from edgekd.distill.catalog import ASSISTANT, DEFAULT_TEXT_METHODS
 from edgekd.distill.losses import LossInputs, create_method, list_methods
 from edgekd.distill.method import Plan, Term, objective
 from edgekd.errors import InputError, StageFailed
@@ -38,12 +38,12 @@ def parse_text_method(text: str, task: str, cfg) -> Plan:
     if not all(names) or len(set(names)) != len(names):
         raise InputError(f"--method '{text}': expected method names joined by '+', each once (e.g. emb+minilm)")
     for n in names:
-        if n not in list_methods():
+        if n not in list_methods() and n not in ASSISTANT:
             create_method(n)  # InputError with a did-you-mean
-        m = create_method(n)
-        if m.modality == "image" or n == "ta":
+        if n in ASSISTANT or create_method(n).modality == "image":
             raise InputError(f"--method '{n}' distils image models; for a transformer teacher use emb, hidden, "
                              "minilm (and kd, dkd, ... for classifiers)")
+        m = create_method(n)
         if task == "embedding" and m.labels:
             raise InputError(f"--method '{n}' needs labels and logits; an embedding teacher is distilled with "
                              f"emb, hidden, minilm (default {DEFAULT_TEXT_METHODS['embedding']})")
