@@ -80,6 +80,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("/tmp/edgekd-minilm"))
     ap.add_argument("--teacher", type=Path, help="another encoder folder (smoke runs); default: all-MiniLM-L6-v2")
     ap.add_argument("--hand-picked-layers", type=int, default=3)
+    ap.add_argument("--top-k", type=int, default=4, help="search: candidates timed per round")
+    ap.add_argument("--measure-rounds", type=int, default=3, help="search: rounds of timing")
     ap.add_argument("--layer-selection", choices=("every_other", "ends"), default="every_other")
     ap.add_argument("--min-speedup", type=float, default=3.0, help="the search's speed-up budget (the aim's 3x)")
     args = ap.parse_args()
@@ -111,7 +113,7 @@ def main() -> None:
         "target": "host-cpu", "teacher": {"source": f"hf:{folder}"}, "data": str(lines), "out": str(args.out / "run"),
         "text": {"max_length": args.max_length, "layer_selection": args.layer_selection},
         "budgets": {"min_speedup": args.min_speedup, "latency_ms": 1000, "memory_mb": 1000},
-        "search": {"top_k": 4, "measure_rounds": 3},
+        "search": {"top_k": args.top_k, "measure_rounds": args.measure_rounds},
         "distill": {"epochs": args.epochs, "batch_size": 32}})
     ctx = make_context(cfg, console)
     root = ctx.out
