@@ -223,17 +223,11 @@ def targets(as_json: JsonOpt = False):
     """List deployment targets (profile + runtime + precision + default budgets)."""
     from edgekd.config import list_names, load_target
 
-    items = [load_target(n) for n in list_names("targets")]
-    if as_json:
-        console.print_json(json.dumps([t.model_dump() for t in items]))
-        return
     table = Table("target", "profile", "runtime", "precision", "latency_ms", "memory_mb", "max_accuracy_drop",
                   title="edgekd targets")
-    for t in items:
-        b = t.budgets
-        table.add_row(t.name, t.profile, t.runtime, t.precision, *(str(v) for v in (b.latency_ms, b.memory_mb,
-                                                                                    b.max_accuracy_drop)))
-    console.print(table)
+    _listing([load_target(n) for n in list_names("targets")], as_json, table, lambda t: (
+        t.name, t.profile, t.runtime, t.precision,
+        *(str(v) for v in (t.budgets.latency_ms, t.budgets.memory_mb, t.budgets.max_accuracy_drop))))
 
 
 @app.command()
@@ -242,17 +236,20 @@ def profiles(as_json: JsonOpt = False):
     """List hardware profiles; `host` is detected (and measured) on this machine."""
     from edgekd.config import list_names, load_profile
 
-    items = [load_profile(n) for n in list_names("profiles")]
-    if as_json:
-        console.print_json(json.dumps([p.model_dump() for p in items]))
-        return
     table = Table("profile", "arch", "device", "cores", "RAM MB", "GB/s", "fp32 GOPS", "fp16 GOPS", "int8 GOPS",
                   "runtimes", title="edgekd profiles")
-    for p in items:
-        g = p.peak_gops
-        table.add_row(p.name, p.arch, p.device, f"{p.cores.value:g}", f"{p.ram_mb.value:.0f}",
-                      f"{p.memory_bandwidth_gbs.value:.3g}", *(f"{g[k].value:.4g}" for k in ("fp32", "fp16", "int8")),
-                      ",".join(p.runtimes))
+    _listing([load_profile(n) for n in list_names("profiles")], as_json, table, lambda p: (
+        p.name, p.arch, p.device, f"{p.cores.value:g}", f"{p.ram_mb.value:.0f}", f"{p.memory_bandwidth_gbs.value:.3g}",
+        *(f"{p.peak_gops[k].value:.4g}" for k in ("fp32", "fp16", "int8")), ",".join(p.runtimes)))
+
+
+def _listing(items: list, as_json: bool, table: Table, row) -> None:
+    """`edgekd targets` / `profiles`: the items as JSON, or one table row each."""
+    if as_json:
+        console.print_json(json.dumps([i.model_dump() for i in items]))
+        return
+    for item in items:
+        table.add_row(*row(item))
     console.print(table)
 
 
