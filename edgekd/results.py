@@ -131,11 +131,12 @@ class Alternative:
     accuracy_drop: float  # points below the teacher as supplied
     figures: Figures = field(default_factory=Figures)
     speedup: Figure | None = None  # fp32 teacher / this, timed interleaved beside the student
+    quality: dict = field(default_factory=dict)  # a text model's: mean cosine, neighbour agreement (edgekd/text)
 
     def as_dict(self) -> dict:
         """Its report record (without the artifact, which the report names by path)."""
-        out = {"accuracy": self.accuracy} | self.figures.as_dict() | {"accuracy_drop": self.accuracy_drop,
-                                                                        "precision": self.precision}
+        out = {"accuracy": self.accuracy} | self.quality | self.figures.as_dict() | {
+            "accuracy_drop": self.accuracy_drop, "precision": self.precision}
         if self.speedup is not None:
             out |= {"speedup": self.speedup.value,
                     "speedup_interval": list(self.speedup.interval) if self.speedup.interval else None}

@@ -13,6 +13,7 @@ Latency is timed at batch 1 (the target's batch) and --max-length tokens, every 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 
@@ -101,11 +102,11 @@ def run_text_check(ctx, previous: CompileResult) -> CheckResult:
         "" if runs_here else " (the ONNX artifact; the target runtime is not available here)"),
         "sequence_length": ctx.data.max_length}
     teacher = {"accuracy": ctx.teacher_accuracy, "task": ctx.teacher.task}
-    alternatives = {name: dict(alt) for name, alt in previous.alternatives.items()}
+    alternatives = dict(previous.alternatives)  # figures are added below
     blocker = local_measurement_blocker(ctx.profile, ctx.target.runtime)
     if blocker is None:
         teacher_art = previous.teacher or Artifact(previous.export.teacher_onnx, "onnxruntime", "fp32")
-        arts = {"teacher": teacher_art, "student": eval_art} | {n: a["artifact"] for n, a in alternatives.items()}
+        arts = {"teacher": teacher_art, "student": eval_art} | {n: a.artifact for n, a in alternatives.items()}
         sessions = {n: load_replicas(a, threads) for n, a in arts.items()}
         with ctx.console.status(f"timing the student, the teacher and {len(alternatives)} alternative(s) "
                                 f"interleaved on {ctx.target.runtime} at {ctx.data.max_length} tokens"):
@@ -117,14 +118,15 @@ def run_text_check(ctx, previous: CompileResult) -> CheckResult:
         student |= s_fig.as_dict() | {"session": sessions["student"][0].settings}
         teacher |= t_fig.as_dict() | {"session": sessions["teacher"][0].settings}
         ratio = timed.speedup("teacher", "student")
-        speedup = {"value": ratio.value, "interval": list(ratio.interval), "source": "measured",
-                   "detail": f"teacher / student p50 on {ctx.target.runtime} at batch {ctx.target.batch_size} and "
-                             f"{ctx.data.max_length} tokens, timed interleaved in one process ({timed.rounds} "
-                             "rounds); paired-bootstrap 95% interval"}
+        speedup = Figure(ratio.value, "measured", ratio.interval,
+                         f"teacher / student p50 on {ctx.target.runtime} at batch {ctx.target.batch_size} and "
+                         f"{ctx.data.max_length} tokens, timed interleaved in one process ({timed.rounds} rounds); "
+                         "paired-bootstrap 95% interval")
         for name, alt in alternatives.items():
             r = timed.speedup("teacher", name)
-            alt |= timed.figures(name).as_dict() | {"speedup": r.value, "speedup_interval": list(r.interval)}
-            alt |= memory_figures(alt["artifact"], shapes, threads).as_dict()
+            alternatives[name] = replace(
+                alt, figures=alt.figures | timed.figures(name) | memory_figures(alt.artifact, shapes, threads),
+                speedup=Figure(r.value, "measured", r.interval, f"teacher fp32 / teacher {alt.precision}"))
     else:
         info = json.loads(ctx.run.student_json.read_text())
         precision = student_art.precision if runs_here else ctx.target.precision
@@ -132,12 +134,12 @@ def run_text_check(ctx, previous: CompileResult) -> CheckResult:
         t_fig = predicted(ctx, arch_of(ctx.teacher.config), "fp32", blocker)
         student |= s_fig.as_dict()
         teacher |= t_fig.as_dict()
-        for alt in alternatives.values():
-            alt |= predicted(ctx, arch_of(ctx.teacher.config), alt["precision"], blocker).as_dict()
-        speedup = {"value": t_fig.latency.value / s_fig.latency.value, "source": "predicted",
-                   "detail": f"teacher / student, both predicted by the same cost model at {ctx.data.max_length} "
-                             f"tokens (compared as a point): {blocker}"}
-    student["speedup"] = speedup
+        for name, alt in alternatives.items():
+            alternatives[name] = replace(alt, figures=alt.figures | predicted(
+                ctx, arch_of(ctx.teacher.config), alt.precision, blocker))
+        speedup = Figure(t_fig.latency.value / s_fig.latency.value, "predicted", None,
+                         f"teacher / student, both predicted by the same cost model at {ctx.data.max_length} "
+                         f"tokens (compared as a point): {blocker}")
     drop = 100 * (ctx.teacher_accuracy - q["accuracy"])
     budgets = ctx.budgets
     if ctx.teacher.task == "embedding":  # gated by embedding_cosine and neighbour_agreement instead
@@ -150,5 +152,5 @@ def run_text_check(ctx, previous: CompileResult) -> CheckResult:
     results += quality_budgets(ctx, q)
     where = "measured interleaved" if blocker is None else "predicted"
     ctx.console.print(f"  student {s_fig.latency.value:.3g} ms vs teacher {t_fig.latency.value:.3g} ms ({where}): "
-                      f"{speedup['value']:.2f}x")
-    return CheckResult(student, teacher, results, alternatives)
+                      f"{speedup.value:.2f}x")
+    return CheckResult(student, teacher, speedup, results, alternatives)

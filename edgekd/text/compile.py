@@ -21,7 +21,7 @@ from edgekd.compile import lint_or_fail
 from edgekd.errors import StageFailed
 from edgekd.interleave import load_replicas, time_sessions
 from edgekd.measurable import local_measurement_blocker, local_threads
-from edgekd.results import CompileResult, ExportResult
+from edgekd.results import Alternative, CompileResult, ExportResult
 from edgekd.runtimes import ONNX_FILE, Artifact, create_backend, save_artifact
 from edgekd.runtimes.onnxruntime_backend import OrtSession
 from edgekd.text.check import DEFAULT_MIN_AGREEMENT, DEFAULT_MIN_COSINE, EVAL_BATCH, predicted, quality
@@ -134,10 +134,9 @@ def run_text_compile(ctx, previous: ExportResult) -> CompileResult:
         ctx.console.print(f"  the teacher alone, {p} on {backend.name} (the alternative to distillation)")
         alt = _compile(ctx, backend, teacher_onnx, folder / "teacher-compressed", p, options)
         q = quality(ctx, _outputs(ctx, alt, threads))
-        alternatives[f"teacher-{p}"] = q | {"accuracy_drop": 100 * (teacher_acc - q["accuracy"]), "precision": p,
-                                            "artifact": alt}
-        record["alternatives"] = {n: {k: v for k, v in a.items() if k != "artifact"} | {"path": a["artifact"].path.name}
-                                  for n, a in alternatives.items()}
+        alternatives[f"teacher-{p}"] = Alternative(alt, p, q["accuracy"], 100 * (teacher_acc - q["accuracy"]),
+                                                   quality={k: v for k, v in q.items() if k != "accuracy"})
+        record["alternatives"] = {n: a.as_dict() | {"path": a.artifact.path.name} for n, a in alternatives.items()}
     ctx.run.compile_json.write_text(json.dumps(record | {"shipped": artifacts[shipped].to_dict()}, indent=2,
                                                default=str))
     if not artifacts:
