@@ -78,10 +78,11 @@ def host_build(tmp_path_factory) -> Path:
     """One real `edgekd build --target host-cpu` on the embedded default, with few epochs."""
     out = tmp_path_factory.mktemp("build") / "host"
     # The tests read the report and artifacts of a full run, so the 3-epoch student must get past distill's
-    # accuracy budget: a 3-epoch student can drop several points on digits; a wide budget keeps every stage
-    # running. Every other budget is the target's default (3x faster than the teacher, measured): it must pass.
+    # accuracy budget: a 3-epoch student drops up to ~12 points on digits, depending on which student the measured
+    # search picks on a busy machine; a wide budget keeps every stage running. Every other budget is the target's
+    # default (3x faster than the teacher, measured): it must pass.
     # --baseline-scratch: the report also carries the same student trained on labels alone (3 more epochs)
-    result = cli("build", "--target", "host-cpu", "--out", out, "--epochs", "3", "--max-accuracy-drop", "10",
+    result = cli("build", "--target", "host-cpu", "--out", out, "--epochs", "3", "--max-accuracy-drop", "30",
                  "--baseline-scratch")
     assert result.exit_code == 0, result.output + result.stderr
     return out
