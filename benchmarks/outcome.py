@@ -69,9 +69,8 @@ def retime_one(run: Path) -> None:
 
     from edgekd.config import load_profile, load_target
     from edgekd.interleave import load_replicas, time_sessions
-    from edgekd.measurable import local_threads
+    from edgekd.measurable import CHECK_SECONDS_PER_MODEL, local_threads
     from edgekd.runtimes import artifact_from_path
-    from edgekd.stages.check import CHECK_SECONDS_PER_MODEL
 
     report = json.loads((run / "report.json").read_text())
     target = load_target(report["target"]["name"])

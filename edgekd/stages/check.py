@@ -17,17 +17,14 @@ import numpy as np
 
 from edgekd.figures import Figure, Figures
 from edgekd.gate.verdict import decide_budgets
-from edgekd.interleave import load_replicas, time_sessions
-from edgekd.measurable import local_measurement_blocker, local_threads, predicted_figures
+from edgekd.measurable import local_measurement_blocker, local_threads, measure_here, predicted_figures
 from edgekd.remote import DeviceRun, measure_on_device
 from edgekd.report import Report, speedup_text
 from edgekd.results import CheckResult, CompileResult
 from edgekd.runtimes import Artifact, create_backend, evaluate_accuracy
-from edgekd.runtimes.memprobe import memory_figures
 from edgekd.text.check import run_text_check
 
 NAME = "check"
-CHECK_SECONDS_PER_MODEL = 2.0  # interleaved timing per model in the final check
 
 
 
@@ -54,25 +51,11 @@ def run(ctx, previous: CompileResult) -> CheckResult:
     batch, shape = ctx.target.batch_size, (ctx.target.batch_size, *ctx.input_shape)
     if blocker is None:
         teacher_art = previous.teacher or Artifact(teacher_onnx, "onnxruntime", "fp32")
-        arts = {"teacher": teacher_art, "student": eval_art} | {n: a.artifact for n, a in alternatives.items()}
         xb = np.ascontiguousarray(x[:1].repeat(batch, 0))
-        sessions = {n: load_replicas(a, threads) for n, a in arts.items()}
-        with ctx.console.status(f"timing the student, the teacher and {len(alternatives)} alternative(s) "
-                                f"interleaved on {ctx.target.runtime}"):
-            timed = time_sessions(sessions, xb, CHECK_SECONDS_PER_MODEL * len(arts))
-        s_fig = timed.figures("student") | memory_figures(eval_art, shape, threads)
-        t_fig = timed.figures("teacher") | memory_figures(teacher_art, shape, threads)
-        student |= s_fig.as_dict() | {"session": sessions["student"][0].settings}
-        teacher |= t_fig.as_dict() | {"session": sessions["teacher"][0].settings}
-        ratio = timed.speedup("teacher", "student")
-        speedup = Figure(ratio.value, "measured", ratio.interval,
-                         f"teacher / student p50 on {ctx.target.runtime}, timed interleaved in one process "
-                         f"({timed.rounds} rounds); paired-bootstrap 95% interval")
-        for name, alt in alternatives.items():
-            r = timed.speedup("teacher", name)
-            alternatives[name] = replace(
-                alt, figures=alt.figures | timed.figures(name) | memory_figures(alt.artifact, shape, threads),
-                speedup=Figure(r.value, "measured", r.interval, f"teacher fp32 / teacher {alt.precision}"))
+        s_fig, t_fig, settings, speedup, alternatives = measure_here(ctx, eval_art, teacher_art, alternatives, xb,
+                                                                     shape, threads)
+        student |= s_fig.as_dict() | {"session": settings["student"]}
+        teacher |= t_fig.as_dict() | {"session": settings["teacher"]}
     else:
         precision = student_art.precision if runs_here else ctx.target.precision
         s_fig = predicted_figures(student_onnx, ctx.profile, precision, batch, ctx.target.runtime, blocker)
@@ -91,6 +74,8 @@ def run(ctx, previous: CompileResult) -> CheckResult:
                       + speedup_text(speedup))
     return CheckResult(student, teacher, speedup, decide_budgets(ctx.budgets, s_fig, speedup, drop, blocker),
                        alternatives)
+
+
 
 
 def _on_device(ctx, previous: CompileResult) -> CheckResult:

@@ -19,13 +19,11 @@ import numpy as np
 
 from edgekd.figures import Figure, Figures
 from edgekd.gate.verdict import budget_result, decide_budgets
-from edgekd.interleave import load_replicas, time_sessions
-from edgekd.measurable import local_measurement_blocker, local_threads
+from edgekd.measurable import local_measurement_blocker, local_threads, measure_here
 from edgekd.parity import neighbour_agreement, row_cosine
 from edgekd.report import BudgetResult
 from edgekd.results import CheckResult, CompileResult
 from edgekd.runtimes import Artifact, create_backend
-from edgekd.runtimes.memprobe import memory_figures
 from edgekd.text.distill import torch_quality_teacher
 from edgekd.text.export import INPUTS, session_outputs
 from edgekd.text.models import arch_of
@@ -34,7 +32,6 @@ from edgekd.text.search import _price
 NEIGHBOURS = 10
 DEFAULT_MIN_COSINE = 0.95  # the benchmark's aim (benchmarks/transformers.py)
 DEFAULT_MIN_AGREEMENT = 0.80
-CHECK_SECONDS_PER_MODEL = 2.0
 EVAL_BATCH = 32
 
 
@@ -106,27 +103,11 @@ def run_text_check(ctx, previous: CompileResult) -> CheckResult:
     blocker = local_measurement_blocker(ctx.profile, ctx.target.runtime)
     if blocker is None:
         teacher_art = previous.teacher or Artifact(previous.export.teacher_onnx, "onnxruntime", "fp32")
-        arts = {"teacher": teacher_art, "student": eval_art} | {n: a.artifact for n, a in alternatives.items()}
-        sessions = {n: load_replicas(a, threads) for n, a in arts.items()}
-        with ctx.console.status(f"timing the student, the teacher and {len(alternatives)} alternative(s) "
-                                f"interleaved on {ctx.target.runtime} at {ctx.data.max_length} tokens"):
-            timed = time_sessions(sessions, ctx.data.timing_feed(ctx.target.batch_size),
-                                  CHECK_SECONDS_PER_MODEL * len(arts))
-        shapes = timing_shapes(ctx)
-        s_fig = timed.figures("student") | memory_figures(eval_art, shapes, threads)
-        t_fig = timed.figures("teacher") | memory_figures(teacher_art, shapes, threads)
-        student |= s_fig.as_dict() | {"session": sessions["student"][0].settings}
-        teacher |= t_fig.as_dict() | {"session": sessions["teacher"][0].settings}
-        ratio = timed.speedup("teacher", "student")
-        speedup = Figure(ratio.value, "measured", ratio.interval,
-                         f"teacher / student p50 on {ctx.target.runtime} at batch {ctx.target.batch_size} and "
-                         f"{ctx.data.max_length} tokens, timed interleaved in one process ({timed.rounds} rounds); "
-                         "paired-bootstrap 95% interval")
-        for name, alt in alternatives.items():
-            r = timed.speedup("teacher", name)
-            alternatives[name] = replace(
-                alt, figures=alt.figures | timed.figures(name) | memory_figures(alt.artifact, shapes, threads),
-                speedup=Figure(r.value, "measured", r.interval, f"teacher fp32 / teacher {alt.precision}"))
+        s_fig, t_fig, settings, speedup, alternatives = measure_here(
+            ctx, eval_art, teacher_art, alternatives, ctx.data.timing_feed(ctx.target.batch_size),
+            timing_shapes(ctx), threads, f" at batch {ctx.target.batch_size} and {ctx.data.max_length} tokens")
+        student |= s_fig.as_dict() | {"session": settings["student"]}
+        teacher |= t_fig.as_dict() | {"session": settings["teacher"]}
     else:
         info = json.loads(ctx.run.student_json.read_text())
         precision = student_art.precision if runs_here else ctx.target.precision
