@@ -10,6 +10,7 @@ from pathlib import Path
 from xml.etree import ElementTree as ET
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 import edgekd
@@ -215,6 +216,10 @@ def print_summary(report: Report, console: Console) -> None:
         table.add_row(b.name, _fmt(b.value), _fmt(b.limit), b.source, _interval(b),
                       colours[_outcome(b)])
     console.print(table)
+    # A verdict of FAILED with every budget passing must say why: a failed stage or audit.
+    for stage in report.stages:
+        if stage.status == "failed":
+            console.print(f"  [red]{stage.name} failed[/]: {escape(stage.reason)}", highlight=False)
     for note in report.notes:
         console.print(f"  {note}", highlight=False, markup=False)
     t, s = report.teacher, report.student

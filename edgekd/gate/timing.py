@@ -116,9 +116,11 @@ def repeated_input_audit(session, pool: list[np.ndarray], p50_ms: float, seconds
     rng = np.random.default_rng(0)
     varied, same = [], []
     for _ in range(blocks):
-        for _ in range(GUARD_BLOCK):
-            # A fresh array each call (made outside the timer): no cache keyed on content or address can hit.
-            x = _fresh(pool[int(rng.integers(len(pool)))], rng)
+        # A fresh array each call: no cache keyed on content or address can hit. The block's arrays are made
+        # before its timer starts, not between calls: making one between timed calls evicts the runtime's code
+        # and data from the CPU's caches, which cost a 0.05 ms model 10% (README.md, Audits).
+        fresh = [_fresh(pool[int(rng.integers(len(pool)))], rng) for _ in range(GUARD_BLOCK)]
+        for x in fresh:
             t = time.perf_counter()
             session.run(x)
             varied.append((time.perf_counter() - t) * 1e3)

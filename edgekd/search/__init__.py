@@ -92,12 +92,15 @@ def evaluate_arch(ctx: Context, probe: Probe, teacher_ms: float, space: Space, a
                                                                        ctx.target.runtime)[0]
     predicted = teacher_ms / at_same.value
     speedup = predicted * (correction or {}).get(space.name, 1.0)
-    need = required_speedup(ctx)
+    # The bar the pick's measured speed-up must clear (budget and margin): a candidate predicted between the
+    # budget and the bar is one timing would reject, and filling the pool with those left nothing to pick.
+    need, margin = required_speedup(ctx), ctx.cfg.search.speedup_margin
     broken: list[tuple[str, str]] = []
     if b.latency_ms is not None and lat.value > b.latency_ms:
         broken.append(("latency_ms", f"latency {lat.value:.3g} ms > budget {b.latency_ms:g} ms"))
-    if speedup < need:
-        broken.append(("speedup", f"predicted {speedup:.3g}x faster than the teacher < {need:g}x"))
+    if speedup < need * (1 + margin):
+        broken.append(("speedup", f"predicted {speedup:.3g}x faster than the teacher < {need:g}x "
+                                  f"+ {100 * margin:g}% margin"))
     if b.memory_mb is not None and mem.value > b.memory_mb:
         broken.append(("memory_mb", f"memory {mem.value:.3g} MB > budget {b.memory_mb:g} MB"))
     values = {} if broken else measure(score_names, model, probe)
@@ -250,8 +253,8 @@ def _pick_measured(ctx: Context, timer, ranked: list[Candidate], timed: list,
                    correction: dict[str, float]):
     """Time the best-scoring candidates (top_k a batch) against the teacher until the best-scoring one whose
     measured speed-up clears the budget with margin is known: (pick or None, everything timed, corrections)."""
-    cfg, need = ctx.cfg.search, required_speedup(ctx)
-    bar = need * (1 + cfg.speedup_margin)
+    cfg = ctx.cfg.search
+    bar = required_speedup(ctx) * (1 + cfg.speedup_margin)
     latency_limit = ctx.budgets.latency_ms or float("inf")
     by_index = {c.index: c for c in ranked}
 
@@ -264,7 +267,7 @@ def _pick_measured(ctx: Context, timer, ranked: list[Candidate], timed: list,
     for _ in range(cfg.measure_rounds):
         best = passing()
         pool = [c for c in ranked if c.index not in done
-                and c.predicted_speedup * correction.get(c.space, 1.0) >= need
+                and c.predicted_speedup * correction.get(c.space, 1.0) >= bar
                 and (best is None or c.score > by_index[best.index].score)]
         if not pool:
             break

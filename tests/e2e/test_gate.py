@@ -9,11 +9,12 @@ from xml.etree import ElementTree as ET
 import numpy as np
 import pytest
 from conftest import cli, digits_like_npz
+from rich.console import Console
 
 from edgekd.gate.timing import outputs_match, repeated_input_audit, time_pool
 from edgekd.gate.verdict import budget_result, decide, parse_percent, regression_limit
 from edgekd.measure import summarize
-from edgekd.report import BudgetResult, Report, StageRecord, to_junit, to_markdown
+from edgekd.report import BudgetResult, Report, StageRecord, print_summary, to_junit, to_markdown
 from edgekd.runtimes import Artifact, create_backend
 
 FAST = ("--max-seconds", "1")
@@ -72,6 +73,16 @@ def test_report_verdict_junit_and_markdown_for_an_inconclusive_budget():
     assert "## edgekd: INCONCLUSIVE" in to_markdown(report) and "**INCONCLUSIVE**" in to_markdown(report)
     report.stages.append(StageRecord("outputs-match", "failed", 0.0, "outputs differ"))
     assert report.verdict == "fail"  # a failed audit outranks an undecided budget
+
+
+def test_summary_says_which_audit_failed_when_every_budget_passed():
+    budgets = [BudgetResult("latency_ms", 2.0, 1.0, "measured", True, (0.9, 1.1), "p50", "pass")]
+    report = Report(target={"name": "host-cpu"}, seed=0, budgets=budgets,
+                    stages=[StageRecord("no-input-caching", "failed", 0.4, "a repeated input is 60% faster")])
+    console = Console(record=True, width=200)
+    print_summary(report, console)
+    assert report.verdict == "fail"
+    assert "no-input-caching failed: a repeated input is 60% faster" in console.export_text()
 
 
 # ----------------------------------------------------------------------------- audits on real sessions
