@@ -147,7 +147,7 @@ def run_search(ctx: Context) -> dict:
     probe = make_probe(ctx)
     t_ms = teacher_latency_ms(ctx)
     folder = ctx.run.folder("search")
-    timer, timed, correction = None, [], {}
+    timer, timed, correction, anchors = None, [], {}, []
     if blocker is None and not _fits_nowhere(ctx, probe, t_ms, spaces):
         timer = RuntimeTimer(ctx, teacher_onnx(ctx)[0], local_threads(ctx.profile), folder)
         rng = np.random.default_rng(ctx.cfg.seed)
@@ -217,7 +217,7 @@ def run_search(ctx: Context) -> dict:
     if not ranked:
         raise _nothing_fits(candidates, b, result["dropped"])
     if pick is None:
-        raise _none_fast_enough(ctx, timed, candidates, need)
+        raise _none_fast_enough(ctx, timed, candidates + anchors, need)
     ctx.console.print(front_table(front, pick, ranked[:cfg.top_k], cfg.score, ctx.target.name))
     dropped = ", ".join(f"{n} over {k}" for k, n in result["dropped"].items()) or "none dropped"
     said = (f"measured {measured[pick.index].speedup:.2f}x faster than the teacher "
@@ -285,18 +285,20 @@ def _none_fast_enough(ctx: Context, timed: list, candidates: list[Candidate], ne
     """No timed candidate clears the speed-up (with margin): name the fastest and what it would need."""
     margin = ctx.cfg.search.speedup_margin
     fastest = max(timed, key=lambda t: t.speedup)
-    arch = next(c.arch for c in candidates if c.index == fastest.index) if fastest.index >= 0 else "an anchor"
+    arch = next(c.arch for c in candidates if c.index == fastest.index)  # anchors are among `candidates`
     lo, hi = fastest.speedup_interval
     known = [BudgetResult("speedup", need, fastest.speedup, "measured", False, (lo, hi),
                           "fastest candidate timed in the search", "fail" if hi < need else "inconclusive")]
     if lo >= need:
-        hint = f"--set search.speedup_margin={math.floor(100 * (lo / need - 1)) / 100:g} would take it"
+        # 1e-9: 2.2 / 2 - 1 is 0.0999..., and the margin that takes 2.20 is 0.10
+        hint = f"--set search.speedup_margin={math.floor(100 * (lo / need - 1) + 1e-9) / 100:g} would take it"
     elif lo / (1 + margin) >= 1:
         hint = f"--min-speedup {math.floor(10 * lo / (1 + margin)) / 10:g} would take it"
     else:
         hint = "none is measurably faster than the teacher; add smaller networks to search.spaces"
+    name = f"#{fastest.index}" if fastest.index >= 0 else f"the {fastest.space} anchor"
     return BudgetFailed(f"search: none of {len(timed)} candidates timed on {ctx.target.runtime} is {need:g}x faster "
-                        f"than the teacher with a {100 * margin:g}% margin; the fastest, #{fastest.index} "
+                        f"than the teacher with a {100 * margin:g}% margin; the fastest, {name} "
                         f"{json.dumps(arch)}, runs {fastest.speedup:.2f}x [{lo:.2f} .. {hi:.2f}]: {hint}", known)
 
 

@@ -325,3 +325,29 @@ def test_pareto_front():
     cs = [cand(0, 1.0, 0.1), cand(1, 2.0, 0.5), cand(2, 1.5, 0.05), cand(3, 3.0, 0.4), cand(4, 0.5, 9, fits=False),
           cand(5, 4.0, 0.9)]
     assert [c.index for c in pareto_front(cs)] == [0, 1, 5]
+
+
+# ----------------------------------------------------------------------------- what the search says when it fails
+def _candidate(index: int, space: str, arch: dict) -> Candidate:
+    return Candidate(index, space, "anchor" if index < 0 else "evolved", arch, 1000, 1e6, 0.1, (0.09, 0.11), 1.0,
+                     True, "", (), 1.0)
+
+
+@pytest.mark.parametrize("fastest_index, named", [(-1, "the resnet anchor {\"w\": 1}"), (7, "#7 {\"w\": 7}")])
+def test_none_fast_enough_names_the_fastest_timed_arch_and_what_would_take_it(fastest_index, named):
+    from types import SimpleNamespace
+
+    from edgekd.search import _none_fast_enough
+    from edgekd.search.measured import Timed
+
+    ctx = SimpleNamespace(cfg=SimpleNamespace(search=SimpleNamespace(speedup_margin=0.15)),
+                          target=SimpleNamespace(runtime="openvino"))
+    candidates = [_candidate(-1, "resnet", {"w": 1}), _candidate(7, "resnet", {"w": 7}),
+                  _candidate(8, "resnet", {"w": 8})]
+    timed = [Timed(i, "resnet", 0.1, (0.09, 0.11), s, (s - 0.1, s + 0.1), 2.4)
+             for i, s in ((8, 1.5), (fastest_index, 2.3), (7 if fastest_index < 0 else -1, 1.9))]
+    failure = _none_fast_enough(ctx, timed, candidates, need=2.0)
+    said = str(failure)
+    assert f"the fastest, {named}, runs 2.30x [2.20 .. 2.40]" in said, said
+    assert "--set search.speedup_margin=0.1 would take it" in said  # 2.20 clears 2x with a 10% margin
+    assert failure.budgets[0].verdict == "inconclusive"  # 2x lies inside the fastest's interval
