@@ -183,18 +183,20 @@ class GateRun:
         self.decide_all("memory_mb", plan.budgets.memory_mb, base and base.memory_mb, memory.value, "measured",
                         None, f"peak RSS the model adds at run time, on {cfg.remote}")
 
-    def unbudgeted(self, what: str, limit: float | None, baseline: float | None) -> bool:
-        """Neither a budget nor a baseline asks for `what`: said in the stages, and not measured."""
+    def asked(self, what: str, field: str) -> tuple[float | None, float | None] | None:
+        """The budget's limit and the baseline's figure for `field`; None when neither asks for it (said in
+        the stages, and not measured)."""
+        limit, base = getattr(self.plan.budgets, field), self.plan.baseline
+        baseline = getattr(base, field) if base is not None else None
         if limit is None and baseline is None:
             self.stages.append(StageRecord(what, "skipped", 0.0, f"no {what} budget or baseline"))
-            return True
-        return False
+            return None
+        return limit, baseline
 
     def latency(self) -> None:
-        plan, cfg, base = self.plan, self.cfg, self.plan.baseline
-        if self.unbudgeted("latency", plan.budgets.latency_ms, base and base.latency_ms):
+        if (asked := self.asked("latency", "latency_ms")) is None:
             return
-        start = time.perf_counter()
+        plan, cfg, start = self.plan, self.cfg, time.perf_counter()
         if self.prediction is None:
             if self.pool_outputs is None:  # no --data: an untimed pass over the same inputs is the accuracy run
                 self.pool_outputs = [self.session.run(x) for x in self.pool]
@@ -229,14 +231,12 @@ class GateRun:
             self.notes.append(f"latency and memory are predicted by the cost model for {plan.profile.name} "
                               f"({p.detail}), not measured: {plan.blocker}")
         self.student |= Figures(Figure(value, source, tuple(interval))).as_dict()
-        self.decide_all("latency_ms", plan.budgets.latency_ms, base and base.latency_ms, value, source, interval,
-                        f"{cfg.statistic}, batch {self.batch}")
+        self.decide_all("latency_ms", *asked, value, source, interval, f"{cfg.statistic}, batch {self.batch}")
 
     def memory(self) -> None:
-        plan, cfg, base = self.plan, self.cfg, self.plan.baseline
-        if self.unbudgeted("memory", plan.budgets.memory_mb, base and base.memory_mb):
+        if (asked := self.asked("memory", "memory_mb")) is None:
             return
-        start = time.perf_counter()
+        plan, cfg, start = self.plan, self.cfg, time.perf_counter()
         if self.prediction is None:
             with self.console.status(f"memory of {cfg.model.name} ({MEMORY_PROBES} fresh processes)"):
                 found = memory_figures(plan.run_art, plan.model.feeds_shape(self.batch) if plan.model.token_inputs
@@ -250,8 +250,7 @@ class GateRun:
             value, interval, source = p.value, p.interval, "predicted"
             self.stages.append(StageRecord("memory", "skipped", 0.0, f"predicted: {plan.blocker}"))
         self.student |= Figures(memory=Figure(value, source, tuple(interval))).as_dict()
-        self.decide_all("memory_mb", plan.budgets.memory_mb, base and base.memory_mb, value, source, interval,
-                        "peak RSS the model adds at run time")
+        self.decide_all("memory_mb", *asked, value, source, interval, "peak RSS the model adds at run time")
 
     def report(self) -> Report:
         plan, cfg, t = self.plan, self.cfg, self.plan.target
