@@ -158,9 +158,28 @@ class CompileResult:
 
 
 @dataclass(frozen=True)
+class CheckedModel:
+    """One model as the check stage found it: quality on the held-out split and its figures on the target.
+    `as_dict` gives its fields in the report (report.student / report.teacher)."""
+
+    accuracy: float
+    figures: Figures
+    evaluated_with: str = ""  # runtime and precision the accuracy was measured through
+    session: dict = field(default_factory=dict)  # the runtime's session settings, in the runtime's own names
+    # A text model's quality (mean cosine, neighbour agreement), sequence length and task; on --remote, the
+    # device's state and address.
+    details: dict = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        out = {"accuracy": self.accuracy} | ({"evaluated_with": self.evaluated_with} if self.evaluated_with else {})
+        out |= self.figures.as_dict() | ({"session": self.session} if self.session else {})
+        return out | self.details
+
+
+@dataclass(frozen=True)
 class CheckResult:
-    student: dict  # figures of the shipped artifact
-    teacher: dict
+    student: CheckedModel  # the shipped artifact
+    teacher: CheckedModel  # fp32, on the same runtime
     speedup: Figure  # teacher latency / student latency, measured or predicted
     budgets: list[BudgetResult]
     alternatives: dict[str, Alternative]  # the teacher compressed without distillation, with its figures

@@ -50,15 +50,14 @@ class Method:
     attention: bool = False  # needs the self-attention's q/k/v (text)
 
 
-_methods: Registry[Method] = Registry("distillation method")
-register_method = _methods.register
-create_method = _methods.get  # a Method record: its loss function and what it needs
-list_methods = _methods.names
+# Filled by the @register lines below and in text_losses.py; read it through method.py's create_method and
+# list_methods, which import both modules, so every method is registered before one is looked up.
+METHODS: Registry[Method] = Registry("distillation method")
 
 
 def register(name: str, **spec):
     def add(fn):
-        register_method(name)(Method(fn, **spec))
+        METHODS.register(name)(Method(fn, **spec))
         return fn
 
     return add
@@ -244,6 +243,3 @@ def relational_kd(b: LossInputs, cfg: DistillConfig) -> torch.Tensor:
     s, t = embedding(b.student_feats[-1]), embedding(b.teacher_feats[-1])
     return (cfg.rkd_distance_weight * F.smooth_l1_loss(distances(s), distances(t))
             + cfg.rkd_angle_weight * F.smooth_l1_loss(angles(s), angles(t)))
-
-
-from edgekd.distill import text_losses  # noqa: E402,F401  (registers the text methods in the same registry)

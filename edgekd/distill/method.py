@@ -12,9 +12,13 @@ import torch
 from torch import nn
 
 from edgekd.config import DistillConfig
+from edgekd.distill import text_losses  # noqa: F401  (registers the transformer methods beside the image ones)
 from edgekd.distill.catalog import ASSISTANT
-from edgekd.distill.losses import LossInputs, Method, create_method, list_methods
+from edgekd.distill.losses import METHODS, LossInputs, Method
 from edgekd.errors import InputError
+
+create_method = METHODS.get  # a Method record: its loss function and what it needs
+list_methods = METHODS.names
 
 
 @dataclass(frozen=True)

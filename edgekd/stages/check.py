@@ -20,7 +20,7 @@ from edgekd.gate.verdict import decide_budgets
 from edgekd.measurable import local_measurement_blocker, local_threads, measure_here, predicted_figures
 from edgekd.remote import DeviceRun, measure_on_device
 from edgekd.report import Report, speedup_text
-from edgekd.results import CheckResult, CompileResult
+from edgekd.results import CheckedModel, CheckResult, CompileResult
 from edgekd.runtimes import Artifact, create_backend, evaluate_accuracy
 from edgekd.text.check import run_text_check
 
@@ -44,9 +44,9 @@ def run(ctx, previous: CompileResult) -> CheckResult:
     threads = local_threads(ctx.profile)
     acc, _ = evaluate_accuracy(create_backend(eval_art.runtime).load(eval_art, threads), x, y)
     ctx.console.print(f"[bold]check[/]: accuracy {acc:.4f} through {eval_art.runtime} ({eval_art.precision})")
-    student = {"accuracy": acc, "evaluated_with": f"{eval_art.runtime} {eval_art.precision}" + (
-        "" if runs_here else " (the ONNX artifact; the target runtime is not available here)")}
-    teacher = {"accuracy": ctx.teacher_accuracy}
+    evaluated_with = f"{eval_art.runtime} {eval_art.precision}" + (
+        "" if runs_here else " (the ONNX artifact; the target runtime is not available here)")
+    s_session, t_session = {}, {}  # the runtime's session settings, where it runs here
     blocker = local_measurement_blocker(ctx.profile, ctx.target.runtime)
     batch, shape = ctx.target.batch_size, (ctx.target.batch_size, *ctx.input_shape)
     if blocker is None:
@@ -54,14 +54,11 @@ def run(ctx, previous: CompileResult) -> CheckResult:
         xb = np.ascontiguousarray(x[:1].repeat(batch, 0))
         s_fig, t_fig, settings, speedup, alternatives = measure_here(ctx, eval_art, teacher_art, alternatives, xb,
                                                                      shape, threads)
-        student |= s_fig.as_dict() | {"session": settings["student"]}
-        teacher |= t_fig.as_dict() | {"session": settings["teacher"]}
+        s_session, t_session = settings["student"], settings["teacher"]
     else:
         precision = student_art.precision if runs_here else ctx.target.precision
         s_fig = predicted_figures(student_onnx, ctx.profile, precision, batch, ctx.target.runtime, blocker)
         t_fig = predicted_figures(teacher_onnx, ctx.profile, "fp32", batch, ctx.target.runtime, blocker)
-        student |= s_fig.as_dict()
-        teacher |= t_fig.as_dict()
         for name, alt in alternatives.items():
             alternatives[name] = replace(alt, figures=alt.figures | predicted_figures(
                 teacher_onnx, ctx.profile, alt.precision, batch, ctx.target.runtime, blocker))
@@ -72,8 +69,9 @@ def run(ctx, previous: CompileResult) -> CheckResult:
     where = "measured interleaved" if blocker is None else "predicted"
     ctx.console.print(f"  student {s_fig.latency.value:.3g} ms vs teacher {t_fig.latency.value:.3g} ms ({where}): "
                       + speedup_text(speedup))
-    return CheckResult(student, teacher, speedup, decide_budgets(ctx.budgets, s_fig, speedup, drop, blocker),
-                       alternatives)
+    return CheckResult(CheckedModel(acc, s_fig, evaluated_with, s_session),
+                       CheckedModel(ctx.teacher_accuracy, t_fig, session=t_session), speedup,
+                       decide_budgets(ctx.budgets, s_fig, speedup, drop, blocker), alternatives)
 
 
 
@@ -86,22 +84,22 @@ def _on_device(ctx, previous: CompileResult) -> CheckResult:
     s_run, t_run = (measure_on_device(ctx.cfg.remote, art, ctx.profile.threads, ctx.target.batch_size, data)
                     for art, data in ((previous.student, heldout), (previous.teacher, None)))
     s_fig, t_fig = s_run.figures, t_run.figures
-    student = _device_record(s_run) | {"accuracy": s_run.accuracy, "evaluated_with": f"{previous.student.runtime} "
-                                       f"{previous.student.precision} on {s_run.url}"}
-    teacher = _device_record(t_run) | {"accuracy": ctx.teacher_accuracy}
+    student = CheckedModel(s_run.accuracy, s_fig, f"{previous.student.runtime} {previous.student.precision} on "
+                           f"{s_run.url}", s_run.session, _on(s_run))
+    teacher = CheckedModel(ctx.teacher_accuracy, t_fig, session=t_run.session, details=_on(t_run))
     speedup = Figure(t_fig.latency.value / s_fig.latency.value, "measured", None,
                      f"teacher / student p50, each timed alone on {ctx.cfg.remote} (not interleaved)")
     drop = 100 * (ctx.teacher_accuracy - s_run.accuracy)
     return CheckResult(student, teacher, speedup, decide_budgets(ctx.budgets, s_fig, speedup, drop), {})
 
 
-def _device_record(run: DeviceRun) -> dict:
-    return run.figures.as_dict() | {"session": run.session, "device_state": run.device_state, "remote": run.url}
+def _on(run: DeviceRun) -> dict:
+    return {"device_state": run.device_state, "remote": run.url}
 
 
 def fill_report(report: Report, result: CheckResult, ctx) -> None:
-    report.student.update(result.student | {"speedup": result.speedup.as_dict()})
-    report.teacher.update(result.teacher | {"precision": "fp32"})
+    report.student.update(result.student.as_dict() | {"speedup": result.speedup.as_dict()})
+    report.teacher.update(result.teacher.as_dict() | {"precision": "fp32"})
     report.budgets = result.budgets
     if result.alternatives:
         _weigh_alternatives(ctx, report, result)
@@ -112,18 +110,18 @@ def _weigh_alternatives(ctx, report: Report, result: CheckResult) -> None:
     deal (within every budget, and more accurate at no less speed, or as accurate and measurably faster), and
     ship it instead with `ship: best`."""
     report.extra["alternatives"] = {}
-    s, s_speed = result.student, result.speedup
+    s, s_speed = result.student.accuracy, result.speedup
     for name, alt in result.alternatives.items():
         latency = alt.figures.latency
-        speed = alt.speedup or Figure(report.teacher["latency_ms"] / latency.value, latency.source, None,
+        speed = alt.speedup or Figure(result.teacher.figures.latency.value / latency.value, latency.source, None,
                                       f"teacher fp32 / teacher {alt.precision}")
         budgets = decide_budgets(ctx.budgets, alt.figures, speed, alt.accuracy_drop)
         meets = all(b.passed for b in budgets)
-        better = meets and ((alt.accuracy > s["accuracy"] and speed.bounds[1] >= s_speed.value)
-                            or (alt.accuracy >= s["accuracy"] and speed.bounds[0] > s_speed.bounds[1]))
+        better = meets and ((alt.accuracy > s and speed.bounds[1] >= s_speed.value)
+                            or (alt.accuracy >= s and speed.bounds[0] > s_speed.bounds[1]))
         said = (f"{name}: accuracy {alt.accuracy:.4f} (drop {alt.accuracy_drop:.2f} points), "
                 f"{speed.value:.2f}x faster than the teacher ({speed.source}) vs the distilled student's "
-                f"{s['accuracy']:.4f} at {s_speed.value:.2f}x")
+                f"{s:.4f} at {s_speed.value:.2f}x")
         verdict = ("BETTER than the distilled student: quantizing the teacher alone serves this target better"
                    if better else "within the budgets but not better than the student" if meets
                    else "misses a budget")

@@ -12,7 +12,6 @@ Latency is timed at batch 1 (the target's batch) and --max-length tokens, every 
 
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 
 import numpy as np
@@ -22,7 +21,7 @@ from edgekd.gate.verdict import budget_result, decide_budgets
 from edgekd.measurable import local_measurement_blocker, local_threads, measure_here
 from edgekd.parity import neighbour_agreement, row_cosine
 from edgekd.report import BudgetResult
-from edgekd.results import CheckResult, CompileResult
+from edgekd.results import CheckedModel, CheckResult, CompileResult, DistillResult
 from edgekd.runtimes import Artifact, create_backend
 from edgekd.text.distill import torch_quality_teacher
 from edgekd.text.export import INPUTS, session_outputs
@@ -95,10 +94,9 @@ def run_text_check(ctx, previous: CompileResult) -> CheckResult:
     shown = (f"mean cosine {q['mean_cosine']:.4f}, top-{q['neighbours']} agreement {q['neighbour_agreement']:.2%}"
              if "mean_cosine" in q else f"accuracy {q['accuracy']:.4f}")
     ctx.console.print(f"[bold]check[/]: {shown} through {eval_art.runtime} ({eval_art.precision})")
-    student = q | {"evaluated_with": f"{eval_art.runtime} {eval_art.precision}" + (
-        "" if runs_here else " (the ONNX artifact; the target runtime is not available here)"),
-        "sequence_length": ctx.data.max_length}
-    teacher = {"accuracy": ctx.teacher_accuracy, "task": ctx.teacher.task}
+    evaluated_with = f"{eval_art.runtime} {eval_art.precision}" + (
+        "" if runs_here else " (the ONNX artifact; the target runtime is not available here)")
+    s_session, t_session = {}, {}  # the runtime's session settings, where it runs here
     alternatives = dict(previous.alternatives)  # figures are added below
     blocker = local_measurement_blocker(ctx.profile, ctx.target.runtime)
     if blocker is None:
@@ -106,15 +104,11 @@ def run_text_check(ctx, previous: CompileResult) -> CheckResult:
         s_fig, t_fig, settings, speedup, alternatives = measure_here(
             ctx, eval_art, teacher_art, alternatives, ctx.data.timing_feed(ctx.target.batch_size),
             timing_shapes(ctx), threads, f" at batch {ctx.target.batch_size} and {ctx.data.max_length} tokens")
-        student |= s_fig.as_dict() | {"session": settings["student"]}
-        teacher |= t_fig.as_dict() | {"session": settings["teacher"]}
+        s_session, t_session = settings["student"], settings["teacher"]
     else:
-        info = json.loads(ctx.run.student_json.read_text())
         precision = student_art.precision if runs_here else ctx.target.precision
-        s_fig = predicted(ctx, info["arch"], precision, blocker)
+        s_fig = predicted(ctx, DistillResult.load(ctx.run).arch, precision, blocker)
         t_fig = predicted(ctx, arch_of(ctx.teacher.config), "fp32", blocker)
-        student |= s_fig.as_dict()
-        teacher |= t_fig.as_dict()
         for name, alt in alternatives.items():
             alternatives[name] = replace(alt, figures=alt.figures | predicted(
                 ctx, arch_of(ctx.teacher.config), alt.precision, blocker))
@@ -134,4 +128,8 @@ def run_text_check(ctx, previous: CompileResult) -> CheckResult:
     where = "measured interleaved" if blocker is None else "predicted"
     ctx.console.print(f"  student {s_fig.latency.value:.3g} ms vs teacher {t_fig.latency.value:.3g} ms ({where}): "
                       f"{speedup.value:.2f}x")
-    return CheckResult(student, teacher, speedup, results, alternatives)
+    details = {k: v for k, v in q.items() if k != "accuracy"} | {"sequence_length": ctx.data.max_length}
+    return CheckResult(CheckedModel(q["accuracy"], s_fig, evaluated_with, s_session, details),
+                       CheckedModel(ctx.teacher_accuracy, t_fig, session=t_session,
+                                    details={"task": ctx.teacher.task}),
+                       speedup, results, alternatives)

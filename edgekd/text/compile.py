@@ -21,7 +21,7 @@ from edgekd.compile import lint_or_fail
 from edgekd.errors import StageFailed
 from edgekd.interleave import load_replicas, time_sessions
 from edgekd.measurable import local_measurement_blocker, local_threads
-from edgekd.results import Alternative, CompileResult, ExportResult
+from edgekd.results import Alternative, CompileResult, DistillResult, ExportResult
 from edgekd.runtimes import ONNX_FILE, Artifact, create_backend, save_artifact
 from edgekd.runtimes.onnxruntime_backend import OrtSession
 from edgekd.text.check import DEFAULT_MIN_AGREEMENT, DEFAULT_MIN_COSINE, EVAL_BATCH, predicted, quality
@@ -93,7 +93,6 @@ def run_text_compile(ctx, previous: ExportResult) -> CompileResult:
         candidates[precision] = q | {"accuracy_drop": 100 * (teacher_acc - q["accuracy"]), "parity": agree.as_dict(),
                                      "path": art.path.name, "settings": art.settings}
         artifacts[precision] = art
-    info = json.loads(ctx.run.student_json.read_text())
     if blocker is None:
         timed = time_sessions({p: load_replicas(a, threads) for p, a in artifacts.items()},
                               ctx.data.timing_feed(t.batch_size), GUARD_SECONDS_PER_CANDIDATE * len(artifacts))
@@ -104,7 +103,7 @@ def run_text_compile(ctx, previous: ExportResult) -> CompileResult:
             candidates["int8"]["speedup_over_float"] = {"value": r.value, "interval": list(r.interval)}
     else:
         for p in artifacts:
-            candidates[p] |= predicted(ctx, info["arch"], p, blocker).as_dict()
+            candidates[p] |= predicted(ctx, DistillResult.load(ctx.run).arch, p, blocker).as_dict()
     shipped, why = float_p, f"{float_p}: the target asks for {float_p}"
     if "int8" in candidates:
         q8, qf = candidates["int8"], candidates[float_p]

@@ -19,8 +19,8 @@ import torch
 from torch import nn
 
 from edgekd.distill.catalog import ASSISTANT, DEFAULT_TEXT_METHODS
-from edgekd.distill.losses import LossInputs, create_method, list_methods
-from edgekd.distill.method import Plan, Term, objective
+from edgekd.distill.losses import LossInputs
+from edgekd.distill.method import Plan, Term, create_method, list_methods, objective
 from edgekd.errors import InputError, StageFailed
 from edgekd.parity import neighbour_agreement, row_cosine
 from edgekd.text.models import TextEncoder, build_student, save_student

@@ -7,8 +7,8 @@ import torch
 
 from edgekd.config import DistillConfig
 from edgekd.distill.catalog import METHODS
-from edgekd.distill.losses import LossInputs, create_method, decompose_kl, list_methods
-from edgekd.distill.method import Distiller, make_adapter, objective, parse_method
+from edgekd.distill.losses import LossInputs, decompose_kl
+from edgekd.distill.method import Distiller, create_method, list_methods, make_adapter, objective, parse_method
 from edgekd.distill.taps import TorchTeacher, feature_pairs
 from edgekd.errors import InputError
 from edgekd.models.families import create_model

@@ -171,7 +171,8 @@ def test_transformer_cost_grows_with_sequence_and_depth():
 # ----------------------------------------------------------------------------- losses
 def test_text_losses_vanish_at_the_teacher_and_reach_only_the_student():
     from edgekd.config import DistillConfig
-    from edgekd.distill.losses import LossInputs, create_method
+    from edgekd.distill.losses import LossInputs
+    from edgekd.distill.method import create_method
 
     torch.manual_seed(0)
     cfg = DistillConfig()
