@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
@@ -22,6 +23,7 @@ from edgekd.errors import BudgetFailed
 from edgekd.interleave import load_replicas, time_sessions
 from edgekd.measurable import local_measurement_blocker, local_threads
 from edgekd.runtimes import create_backend
+from edgekd.search.measured import Timed
 from edgekd.text import space as text_space
 from edgekd.text.export import export_text, metadata, teacher_onnx
 from edgekd.text.models import arch_of, build_student
@@ -44,6 +46,25 @@ def required_speedup(ctx) -> float:
     return ctx.budgets.min_speedup or 1.0
 
 
+@dataclass(frozen=True)
+class TextCandidate:
+    """One student of the space, priced by the cost model at the sequence length (search.json's candidates)."""
+
+    index: int
+    arch: dict
+    latency_ms: float
+    latency_interval: tuple[float, float]
+    memory_mb: float
+    predicted_speedup: float  # teacher / student, both predicted at the runtime's float precision
+    flops: float  # the rank: a wider, deeper student keeps more of the teacher
+    init_from_teacher: bool  # keeps the teacher's hidden size, so it starts from the teacher's weights
+    violations: tuple[str, ...]  # which limits it breaks: speedup, latency_ms, memory_mb, teacher_size
+
+    def as_dict(self, measured: Timed | None) -> dict:
+        return asdict(self) | {"space": "transformer", "score": self.flops} | (
+            {"measured": measured.as_dict()} if measured else {})
+
+
 def run_text_search(ctx) -> dict:
     start = time.perf_counter()
     cfg, folder = ctx.cfg.search, ctx.run.folder("search")
@@ -55,27 +76,24 @@ def run_text_search(ctx) -> dict:
     for i, arch in enumerate(text_space.candidates(t_arch, ctx.cfg.text)):
         lat, mem = _price(ctx, arch, precision)
         flops = sum(k.flops for k in text_space.encoder_kernels(arch, ctx.data.max_length))
-        violations = [name for name, bad in (
+        violations = tuple(name for name, bad in (
             ("speedup", t_lat.value / lat.value < need), ("latency_ms", b.latency_ms is not None and
                                                           lat.interval[0] > b.latency_ms),
             ("memory_mb", b.memory_mb is not None and mem.interval[0] > b.memory_mb),
-            ("teacher_size", arch == t_arch)) if bad]
-        candidates.append({"index": i, "space": "transformer", "arch": arch, "latency_ms": lat.value,
-                           "latency_interval": list(lat.interval), "memory_mb": mem.value,
-                           "predicted_speedup": t_lat.value / lat.value, "flops": flops,
-                           "score": flops, "init_from_teacher": arch["hidden_size"] == t_arch["hidden_size"],
-                           "violations": violations})
-    ranked = sorted((c for c in candidates if not c["violations"]),
-                    key=lambda c: (c["init_from_teacher"], c["score"]), reverse=True)
+            ("teacher_size", arch == t_arch)) if bad)
+        candidates.append(TextCandidate(i, arch, lat.value, tuple(lat.interval), mem.value, t_lat.value / lat.value,
+                                        flops, arch["hidden_size"] == t_arch["hidden_size"], violations))
+    ranked = sorted((c for c in candidates if not c.violations), key=lambda c: (c.init_from_teacher, c.flops),
+                    reverse=True)
     blocker = ("search.measure_rounds is 0" if cfg.measure_rounds == 0 else
                "the search times candidates in this process only" if ctx.cfg.remote else
                local_measurement_blocker(ctx.profile, ctx.target.runtime))
-    timed: list[dict] = []
+    measured: dict[int, Timed] = {}
     pick, note = None, ""
     if ranked and blocker is None:
-        pick, note = _pick_measured(ctx, ranked, timed, need, cfg, folder, precision)
+        pick, note = _pick_measured(ctx, ranked, measured, need, cfg, folder, precision)
     elif ranked:
-        pick, note = ranked[0], f"predicted {ranked[0]['predicted_speedup']:.2f}x ({blocker})"
+        pick, note = ranked[0], f"predicted {ranked[0].predicted_speedup:.2f}x ({blocker})"
     result = {
         "schema": SCHEMA, "kind": "transformer", "target": ctx.target.name, "profile": ctx.profile.name,
         "precision": ctx.target.precision, "batch_size": ctx.target.batch_size, "sequence_length": ctx.data.max_length,
@@ -85,10 +103,12 @@ def run_text_search(ctx) -> dict:
                    "teacher_latency_ms": {"value": t_lat.value, "source": "predicted", "precision": precision,
                                           "detail": t_lat.detail}},
         "space": text_space.text_space(t_arch, ctx.cfg.text).genes, "teacher_arch": t_arch,
-        "evaluated": len(candidates), "fit": len(ranked), "candidates": candidates,
-        "top_k": [c["index"] for c in ranked[:cfg.top_k]],
-        "pick": pick["arch"] if pick else None, "pick_index": pick["index"] if pick else None,
-        "measurement": {"runtime": ctx.target.runtime, "timed": timed} if blocker is None else {"blocker": blocker},
+        "evaluated": len(candidates), "fit": len(ranked),
+        "candidates": [c.as_dict(measured.get(c.index)) for c in candidates],
+        "top_k": [c.index for c in ranked[:cfg.top_k]],
+        "pick": pick.arch if pick else None, "pick_index": pick.index if pick else None,
+        "measurement": ({"runtime": ctx.target.runtime, "timed": [t.as_dict() for t in measured.values()]}
+                        if blocker is None else {"blocker": blocker}),
         "seconds": time.perf_counter() - start,
     }
     ctx.run.search_json.write_text(json.dumps(result, indent=2, default=list))
@@ -96,14 +116,17 @@ def run_text_search(ctx) -> dict:
         raise BudgetFailed(f"search: none of {len(candidates)} transformer students fits (need {need:.2f}x the "
                            f"teacher's speed, predicted; latency {b.latency_ms} ms, memory {b.memory_mb} MB)")
     if pick is None:
-        best = max(timed, key=lambda t: t["speedup"])
+        best = max(measured.values(), key=lambda t: t.speedup)
         raise BudgetFailed(f"search: no timed student is {need:.2f}x faster than the teacher on "
-                           f"{ctx.target.runtime}; the fastest measured {best['speedup']:.2f}x")
-    ctx.console.print(f"  {len(ranked)}/{len(candidates)} fit; pick #{pick['index']} {pick['arch']} ({note})")
+                           f"{ctx.target.runtime}; the fastest measured {best.speedup:.2f}x")
+    ctx.console.print(f"  {len(ranked)}/{len(candidates)} fit; pick #{pick.index} {pick.arch} ({note})")
     return result
 
 
-def _pick_measured(ctx, ranked: list[dict], timed: list[dict], need: float, cfg, folder, precision):
+def _pick_measured(ctx, ranked: list[TextCandidate], measured: dict[int, Timed], need: float, cfg, folder,
+                   precision) -> tuple[TextCandidate | None, str]:
+    """Time the best-ranked students against the teacher (top_k a batch; `measured` collects every timing):
+    the best-ranked one that clears the budget with margin, else the best-ranked over the budget alone."""
     backend = create_backend(ctx.target.runtime)
     threads = local_threads(ctx.profile)
     options = backend.options_for(ctx.profile.arch, ctx.target.batch_size)
@@ -114,40 +137,36 @@ def _pick_measured(ctx, ranked: list[dict], timed: list[dict], need: float, cfg,
     fallback, scale = None, 1.0
     for _ in range(max(1, cfg.measure_rounds)):
         # Untimed candidates the (corrected) cost model still lets through, best-ranked first.
-        batch = [c for c in ranked if "measured" not in c and c["predicted_speedup"] * scale >= need][:cfg.top_k]
+        batch = [c for c in ranked if c.index not in measured and c.predicted_speedup * scale >= need][:cfg.top_k]
         if not batch:
             break
-        names = {}
         for c in batch:
-            student, _ = build_student(ctx.teacher.module, c["arch"], init_from_teacher=False)
-            sub = folder / "timing" / f"candidate-{c['index']}"
-            onnx_path = export_text(student, sub / "candidate.onnx", metadata(ctx, {"arch": c["arch"]}),
+            student, _ = build_student(ctx.teacher.module, c.arch, init_from_teacher=False)
+            sub = folder / "timing" / f"candidate-{c.index}"
+            onnx_path = export_text(student, sub / "candidate.onnx", metadata(ctx, {"arch": c.arch}),
                                     ctx.data.encode(ctx.data.val_idx[:2]))
             art = backend.compile(onnx_path, sub, precision, None, ctx.profile.arch, options)
-            names[f"c{c['index']}"] = c
-            sessions[f"c{c['index']}"] = load_replicas(art, threads)
+            sessions[f"c{c.index}"] = load_replicas(art, threads)
         with ctx.console.status(f"timing {len(batch)} students against the teacher on {ctx.target.runtime}"):
             got = time_sessions(sessions, feed, SECONDS_PER_MODEL * len(sessions))
-        for name, c in names.items():
+        for c in batch:
+            name = f"c{c.index}"
             ratio = got.speedup("teacher", name)
-            entry = {"index": c["index"], "latency_ms": got.latency_ms(name),
-                     "latency_interval": list(got.interval_ms(name)), "speedup": ratio.value,
-                     "speedup_interval": list(ratio.interval), "predicted_speedup": c["predicted_speedup"]}
-            c["measured"] = entry
-            timed.append(entry)
+            measured[c.index] = Timed(c.index, "transformer", got.latency_ms(name), tuple(got.interval_ms(name)),
+                                      ratio.value, tuple(ratio.interval), c.predicted_speedup)
             sessions.pop(name)
         # The roofline is uncalibrated for attention: the measured / predicted ratio of every candidate timed so
         # far corrects the predictions that choose the next batch (as the image search's anchors do).
-        scale = float(np.median([t["speedup"] / t["predicted_speedup"] for t in timed]))
+        scale = float(np.median([t.speedup / t.predicted_speedup for t in measured.values()]))
         for c in batch:  # best-ranked first
-            m = c["measured"]
-            if m["speedup_interval"][0] >= need * (1 + cfg.speedup_margin):
-                return c, (f"measured {m['speedup']:.2f}x [{m['speedup_interval'][0]:.2f} .. "
-                           f"{m['speedup_interval'][1]:.2f}] on {ctx.target.runtime}")
-            if fallback is None and m["speedup"] >= need:
+            m = measured[c.index]
+            if m.speedup_interval[0] >= need * (1 + cfg.speedup_margin):
+                return c, (f"measured {m.speedup:.2f}x [{m.speedup_interval[0]:.2f} .. "
+                           f"{m.speedup_interval[1]:.2f}] on {ctx.target.runtime}")
+            if fallback is None and m.speedup >= need:
                 fallback = c
     if fallback is not None:
-        m = fallback["measured"]
-        return fallback, (f"measured {m['speedup']:.2f}x on {ctx.target.runtime}: over {need:.2f}x but not by the "
+        m = measured[fallback.index]
+        return fallback, (f"measured {m.speedup:.2f}x on {ctx.target.runtime}: over {need:.2f}x but not by the "
                           f"margin {cfg.speedup_margin:.0%}")
     return None, ""
