@@ -378,6 +378,9 @@ def lint(model: Annotated[Path, typer.Argument(help="The .onnx to check.")],
          = "tensorrt",
          batch: Annotated[int, typer.Option(min=1, help="Batch the target runs (the profile's opt).")] = 1,
          max_batch: Annotated[int, typer.Option(min=1, help="Largest batch the engine must take.")] = 64,
+         max_length: Annotated[int | None, typer.Option(
+             "--max-length", min=1, help="A text model's tokens per input: the profile's sequence range "
+                                         "(1..N) for input_ids and attention_mask.")] = None,
          as_json: JsonOpt = False):
     """Find what the runtime would refuse (node, op, why); exit 1 if anything would fail, 0 when clean."""
     from edgekd.errors import InputError
@@ -386,7 +389,7 @@ def lint(model: Annotated[Path, typer.Argument(help="The .onnx to check.")],
     backend = create_backend(runtime)
     if not backend.has_lint:
         raise InputError(f"--runtime {runtime}: edgekd has no lint for it; lint knows {', '.join(linting_runtimes())}")
-    findings = backend.lint(model, batch, max(batch, max_batch))
+    findings = backend.lint(model, batch, max(batch, max_batch), max_length)
     errors = sum(f.severity == "error" for f in findings)
     if as_json:
         console.print_json(json.dumps({"model": str(model), "runtime": runtime, "errors": errors,

@@ -49,8 +49,8 @@ def compile_model(onnx_path: Path, out_dir: Path, runtime: str, precision: str |
     save_artifact(artifact)
     return artifact
 
-def lint_or_fail(backend: Backend, onnx_path: Path, batch: int) -> dict:
-    findings = backend.lint(onnx_path, batch, max(64, batch))
+def lint_or_fail(backend: Backend, onnx_path: Path, batch: int, sequence: int | None = None) -> dict:
+    findings = backend.lint(onnx_path, batch, max(64, batch), sequence)
     errors = [f for f in findings if f.severity == "error"]
     record = {"errors": len(errors), "warnings": len(findings) - len(errors),
               "findings": [f.to_dict() for f in findings]}

@@ -63,6 +63,7 @@ class CompileOptions:
     batch: int = 1  # TensorRT: the optimization profile's opt batch ...
     max_batch: int = 64  # ... and its max (min is 1)
     timing_cache: Path | None = None  # TensorRT: reused and updated across builds on one device
+    sequence: int | None = None  # TensorRT: a token input's sequence axis spans 1..sequence (opt: sequence)
     # A transformer encoder (token inputs): INT8 the way each runtime quantizes those (ONNX Runtime: dynamic
     # per-token activations; OpenVINO: NNCF with its transformer patterns), calibrated on `calibration_feeds`.
     transformer: bool = False
@@ -92,8 +93,9 @@ class Backend:
     # INT8 is built from a Q/DQ ONNX calibrated where the data is (explicit quantization), not by the backend
     int8_from_qdq: ClassVar[bool] = False
 
-    def lint(self, onnx_path: Path, batch: int, max_batch: int) -> list:
-        """What this runtime's parser would refuse in an ONNX model ([Finding]), where `has_lint`."""
+    def lint(self, onnx_path: Path, batch: int, max_batch: int, sequence: int | None = None) -> list:
+        """What this runtime's parser would refuse in an ONNX model ([Finding]), where `has_lint`; `sequence`:
+        a text model's tokens per input."""
         raise NotImplementedError
 
     @property

@@ -6,7 +6,8 @@
 - int8: explicit quantization. The network carries QuantizeLinear/DequantizeLinear pairs (a QDQ ONNX made
   from the calibration subset, symmetric as TensorRT requires); the implicit-calibrator API is deprecated
   (removed in 11). Layers left in float run in fp16 where the FP16 flag exists, else in fp32.
-- One optimization profile for the dynamic batch (min 1, opt = the target's batch, max), a timing cache
+- One optimization profile over every input: the dynamic batch (min 1, opt = the target's batch, max) and,
+  for a text encoder's input_ids and attention_mask, the sequence (1 .. --max-length), a timing cache
   reused across builds on the device, and a fingerprint of the device (TensorRT version, GPU and its
   compute capability, L4T/JetPack) recorded beside the engine and checked when it is loaded: an engine
   from another device or TensorRT version is refused with a message that says so.
@@ -30,7 +31,7 @@ from edgekd.errors import InputError, StageFailed
 from edgekd.optional import installed, require
 from edgekd.runtimes.base import Artifact, Backend, CompileOptions, register_runtime
 from edgekd.runtimes.onnxruntime_backend import quantize_qdq
-from edgekd.runtimes.tensorrt_lint import lint_file
+from edgekd.runtimes.tensorrt_lint import lint_file, profile_shapes
 
 WORKSPACE_BYTES = 1 << 30  # builder scratch cap; Jetson memory is shared with the CPU, so keep it bounded
 FINGERPRINT_KEYS = ("tensorrt", "gpu", "compute_capability", "l4t")  # must all match to load an engine
@@ -120,17 +121,21 @@ def build_engine(onnx_path: Path, out: Path, precision: str, options: CompileOpt
         config.set_flag(trt.BuilderFlag.FP16)  # int8: layers without Q/DQ run in fp16 rather than fp32
     if weak and precision == "int8":
         config.set_flag(trt.BuilderFlag.INT8)  # weakly typed network: Q/DQ layers need the INT8 flag
-    inp = network.get_input(0)
-    shape = tuple(inp.shape)
-    if any(d < 0 for d in shape[1:]):
-        raise StageFailed(f"{onnx_path.name}: input '{inp.name}' has dynamic dimensions {shape} beyond the batch; "
-                          "export with a fixed input size (edgekd lint reports this before the device)")
-    profile_shapes = None
-    if shape[0] < 0:
-        rest = shape[1:]
-        profile_shapes = [(1, *rest), (options.batch, *rest), (max(options.batch, options.max_batch), *rest)]
-        profile = builder.create_optimization_profile()
-        profile.set_shape(inp.name, *profile_shapes)
+    # One profile over every input (image: the batch; text: input_ids and attention_mask, batch and sequence),
+    # computed by the same function the lint uses, so what the lint passed is what gets built.
+    profile, shapes = builder.create_optimization_profile(), {}
+    for i in range(network.num_inputs):
+        inp = network.get_input(i)
+        dims = tuple(None if d < 0 else int(d) for d in inp.shape)
+        if all(d is not None for d in dims):
+            continue
+        found = profile_shapes(dims, options.batch, options.max_batch, options.sequence)
+        if isinstance(found, str):
+            raise StageFailed(f"{onnx_path.name}: input '{inp.name}': {found} (edgekd lint reports this before "
+                              "the device)")
+        profile.set_shape(inp.name, *found)
+        shapes[inp.name] = [list(s) for s in found]
+    if shapes:
         config.add_optimization_profile(profile)
     cache_path = options.timing_cache or out.parent / "timing.cache"
     cache = config.create_timing_cache(cache_path.read_bytes() if cache_path.is_file() else b"")
@@ -145,7 +150,7 @@ def build_engine(onnx_path: Path, out: Path, precision: str, options: CompileOpt
             "typing": "weak (builder precision flags)" if weak else "strong (types from the ONNX)",
             "builder_flags": {"fp32": [], "fp16": ["FP16"], "int8": ["FP16", "INT8"]}[precision] if weak else [],
             "quantization": "explicit (Q/DQ in the ONNX)" if precision == "int8" else None,
-            "optimization_profile": {"input": inp.name, "min_opt_max": profile_shapes},
+            "optimization_profile": {name: {"min_opt_max": found} for name, found in shapes.items()},
             "timing_cache": str(cache_path), "workspace_bytes": WORKSPACE_BYTES,
             "build_seconds": time.perf_counter() - start}
 
@@ -163,7 +168,13 @@ class TensorRTSession:
                              f"{torch.cuda.get_device_name(0)} ({'; '.join(self.logger.errors)}); rebuild it here")
         self.context = self.engine.create_execution_context()
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
-        self.input = next(n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT)
+        # Every input with the torch dtype of its binding (an image model's one float input; a text model's
+        # input_ids and attention_mask, int64 or int32 as the engine declares them).
+        dtypes = {getattr(trt, n): getattr(torch, n) for n in ("float32", "float16", "int32", "int64")
+                  if hasattr(trt, n)}  # trt.int64 only from TensorRT 9
+        self.inputs = {n: dtypes[self.engine.get_tensor_dtype(n)] for n in names
+                       if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT}
+        self.input = next(iter(self.inputs))
         self.output = next(n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT)
         shape = tuple(self.engine.get_tensor_shape(self.input))
         self.sample_shape = shape[1:]
@@ -175,13 +186,16 @@ class TensorRTSession:
         self.settings = {"device": torch.cuda.get_device_name(0), "max_batch": int(self.max_batch),
                          "timing": "host latency around run(); GPU compute by CUDA events (compute_ms)"}
 
-    def _run_chunk(self, x: np.ndarray) -> tuple[np.ndarray, float]:
+    def _run_chunk(self, feeds: dict[str, np.ndarray]) -> tuple[np.ndarray, float]:
         torch = self.torch
         with torch.cuda.stream(self.stream):
-            inp = torch.from_numpy(np.ascontiguousarray(x, np.float32)).to("cuda", non_blocking=True)
-            self.context.set_input_shape(self.input, tuple(x.shape))
+            on_gpu = {}  # kept alive until the stream is done with them
+            for name, dtype in self.inputs.items():
+                on_gpu[name] = torch.from_numpy(np.ascontiguousarray(feeds[name])).to("cuda", dtype,
+                                                                                     non_blocking=True)
+                self.context.set_input_shape(name, tuple(feeds[name].shape))
+                self.context.set_tensor_address(name, on_gpu[name].data_ptr())
             out = torch.empty(tuple(self.context.get_tensor_shape(self.output)), dtype=torch.float32, device="cuda")
-            self.context.set_tensor_address(self.input, inp.data_ptr())
             self.context.set_tensor_address(self.output, out.data_ptr())
             start, end = self.events
             start.record(self.stream)
@@ -192,10 +206,13 @@ class TensorRTSession:
         self.stream.synchronize()
         return host.numpy(), start.elapsed_time(end)
 
-    def run(self, x: np.ndarray) -> np.ndarray:
+    def run(self, x: np.ndarray | dict[str, np.ndarray]) -> np.ndarray:
+        """One input array (image models), or a feed per input name (text models: input_ids, attention_mask)."""
+        feeds = x if isinstance(x, dict) else {self.input: x}
+        n = len(next(iter(feeds.values())))
         outs, compute = [], 0.0
-        for i in range(0, len(x), self.max_batch):  # beyond the profile's max batch: in chunks
-            out, ms = self._run_chunk(x[i:i + self.max_batch])
+        for i in range(0, n, self.max_batch):  # beyond the profile's max batch: in chunks
+            out, ms = self._run_chunk({k: v[i:i + self.max_batch] for k, v in feeds.items()})
             outs.append(out)
             compute += ms
         self.last_compute_ms = compute
@@ -213,8 +230,8 @@ class TensorRTBackend(Backend):
     builds_on_device = True  # an engine is specific to its GPU and TensorRT version
     int8_from_qdq = True  # symmetric Q/DQ: the implicit-calibrator API is gone in TensorRT 11
 
-    def lint(self, onnx_path: Path, batch: int, max_batch: int) -> list:
-        return lint_file(onnx_path, batch, max_batch)
+    def lint(self, onnx_path: Path, batch: int, max_batch: int, sequence: int | None = None) -> list:
+        return lint_file(onnx_path, batch, max_batch, sequence)
 
     def unavailable_reason(self) -> str | None:
         if installed("tensorrt") is None:
@@ -229,6 +246,9 @@ class TensorRTBackend(Backend):
         if precision not in ("fp32", "fp16", "int8"):
             raise InputError(f"precision '{precision}': TensorRT engines are fp32, fp16 or int8")
         options = options or CompileOptions()
+        if precision == "int8" and options.transformer:
+            raise InputError("precision 'int8': edgekd builds TensorRT engines of transformer encoders in fp16 only "
+                             "(its static Q/DQ calibration takes one image input); use fp16 for a text model")
         trt = _trt()
         out_dir.mkdir(parents=True, exist_ok=True)
         source, extra = onnx_path, {}

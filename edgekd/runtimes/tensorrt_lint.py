@@ -4,8 +4,9 @@ reaches the device. Runs anywhere (onnx only).
 Checked against the parser's published operator list (tensorrt_operators.yaml): opset range, operators
 without an importer, custom domains (need a plugin), the data type of each node's main input, the
 attribute and constant-input restrictions of the list's "Restrictions" column, dynamic dimensions the
-single batch optimization profile cannot cover, and INT64 tensors (TensorRT < 10, i.e. JetPack 5, casts
-INT64 down to INT32 and clamps; UINT8 is allowed only at the network's edges).
+optimization profile (the batch, and a token input's sequence) cannot cover, and INT64 tensors
+(TensorRT < 10, i.e. JetPack 5, casts INT64 down to INT32 and clamps; UINT8 is allowed only at the
+network's edges).
 
     findings = lint_tensorrt(onnx.load("student.onnx"), batch=1, max_batch=64)
     errors = [f for f in findings if f.severity == "error"]    # the build would fail
@@ -153,23 +154,43 @@ def _restrictions(g: _Graph, node) -> list[str]:
     return why
 
 
-def _input_findings(g: _Graph, batch: int, max_batch: int) -> list[Finding]:
-    """Dynamic dimensions against the one optimization profile edgekd builds (batch 1..max_batch)."""
+def profile_shapes(dims: tuple[int | None, ...], batch: int, max_batch: int,
+                   sequence: int | None = None) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]] | str:
+    """The (min, opt, max) shapes of the optimization profile edgekd builds for one input whose `dims` hold
+    an int per fixed axis and None per dynamic one: the batch spans 1..max_batch (opt: the target's batch);
+    a token input's sequence axis (2-D, `sequence` given) spans 1..sequence tokens (opt and max: `sequence`,
+    the length latency is timed at). A string says why an axis cannot be covered. TensorRT's engine builder
+    (tensorrt_backend.py) and the lint read the same answer, so the lint's verdict is the build's."""
+    spans = []  # (min, opt, max) per axis
+    for axis, d in enumerate(dims):
+        if axis == 0 and d is not None and d != batch:
+            return f"batch dimension is fixed to {d} but the target runs batch {batch}; export with a dynamic batch"
+        if d is not None:
+            spans.append((d, d, d))
+        elif axis == 0:
+            spans.append((1, batch, max(batch, max_batch)))
+        elif axis == 1 and len(dims) == 2 and sequence is not None:
+            spans.append((1, sequence, sequence))
+        else:
+            covered = f"the batch (1..{max_batch})" + (f" and a token input's sequence (1..{sequence})"
+                                                        if sequence is not None else "")
+            return (f"dimension {axis} is dynamic; the optimization profile covers only {covered}: export with a "
+                    "fixed input size" + ("" if sequence is not None else
+                                          " (a text model: give its --max-length)" if len(dims) == 2 else ""))
+    lo, opt, hi = (tuple(s[i] for s in spans) for i in range(3))
+    return lo, opt, hi
+
+
+def _input_findings(g: _Graph, batch: int, max_batch: int, sequence: int | None) -> list[Finding]:
+    """Dynamic dimensions against the one optimization profile edgekd builds (profile_shapes)."""
     out = []
     for v in g.model.graph.input:
         if v.name in g.constants:
             continue
-        dims = v.type.tensor_type.shape.dim
-        for axis, d in enumerate(dims):
-            fixed = d.HasField("dim_value")
-            if axis == 0 and fixed and d.dim_value != batch:
-                out.append(Finding("error", v.name, "input", f"batch dimension is fixed to {d.dim_value} but the "
-                                   f"target runs batch {batch}; export with a dynamic batch"))
-            elif axis > 0 and not fixed:
-                label = f"'{d.dim_param}'" if d.dim_param else "unknown"
-                out.append(Finding("error", v.name, "input", f"dimension {axis} is dynamic ({label}); the "
-                                   f"optimization profile covers only the batch (1..{max_batch}): export "
-                                   "with a fixed input size"))
+        dims = tuple(d.dim_value if d.HasField("dim_value") else None for d in v.type.tensor_type.shape.dim)
+        shapes = profile_shapes(dims, batch, max_batch, sequence)
+        if isinstance(shapes, str):
+            out.append(Finding("error", v.name, "input", shapes))
         if v.type.tensor_type.elem_type not in (1, 10, 16):
             name = TYPE_NAMES.get(v.type.tensor_type.elem_type, str(v.type.tensor_type.elem_type))
             out.append(Finding("warning", v.name, "input", f"network input is {name}; the engine's input binding "
@@ -190,11 +211,11 @@ def _int64_findings(g: _Graph) -> list[Finding]:
     return out
 
 
-def lint_tensorrt(model, batch: int = 1, max_batch: int = 64) -> list[Finding]:
-    """Every finding for an ONNX ModelProto, errors first."""
+def lint_tensorrt(model, batch: int = 1, max_batch: int = 64, sequence: int | None = None) -> list[Finding]:
+    """Every finding for an ONNX ModelProto, errors first; `sequence`: a text model's tokens per input."""
     table = operator_table()
     g = _Graph(model)
-    findings = _input_findings(g, batch, max_batch)
+    findings = _input_findings(g, batch, max_batch, sequence)
     lo, hi = table["opset"]
     for imp in model.opset_import:
         if imp.domain in ("", "ai.onnx") and not lo <= imp.version <= hi:
@@ -225,7 +246,7 @@ def lint_tensorrt(model, batch: int = 1, max_batch: int = 64) -> list[Finding]:
     return sorted(findings, key=lambda f: f.severity != "error")
 
 
-def lint_file(path: Path, batch: int = 1, max_batch: int = 64) -> list[Finding]:
+def lint_file(path: Path, batch: int = 1, max_batch: int = 64, sequence: int | None = None) -> list[Finding]:
     if path.is_dir() or not path.is_file():
         check_model_file(path)  # says which: a directory, or no such file
     if path.suffix.lower() != ".onnx":
@@ -233,5 +254,5 @@ def lint_file(path: Path, batch: int = 1, max_batch: int = 64) -> list[Finding]:
     read_onnx(path)  # an empty or damaged file is bad input, never a clean lint
     # The lint reports schema problems itself, node by node; onnx.checker's strict pass is left to the
     # commands that run the model (compile, bench, check), so a lint still lists every finding.
-    return lint_tensorrt(onnx.load(str(path)), batch, max_batch)
+    return lint_tensorrt(onnx.load(str(path)), batch, max_batch, sequence)
 

@@ -16,6 +16,8 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
+from rich.markup import escape
+
 from edgekd import parity
 from edgekd.compile import lint_or_fail
 from edgekd.errors import StageFailed
@@ -65,17 +67,18 @@ def run_text_compile(ctx, previous: ExportResult) -> CompileResult:
     record: dict = {}
     if backend.has_lint:
         ctx.console.print(f"[bold]compile[/]: {backend.label} lint of the student ONNX (transformer graph)")
-        record["lint"] = lint_or_fail(backend, previous.student_onnx, t.batch_size)
+        record["lint"] = lint_or_fail(backend, previous.student_onnx, t.batch_size, ctx.data.max_length)
     reason = backend.unavailable_reason()
     if reason:
-        ctx.console.print(f"[bold]compile[/]: skipped: {reason}; the ONNX model is the artifact")
+        ctx.console.print(f"[bold]compile[/]: skipped: {escape(reason)}; the ONNX model is the artifact")
         art = Artifact(previous.student_onnx, ONNX_FILE, "fp32", {"format": "onnx"})
         return CompileResult(art, None, record, {}, previous, skipped=reason)
     folder = ctx.run.folder("compile")
     threads = local_threads(ctx.profile)
     blocker = local_measurement_blocker(ctx.profile, t.runtime)
     calib = tuple(ctx.data.encode([i]) for i in ctx.data.calib_idx[:CALIBRATION_TEXTS])
-    options = replace(backend.options_for(ctx.profile.arch, t.batch_size), transformer=True, calibration_feeds=calib)
+    options = replace(backend.options_for(ctx.profile.arch, t.batch_size), transformer=True, calibration_feeds=calib,
+                      sequence=ctx.data.max_length)
     ref = _reference(ctx, previous.student_onnx, threads)
     float_p = backend.float_precision
     teacher_acc = ctx.teacher_accuracy

@@ -109,6 +109,19 @@ def test_mobile_target_is_predicted_and_ships_ort_format(hf, tmp_path):
     assert report["artifacts"]["compiled"].endswith(".ort")
 
 
+@pytest.mark.slow
+def test_jetson_target_lints_the_token_profile_and_ships_the_onnx(hf, tmp_path):
+    out = tmp_path / "jetson"
+    result, report = _build(hf, out, "emb", "lines.txt", "jetson")
+    assert check_report(out / "report.json", "--latency-source", "predicted").returncode == 0
+    lint = report["student"]["compile"]["lint"]  # the sequence axis is covered by the profile (1..--max-length)
+    assert lint["errors"] == 0 and {f["node"] for f in lint["findings"]} == {"input_ids", "attention_mask"}
+    assert report["artifacts"]["compiled"].endswith(".onnx")  # the engine is built on the device
+    assert "pip install 'edgekd[tensorrt]' there" in " ".join(result.output.split())
+    budgets = {b["name"]: b for b in report["budgets"]}
+    assert budgets["latency_ms"]["source"] == "predicted" and report["target"]["profile"] == "jetson-orin-nano"
+
+
 def _one_line_exit_2(result, *needles: str) -> None:
     assert result.exit_code == 2, result.output + result.stderr
     lines = [line for line in result.stderr.splitlines() if line.strip()]

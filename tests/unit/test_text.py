@@ -263,12 +263,46 @@ def test_onnx_has_dynamic_batch_and_sequence(exported, teacher):
 def test_tensorrt_lint_reads_the_transformer_graph(exported):
     from edgekd.runtimes.tensorrt_lint import lint_file
 
-    findings = lint_file(exported, 1, 64)
-    # Every operator of the BERT graph is one the TensorRT parser takes; what it does flag is true of edgekd's
-    # TensorRT build: its optimization profile spans the batch only, not the sequence axis (README).
-    assert not [f for f in findings if f.op not in ("input", "output", "initializer")], [f.to_dict() for f in findings]
-    assert {(f.node, f.severity) for f in findings if "dynamic ('sequence')" in f.why} == {
+    # Every operator of the BERT graph is one the TensorRT parser takes. The sequence axis is dynamic: without
+    # a --max-length no profile covers it, and the lint says what to give; with one, nothing would fail.
+    without = lint_file(exported, 1, 64)
+    assert not [f for f in without if f.op not in ("input", "output", "initializer")], [f.to_dict() for f in without]
+    assert {(f.node, f.severity) for f in without if "give its --max-length" in f.why} == {
         ("input_ids", "error"), ("attention_mask", "error")}
+    with_length = lint_file(exported, 1, 64, sequence=128)
+    assert not [f for f in with_length if f.severity == "error"], [f.to_dict() for f in with_length]
+    assert {f.node for f in with_length if "network input is INT64" in f.why} == {"input_ids", "attention_mask"}
+
+
+@pytest.mark.gpu
+def test_tensorrt_engine_of_the_transformer_takes_any_batch_and_length(tmp_path, exported, teacher):
+    from edgekd.parity import row_cosine
+    from edgekd.runtimes import CompileOptions, create_backend
+    from edgekd.text.export import torch_outputs
+
+    backend = create_backend("tensorrt")
+    if reason := backend.unavailable_reason():
+        pytest.skip(reason)
+    art = backend.compile(exported, tmp_path, "fp16", None, "x86_64", CompileOptions(transformer=True, sequence=32))
+    assert art.settings["optimization_profile"]["input_ids"]["min_opt_max"] == [[1, 1], [1, 32], [64, 32]]
+    session = backend.load(art, 1)
+    for texts in (["x"], textkit.sentences(5, seed=4)):  # other batch sizes and sequence lengths
+        f = _feeds(teacher, texts)
+        cos = row_cosine(session.run(f), torch_outputs(teacher.module, [f]))
+        assert cos.min() > 0.99, cos
+    with pytest.raises(InputError, match="fp16 only"):
+        backend.compile(exported, tmp_path, "int8", None, "x86_64", CompileOptions(transformer=True, sequence=32))
+
+
+def test_tensorrt_profile_spans_the_batch_and_a_token_inputs_sequence():
+    from edgekd.runtimes.tensorrt_lint import profile_shapes
+
+    assert profile_shapes((None, None), 1, 64, sequence=128) == ((1, 1), (1, 128), (64, 128))
+    assert profile_shapes((None, 3, 32, 32), 4, 64) == ((1, 3, 32, 32), (4, 3, 32, 32), (64, 3, 32, 32))
+    assert profile_shapes((1, 3, 32, 32), 1, 64) == ((1, 3, 32, 32),) * 3  # a fixed batch that is the target's
+    assert "fixed to 8 but the target runs batch 1" in profile_shapes((8, 3, 32, 32), 1, 64)
+    assert "give its --max-length" in profile_shapes((None, None), 1, 64)  # a text model without a length
+    assert "export with a fixed input size" in profile_shapes((None, 3, None, None), 1, 64, sequence=128)
 
 
 @pytest.mark.parametrize(("runtime", "precision"), [("onnxruntime", "int8"), ("openvino", "fp16"),
