@@ -68,6 +68,9 @@ MinSpeedupOpt = Annotated[float | None, typer.Option(
     "--min-speedup", help="Speed-up budget: teacher / student latency on the target's runtime, timed interleaved "
                           "(default: the target's).")]
 RuntimeOpt = Annotated[str | None, typer.Option("--runtime", "-r", help="onnxruntime | openvino | tensorrt.")]
+TokensOpt = Annotated[int | None, typer.Option(
+    "--max-length", min=1, help="With a text model's ONNX: tokens per input, the TensorRT profile's sequence range "
+                                "(1..N) for input_ids and attention_mask.")]
 
 
 def _numbers(option: str, text: str | None, kind=float) -> list | None:
@@ -341,7 +344,8 @@ def compile_(model: Annotated[Path | None, typer.Argument(help="One .onnx to com
              batch: Annotated[int, typer.Option(min=1, help="With MODEL: the batch to optimize for.")] = 1,
              mobile: Annotated[bool, typer.Option("--mobile", help="With MODEL: ORT format (ONNX Runtime Mobile).")]
              = False,
-             as_json: JsonOpt = False, remote: RemoteOpt = None, set_: SetOpt = None):
+             max_length: TokensOpt = None, as_json: JsonOpt = False, remote: RemoteOpt = None,
+             set_: SetOpt = None):
     """Compile the run's exported ONNX for the target (OUT/compile/), or one MODEL for --runtime."""
     from edgekd.compile import compile_model
     from edgekd.errors import InputError
@@ -359,9 +363,9 @@ def compile_(model: Annotated[Path | None, typer.Argument(help="One .onnx to com
         if remote:
             from edgekd.remote import remote_compile
 
-            artifact = remote_compile(remote, model, runtime, precision, out, batch, calibration)
+            artifact = remote_compile(remote, model, runtime, precision, out, batch, calibration, max_length)
         else:
-            artifact = compile_model(model, out, runtime, precision, calibration, batch, mobile)
+            artifact = compile_model(model, out, runtime, precision, calibration, batch, mobile, max_length)
         print(json.dumps(artifact.to_dict(), default=str)) if as_json else console.print(f"wrote {artifact.path}")
         return
     if out is None:
@@ -378,10 +382,7 @@ def lint(model: Annotated[Path, typer.Argument(help="The .onnx to check.")],
          = "tensorrt",
          batch: Annotated[int, typer.Option(min=1, help="Batch the target runs (the profile's opt).")] = 1,
          max_batch: Annotated[int, typer.Option(min=1, help="Largest batch the engine must take.")] = 64,
-         max_length: Annotated[int | None, typer.Option(
-             "--max-length", min=1, help="A text model's tokens per input: the profile's sequence range "
-                                         "(1..N) for input_ids and attention_mask.")] = None,
-         as_json: JsonOpt = False):
+         max_length: TokensOpt = None, as_json: JsonOpt = False):
     """Find what the runtime would refuse (node, op, why); exit 1 if anything would fail, 0 when clean."""
     from edgekd.errors import InputError
     from edgekd.runtimes import create_backend, linting_runtimes

@@ -31,8 +31,10 @@ def load_calibration(path: Path) -> np.ndarray:
 
 
 def compile_model(onnx_path: Path, out_dir: Path, runtime: str, precision: str | None = None,
-                  calibration: Path | None = None, batch: int = 1, mobile: bool = False) -> Artifact:
-    """One ONNX -> one artifact for `runtime`, with its build record beside it."""
+                  calibration: Path | None = None, batch: int = 1, mobile: bool = False,
+                  sequence: int | None = None) -> Artifact:
+    """One ONNX -> one artifact for `runtime`, with its build record beside it. `sequence`: a text model's
+    tokens per input (its INT8 is each runtime's transformer INT8)."""
     check_model_file(onnx_path)  # a damaged ONNX must not ship as an artifact
     if onnx_path.suffix != ".onnx":
         raise InputError(f"MODEL '{onnx_path}': need an .onnx file")
@@ -45,7 +47,8 @@ def compile_model(onnx_path: Path, out_dir: Path, runtime: str, precision: str |
     calib = load_calibration(calibration) if calibration is not None else None
     arch = platform.machine() if platform.machine() in ("x86_64", "aarch64") else "x86_64"
     artifact = backend.compile(onnx_path, out_dir, precision, calib, arch,
-                               CompileOptions(mobile=mobile, batch=batch, max_batch=max(64, batch)))
+                               CompileOptions(mobile=mobile, batch=batch, max_batch=max(64, batch),
+                                              sequence=sequence, transformer=sequence is not None))
     save_artifact(artifact)
     return artifact
 

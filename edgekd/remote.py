@@ -334,13 +334,14 @@ def remote_trtexec(remote: str | RemoteSpec, model: Path, precision: str, batch:
 
 
 def remote_compile(remote: str | RemoteSpec, onnx_path: Path, runtime: str, precision: str | None, into: Path,
-                   batch: int = 1, calibration: Path | None = None) -> Artifact:
+                   batch: int = 1, calibration: Path | None = None, sequence: int | None = None) -> Artifact:
     """`edgekd compile MODEL.onnx` on the device (TensorRT engines are built where they run); the artifact
     and its build record come back into `into`. For TensorRT int8, pass a Q/DQ ONNX (made here from the
     calibration subset) or a calibration .npy."""
     check_model_file(onnx_path)  # before the upload: a damaged file is bad input here, not on the device
     args: list[str | Path] = ["compile", onnx_path, "--runtime", runtime, "--batch", str(batch),
-                              "--out", "compiled", "--json", *(["--precision", precision] if precision else [])]
+                              "--out", "compiled", "--json", *(["--precision", precision] if precision else []),
+                              *(["--max-length", str(sequence)] if sequence else [])]
     files = [onnx_path]
     if calibration is not None:
         args += ["--calibration", calibration]

@@ -120,6 +120,10 @@ def test_jetson_target_lints_the_token_profile_and_ships_the_onnx(hf, tmp_path):
     assert "pip install 'edgekd[tensorrt]' there" in " ".join(result.output.split())
     budgets = {b["name"]: b for b in report["budgets"]}
     assert budgets["latency_ms"]["source"] == "predicted" and report["target"]["profile"] == "jetson-orin-nano"
+    student = out / "export" / "student.onnx"  # `edgekd lint` says the same, given the length
+    assert cli("lint", student, "--max-length", "32").exit_code == 0
+    without = cli("lint", student)
+    assert without.exit_code == 1 and "give its --max-length" in without.output
 
 
 def _one_line_exit_2(result, *needles: str) -> None:
