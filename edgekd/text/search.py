@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 
 import numpy as np
 
@@ -23,6 +23,7 @@ from edgekd.errors import BudgetFailed
 from edgekd.interleave import load_replicas, time_sessions
 from edgekd.measurable import local_measurement_blocker, local_threads
 from edgekd.runtimes import create_backend
+from edgekd.search.evolution import Candidate
 from edgekd.search.measured import Timed
 from edgekd.text import space as text_space
 from edgekd.text.export import export_text, metadata, teacher_onnx
@@ -46,25 +47,6 @@ def required_speedup(ctx) -> float:
     return ctx.budgets.min_speedup or 1.0
 
 
-@dataclass(frozen=True)
-class TextCandidate:
-    """One student of the space, priced by the cost model at the sequence length (search.json's candidates)."""
-
-    index: int
-    arch: dict
-    latency_ms: float
-    latency_interval: tuple[float, float]
-    memory_mb: float
-    predicted_speedup: float  # teacher / student, both predicted at the runtime's float precision
-    flops: float  # the rank: a wider, deeper student keeps more of the teacher
-    init_from_teacher: bool  # keeps the teacher's hidden size, so it starts from the teacher's weights
-    violations: tuple[str, ...]  # which limits it breaks: speedup, latency_ms, memory_mb, teacher_size
-
-    def as_dict(self, measured: Timed | None) -> dict:
-        return asdict(self) | {"space": "transformer", "score": self.flops} | (
-            {"measured": measured.as_dict()} if measured else {})
-
-
 def run_text_search(ctx) -> dict:
     start = time.perf_counter()
     cfg, folder = ctx.cfg.search, ctx.run.folder("search")
@@ -81,10 +63,15 @@ def run_text_search(ctx) -> dict:
                                                           lat.interval[0] > b.latency_ms),
             ("memory_mb", b.memory_mb is not None and mem.interval[0] > b.memory_mb),
             ("teacher_size", arch == t_arch)) if bad)
-        candidates.append(TextCandidate(i, arch, lat.value, tuple(lat.interval), mem.value, t_lat.value / lat.value,
-                                        flops, arch["hidden_size"] == t_arch["hidden_size"], violations))
-    ranked = sorted((c for c in candidates if not c.violations), key=lambda c: (c.init_from_teacher, c.flops),
-                    reverse=True)
+        # The image search's record (search.json reads alike for both kinds); the grid has no origin to tell.
+        params = text_space.param_count(arch, ctx.teacher.config.vocab_size,
+                                        ctx.teacher.config.max_position_embeddings, _outputs(ctx))
+        candidates.append(Candidate(i, "transformer", "grid", arch, params, flops, lat.value, tuple(lat.interval),
+                                    mem.value, not violations, ", ".join(violations), violations,
+                                    None if violations else flops, {}, tuple(mem.interval), t_lat.value / lat.value))
+    # Teacher-initialisable first (they start from the teacher's weights), then by FLOPs.
+    ranked = sorted((c for c in candidates if c.fits), reverse=True,
+                    key=lambda c: (c.arch["hidden_size"] == t_arch["hidden_size"], c.flops))
     blocker = ("search.measure_rounds is 0" if cfg.measure_rounds == 0 else
                "the search times candidates in this process only" if ctx.cfg.remote else
                local_measurement_blocker(ctx.profile, ctx.target.runtime))
@@ -104,7 +91,8 @@ def run_text_search(ctx) -> dict:
                                           "detail": t_lat.detail}},
         "space": text_space.text_space(t_arch, ctx.cfg.text).genes, "teacher_arch": t_arch,
         "evaluated": len(candidates), "fit": len(ranked),
-        "candidates": [c.as_dict(measured.get(c.index)) for c in candidates],
+        "candidates": [asdict(c) | ({"measured": measured[c.index].as_dict()} if c.index in measured else {})
+                       for c in candidates],
         "top_k": [c.index for c in ranked[:cfg.top_k]],
         "pick": pick.arch if pick else None, "pick_index": pick.index if pick else None,
         "measurement": ({"runtime": ctx.target.runtime, "timed": [t.as_dict() for t in measured.values()]}
@@ -123,8 +111,8 @@ def run_text_search(ctx) -> dict:
     return result
 
 
-def _pick_measured(ctx, ranked: list[TextCandidate], measured: dict[int, Timed], need: float, cfg, folder,
-                   precision) -> tuple[TextCandidate | None, str]:
+def _pick_measured(ctx, ranked: list[Candidate], measured: dict[int, Timed], need: float, cfg, folder,
+                   precision) -> tuple[Candidate | None, str]:
     """Time the best-ranked students against the teacher (top_k a batch; `measured` collects every timing):
     the best-ranked one that clears the budget with margin, else the best-ranked over the budget alone."""
     backend = create_backend(ctx.target.runtime)

@@ -109,6 +109,14 @@ def peak_activation_elems(arch: dict, seq: int, batch: int = 1) -> float:
     return float(max(2 * batch * a * seq * seq + 4 * batch * seq * h, batch * seq * (i + 2 * h)))
 
 
+def param_count(arch: dict, vocab: int, positions: int, outputs: int = 0) -> int:
+    """Weights of the encoder: the kernels' weights plus the embedding tables (words, positions) that a
+    one-token gather reads only a row of. Layer norms and the token-type table are left out (a few percent
+    of a small encoder)."""
+    weights = sum(k.weight_elems for k in encoder_kernels(arch, 1, 1, vocab, outputs))
+    return int(weights + (vocab + positions) * arch["hidden_size"] - arch["hidden_size"])
+
+
 def predict(arch: dict, profile: Profile, precision: str, seq: int, batch: int = 1, vocab: int = 30522,
             outputs: int = 0, runtime: str | None = None) -> tuple[Prediction, Prediction]:
     """(latency, memory) by the uncalibrated roofline: edgekd calibrate has fitted kernel predictors on
