@@ -78,11 +78,21 @@ def required_speedup(ctx: Context) -> float:
     return ctx.budgets.min_speedup or 1.0
 
 
+def speedup_bar(ctx: Context, timed: bool) -> float:
+    """The speed-up a candidate must be predicted at to fit. Timed on the runtime, the pick's measured
+    speed-up must clear the budget with search.speedup_margin, so candidates predicted between the two are
+    ones timing would reject: filling the pool with them once left nothing to pick (openvino, 2 cores).
+    Predicted only, the check compares the predicted speed-up itself with the budget."""
+    return required_speedup(ctx) * (1 + ctx.cfg.search.speedup_margin if timed else 1)
+
+
 def evaluate_arch(ctx: Context, probe: Probe, teacher_ms: float, space: Space, arch: dict, origin: str,
-                  index: int, score_names: list[str], correction: dict[str, float] | None = None) -> Candidate:
+                  index: int, score_names: list[str], correction: dict[str, float] | None = None,
+                  bar: float | None = None) -> Candidate:
     """Price `arch` on the target and, when it fits, compute what the named scores need (the first is the
     search's; a rank ensemble's score is None here, its members are in `scores`: see with_pool_scores).
-    `correction` scales a space's predicted speed-up by what timing on the runtime found (search.measured)."""
+    `correction` scales a space's predicted speed-up by what timing on the runtime found (search.measured);
+    `bar` is the speed-up it must be predicted at to fit (default: the budget; see speedup_bar)."""
     b = ctx.budgets
     model = ctx.new_student(arch)
     kernels, peak = kernels_from_torch(model, (ctx.target.batch_size, *ctx.input_shape))
@@ -92,15 +102,14 @@ def evaluate_arch(ctx: Context, probe: Probe, teacher_ms: float, space: Space, a
                                                                        ctx.target.runtime)[0]
     predicted = teacher_ms / at_same.value
     speedup = predicted * (correction or {}).get(space.name, 1.0)
-    # The bar the pick's measured speed-up must clear (budget and margin): a candidate predicted between the
-    # budget and the bar is one timing would reject, and filling the pool with those left nothing to pick.
-    need, margin = required_speedup(ctx), ctx.cfg.search.speedup_margin
+    need = required_speedup(ctx)
+    bar = bar or need
     broken: list[tuple[str, str]] = []
     if b.latency_ms is not None and lat.value > b.latency_ms:
         broken.append(("latency_ms", f"latency {lat.value:.3g} ms > budget {b.latency_ms:g} ms"))
-    if speedup < need * (1 + margin):
-        broken.append(("speedup", f"predicted {speedup:.3g}x faster than the teacher < {need:g}x "
-                                  f"+ {100 * margin:g}% margin"))
+    if speedup < bar:
+        broken.append(("speedup", f"predicted {speedup:.3g}x faster than the teacher < {bar:.3g}x"
+                                  + (f" ({need:g}x + the search's margin)" if bar > need else "")))
     if b.memory_mb is not None and mem.value > b.memory_mb:
         broken.append(("memory_mb", f"memory {mem.value:.3g} MB > budget {b.memory_mb:g} MB"))
     values = {} if broken else measure(score_names, model, probe)
@@ -148,6 +157,7 @@ def run_search(ctx: Context) -> dict:
     t_ms = teacher_latency_ms(ctx)
     folder = ctx.run.folder("search")
     timer, timed, correction, anchors = None, [], {}, []
+    bar = speedup_bar(ctx, timed=blocker is None)
     if blocker is None and not _fits_nowhere(ctx, probe, t_ms, spaces):
         timer = RuntimeTimer(ctx, teacher_onnx(ctx)[0], local_threads(ctx.profile), folder)
         rng = np.random.default_rng(ctx.cfg.seed)
@@ -166,7 +176,7 @@ def run_search(ctx: Context) -> dict:
         seen: list[Candidate] = []
 
         def evaluate(space: Space, arch: dict, origin: str, index: int) -> Candidate:
-            c = evaluate_arch(ctx, probe, t_ms, space, arch, origin, index, [cfg.score], correction)
+            c = evaluate_arch(ctx, probe, t_ms, space, arch, origin, index, [cfg.score], correction, bar)
             # A rank ensemble ranks against the candidates scored so far (the tournament's view); every
             # candidate is ranked against the whole pool once the evolution ends.
             seen.append(c)
@@ -215,7 +225,7 @@ def run_search(ctx: Context) -> dict:
         result["plot"] = plot_front(candidates, front, pick, limit, cfg.score, folder / "pareto.png").name
     ctx.run.search_json.write_text(json.dumps(result, indent=2))
     if not ranked:
-        raise _nothing_fits(candidates, b, result["dropped"])
+        raise _nothing_fits(candidates, b, result["dropped"], correction, bar / need)
     if pick is None:
         raise _none_fast_enough(ctx, timed, candidates + anchors, need)
     ctx.console.print(front_table(front, pick, ranked[:cfg.top_k], cfg.score, ctx.target.name))
@@ -253,8 +263,7 @@ def _pick_measured(ctx: Context, timer, ranked: list[Candidate], timed: list,
                    correction: dict[str, float]):
     """Time the best-scoring candidates (top_k a batch) against the teacher until the best-scoring one whose
     measured speed-up clears the budget with margin is known: (pick or None, everything timed, corrections)."""
-    cfg = ctx.cfg.search
-    bar = required_speedup(ctx) * (1 + cfg.speedup_margin)
+    cfg, bar = ctx.cfg.search, speedup_bar(ctx, timed=True)
     latency_limit = ctx.budgets.latency_ms or float("inf")
     by_index = {c.index: c for c in ranked}
 
@@ -302,13 +311,16 @@ def _none_fast_enough(ctx: Context, timed: list, candidates: list[Candidate], ne
                         f"{json.dumps(arch)}, runs {fastest.speedup:.2f}x [{lo:.2f} .. {hi:.2f}]: {hint}", known)
 
 
-def _nothing_fits(candidates: list[Candidate], b, dropped: dict) -> BudgetFailed:
+def _nothing_fits(candidates: list[Candidate], b, dropped: dict, correction: dict[str, float],
+                  margin: float) -> BudgetFailed:
+    """`margin`: the bar over the budget a candidate's (corrected) predicted speed-up must clear (speedup_bar)."""
     fastest = min(candidates, key=lambda c: (c.latency_ms, c.index))
     needs = []
     if b.latency_ms is not None and fastest.latency_ms > b.latency_ms:
         needs.append(f"--latency-ms {fastest.latency_ms:.3g}")
     if "speedup" in fastest.violations:
-        needs.append(f"--min-speedup {math.floor(10 * max(1.0, fastest.predicted_speedup)) / 10:g} or less")
+        reach = fastest.predicted_speedup * correction.get(fastest.space, 1.0) / margin
+        needs.append(f"--min-speedup {math.floor(10 * max(1.0, reach) + 1e-9) / 10:g} or less")
     if b.memory_mb is not None and fastest.memory_mb > b.memory_mb:
         needs.append(f"--memory-mb {fastest.memory_mb:.3g}")
     counts = ", ".join(f"{n} over {k}" for k, n in dropped.items())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -351,3 +352,20 @@ def test_none_fast_enough_names_the_fastest_timed_arch_and_what_would_take_it(fa
     assert f"the fastest, {named}, runs 2.30x [2.20 .. 2.40]" in said, said
     assert "--set search.speedup_margin=0.1 would take it" in said  # 2.20 clears 2x with a 10% margin
     assert failure.budgets[0].verdict == "inconclusive"  # 2x lies inside the fastest's interval
+
+
+@pytest.mark.parametrize("margin, correction, hint", [(1.0, 1.0, "--min-speedup 2.3 or less"),
+                                                      (1.15, 1.0, "--min-speedup 2 or less"),
+                                                      (1.15, 0.5, "--min-speedup 1 or less")])
+def test_nothing_fits_suggests_a_budget_the_search_would_take(margin, correction, hint):
+    """The suggested --min-speedup is one the fastest candidate would fit: its predicted speed-up, corrected by
+    what the anchors measured, over the search's margin when candidates are timed."""
+    from types import SimpleNamespace
+
+    from edgekd.search import _nothing_fits
+
+    slow = replace(_candidate(3, "resnet", {"w": 3}), fits=False, violations=("speedup",), predicted_speedup=2.3,
+                   score=None)
+    budgets = SimpleNamespace(latency_ms=None, memory_mb=None)
+    said = str(_nothing_fits([slow], budgets, {"speedup": 1}, {"resnet": correction}, margin))
+    assert "none of 1 candidates fits (1 over speedup)" in said and f"it would need {hint}" in said, said
