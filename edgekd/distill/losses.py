@@ -52,12 +52,12 @@ class Method:
 
 # Filled by the @register lines below and in text_losses.py; read it through method.py's create_method and
 # list_methods, which import both modules, so every method is registered before one is looked up.
-METHODS: Registry[Method] = Registry("distillation method")
+REGISTRY: Registry[Method] = Registry("distillation method")
 
 
 def register(name: str, **spec):
     def add(fn):
-        METHODS.register(name)(Method(fn, **spec))
+        REGISTRY.register(name)(Method(fn, **spec))
         return fn
 
     return add

@@ -14,11 +14,11 @@ from torch import nn
 from edgekd.config import DistillConfig
 from edgekd.distill import text_losses  # noqa: F401  (registers the transformer methods beside the image ones)
 from edgekd.distill.catalog import ASSISTANT
-from edgekd.distill.losses import METHODS, LossInputs, Method
+from edgekd.distill.losses import REGISTRY, LossInputs, Method
 from edgekd.errors import InputError
 
-create_method = METHODS.get  # a Method record: its loss function and what it needs
-list_methods = METHODS.names
+create_method = REGISTRY.get  # a Method record: its loss function and what it needs
+list_methods = REGISTRY.names
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from conftest import REPO, cli
 from safetensors.torch import load_file, save_file
 
 from edgekd.distill.catalog import ASSISTANT, DEFAULT_METHOD, METHODS
-from edgekd.distill.losses import Method, _methods, register_method
+from edgekd.distill.losses import REGISTRY, Method
 from edgekd.distill.taps import probe_onnx
 
 ARCH = json.dumps({"family": "resnet", "widths": [8, 16, 32], "blocks": [1, 1, 1]})
@@ -109,9 +109,9 @@ def nan_method():
         return loss * float("nan") if fn.calls >= 30 else loss
 
     fn.calls = 0
-    register_method("nan_test")(Method(fn, labels=True, teacher=False))
+    REGISTRY.register("nan_test")(Method(fn, labels=True, teacher=False))
     yield
-    _methods._items.pop("nan_test")  # a test-only method, unregistered
+    REGISTRY._items.pop("nan_test")  # a test-only method, unregistered
 
 
 def test_nan_run_exits_1_naming_the_step_and_exports_nothing(tmp_path, nan_method):

@@ -12,7 +12,7 @@ from rich.console import Console
 from edgekd.config import DistillConfig
 from edgekd.data.loaders import load_digits
 from edgekd.distill import augment, checkpoint
-from edgekd.distill.losses import Method, _methods, register_method
+from edgekd.distill.losses import REGISTRY, Method
 from edgekd.distill.taps import TorchTeacher
 from edgekd.distill.trainer import Schedule, TrainData, train
 from edgekd.errors import InputError, StageFailed
@@ -162,9 +162,9 @@ def nan_loss():
         loss = torch.nn.functional.cross_entropy(b.student, b.targets)
         return loss * float("nan") if state["step"] in state["bad"] else loss
 
-    register_method("nan_test")(Method(fn, labels=True, teacher=False))
+    REGISTRY.register("nan_test")(Method(fn, labels=True, teacher=False))
     yield state
-    _methods._items.pop("nan_test")  # a test-only method, unregistered
+    REGISTRY._items.pop("nan_test")  # a test-only method, unregistered
 
 
 def test_nan_steps_are_skipped_up_to_a_bound(data, nan_loss, tmp_path):
