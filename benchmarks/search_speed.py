@@ -17,7 +17,7 @@ from rich.console import Console
 
 from edgekd.config import load_build_config
 from edgekd.context import make_context
-from edgekd.search import build_candidate, evaluate_arch, make_probe, teacher_latency_ms
+from edgekd.search import evaluate_arch, make_probe, teacher_latency_ms
 from edgekd.search.evolution import evolve
 from edgekd.search.scores import Probe, create_score, list_scores
 from edgekd.search.spaces import resolve_spaces
@@ -51,7 +51,7 @@ def main() -> None:
     print(f"search loop ({s.score}): {len(fitting)} scored + {len(cands) - len(fitting)} priced only in "
           f"{loop:.2f} s ({loop / max(1, len(fitting)):.3f} s per scored candidate); "
           f"probe + teacher signals {setup:.2f} s")
-    models = [build_candidate(ctx, c.arch).to(device) for c in fitting]
+    models = [ctx.new_student(c.arch).to(device) for c in fitting]
     on_device = _to(probe, device)
     print(f"{'score':16s} {'seconds':>8s} {'per cand.':>10s}   (each score alone on the same {len(models)} "
           f"networks)")

@@ -68,7 +68,7 @@ def test_nothing_fits_with_a_teacher_priced_at_zero():
 
     c = Candidate(0, "resnet", "random", {}, 10, 1.0, 1.5, (1.0, 2.0), 3.0, False, "slow", ("latency_ms",), None,
                   {}, (2.0, 4.0))
-    err = _nothing_fits([c], Budgets(latency_ms=1.0), {"latency_ms": 1})
+    err = _nothing_fits([c], Budgets(latency_ms=1.0), {"latency_ms": 1}, {}, 1.0)
     assert "none of 1 candidates fits" in str(err)
 
 
