@@ -105,8 +105,9 @@ def run_text_compile(ctx, previous: ExportResult) -> CompileResult:
             r = timed.speedup(float_p, "int8")
             candidates["int8"]["speedup_over_float"] = {"value": r.value, "interval": list(r.interval)}
     else:
+        arch = DistillResult.load(ctx.run).arch
         for p in artifacts:
-            candidates[p] |= predicted(ctx, DistillResult.load(ctx.run).arch, p, blocker).as_dict()
+            candidates[p] |= predicted(ctx, arch, p, blocker).as_dict()
     shipped, why = float_p, f"{float_p}: the target asks for {float_p}"
     if "int8" in candidates:
         q8, qf = candidates["int8"], candidates[float_p]

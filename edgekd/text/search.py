@@ -21,8 +21,9 @@ import numpy as np
 
 from edgekd.errors import BudgetFailed
 from edgekd.interleave import load_replicas, time_sessions
-from edgekd.measurable import local_measurement_blocker, local_threads
+from edgekd.measurable import local_threads
 from edgekd.runtimes import create_backend
+from edgekd.search import measurement_blocker, required_speedup
 from edgekd.search.evolution import Candidate
 from edgekd.search.measured import Timed
 from edgekd.text import space as text_space
@@ -41,10 +42,6 @@ def _price(ctx, arch: dict, precision: str) -> tuple:
     cfg = ctx.teacher.config
     return text_space.predict(arch, ctx.profile, precision, ctx.data.max_length, ctx.target.batch_size,
                               cfg.vocab_size, _outputs(ctx), ctx.target.runtime)
-
-
-def required_speedup(ctx) -> float:
-    return ctx.budgets.min_speedup or 1.0
 
 
 def run_text_search(ctx) -> dict:
@@ -72,9 +69,7 @@ def run_text_search(ctx) -> dict:
     # Teacher-initialisable first (they start from the teacher's weights), then by FLOPs.
     ranked = sorted((c for c in candidates if c.fits), reverse=True,
                     key=lambda c: (c.arch["hidden_size"] == t_arch["hidden_size"], c.flops))
-    blocker = ("search.measure_rounds is 0" if cfg.measure_rounds == 0 else
-               "the search times candidates in this process only" if ctx.cfg.remote else
-               local_measurement_blocker(ctx.profile, ctx.target.runtime))
+    blocker = measurement_blocker(ctx)
     measured: dict[int, Timed] = {}
     pick, note = None, ""
     if ranked and blocker is None:
