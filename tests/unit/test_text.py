@@ -294,6 +294,16 @@ def test_tensorrt_engine_of_the_transformer_takes_any_batch_and_length(tmp_path,
         backend.compile(exported, tmp_path, "int8", None, "x86_64", CompileOptions(transformer=True, sequence=32))
 
 
+def test_tensorrt_int8_of_a_transformer_is_refused_before_any_build(tmp_path, exported):
+    from edgekd.runtimes import CompileOptions, create_backend
+
+    # Refused as bad input on any host (checked before TensorRT is imported), writing nothing.
+    with pytest.raises(InputError, match="fp16 only"):
+        create_backend("tensorrt").compile(exported, tmp_path / "trt", "int8", None, "x86_64",
+                                           CompileOptions(transformer=True, sequence=32))
+    assert not (tmp_path / "trt").exists()
+
+
 def test_tensorrt_profile_spans_the_batch_and_a_token_inputs_sequence():
     from edgekd.runtimes.tensorrt_lint import profile_shapes
 
