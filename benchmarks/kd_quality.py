@@ -70,6 +70,7 @@ class Job:
     epochs: int
     device: str
     threads: int
+    student: dict
 
 
 _CONTEXTS: dict = {}  # per process: data name -> context (data and teacher loaded once)
@@ -103,7 +104,7 @@ def run(job: Job) -> tuple[Job, float, float]:
         cfg = base.cfg.model_copy(update={"seed": job.seed, "distill": distill, "out": Path(tmp)})
         ctx = dataclasses.replace(base, cfg=cfg, out=Path(tmp), console=Console(file=io.StringIO()))
         start = time.perf_counter()
-        info = train_student(ctx, STUDENTS[job.data], parse_method(job.method, distill), resume=False)
+        info = train_student(ctx, job.student, parse_method(job.method, distill), resume=False)
         return job, info["torch_accuracy"], time.perf_counter() - start
 
 
@@ -177,6 +178,9 @@ def main() -> None:
                          "(one pool, one budget)")
     ap.add_argument("--set", dest="sets", nargs="*", default=[], metavar="KEY=JSON",
                     help="distill config overrides for every row, values as JSON: lr=0.1 mix='\"none\"'")
+    ap.add_argument("--student", type=json.loads, default=None, metavar="JSON",
+                    help="the student for every set instead of the default one per set, as JSON: "
+                         "'{\"family\": \"resnet\", \"widths\": [16, 32, 64], \"blocks\": [1, 1, 1]}'")
     ap.add_argument("--jobs", type=int, default=1, help="trainings in parallel processes")
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     ap.add_argument("--epoch-scale", type=float, default=1.0, help="multiply the per-set default epochs")
@@ -210,7 +214,7 @@ def main() -> None:
             continue
         p = base.data.preprocessing
         epochs = args.epochs or max(1, round(args.epoch_scale * EPOCHS[data]))
-        arch = STUDENTS[data]
+        arch = args.student or STUDENTS[data]
         d = base.cfg.distill
         results[data] = {"teacher": base.teacher_accuracy, "student": arch, "epochs": epochs, "seeds": args.seeds,
                          "device": device, "student_params": count_params(create_model(arch, p.channels,
@@ -225,7 +229,7 @@ def main() -> None:
               f"{device}", flush=True)
         for i, seed in enumerate(args.seeds):  # the grid of --sweep-also on the first seed only
             extra = sweep if data in args.sweep_also and not args.sweep and i == 0 else []
-            jobs += [Job(data, label, method, {**common, **over}, seed, epochs, device, threads)
+            jobs += [Job(data, label, method, {**common, **over}, seed, epochs, device, threads, arch)
                      for label, method, over in rows + extra]
     # seed-major over all sets, the grid after the methods: with --budget-s every set and method gets its first
     # seeds before any gets its last

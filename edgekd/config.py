@@ -181,7 +181,8 @@ class DistillConfig(Strict):
     cache_teacher: bool = False  # teacher logits cached per (image, view); only when inputs repeat exactly
     # Function matching (Beyer et al. 2022): each batch is mixed with itself (mixup blends, cutmix pastes a box),
     # teacher and student see the same mixed images; label terms use both labels weighted by their shares.
-    mix: Literal["none", "mixup", "cutmix", "mixup_cutmix"] = "mixup"
+    # Off by default: at the default 30 epochs mixed views undertrain small students (docs/benchmarks.md).
+    mix: Literal["none", "mixup", "cutmix", "mixup_cutmix"] = "none"
     mix_alpha: PositiveFloat = 1.0  # the mixed share lam ~ Beta(alpha, alpha)
     amp: Literal["auto", "bf16", "fp16", "off"] = "auto"  # auto: bf16 on cuda, off on cpu
     channels_last: bool = True  # cuda only

@@ -160,7 +160,8 @@ def train_student(ctx: Context, arch: dict, plan: Plan, resume: bool) -> dict | 
             "device": ctx.device.type, "processes": _dist()[0], "batch_size_used": result.batch_size,
             "oom_retries": result.oom_retries, "skipped_steps": result.skipped_steps,
             "resumed_from_epoch": result.resumed_from_epoch, "feature_pairs": pairs,
-            "kl_decomposition": {k: last[k] for k in ("kl", "kl_bcd", "kl_scd", "kl_wcd") if k in last}, **extra}
+            "kl_decomposition": {k: last[k] for k in ("kl", "kl_bcd", "kl_scd", "kl_wcd") if k in last},
+            "teacher_share": teacher_share(result.history), **extra}
     save_file({k: v.detach().contiguous().cpu() for k, v in student.state_dict().items()},
               str(ctx.run.student_weights))
     ctx.run.history_json.write_text(json.dumps(result.history, indent=2))
@@ -169,12 +170,21 @@ def train_student(ctx: Context, arch: dict, plan: Plan, resume: bool) -> dict | 
     return info
 
 
+def teacher_share(history: list[dict]) -> float | None:
+    """The share of the training time the teacher's forward took (None when no teacher ran)."""
+    seconds, teacher = sum(h["seconds"] for h in history), sum(h.get("teacher_s", 0.0) for h in history)
+    return teacher / seconds if teacher > 0 and seconds > 0 else None
+
+
 def check_accuracy(ctx: Context, info: dict) -> dict:
     drop = 100 * (ctx.teacher_accuracy - info["torch_accuracy"])
     info = {**info, "teacher_accuracy": ctx.teacher_accuracy, "accuracy_drop": drop}
     ctx.run.student_json.write_text(json.dumps(info, indent=2))
     ctx.console.print(f"  student {info['torch_accuracy']:.4f} vs teacher {ctx.teacher_accuracy:.4f} "
                       f"(drop {drop:.2f} points, torch; batch {info['batch_size_used']})")
+    if info.get("teacher_share") is not None:
+        ctx.console.print(f"  the teacher's forward took {100 * info['teacher_share']:.0f}% of the training time "
+                          f"(on {info['device']}; distill/history.json has it per epoch)")
     if "scratch" in info:
         ctx.console.print(f"  {gain_text(info, ctx.teacher_accuracy)} (torch, same student and budget)")
     limit = ctx.budgets.max_accuracy_drop

@@ -219,6 +219,8 @@ class _Run:
         self.start_epoch, self.steps, self.skipped, self.ooms = 0, 0, 0, 0
         self.batch, self.resumed, self.last_good = cfg.batch_size, None, None
         self.plain = None  # plain progress lines for a log (edgekd.progress), set by loop()
+        # the teacher's forward time this epoch: its share of the step is what caching or a cheaper teacher can save
+        self.teacher_s, self.teacher_events = 0.0, []
 
     # ------------------------------------------------------------------ checkpoints
     def state(self, fingerprint: dict) -> dict:
@@ -325,14 +327,14 @@ class _Run:
             if self.plain is not None:  # within the epoch too: one epoch of a big set can take minutes
                 self.plain.update(epoch + pos / n)
         seconds = time.perf_counter() - t0
+        teacher_s = self.teacher_seconds()
         if self.world > 1:  # epoch averages over all processes
-
             keys = sorted(sums)
             flat = torch.stack([sums[k] for k in keys] + [torch.tensor(float(seen), device=self.device)])
             dist.all_reduce(flat)
             sums, seen = dict(zip(keys, flat[:-1], strict=True)), int(flat[-1].item())
-        return {"epoch": epoch + 1, "seconds": seconds, "images_per_s": n / seconds, "batch_size": self.batch,
-                "lr": self.opt.param_groups[0]["lr"], "skipped_steps": self.skipped,
+        return {"epoch": epoch + 1, "seconds": seconds, "teacher_s": teacher_s, "images_per_s": n / seconds,
+                "batch_size": self.batch, "lr": self.opt.param_groups[0]["lr"], "skipped_steps": self.skipped,
                 **{k: float(v) / max(seen, 1) for k, v in sums.items()}}
 
     def out_of_memory(self) -> None:
@@ -372,6 +374,29 @@ class _Run:
             xb = xb.contiguous(memory_format=torch.channels_last)
         return xb, yb
 
+    def run_teacher(self, xb: torch.Tensor):
+        """The teacher's forward, timed: CUDA events on a GPU (read at the epoch's end, so no extra sync per step),
+        the wall clock elsewhere."""
+        if self.cuda:
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            out = self.teacher(xb)
+            end.record()
+            self.teacher_events.append((start, end))
+            return out
+        t0 = time.perf_counter()
+        out = self.teacher(xb)
+        self.teacher_s += time.perf_counter() - t0
+        return out
+
+    def teacher_seconds(self) -> float:
+        """The teacher's forward time since the last call."""
+        if self.teacher_events:
+            self.teacher_events[-1][1].synchronize()
+            self.teacher_s += sum(a.elapsed_time(b) for a, b in self.teacher_events) / 1000
+        seconds, self.teacher_s, self.teacher_events = self.teacher_s, 0.0, []
+        return seconds
+
     def step(self, idx, params, view, progress: float, sums: dict, global_count: int,
              mixing: tuple | None = None) -> float | None:
         """One optimizer step on samples idx (this process's share of global_count); None when it stepped, else
@@ -386,10 +411,11 @@ class _Run:
             if self.cache is not None:  # the teacher runs only on (image, view)s it has not seen
                 missing = self.cache.missing(view, idx)
                 if bool(missing.any()):
-                    self.cache.put(view[missing], idx[missing], self.teacher(xb[missing.to(self.device)]).logits)
+                    self.cache.put(view[missing], idx[missing],
+                                   self.run_teacher(xb[missing.to(self.device)]).logits)
                 t_logits = self.cache.get(view, idx)
             elif self.plan.needs_teacher:
-                out = self.teacher(xb)
+                out = self.run_teacher(xb)
                 t_logits, t_feats = out.logits, out.feats
             logits, feats, adapted = self.forward(xb)
             b = LossInputs(logits.float(), t_logits, yb, progress, feats, adapted, t_feats, y_partner, share)

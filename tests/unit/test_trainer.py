@@ -3,6 +3,7 @@ resume, NaN/Inf skipping and stopping, out-of-memory halving, schedules and opti
 
 import io
 import math
+import time
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ from edgekd.config import DistillConfig
 from edgekd.data.loaders import load_digits
 from edgekd.distill import augment, checkpoint
 from edgekd.distill.losses import REGISTRY, Method
+from edgekd.distill.stage import teacher_share
 from edgekd.distill.taps import TorchTeacher
 from edgekd.distill.trainer import Schedule, TrainData, train
 from edgekd.errors import InputError, StageFailed
@@ -133,6 +135,25 @@ def test_logit_cache_only_when_inputs_repeat_and_it_changes_nothing(data):
     assert len(data.y) < sum(calls) <= 2 * len(data.y)
     with pytest.raises(InputError, match="random augmentation never repeats"):
         train(student(), data, cfg(augment="shift", cache_teacher=True), CPU, 0, teacher=t)
+
+
+def test_the_teachers_forward_time_is_recorded_per_epoch(data):
+    t = teacher_runner()
+    calls = []
+    # a teacher slowed by 20 ms a call: its recorded time must cover the sleeps and stay inside the epoch
+
+    def slow(_module, _args):
+        calls.append(1)
+        time.sleep(0.02)
+
+    t.module.register_forward_pre_hook(slow)
+    history = train(student(), data, cfg(method="kd", epochs=2), CPU, 0, teacher=t).history
+    assert len(calls) == 2 * math.ceil(len(data.y) / 64)
+    for h in history:
+        assert 0.02 * len(calls) / 2 <= h["teacher_s"] < h["seconds"]
+    assert 0.02 * len(calls) / sum(h["seconds"] for h in history) <= teacher_share(history) < 1
+    alone = train(student(), data, cfg(method="ce"), CPU, 0).history
+    assert alone[0]["teacher_s"] == 0 and teacher_share(alone) is None
 
 
 def test_out_of_memory_halves_the_batch_and_records_it(data):
