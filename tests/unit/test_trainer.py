@@ -140,9 +140,8 @@ def test_logit_cache_only_when_inputs_repeat_and_it_changes_nothing(data):
 def test_the_teachers_forward_time_is_recorded_per_epoch(data):
     t = teacher_runner()
     calls = []
-    # a teacher slowed by 20 ms a call: its recorded time must cover the sleeps and stay inside the epoch
 
-    def slow(_module, _args):
+    def slow(_module, _args):  # a teacher slowed by 20 ms a call: its recorded time must cover the sleeps
         calls.append(1)
         time.sleep(0.02)
 
