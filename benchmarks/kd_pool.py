@@ -84,14 +84,14 @@ def _init_worker(threads: int) -> None:
 
 def _distil(data: str, device: str, epochs: int | None, arch: dict, seed: int) -> tuple[float, float, str]:
     from edgekd.distill.method import parse_method
-    from edgekd.distill.stage import train_student
+    from edgekd.distill.stage import resolve_method, train_student
 
     base = base_context(data, device, epochs)
     with tempfile.TemporaryDirectory() as tmp:
         cfg = base.cfg.model_copy(update={"seed": seed, "out": Path(tmp)})
         ctx = dataclasses.replace(base, cfg=cfg, out=Path(tmp))
         start = time.perf_counter()
-        info = train_student(ctx, arch, parse_method(cfg.distill.method, cfg.distill), resume=False)
+        info = train_student(ctx, arch, parse_method(resolve_method(ctx, arch)[0], cfg.distill), resume=False)
         return info["torch_accuracy"], time.perf_counter() - start, base.device.type
 
 

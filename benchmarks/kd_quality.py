@@ -56,6 +56,14 @@ SWEEP = {
     "kd lr 0.02": ("kd", {"lr": 0.02}),
     "kd lr 0.1": ("kd", {"lr": 0.1}),
     "scratch no augmentation": ("ce", {"augment": "none", "mix": "none"}),
+    "dkd beta 1": ("dkd", {"dkd_beta": 1.0}),
+    "dkd beta 2": ("dkd", {"dkd_beta": 2.0}),
+    "dkd beta 8 (the paper's)": ("dkd", {"dkd_beta": 8.0}),
+    "normkd T_norm 0.5": ("normkd", {"normkd_temperature_scale": 0.5}),
+    "normkd T_norm 0.75": ("normkd", {"normkd_temperature_scale": 0.75}),
+    "normkd T_norm 1.5": ("normkd", {"normkd_temperature_scale": 1.5}),
+    "feature (auto's choice)": ("feature", {}),
+    "kd+feature": ("kd+feature", {}),
 }
 SCRATCH = "ce (scratch)"
 

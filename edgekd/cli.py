@@ -58,7 +58,8 @@ SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Override any co
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 MethodOpt = Annotated[str | None, typer.Option("--method", help="Distillation method (listed below), or names "
                                                "joined by + (weights: distill.method_weights). Default: "
-                                               f"{DEFAULT_METHOD}.")]
+                                               f"{DEFAULT_METHOD} (feature where the teacher's feature maps "
+                                               "pair with the student's, else kd).")]
 BaselineScratchOpt = Annotated[bool, typer.Option(
     "--baseline-scratch", help="Also train the same student on labels alone with the same budget and report both "
                                "accuracies (what distillation bought; doubles the training time).")]

@@ -13,7 +13,7 @@ from torch import nn
 
 from edgekd.config import DistillConfig
 from edgekd.distill import text_losses  # noqa: F401  (registers the transformer methods beside the image ones)
-from edgekd.distill.catalog import ASSISTANT
+from edgekd.distill.catalog import ASSISTANT, AUTO
 from edgekd.distill.losses import REGISTRY, LossInputs, Method
 from edgekd.errors import InputError
 
@@ -59,6 +59,9 @@ def parse_method(text: str, cfg: DistillConfig) -> Plan:
     if not all(names) or len(set(names)) != len(names):
         raise InputError(f"--method / distill.method '{text}': expected method names joined by '+', each once "
                          "(e.g. dkd+feature); `edgekd distill --help` lists them")
+    if set(names) & set(AUTO):
+        raise InputError(f"--method / distill.method '{text}': auto stands alone (the distill stage makes it "
+                         "feature or kd); to combine, name the methods (e.g. kd+feature)")
     for n in names:
         if n not in list_methods() and n not in ASSISTANT:
             create_method(n)  # raises InputError with a did-you-mean

@@ -18,8 +18,9 @@ import torch
 from matplotlib.figure import Figure
 from safetensors.torch import load_file, save_file
 
+from edgekd.distill.catalog import AUTO, AUTO_METHODS
 from edgekd.distill.method import Plan, parse_method
-from edgekd.distill.taps import feature_pairs, teacher_runner
+from edgekd.distill.taps import feature_pairs, pair_layers, probe_torch, teacher_layers, teacher_runner
 from edgekd.distill.trainer import TrainData, TrainResult, _dist, accuracy, cuda_channels_last, train
 from edgekd.errors import BudgetFailed, InputError, StageFailed
 from edgekd.models.families import count_params, create_model
@@ -31,15 +32,53 @@ if TYPE_CHECKING:  # the Context is the stages' glue; libraries below them only 
 
 def run_distill(ctx: Context, arch: dict, resume: bool = False, nproc_per_node: int = 1) -> dict:
     """Train (in this process, or in nproc_per_node DDP processes), then check the accuracy budget."""
+    method, why = resolve_method(ctx, arch)  # `auto` made concrete, kept in ctx.cfg (DDP workers read it there)
+    ctx.cfg = ctx.cfg.model_copy(update={"distill": ctx.cfg.distill.model_copy(update={"method": method})})
     cfg = ctx.cfg.distill
     plan = parse_method(cfg.method, cfg)  # bad method names fail before any work
     ctx.console.print(f"[bold]distill[/]: {arch} from {ctx.teacher.source}, {cfg.method}, {cfg.epochs} epochs"
                       + (f", {nproc_per_node} processes" if nproc_per_node > 1 else ""))
+    if why:
+        ctx.console.print(f"  method auto -> {method}: {why}")
     many = nproc_per_node > 1
     info = launch(ctx, arch, resume, nproc_per_node) if many else train_student(ctx, arch, plan, resume)
     if cfg.baseline_scratch:
         info = train_scratch(ctx, arch, info, resume)
     return check_accuracy(ctx, info)
+
+
+def resolve_method(ctx: Context, arch: dict) -> tuple[str, str | None]:
+    """(distill.method, None), or for `auto` (the default) the method it takes for this teacher and student and why."""
+    cfg = ctx.cfg.distill
+    if cfg.method not in AUTO:
+        return cfg.method, None
+    return auto_method(ctx.teacher, ctx.new_student(arch), ctx.input_shape, cfg, f"the teacher ({ctx.teacher.source})")
+
+
+def auto_method(teacher, student: torch.nn.Module, input_shape: tuple[int, int, int], cfg,
+                who: str) -> tuple[str, str]:
+    """(method, why): FitNet hints where the teacher's and the student's feature maps pair stage for stage, else kd.
+
+    Layers pair by spatial size, which lines up stages only when both networks end at the same resolution; a
+    teacher that downsamples more (a torchvision ResNet's stride-4 stem) would have the student's deepest maps
+    regress its shallow ones, so auto takes kd there. Pairs named in distill.feature_pairs are the user's choice:
+    they must resolve (a wrong name is an error, not a reason to fall back)."""
+    preferred, fallback = AUTO_METHODS
+    if cfg.feature_pairs:
+        pairs = feature_pairs(teacher, student, input_shape, cfg.feature_pairs, cfg.feature_max_pairs, who)
+        return preferred, f"{len(pairs)} pairs named in distill.feature_pairs"
+    try:
+        t_layers = teacher_layers(teacher, input_shape, who)
+    except InputError as e:
+        return fallback, f"{preferred} needs the teacher's feature maps: {e}"
+    s_layers = probe_torch(student, input_shape, "the student")
+    t_end, s_end = (next((shape[1:] for _, shape in reversed(layers) if shape[1] * shape[2] > 1), None)
+                    for layers in (t_layers, s_layers))
+    if t_end != s_end:
+        return fallback, (f"{preferred} pairs maps by size, and {who} ends at {t_end} where the student ends at "
+                          f"{s_end}: hints would pair stages of different depth")
+    pairs = pair_layers(t_layers, s_layers, cfg.feature_max_pairs)
+    return preferred, f"{len(pairs)} feature map pairs: " + ", ".join(f"{t[0]} <- {s[0]}" for t, s in pairs)
 
 
 def train_scratch(ctx: Context, arch: dict, info: dict, resume: bool) -> dict:

@@ -19,7 +19,8 @@ from edgekd.distill.trainer import accuracy, fit
 from edgekd.hostinfo import cache_dir
 from edgekd.models.families import create_model
 
-VERSION = 2  # bump when a recipe changes, so stale caches are not reused (2: the initialisation is seeded)
+# bump when a recipe (or a default it does not set) changes, so stale caches are not reused (2: seeded init)
+VERSION = 2
 RECIPES = {
     "digits": ({"family": "resnet", "widths": [32, 64, 128], "blocks": [2, 2, 2]},
                DistillConfig(method="ce", epochs=15, batch_size=64, lr=0.05, weight_decay=5e-4, augment="none",
@@ -42,7 +43,9 @@ def source_name(data: str) -> str:
 def embedded_teacher(data: Dataset, seed: int, device):
     arch, recipe = RECIPES[data.source]
     size = data.preprocessing.input_size
-    key = json.dumps({"v": VERSION, "arch": arch, "recipe": recipe.model_dump(), "seed": seed,
+    # the fields the recipe sets, not every DistillConfig default: retuning a loss's parameter (dkd_beta, say)
+    # must not retrain every cached teacher; a default a recipe relies on changes with VERSION
+    key = json.dumps({"v": VERSION, "arch": arch, "recipe": recipe.model_dump(exclude_unset=True), "seed": seed,
                       "pre": data.preprocessing.as_dict(), "n": int(len(data.y))}, sort_keys=True)
     path = cache_dir() / f"teacher-{data.source}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.safetensors"
     # seeded: otherwise every first run would train a different teacher from the same recipe and seed

@@ -21,6 +21,7 @@ def run(ctx, previous: SearchResult, resume: bool = False, nproc_per_node: int =
 
 
 def fill_report(report: Report, result: DistillResult, ctx) -> None:
+    report.extra["distillation"]["method"] = result.method  # what ran: `auto` (the default) resolved per student
     report.student.update({"arch": result.arch, "params": result.params, "method": result.method,
                            "torch_accuracy": result.torch_accuracy, "batch_size_used": result.batch_size_used})
     if result.scratch is not None:  # --baseline-scratch: what distillation bought over labels alone (torch, held out)

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from edgekd.distill.catalog import ASSISTANT, DEFAULT_TEXT_METHODS
+from edgekd.distill.catalog import ASSISTANT, AUTO, DEFAULT_TEXT_METHODS
 from edgekd.distill.losses import LossInputs
 from edgekd.distill.method import Plan, Term, create_method, list_methods, objective
 from edgekd.errors import InputError, StageFailed
@@ -30,7 +30,7 @@ NEIGHBOURS = 10
 
 def text_method(ctx) -> str:
     cfg = ctx.cfg.distill
-    return cfg.method if "method" in cfg.model_fields_set else DEFAULT_TEXT_METHODS[ctx.teacher.task]
+    return DEFAULT_TEXT_METHODS[ctx.teacher.task] if cfg.method in AUTO else cfg.method
 
 
 def parse_text_method(text: str, task: str, cfg) -> Plan:

@@ -47,7 +47,8 @@ def test_unknown_method_is_one_line_with_a_suggestion(tmp_path):
 
 def test_build_report_records_method_and_batch(host_build):
     report = json.loads((host_build / "report.json").read_text())
-    assert report["student"]["method"] == report["distillation"]["method"] == DEFAULT_METHOD
+    # the default (auto) resolved: every searched family ends at the embedded teacher's resolution
+    assert DEFAULT_METHOD == "auto" and report["student"]["method"] == report["distillation"]["method"] == "feature"
     assert report["student"]["batch_size_used"] == report["distillation"]["batch_size"]
     assert (host_build / "distill" / "history.png").is_file()
     history = json.loads((host_build / "distill" / "history.json").read_text())
@@ -59,7 +60,7 @@ def test_build_reports_the_scratch_baseline(host_build):
     base = report["baseline_scratch"]
     assert 0 < base["scratch_accuracy"] <= 1 and base["distilled_accuracy"] == report["student"]["torch_accuracy"]
     assert base["gain_points"] == pytest.approx(100 * (base["distilled_accuracy"] - base["scratch_accuracy"]))
-    assert base["method"] == DEFAULT_METHOD and base["epochs"] == 3
+    assert base["method"] == report["student"]["method"] and base["epochs"] == 3
     scratch_history = json.loads((host_build / "distill" / "scratch" / "history.json").read_text())
     assert len(scratch_history) == 3 and "kl" not in scratch_history[-1]  # labels only: no teacher ran
 

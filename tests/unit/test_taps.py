@@ -8,6 +8,9 @@ import pytest
 import torch
 from onnx import TensorProto, helper
 
+from edgekd.config import DistillConfig
+from edgekd.distill.method import parse_method
+from edgekd.distill.stage import auto_method
 from edgekd.distill.taps import OnnxTeacher, TorchTeacher, feature_pairs, named_pairs, probe_onnx, probe_torch
 from edgekd.errors import InputError
 from edgekd.models.families import create_model
@@ -88,3 +91,24 @@ def test_torchscript_teacher_cannot_be_tapped(tiny_arch):
     scripted = torch.jit.script(tiny_torch(tiny_arch))
     with pytest.raises(InputError, match="TorchScript: forward hooks cannot see inside it"):
         feature_pairs(scripted, create_model(STUDENT, 1, 10, (8, 8)), (1, 8, 8), None, 4, "the teacher")
+
+
+def test_auto_is_feature_where_layers_pair_and_kd_where_they_cannot(tiny_arch):
+    teacher, student = tiny_torch(tiny_arch), create_model(STUDENT, 1, 10, (8, 8))
+    method, why = auto_method(teacher, student, (1, 8, 8), DistillConfig(), "the teacher")
+    assert method == "feature" and "features.2 <- features.2" in why
+    method, why = auto_method(torch.jit.script(teacher), student, (1, 8, 8), DistillConfig(), "the teacher")
+    assert method == "kd" and "TorchScript" in why
+    # a teacher that downsamples further (8x8 -> 4x4 -> 2x2) shares the 4x4 size, but not the stage
+    deeper = torch.nn.Sequential(torch.nn.Conv2d(1, 8, 3, 2, 1), torch.nn.Conv2d(8, 16, 3, 2, 1),
+                                 torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(16, 10))
+    method, why = auto_method(deeper, student, (1, 8, 8), DistillConfig(), "the teacher")
+    assert method == "kd" and "ends at (2, 2) where the student ends at (4, 4)" in why
+    # a pair the user named is checked, not a reason to fall back
+    with pytest.raises(InputError, match="'nope' is not a 4-D feature map"):
+        auto_method(teacher, student, (1, 8, 8), DistillConfig(feature_pairs=[("nope", "features")]), "the teacher")
+
+
+def test_auto_is_resolved_by_the_stage_not_combined():
+    with pytest.raises(InputError, match="auto stands alone"):
+        parse_method("auto+kd", DistillConfig())
