@@ -42,7 +42,9 @@ def teacher_runner():
 
 
 def cfg(**kw):
-    return DistillConfig(**{"epochs": 1, "batch_size": 64, "lr": 0.05, "augment": "none", "mix": "none", **kw})
+    # kd unless a test says otherwise: the trainer takes a concrete method (the distill stage resolves `auto`)
+    return DistillConfig(**{"method": "kd", "epochs": 1, "batch_size": 64, "lr": 0.05, "augment": "none",
+                            "mix": "none", **kw})
 
 
 def weights(model):
