@@ -6,7 +6,8 @@ losses.py registers the implementations under the same names; tests/unit/test_lo
 # The default, `auto`: FitNet hints (`feature`) where the teacher's feature maps pair with the student's stage for
 # stage, else `kd` (a teacher that cannot be tapped or ends at another resolution); the distill stage
 # (edgekd/distill/stage.py, auto_method) prints which and why. Chosen by benchmarks/kd_quality.py: on shapes,
-# 3 seeds, feature closed 52% of the teacher-scratch gap and kd 30% (docs/benchmarks.md).
+# 3 seeds, feature closed 85% of the teacher-scratch gap and kd 40% with a student of 1/9 of the teacher's
+# parameters (52% and 30% with one of 1/35; docs/benchmarks.md).
 DEFAULT_METHOD = "auto"
 AUTO_METHODS = ("feature", "kd")  # (preferred, fallback)
 # Transformer teachers (--teacher hf:DIR) when --method is not given, per task (edgekd/text/distill.py): the
@@ -39,10 +40,11 @@ AUTO = {"auto": "the default: feature where the teacher's feature maps pair with
 EXPERIMENTAL: dict[str, str] = {
     "rkd": "below training from scratch on digits (benchmarks/kd_quality.py, 20 epochs: 0.950 +- 0.016 over 2 "
            "seeds vs 0.974 +- 0.008 over 3); its paper weights (distill.rkd_distance_weight 25, rkd_angle_weight "
-           "50) are not rescaled; on shapes (30 epochs, seed 0) 0.203 vs scratch 0.490",
+           "50) are not rescaled; on shapes (resnet [8, 16, 32] x 1, 30 epochs, seed 0) 0.203 vs scratch 0.490",
     "normkd": "no better than training from scratch on shapes at any per-sample temperature scale tried "
-              "(benchmarks/kd_quality.py, 30 epochs, seed 0: distill.normkd_temperature_scale 0.5 / 0.75 / 1.5 gave "
-              "0.476 / 0.500 / 0.451 vs scratch 0.490 and kd 0.624)",
+              "(benchmarks/kd_quality.py, resnet [8, 16, 32] x 1, 30 epochs, seed 0: "
+              "distill.normkd_temperature_scale 0.5 / 0.75 / 1.5 gave 0.476 / 0.500 / 0.451 vs scratch 0.490 and kd "
+              "0.624)",
 }
 
 
