@@ -178,8 +178,8 @@ def plot(results: dict, path: Path) -> None:
             ax.axhspan(scratch["mean"] - scratch["sd"], scratch["mean"] + scratch["sd"], color="gray", alpha=0.2)
         ax.axhline(teacher, color="black", linestyle="--", linewidth=1, label=f"teacher {teacher:.3f}")
         low = min([x["mean"] - x["sd"] for x in rows] + [teacher])
-        ax.set_ylim(max(0.0, low - 0.5 * (teacher - low) - 0.01), min(1.0, max(teacher, *(x["mean"] + x["sd"]
-                                                                                           for x in rows)) + 0.01))
+        high = max([x["mean"] + x["sd"] for x in rows] + [teacher])
+        ax.set_ylim(max(0.0, low - 0.5 * (teacher - low) - 0.01), min(1.0, high + 0.01))
         ax.set_xticks(range(len(rows)), [x["row"] for x in rows], rotation=60, ha="right", fontsize=7)
         ax.set(ylabel="held-out accuracy (mean ± sd over seeds)",
                title=f"{data}: gap {100 * (teacher - r['scratch']):.1f} points")
