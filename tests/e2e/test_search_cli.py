@@ -78,6 +78,7 @@ def test_search_picks_on_speedups_measured_against_the_teacher(tmp_path):
     by_index = {c["index"]: c for c in saved["candidates"]}
     pick = timed[saved["pick_index"]]
     assert pick["speedup_interval"][0] >= bar
+    assert pick["confirmed"] and "timed again alone with the teacher" in result.stdout  # as long as the check
     passing = [by_index[i]["score"] for i, t in timed.items() if i >= 0 and t["speedup_interval"][0] >= bar]
     assert by_index[saved["pick_index"]]["score"] == max(passing)
     assert by_index[saved["pick_index"]]["measured"]["speedup"] == pick["speedup"]  # beside the predicted figures

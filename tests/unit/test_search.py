@@ -369,3 +369,44 @@ def test_nothing_fits_suggests_a_budget_the_search_would_take(margin, correction
     budgets = SimpleNamespace(latency_ms=None, memory_mb=None)
     said = str(_nothing_fits([slow], budgets, {"speedup": 1}, {"resnet": correction}, margin))
     assert "none of 1 candidates fits (1 over speedup)" in said and f"it would need {hint}" in said, said
+
+
+class _ScriptedTimer:
+    """Stands in for RuntimeTimer's timing (the runtime is timed for real in tests/e2e/test_search_cli.py):
+    a first timing and a confirmation per candidate, as scripted."""
+
+    def __init__(self, first: dict[int, float], again: dict[int, float]):
+        self.first, self.again, self.confirmed = first, again, []
+
+    @staticmethod
+    def _timed(c, s, confirmed):
+        from edgekd.search.measured import Timed
+        return Timed(c.index, c.space, 0.1, (0.09, 0.11), s, (0.97 * s, 1.03 * s), 4.0, confirmed)
+
+    def time(self, batch):
+        return [self._timed(c, self.first[c.index], False) for c in batch]
+
+    def confirm(self, c):
+        self.confirmed.append(c.index)
+        return self._timed(c, self.again[c.index], True)
+
+
+@pytest.mark.parametrize("again, pick, confirmed", [({1: 3.6, 2: 3.7}, 1, [1]),  # holds: the best score stays
+                                                    ({1: 3.2, 2: 3.6}, 2, [1, 2]),  # falls under: the next one
+                                                    ({1: 3.2, 2: 3.0}, None, [1, 2])])  # none holds: no pick
+def test_the_pick_is_timed_again_and_gives_way_when_it_no_longer_clears_the_bar(again, pick, confirmed):
+    """The pick's first timing is the luckiest near the bar; the search times it again as the check will and takes
+    the next passing candidate when it falls under (3x budget, 15% margin: bar 3.45x)."""
+    from types import SimpleNamespace
+
+    from edgekd.config import SearchConfig
+    from edgekd.search import _pick_measured
+
+    ranked = [replace(_candidate(i, "resnet", {"w": i}), score=10.0 - i, predicted_speedup=4.0) for i in (1, 2, 3)]
+    ctx = SimpleNamespace(cfg=SimpleNamespace(search=SearchConfig(top_k=3)), console=SimpleNamespace(print=print),
+                          budgets=SimpleNamespace(min_speedup=3.0, latency_ms=None),
+                          target=SimpleNamespace(runtime="onnxruntime"))
+    timer = _ScriptedTimer({1: 3.8, 2: 3.7, 3: 3.0}, again)
+    got, timed, _ = _pick_measured(ctx, timer, ranked, [], {})
+    assert (got.index if got else None) == pick and timer.confirmed == confirmed
+    assert all(t.confirmed == (t.index in confirmed) for t in timed)
