@@ -36,7 +36,8 @@ def test_help_marks_experimental_methods_with_the_measured_reason():
     text = " ".join(cli("distill", "--help").stdout.split())
     assert EXPERIMENTAL, "no method is marked: drop this test with the marker"
     for name, reason in EXPERIMENTAL.items():
-        assert f"{name}: {' '.join(METHODS[name].split())} EXPERIMENTAL: {' '.join(reason.split())}" in text
+        summary = (METHODS | ASSISTANT)[name]
+        assert f"{name}: {' '.join(summary.split())} EXPERIMENTAL: {' '.join(reason.split())}" in text
 
 
 def test_unknown_method_is_one_line_with_a_suggestion(tmp_path):
