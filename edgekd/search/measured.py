@@ -35,10 +35,7 @@ from edgekd.measurable import CHECK_SECONDS_PER_MODEL
 from edgekd.onnx_export import export_onnx
 from edgekd.runtimes import Artifact, CompileOptions, create_backend
 
-SECONDS_PER_MODEL = 0.7  # interleaved timing per model in a group
-# Candidates timed with the teacher at a time: one, as the check stage times a student. Two at a time, every
-# candidate read 15-20% faster than it did alone with the teacher (one build: 4.09x grouped, 3.31x alone).
-GROUP = 1
+SECONDS_PER_MODEL = 0.7  # interleaved timing of a candidate and of the teacher
 
 
 @dataclass(frozen=True)
@@ -77,33 +74,28 @@ class RuntimeTimer:
                                     CompileOptions(batch=self.ctx.target.batch_size))
 
     def time(self, candidates: list) -> list[Timed]:
-        """Export, compile and time `candidates` (search Candidates) against the teacher in one run."""
-        # Small groups: with nine models in one rotation, the teacher's weights left the caches between its
-        # blocks and every speed-up read ~20% high (two candidates a group still read high: GROUP above).
-        return [t for i in range(0, len(candidates), GROUP)
-                for t in self._time_group(candidates[i:i + GROUP], SECONDS_PER_MODEL, confirmed=False)]
+        """Export, compile and time `candidates` (search Candidates) against the teacher, one at a time, as the
+        check stage times a student: with nine models in one rotation the teacher's weights left the caches between
+        its blocks and every speed-up read ~20% high, and two candidates at a time still read 15-20% high (one
+        build: 4.09x two at a time, 3.31x alone)."""
+        return [self._against_teacher(c, SECONDS_PER_MODEL, confirmed=False) for c in candidates]
 
     def confirm(self, candidate) -> Timed:
-        """`candidate` timed again alone with the teacher, for as long as the check stage times a student."""
-        return self._time_group([candidate], CHECK_SECONDS_PER_MODEL, confirmed=True)[0]
+        """`candidate` timed again against the teacher, for as long as the check stage times a student."""
+        return self._against_teacher(candidate, CHECK_SECONDS_PER_MODEL, confirmed=True)
 
-    def _time_group(self, group: list, seconds_per_model: float, confirmed: bool) -> list[Timed]:
+    def _against_teacher(self, c, seconds_per_model: float, confirmed: bool) -> Timed:
         start = time.perf_counter()
-        out = []
         with tempfile.TemporaryDirectory(dir=self.folder) as tmp:
-            sessions = {"teacher": self.teacher}
-            for c in group:
-                path = export_onnx(self.ctx.new_student(c.arch), self.ctx.input_shape,
-                                   Path(tmp) / f"candidate-{c.index}.onnx", {})
-                sessions[str(c.index)] = load_replicas(self._compile(path, Path(tmp)), self.threads)
+            path = export_onnx(self.ctx.new_student(c.arch), self.ctx.input_shape, Path(tmp) / "candidate.onnx", {})
+            sessions = {"teacher": self.teacher, "candidate": load_replicas(self._compile(path, Path(tmp)),
+                                                                            self.threads)}
             timed = time_sessions(sessions, self.x, seconds_per_model * len(sessions))
-            self.teacher_timings.append(timed.figures("teacher").as_dict())
-            for c in group:
-                ratio: Ratio = timed.speedup("teacher", str(c.index))
-                out.append(Timed(c.index, c.space, timed.latency_ms(str(c.index)), timed.interval_ms(str(c.index)),
-                                 ratio.value, ratio.interval, c.predicted_speedup, confirmed))
+        self.teacher_timings.append(timed.figures("teacher").as_dict())
+        ratio: Ratio = timed.speedup("teacher", "candidate")
         self.seconds += time.perf_counter() - start
-        return out
+        return Timed(c.index, c.space, timed.latency_ms("candidate"), timed.interval_ms("candidate"), ratio.value,
+                     ratio.interval, c.predicted_speedup, confirmed)
 
 
 def corrections(timed: list[Timed]) -> dict[str, float]:
