@@ -61,7 +61,7 @@ class RuntimeTimer:
     def __init__(self, ctx, teacher_onnx: Path, threads: int, folder: Path):
         self.ctx, self.threads, self.folder = ctx, threads, folder
         self.backend = create_backend(ctx.target.runtime)
-        self.precision = create_backend(ctx.target.runtime).float_precision
+        self.precision = self.backend.float_precision
         self.teacher = load_replicas(self._compile(teacher_onnx, folder / "teacher"), threads)
         self.x = np.ascontiguousarray(ctx.data.split("val")[0][:1].repeat(ctx.target.batch_size, 0))
         self.seconds = 0.0  # spent exporting, compiling and timing
