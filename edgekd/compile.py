@@ -7,27 +7,10 @@ from __future__ import annotations
 import platform
 from pathlib import Path
 
-import numpy as np
-
 from edgekd.errors import InputError, StageFailed
 from edgekd.rundir import make_dir
 from edgekd.runtimes import Artifact, Backend, CompileOptions, create_backend, save_artifact
-from edgekd.validate import check_model_file
-
-
-def load_calibration(path: Path) -> np.ndarray:
-    """Preprocessed calibration inputs: an .npy array (N, C, H, W), or the `x` of an .npz."""
-    try:
-        if path.suffix == ".npz":
-            with np.load(path, allow_pickle=False) as f:
-                x = f["x"]
-        else:
-            x = np.load(path, allow_pickle=False)
-    except (OSError, KeyError, ValueError) as e:
-        raise InputError(f"--calibration '{path}': need an .npy (N, C, H, W) or an .npz with x ({e})") from None
-    if x.ndim != 4:
-        raise InputError(f"--calibration '{path}': inputs have shape {x.shape}; need (N, C, H, W)")
-    return x.astype(np.float32)
+from edgekd.validate import check_input_shape, check_model_file, load_input_arrays, read_onnx
 
 
 def compile_model(onnx_path: Path, out_dir: Path, runtime: str, precision: str | None = None,
@@ -44,7 +27,15 @@ def compile_model(onnx_path: Path, out_dir: Path, runtime: str, precision: str |
     if reason:
         raise InputError(f"--runtime {runtime}: {reason}")
     precision = precision or backend.float_precision
-    calib = load_calibration(calibration) if calibration is not None else None
+    calib = None
+    if calibration is not None:
+        calib, _ = load_input_arrays(calibration, "--calibration")
+        model = read_onnx(onnx_path)
+        inputs = [i for i in model.graph.input if i.name not in {t.name for t in model.graph.initializer}]
+        dims = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None
+                for d in inputs[0].type.tensor_type.shape.dim] if len(inputs) == 1 else []
+        if dims:
+            check_input_shape(calib, tuple(dims[1:]), f"--calibration '{calibration}'", onnx_path)
     arch = platform.machine() if platform.machine() in ("x86_64", "aarch64") else "x86_64"
     artifact = backend.compile(onnx_path, out_dir, precision, calib, arch,
                                CompileOptions(mobile=mobile, batch=batch, max_batch=max(64, batch),

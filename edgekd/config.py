@@ -1,7 +1,8 @@
 """Configuration schema: hardware profiles, deployment targets, budgets and the build config.
 
 Every model forbids unknown fields, so a typo in a YAML file is an error that names the file and field,
-never a silently ignored setting. YAML is read with yaml.safe_load only.
+never a silently ignored setting. YAML is read with yaml.safe_load only, with aliases bounded
+(safe_yaml).
 """
 
 from __future__ import annotations
@@ -23,7 +24,16 @@ PositiveFloat = Annotated[float, Field(gt=0)]
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan: a NaN or infinite budget, mean or size passes every comparison the wrong way (NaN is never
+    # over a limit; an infinite speed-up bar sends the search hunting for a minute), so none is accepted.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+# Beyond any edge deployment, and small enough that the arrays they size cannot exhaust a host's memory
+# (an unbounded --input-size or --batch asked numpy for terabytes).
+MAX_SIDE = 8192
+MAX_BATCH = 4096
+MAX_INPUT_VALUES = 2**30  # one input batch fed to a model: 4 GiB of float32
 
 
 # ----------------------------------------------------------------------------- profiles
@@ -93,7 +103,7 @@ class Target(Strict):
     profile: str
     runtime: RuntimeName
     precision: Precision
-    batch_size: int = Field(default=1, gt=0)
+    batch_size: int = Field(default=1, gt=0, le=MAX_BATCH)
     budgets: Budgets
 
 
@@ -101,7 +111,7 @@ class Target(Strict):
 class Preprocess(Strict):
     """Pixels are scaled to 0..1, resized to input_size, then (x - mean) / std per channel."""
 
-    input_size: tuple[Annotated[int, Field(gt=0)], Annotated[int, Field(gt=0)]] | None = None
+    input_size: tuple[Annotated[int, Field(gt=0, le=MAX_SIDE)], Annotated[int, Field(gt=0, le=MAX_SIDE)]] | None = None
     mean: list[float] | None = None
     std: list[Annotated[float, Field(gt=0)]] | None = None
 
@@ -251,9 +261,54 @@ def format_validation_error(where: str, err: ValidationError) -> str:
     return f"{where}: field '{field}': {msg}{more}"
 
 
+MAX_YAML_NODES = 100_000  # a build config has a few hundred; an alias bomb expands to billions
+
+
+class YamlTooLarge(yaml.YAMLError):
+    """A document whose aliases expand past MAX_YAML_NODES, or refer to themselves."""
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a document whose aliases expand to more than MAX_YAML_NODES nodes.
+
+    Aliases make a 1 KB document a shared graph that anything walking it (validation of a free-form dict,
+    model_dump, json) expands in full: the "billion laughs" grew a build to 6 GB. The composed graph is sized
+    here, each shared node counted once per use, before any Python object is constructed."""
+
+    def get_single_node(self):
+        node = super().get_single_node()
+        if node is not None:
+            _expanded_size(node, {}, set())
+        return node
+
+
+def _expanded_size(node, sizes: dict, open_: set) -> int:
+    if id(node) in sizes:
+        return sizes[id(node)]
+    if id(node) in open_:
+        raise YamlTooLarge("an alias refers to the node that contains it (a recursive document)")
+    open_.add(id(node))
+    size = 1
+    if isinstance(node.value, list):
+        for item in node.value:
+            for child in item if isinstance(item, tuple) else (item,):  # mappings hold (key, value) pairs
+                size += _expanded_size(child, sizes, open_)
+                if size > MAX_YAML_NODES:
+                    raise YamlTooLarge(f"its aliases expand to more than {MAX_YAML_NODES:,} values "
+                                         "(an alias bomb?); write the values out")
+    open_.discard(id(node))
+    sizes[id(node)] = size
+    return size
+
+
+def safe_yaml(text: str):
+    """yaml.safe_load with aliases bounded (_BoundedLoader)."""
+    return yaml.load(text, Loader=_BoundedLoader)  # noqa: S506  (a SafeLoader subclass)
+
+
 def read_yaml(path: Path) -> dict[str, Any]:
     try:
-        data = yaml.safe_load(path.read_text())
+        data = safe_yaml(path.read_text())
     except FileNotFoundError:
         raise InputError(f"{path}: file not found") from None
     except IsADirectoryError:
@@ -264,6 +319,8 @@ def read_yaml(path: Path) -> dict[str, Any]:
         raise InputError(f"{path}: cannot be read ({e.strerror or e})") from None
     except RecursionError:
         raise InputError(f"{path}: nested too deeply to read; simplify the YAML") from None
+    except YamlTooLarge as e:
+        raise InputError(f"{path}: refused: {e}") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
@@ -333,8 +390,8 @@ def apply_overrides(data: dict[str, Any], pairs: list[str]) -> dict[str, Any]:
             if not isinstance(node, dict):
                 raise InputError(f"--set '{pair}': '{part}' is not a section")
         try:
-            node[leaf] = yaml.safe_load(raw)
-        except yaml.YAMLError:
+            node[leaf] = safe_yaml(raw)
+        except (yaml.YAMLError, RecursionError):
             raise InputError(f"--set '{pair}': value is not a valid YAML scalar") from None
     return data
 

@@ -17,7 +17,7 @@ from edgekd.distill.trainer import pick_device
 from edgekd.errors import InputError
 from edgekd.models.embedded_teacher import RECIPES, embedded_teacher, source_name
 from edgekd.models.families import create_model
-from edgekd.models.teacher import EMBEDDED, Teacher, load_teacher, teacher_accuracy
+from edgekd.models.teacher import EMBEDDED, Teacher, check_logits, load_teacher, teacher_accuracy
 from edgekd.remote import parse_destination
 from edgekd.rundir import RunDir, check_out_path
 from edgekd.text import is_text_source
@@ -105,7 +105,9 @@ def make_context(cfg: BuildConfig, console: Console | None = None) -> Context:
         teacher.num_classes, teacher.source = data.num_classes, source_name(cfg.data)
         teacher.in_channels = data.preprocessing.channels
     elif teacher.module is not None:
-        teacher.module.to(device).eval()
+        teacher.module.eval()
+        check_logits(teacher, data.split("val")[0])
+        teacher.module.to(device)
     return Context(cfg, target, profile, target.budgets.merged(cfg.budgets), teacher, data, out, device, console)
 
 

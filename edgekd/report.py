@@ -14,6 +14,7 @@ from rich.markup import escape
 from rich.table import Table
 
 import edgekd
+from edgekd.errors import InputError
 from edgekd.figures import Figure
 from edgekd.hostinfo import cpu_name, usable_cores
 from edgekd.report_html import render_html
@@ -89,6 +90,23 @@ class Report:
         if self.notes:
             d["notes"] = self.notes
         return d
+
+
+def read_report_json(path: Path, where: str) -> dict:
+    """A report.json as a dict; an InputError naming `where` for a missing, unreadable, non-JSON or absurdly
+    nested file (json's recursion would otherwise end in a RecursionError traceback)."""
+    try:
+        d = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise InputError(f"{where}: file not found; give the report.json of an earlier `edgekd check --json` "
+                         "or `edgekd build`") from None
+    except RecursionError:
+        raise InputError(f"{where}: nested too deeply to be a report; give an edgekd report.json") from None
+    except (ValueError, OSError) as e:  # JSONDecodeError, UnicodeDecodeError, IsADirectoryError, ...
+        raise InputError(f"{where}: not a JSON report ({' '.join(str(e).split())[:200]})") from None
+    if not isinstance(d, dict):
+        raise InputError(f"{where}: not an edgekd report (a JSON {type(d).__name__}, expected an object)")
+    return d
 
 
 def environment(versions: dict[str, str]) -> dict:

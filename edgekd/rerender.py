@@ -7,7 +7,6 @@ page, and lets a tool that edits a budget's limit in report.json regenerate the 
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import webbrowser
@@ -15,7 +14,9 @@ from dataclasses import fields
 from pathlib import Path
 
 from edgekd.errors import InputError
-from edgekd.report import BudgetResult, Report, StageRecord, write_outputs
+from edgekd.gate.verdict import recheck
+from edgekd.report import BudgetResult, Report, StageRecord, read_report_json, write_outputs
+from edgekd.report_html import fmt
 from edgekd.rundir import RunDir
 
 KNOWN = {"schema", "passed", "target", "teacher", "student", "budgets", "stages", "artifacts", "environment",
@@ -47,23 +48,39 @@ def report_from_dict(d: dict) -> Report:
 
 
 def rerender(run: Path) -> Report:
-    """Rewrite report.md, junit.xml and report.html in `run` (a folder, or its report.json)."""
+    """Rewrite report.md, junit.xml and report.html in `run` (a folder, or its report.json).
+
+    The stored verdicts are not trusted: each budget's is decided again from its value, limit and interval
+    (gate.verdict.recheck), and where that differs from the stored one the redrawn report says so in a note.
+    The exit code follows the figures, so an edited report.json cannot turn a failed budget into a pass,
+    and an edited limit gives the verdict that follows from it."""
     path = RunDir(run).report_json if run.is_dir() else run
     if not path.is_file():
         raise InputError(f"{run}: no report.json here; give a build's --out folder or a report.json")
-    try:
-        d = json.loads(path.read_text())
-    except ValueError as e:
-        raise InputError(f"{path}: not valid JSON ({e})") from None
-    if not isinstance(d, dict) or not isinstance(d.get("budgets", []), list):
+    d = read_report_json(path, str(path))
+    if not isinstance(d.get("budgets", []), list) or not all(isinstance(b, dict) for b in d.get("budgets") or []) \
+            or not all(isinstance(s, dict) for s in d.get("stages") or []):
         raise InputError(f"{path}: not an edgekd report (schema edgekd.report/1)")
     try:
         report = report_from_dict(d)
-    except TypeError as e:
+    except (TypeError, ValueError) as e:
         raise InputError(f"{path}: a budget or stage lacks a field ({e})") from None
+    for i, stored in enumerate(report.budgets):
+        try:
+            b = recheck(stored)
+        except InputError as e:
+            raise InputError(f"{path}: {e}") from None
+        if (b.verdict or _stored(b)) != (stored.verdict or _stored(stored)):
+            report.notes.append(f"{b.name}: stored as {stored.verdict or _stored(stored)}, but {fmt(b.value)} "
+                                f"against limit {fmt(b.limit)} gives {b.verdict}; the verdict is recomputed")
+        report.budgets[i] = b
     folder = RunDir(path.parent)
     write_outputs(report, None, folder.report_md, folder.junit_xml, folder.report_html, folder.root)
     return report
+
+
+def _stored(b: BudgetResult) -> str:
+    return "pass" if b.passed else "fail"
 
 
 def has_desktop() -> bool:

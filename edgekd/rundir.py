@@ -92,6 +92,22 @@ def check_out_path(out: Path, option: str = "--out") -> None:
             return
 
 
+def check_output_file(path: Path, option: str) -> None:
+    """Before the work: the file can be written where `option` says (its folder is created now), so a run
+    does not end in an OSError after minutes of timing (`--logits`, `--json` under /proc)."""
+    path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{option} '{path}': is a folder; give a file name")
+    check_out_path(path.parent, option)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise InputError(f"{option} '{path}': its folder cannot be created ({e.strerror or e}); "
+                         "choose a writable path") from None
+    if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise InputError(f"{option} '{path}': cannot be written here (no permission); choose another path")
+
+
 def make_dir(path: Path, option: str = "--out") -> Path:
     check_out_path(path, option)
     try:

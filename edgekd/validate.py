@@ -2,6 +2,9 @@
 passes a lint, ships from compile, or reaches a runtime that would fail with a traceback.
 
     check_model_file(Path("student.onnx"))           # raises InputError naming the file and what is wrong
+
+The array files commands take beside a model (`bench --eval`, `compile --calibration`) are read the same way:
+load_input_arrays.
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import numpy as np
 import onnx
 from onnx.external_data_helper import _get_all_tensors, uses_external_data
 
@@ -139,3 +143,88 @@ def check_engine_header(path: Path, head: bytes, size: int, option: str = "MODEL
     except UnicodeDecodeError:
         return
     raise InputError(f"{option} '{path}': is text, not a TensorRT engine; rebuild it")
+
+
+# ONNX domains a stock runtime knows: the standard ones, ONNX Runtime's contrib ops and OpenVINO's own.
+KNOWN_DOMAINS = {"", "ai.onnx", "ai.onnx.ml", "ai.onnx.preview.training", "com.microsoft", "com.microsoft.nchwc",
+                 "org.openvinotoolkit"}
+
+
+def refuse_custom_ops(path: Path, option: str = "MODEL", model=None) -> None:
+    """A node in a custom domain (one the model's own functions do not define) needs a plugin that onnxruntime
+    and OpenVINO do not have: refused by name here, not as a runtime's traceback when a session opens."""
+    model = model if model is not None else read_onnx(path, option)
+    local = {(f.domain, f.name) for f in model.functions}
+    for node in model.graph.node:
+        if node.domain not in KNOWN_DOMAINS and (node.domain, node.op_type) not in local:
+            raise InputError(f"{option} '{path}': node '{node.name or node.op_type}' is the custom op "
+                             f"'{node.domain}:{node.op_type}', which onnxruntime and OpenVINO do not implement; "
+                             "export the model with standard ONNX ops")
+
+
+def load_input_arrays(path: Path, option: str, labels: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+    """Preprocessed inputs x (N, C, H, W) as float32, and with `labels` their integer classes y (N,), from an
+    .npz (x, y) or, without labels, a bare .npy; an InputError naming `option` and the file otherwise.
+
+    Read like a model file: a device, pipe or empty file, a damaged archive, no samples, NaN pixels or a label
+    below 0 are bad input, never an EOFError or a quantizer fed NaN."""
+    path = Path(path)
+    where = f"{option} '{path}'"
+    need = "an .npz with float x (N, C, H, W) and integer y (N,)" if labels else \
+        "an .npy (N, C, H, W) or an .npz with x"
+    if not path.exists():
+        raise InputError(f"{where}: file not found")
+    if not path.is_file():
+        raise InputError(f"{where}: not a regular file (a folder, device or pipe); give {need}")
+    if path.stat().st_size == 0:
+        raise InputError(f"{where}: is empty (0 bytes); give {need}")
+    try:
+        with open(path, "rb") as f:
+            zipped = f.read(2) == b"PK"
+            f.seek(0)
+            if zipped:
+                with np.load(f, allow_pickle=False) as z:
+                    missing = [k for k in ("x", "y")[: 1 + labels] if k not in z.files]
+                    if missing:
+                        raise InputError(f"{where}: missing array '{missing[0]}' (has {sorted(z.files)}); "
+                                         f"give {need}")
+                    x, y = z["x"], z["y"] if labels else None
+            elif labels:
+                raise InputError(f"{where}: not an .npz archive; give {need}")
+            else:
+                x, y = np.load(f, allow_pickle=False), None
+    except InputError:
+        raise
+    except Exception as e:  # noqa: BLE001  (EOFError, BadZipFile, ValueError, ... on a damaged file)
+        raise InputError(f"{where}: not readable ({type(e).__name__}: {_first_line(e)}); give {need}") from None
+    if not np.issubdtype(x.dtype, np.integer) and not np.issubdtype(x.dtype, np.floating):
+        raise InputError(f"{where}: x holds {x.dtype} values; give {need}")
+    if x.ndim != 4 or len(x) == 0:
+        raise InputError(f"{where}: x has shape {x.shape}; need (N, C, H, W) with N >= 1")
+    x = x.astype(np.float32)
+    if not np.isfinite(x).all():
+        bad = int((~np.isfinite(x)).reshape(len(x), -1).any(1).sum())
+        raise InputError(f"{where}: x holds NaN or infinite values in {bad} of {len(x)} samples; fix or drop them")
+    if labels:
+        if y.ndim != 1 or len(y) != len(x) or not np.issubdtype(y.dtype, np.integer) or (y < 0).any():
+            raise InputError(f"{where}: y ({y.dtype}, shape {y.shape}) must be {len(x)} non-negative integer "
+                             "class ids, one per sample of x")
+        y = y.astype(np.int64)
+    return x, y
+
+
+def check_input_shape(x: np.ndarray, sample_shape: tuple, where: str, model: Path) -> None:
+    """The arrays' samples are what the model takes (dims it leaves dynamic match anything)."""
+    fixed = all(isinstance(d, int) and d > 0 for d in sample_shape)
+    if len(x.shape[1:]) != len(sample_shape) or (fixed and tuple(x.shape[1:]) != tuple(sample_shape)):
+        raise InputError(f"{where}: samples are {'x'.join(map(str, x.shape[1:]))} but MODEL '{model}' takes "
+                         f"{'x'.join(str(d) for d in sample_shape)}; prepare them as the model was exported")
+
+
+def check_labels_in_range(y: np.ndarray, logits: np.ndarray, where: str, model: Path) -> None:
+    """Labels must name one of the model's outputs: accuracy against a label it cannot predict is no figure."""
+    if logits.ndim != 2:
+        raise InputError(f"MODEL '{model}': output has shape {logits.shape}; accuracy needs (N, classes) logits")
+    if len(y) and int(y.max()) >= logits.shape[1]:
+        raise InputError(f"{where}: label {int(y.max())} is outside the model's {logits.shape[1]} classes "
+                         f"(0..{logits.shape[1] - 1}); give labels the model predicts")

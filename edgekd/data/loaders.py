@@ -122,7 +122,8 @@ def load_npz(path: Path) -> RawData:
 def _list_classes(root: Path) -> dict[str, list[Path]]:
     classes = {}
     for d in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        files = sorted(f for f in d.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES)
+        # regular files only: a FIFO named x.png would block the read forever, a device would never end
+        files = sorted(f for f in d.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file())
         if not files:  # dropping it would silently change the class count the teacher is matched against
             raise InputError(f"--data '{root}': class folder '{d.name}' holds no images "
                              f"({', '.join(sorted(IMAGE_SUFFIXES))}); add images or remove the folder")
@@ -187,7 +188,10 @@ def _read_images(files: list[tuple[Path, int]], size: tuple[int, int] | None) ->
                 im.load()
                 modes.add(im.mode)
                 images.append(im.copy())
-        except (UnidentifiedImageError, OSError) as e:
+        except Image.DecompressionBombError:
+            raise InputError(f"--data: image {path} is larger than {Image.MAX_IMAGE_PIXELS:,} pixels (PIL's guard "
+                             "against decompression bombs); shrink or remove it") from None
+        except (UnidentifiedImageError, OSError, ValueError) as e:
             raise InputError(f"--data: cannot read image {path} ({e}); remove or replace it") from None
         if size is None:
             if first is None:

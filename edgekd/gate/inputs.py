@@ -11,12 +11,13 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+from pydantic import ValidationError
 
-from edgekd.config import Preprocess
+from edgekd.config import MAX_INPUT_VALUES, Preprocess, format_validation_error
 from edgekd.data import load_data
 from edgekd.errors import InputError
 from edgekd.optional import require
-from edgekd.report import SCHEMA
+from edgekd.report import SCHEMA, read_report_json
 
 INT8_OPS = {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger"}
 
@@ -59,6 +60,9 @@ class ModelInput:
         if any(d is None for d in dims):
             raise InputError(f"MODEL '{self.path}': input '{self.name}' has dynamic dims {_dims(self.dims)}; "
                              "pass --input-size H,W (image models) or export it with fixed sizes")
+        if math.prod(dims) > MAX_INPUT_VALUES:
+            raise InputError(f"MODEL '{self.path}': input '{self.name}' of {_dims(dims)} is far larger than an "
+                             "edge model takes; check its fixed dims or --input-size")
         return tuple(dims)
 
 
@@ -171,11 +175,15 @@ def _inspect_ir(path: Path, option: str) -> ModelInput:
 
 # ----------------------------------------------------------------------------- data
 def preprocess_for(model: ModelInput, input_size, mean, std) -> Preprocess:
-    """Options first, then what the model's own metadata records (edgekd exports carry it)."""
-    meta = model.preprocessing or {}
+    """Options first, then what the model's own metadata records (edgekd exports carry it), validated as the
+    options are: a metadata input size of 10^6 or a NaN mean is the model file's fault, named as such."""
+    meta = model.preprocessing if isinstance(model.preprocessing, dict) else {}
     size = input_size or meta.get("input_size")
-    return Preprocess(input_size=tuple(size) if size else None, mean=mean or meta.get("mean"),
-                      std=std or meta.get("std"))
+    try:
+        return Preprocess(input_size=tuple(size) if isinstance(size, (list, tuple)) else size,
+                          mean=mean or meta.get("mean"), std=std or meta.get("std"))
+    except ValidationError as e:
+        raise InputError(format_validation_error(f"MODEL '{model.path}' metadata 'preprocessing'", e)) from None
 
 
 def load_eval_split(spec: str, model: ModelInput, preprocess: Preprocess, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -221,15 +229,9 @@ def _number(d: dict, key: str, where: str) -> float | None:
 def load_baseline(path: Path) -> Baseline:
     """The model figures of an earlier `edgekd check --json` or `edgekd build` report."""
     where = f"--baseline '{path}'"
-    try:
-        report = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise InputError(f"{where}: file not found; give the report.json of an earlier `edgekd check --json` "
-                         "or `edgekd build`") from None
-    except (json.JSONDecodeError, UnicodeDecodeError, IsADirectoryError) as e:
-        raise InputError(f"{where}: not a JSON report ({e})") from None
-    if not isinstance(report, dict) or report.get("schema") != SCHEMA:
-        found = report.get("schema") if isinstance(report, dict) else type(report).__name__
+    report = read_report_json(path, where)
+    if report.get("schema") != SCHEMA:
+        found = report.get("schema")
         raise InputError(f"{where}: not an edgekd report (schema {found!r}, expected '{SCHEMA}')")
     student = report.get("student")
     if not isinstance(student, dict):

@@ -16,6 +16,7 @@ from edgekd.gate.inputs import Baseline, ModelInput, inspect_model, load_baselin
 from edgekd.gate.verdict import parse_percent
 from edgekd.measurable import local_measurement_blocker
 from edgekd.remote import parse_remote
+from edgekd.rundir import check_output_file
 from edgekd.runtimes import Artifact, artifact_from_path, create_backend
 
 
@@ -60,6 +61,8 @@ def config_from_options(max_regression: str = "5%", input_size=None, mean=None, 
     except ValidationError as e:
         first = e.errors()[0]
         field = str(first["loc"][0]) if first["loc"] else ""
+        if field == "preprocess" and len(first["loc"]) > 1:
+            field = str(first["loc"][1])  # input_size, mean, std: each its own option
         option = OPTION_NAMES.get(field, "--" + field.replace("_", "-"))
         raise InputError(f"{option}: {first['msg'][0].lower()}{first['msg'][1:]}") from None
 
@@ -99,8 +102,8 @@ def make_plan(cfg: CheckConfig) -> GatePlan:
                                             max_accuracy_drop=cfg.max_accuracy_drop))
     for path, option in ((cfg.json_path, "--json"), (cfg.junit_path, "--junit"), (cfg.markdown_path, "--markdown"),
                          (cfg.html_path, "--html")):
-        if path is not None and path.is_dir():
-            raise InputError(f"{option} '{path}': is a folder; give a file path")
+        if path is not None:
+            check_output_file(path, option)  # before any timing, not an OSError when the report is written
     not_checked = []
     if cfg.reference is not None and cfg.data is None:
         raise InputError("--reference: needs --data to compare accuracy on")

@@ -9,6 +9,10 @@ an interval (accuracy on a fixed split) is its own interval.
 
 from __future__ import annotations
 
+import math
+import re
+from dataclasses import replace
+
 from edgekd.config import Budgets
 from edgekd.errors import Inconclusive, InputError, StageFailed
 from edgekd.figures import Figure, Figures
@@ -48,6 +52,37 @@ def budget_result(name: str, limit: float, value: float, source: str, interval: 
         verdict = "fail"
     return BudgetResult(name, limit, value, source, verdict == "pass", tuple(interval) if interval else None,
                         "; ".join(notes), verdict)
+
+
+# Budgets whose limit is a minimum (decide(at_least=True)); every other limit is a maximum.
+AT_LEAST = frozenset({"speedup", "embedding_cosine", "neighbour_agreement"})
+_POLICY = re.compile(r"counted as (pass|fail) by --inconclusive")
+
+
+def recheck(b: BudgetResult) -> BudgetResult:
+    """The budget with the verdict its own figures give by the rule above, as `edgekd report` redraws a stored
+    report: an edited value (999 ms against a 5 ms limit stored as passed) or an edited limit gets the
+    verdict that follows from it. The policies the gate applied (--inconclusive, --require-measured) are
+    read back from the notes budget_result left in `detail`. A budget the run never reached, or one without
+    a limit, is left as it is. A NaN or infinite figure is bad input: no verdict follows from it."""
+    figures = [b.value, b.limit, *(b.interval or ())]
+    bad = [v for v in figures if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))
+                                                    or not math.isfinite(v))]
+    if bad:
+        raise InputError(f"budget '{b.name}': {bad[0]!r} is not a finite number, so no verdict follows from it; "
+                         "fix the figure or rerun the build/check")
+    if b.passed is None or b.limit is None or b.value is None:
+        return b
+    interval = tuple(b.interval) if b.interval else (b.value, b.value)
+    if interval[0] > interval[1]:
+        raise InputError(f"budget '{b.name}': interval {list(interval)} is reversed")
+    verdict = decide(interval, b.limit, b.name in AT_LEAST)
+    policy = _POLICY.search(b.detail or "")
+    if verdict == "inconclusive" and policy:
+        verdict = policy.group(1)
+    if "--require-measured" in (b.detail or "") and b.source != "measured":
+        verdict = "fail"
+    return replace(b, passed=verdict == "pass", verdict=verdict)
 
 
 def regression_limit(baseline: float, max_regression_pct: float) -> float:

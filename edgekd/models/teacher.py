@@ -24,7 +24,7 @@ from torch.export.graph_signature import InputKind
 from edgekd.config import TeacherSpec
 from edgekd.errors import InputError
 from edgekd.runtimes.onnxruntime_backend import OrtSession
-from edgekd.validate import check_onnx
+from edgekd.validate import check_onnx, refuse_custom_ops
 
 IMAGENET_NORM = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 EMBEDDED = "embedded"  # placeholder source until the data set names its embedded teacher
@@ -170,6 +170,7 @@ def _onnx(path: Path) -> Teacher:
 
 
     check_onnx(path, "--teacher")  # also: external weights must stay inside the model's folder
+    refuse_custom_ops(path, "--teacher")  # onnxruntime runs the teacher: a custom op would fail mid-search
     # Exporters may leave out the intermediate shapes the cost model prices layers by; infer them once.
     model = onnx.shape_inference.infer_shapes(onnx.load(str(path)))
     inputs = [i for i in model.graph.input if i.name not in {t.name for t in model.graph.initializer}]
@@ -180,6 +181,9 @@ def _onnx(path: Path) -> Teacher:
         raise InputError(f"--teacher '{path}': input must be (batch, channels, height, width), got {dims}")
     size = (dims[2], dims[3]) if dims[2] and dims[3] else None
     out = [d.dim_value for d in model.graph.output[0].type.tensor_type.shape.dim]
+    if model.graph.output[0].type.tensor_type.HasField("shape") and len(out) != 2:
+        raise InputError(f"--teacher '{path}': output '{model.graph.output[0].name}' has rank {len(out)}; a teacher "
+                         "gives (batch, classes) logits: export the classifier with its head")
     classes = out[-1] if out and out[-1] else None
     return Teacher(str(path), dims[1], size, classes, None, onnx_path=path)
 
@@ -272,6 +276,15 @@ def _state_mismatch(expected: dict, given: dict) -> list[str]:
     out += [f"{k} is {list(given[k].shape)}, expected {list(v.shape)}" for k, v in expected.items()
             if k in given and tuple(given[k].shape) != tuple(v.shape)]
     return out
+
+
+def check_logits(teacher: Teacher, x: np.ndarray) -> None:
+    """The teacher gives (batch, classes) logits on two of the data's inputs: a feature map or an embedding
+    taken as logits fails a minute into the search otherwise (an ONNX teacher's rank is checked at load)."""
+    out = teacher.logits(torch.from_numpy(np.ascontiguousarray(x[:2], np.float32)))
+    if out.ndim != 2:
+        raise InputError(f"--teacher {teacher.source}: gives outputs of shape {tuple(out.shape)}; a teacher gives "
+                         "(batch, classes) logits: export the classifier with its head")
 
 
 def teacher_accuracy(teacher: Teacher, x: np.ndarray, y: np.ndarray, device: torch.device) -> float:

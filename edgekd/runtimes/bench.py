@@ -9,12 +9,15 @@ from pathlib import Path
 import numpy as np
 from rich.table import Table
 
+from edgekd.config import MAX_BATCH, MAX_INPUT_VALUES
 from edgekd.devicestate import device_state
 from edgekd.errors import InputError
 from edgekd.figures import Figure, Figures
 from edgekd.measure import summarize, time_calls
+from edgekd.rundir import check_output_file
 from edgekd.runtimes import Artifact, Session, create_backend, evaluate_accuracy
 from edgekd.runtimes.memprobe import measure_memory_mb
+from edgekd.validate import check_input_shape, check_labels_in_range, load_input_arrays, refuse_custom_ops
 
 WARMUP = 10
 
@@ -38,21 +41,17 @@ def latency_figures(session: Session, x: np.ndarray) -> dict:
     return out
 
 
-def load_eval(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """A labelled, preprocessed evaluation set: .npz with float32 x (N, C, H, W) and integer y."""
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            x, y = f["x"].astype(np.float32), f["y"].astype(np.int64)
-    except (OSError, KeyError, ValueError) as e:
-        raise InputError(f"--eval '{path}': need an .npz with float x (N, C, H, W) and integer y ({e})") from None
-    if x.ndim != 4 or len(x) != len(y):
-        raise InputError(f"--eval '{path}': x has shape {x.shape} and y {y.shape}; need (N, C, H, W) and (N,)")
-    return x, y
-
-
 def bench(artifact: Artifact, threads: int, batch: int = 1, eval_data: Path | None = None,
           logits_out: Path | None = None, memory: bool = True) -> dict:
 
+    if batch > MAX_BATCH:
+        raise InputError(f"--batch {batch}: more than {MAX_BATCH}, beyond what an edge device runs; give a smaller one")
+    # the evaluation set and where the logits go are checked before a second is spent timing
+    xe, ye = load_input_arrays(eval_data, "--eval", labels=True) if eval_data is not None else (None, None)
+    if logits_out is not None:
+        check_output_file(logits_out, "--logits")
+    if artifact.path.suffix == ".onnx" and artifact.runtime in ("onnxruntime", "openvino"):
+        refuse_custom_ops(artifact.path)
     backend = create_backend(artifact.runtime)
     reason = backend.unavailable_reason()
     if reason:
@@ -61,14 +60,19 @@ def bench(artifact: Artifact, threads: int, batch: int = 1, eval_data: Path | No
     if any(not isinstance(d, int) or d < 1 for d in session.sample_shape):
         raise InputError(f"MODEL '{artifact.path}': input shape {session.sample_shape} is not fixed beyond the batch")
     shape = (batch, *session.sample_shape)
+    if np.prod(shape, dtype=np.float64) > MAX_INPUT_VALUES:
+        raise InputError(f"--batch {batch}: a {'x'.join(map(str, shape))} input is far larger than an edge model "
+                         "takes; give a smaller --batch")
+    if xe is not None:
+        check_input_shape(xe, session.sample_shape, f"--eval '{eval_data}'", artifact.path)
     x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
     result = {"artifact": artifact.to_dict(), "versions": backend.versions(), "threads": threads,
               "input_shape": list(shape), "session": session.settings, **latency_figures(session, x)}
     if memory:
         result |= Figures(memory=Figure(measure_memory_mb(artifact, shape, threads), "measured")).as_dict()
     if eval_data is not None:
-        xe, ye = load_eval(eval_data)
         accuracy, logits = evaluate_accuracy(session, xe, ye)
+        check_labels_in_range(ye, logits, f"--eval '{eval_data}'", artifact.path)
         result |= {"accuracy": accuracy, "eval_samples": len(ye)}
         if logits_out is not None:
             np.save(logits_out, logits)

@@ -97,6 +97,17 @@ def _pick(columns, wanted: tuple[str, ...]) -> str | None:
 
 
 def _read_table(path: Path, need_labels: bool) -> tuple[list[str], list | None]:
+    try:
+        return _parse_table(path, need_labels)
+    except UnicodeDecodeError:
+        raise InputError(f"--data '{path}': not UTF-8 text; save it as UTF-8") from None
+    except csv.Error as e:  # a field over csv's size limit, a NUL byte, ...
+        raise InputError(f"--data '{path}': not a readable CSV ({e}); check its quoting") from None
+    except RecursionError:
+        raise InputError(f"--data '{path}': a line nests too deeply to be a JSON row") from None
+
+
+def _parse_table(path: Path, need_labels: bool) -> tuple[list[str], list | None]:
     rows: list[dict] = []
     if path.suffix.lower() == ".csv":
         with open(path, newline="", encoding="utf-8") as f:
@@ -141,7 +152,7 @@ def _label_ids(labels: list, classes: list[str], path: Path) -> np.ndarray:
             continue
         try:
             i = int(float(s))
-        except ValueError:
+        except (ValueError, OverflowError):  # 'cat', 'nan', '1e400' (infinite)
             raise InputError(f"--data '{path}': label '{s}' is none of the teacher's labels {classes}") from None
         if not 0 <= i < len(classes):
             raise InputError(f"--data '{path}': label {i} is outside the teacher's {len(classes)} classes")
