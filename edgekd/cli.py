@@ -93,12 +93,14 @@ def handle_errors(fn):
         except (typer.Exit, typer.Abort, typer.BadParameter):
             raise
         except EdgeKDError as e:
+            from edgekd.inert import printable
             from edgekd.progress import VERBOSE, verbosity
 
             if verbosity() == VERBOSE:
                 err_console.print_exception()
             label = "[red]error:[/]" if e.exit_code == 2 else "[red]failed:[/]"
             text = " ".join(str(e).split()) if e.exit_code == 2 else str(e)  # bad input is one line, always
+            text = printable(text)  # a class folder named with escape sequences must not drive the CI's terminal
             err_console.print(f"{label} {escape(text)}", highlight=False, soft_wrap=True)
             raise typer.Exit(e.exit_code) from None
         except KeyboardInterrupt:
@@ -196,7 +198,7 @@ def build(target: Target = "host-cpu", config: ConfigFile = None, teacher: Teach
         open_page(ctx.run.report_html, console)
     unmeasured = [b.name for b in report.budgets if b.source != "measured"]
     if require_measured and unmeasured:
-        err_console.print(f"failed: --require-measured, but {', '.join(unmeasured)} were predicted")
+        err_console.print(f"failed: --require-measured, but {', '.join(unmeasured)} were predicted", markup=False)
         raise typer.Exit(1)
     raise typer.Exit(exit_code(report.verdict))
 
@@ -215,7 +217,8 @@ def report_(run: Annotated[Path, typer.Argument(help="A build's --out folder (or
     report = rerender(run)
     folder = run if run.is_dir() else run.parent
     print_summary(report, console)
-    console.print(f"wrote {folder / 'report.md'}, {folder / 'junit.xml'}, {folder / 'report.html'}", highlight=False)
+    console.print(f"wrote {folder / 'report.md'}, {folder / 'junit.xml'}, {folder / 'report.html'}", highlight=False,
+                  markup=False)
     if open_:
         open_page(folder / "report.html", console)
     raise typer.Exit(exit_code(report.verdict))
@@ -282,7 +285,7 @@ def search(target: Target = "host-cpu", config: ConfigFile = None, teacher: Teac
     make_dir(ctx.out)
     ctx.save_config()
     search_stage.run(ctx)
-    console.print(f"wrote {ctx.run.search_json}")
+    console.print(f"wrote {ctx.run.search_json}", markup=False)
 
 
 @app.command(epilog=describe_methods())
@@ -367,7 +370,10 @@ def compile_(model: Annotated[Path | None, typer.Argument(help="One .onnx to com
             artifact = remote_compile(remote, model, runtime, precision, out, batch, calibration, max_length)
         else:
             artifact = compile_model(model, out, runtime, precision, calibration, batch, mobile, max_length)
-        print(json.dumps(artifact.to_dict(), default=str)) if as_json else console.print(f"wrote {artifact.path}")
+        if as_json:
+            print(json.dumps(artifact.to_dict(), default=str))
+        else:
+            console.print(f"wrote {artifact.path}", markup=False)
         return
     if out is None:
         raise InputError("compile: give --out (a run folder holding export/), or a MODEL.onnx")
@@ -398,8 +404,8 @@ def lint(model: Annotated[Path, typer.Argument(help="The .onnx to check.")],
                                        "findings": [f.to_dict() for f in findings]}))
     else:
         for f in findings:
-            console.print(f.line(), highlight=False, soft_wrap=True)
-        console.print(f"{model}: {errors} error(s), {len(findings) - errors} warning(s) for {runtime}")
+            console.print(f.line(), highlight=False, soft_wrap=True, markup=False)
+        console.print(f"{model}: {errors} error(s), {len(findings) - errors} warning(s) for {runtime}", markup=False)
     raise typer.Exit(1 if errors else 0)
 
 

@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 console = Console()
 
@@ -49,6 +50,7 @@ def calibrate(
         cal = run_calibration(p, runtime, budget, progress, remote)
     path = save_calibration(cal, out or calibration_path(p.name, runtime))
     n, m = cal.network, cal.memory
-    console.print(f"wrote {path}: {sum(k.samples for k in cal.kernels.values())} kernels, {n.networks} networks; "
+    console.print(f"wrote {escape(str(path))}: "
+                  f"{sum(k.samples for k in cal.kernels.values())} kernels, {n.networks} networks; "
                   f"held-out networks within +-10%: {n.within_10pct:.0%}, band x{n.ratio_interval[0]:.2f}.."
                   f"x{n.ratio_interval[1]:.2f}; memory band x{m.ratio_interval[0]:.2f}..x{m.ratio_interval[1]:.2f}")

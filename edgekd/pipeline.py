@@ -30,7 +30,7 @@ def build(ctx: Context, overwrite: bool = False) -> Report:
             report = _build(ctx)
         finally:
             ctx.out = final
-    ctx.console.print(f"report: {ctx.run.report_json}")
+    ctx.console.print(f"report: {ctx.run.report_json}", markup=False)
     return report
 
 

@@ -17,6 +17,7 @@ import edgekd
 from edgekd.errors import InputError
 from edgekd.figures import Figure
 from edgekd.hostinfo import cpu_name, usable_cores
+from edgekd.inert import md_code, md_text, printable, xml_text
 from edgekd.report_html import render_html
 from edgekd.rundir import RunDir
 
@@ -144,61 +145,73 @@ HEADLINE = {"pass": "PASSED", "fail": "FAILED", "inconclusive": "INCONCLUSIVE"}
 
 
 def to_markdown(report: Report) -> str:
+    """Every string is md_text'd: report.json (what `edgekd report` redraws) and a target's name are files a
+    Markdown viewer would otherwise render as HTML (docs/report-contract.md)."""
     d = report.to_dict()
     t = d["target"]
-    lines = [f"## edgekd: {HEADLINE[report.verdict]} on `{t.get('name')}` ({t.get('runtime')}, {t.get('precision')})",
+    m = md_text
+    lines = [f"## edgekd: {HEADLINE[report.verdict]} on {md_code(t.get('name'))} ({m(t.get('runtime'))}, "
+             f"{m(t.get('precision'))})",
              "",
              "| budget | value | limit | source | interval | result |", "|---|---|---|---|---|---|"]
     for b in report.budgets:
         result = RESULT_MD[_outcome(b)]
-        lines.append(f"| {b.name} | {_fmt(b.value)} | {_fmt(b.limit)} | {b.source} | {_interval(b)} | {result} |")
+        lines.append(f"| {m(b.name)} | {m(_fmt(b.value))} | {m(_fmt(b.limit))} | {m(b.source)} | {_interval(b)} "
+                     f"| {result} |")
     if report.notes:
-        lines += [""] + [f"- {note}" for note in report.notes]
+        lines += [""] + [f"- {m(note)}" for note in report.notes]
     rows = [(label, d[who]) for who, label in zip(("teacher", "student"), report.roles, strict=True)
             if d[who].get("accuracy") is not None or d[who].get("latency_ms") is not None]
     if rows:
         lines += ["", "| | accuracy | latency_ms | params |", "|---|---|---|---|"]
         for label, w in rows:
-            lines.append(f"| {label} | {_fmt(w.get('accuracy'))} | {_fmt(w.get('latency_ms'))} "
-                         f"({w.get('latency_source', '-')}) | {_fmt(w.get('params'))} |")
+            lines.append(f"| {label} | {m(_fmt(w.get('accuracy')))} | {m(_fmt(w.get('latency_ms')))} "
+                         f"({m(w.get('latency_source', '-'))}) | {m(_fmt(w.get('params')))} |")
     if report.stages:
         lines += ["", "| stage | status | seconds | reason |", "|---|---|---|---|"]
-        lines += [f"| {s.name} | {s.status} | {s.seconds:.1f} | {s.reason} |" for s in report.stages]
+        lines += [f"| {m(s.name)} | {m(s.status)} | {_seconds(s.seconds)} | {m(s.reason)} |" for s in report.stages]
     return "\n".join(lines) + "\n"
+
+
+def _seconds(v) -> str:
+    return f"{v:.1f}" if isinstance(v, (int, float)) else md_text(v)
 
 
 def to_junit(report: Report) -> str:
     """One testcase per budget (value, limit, interval as properties and in the message) and one per
-    failed stage. An inconclusive budget is an <error>, not a <failure>: nothing was shown to be wrong."""
+    failed stage. An inconclusive budget is an <error>, not a <failure>: nothing was shown to be wrong.
+    Every string goes through xml_text: a control character from a name would make the file unparseable."""
+    x = xml_text
     failures = sum(b.passed is False and b.verdict != "inconclusive" for b in report.budgets)
     failures += sum(s.status == "failed" for s in report.stages)
     errors = sum(not b.passed and b.verdict == "inconclusive" for b in report.budgets)
-    suite = ET.Element("testsuite", name=f"edgekd.{report.target.get('name')}",
+    suite = ET.Element("testsuite", name=x(f"edgekd.{report.target.get('name')}"),
                        tests=str(len(report.budgets) + sum(s.status == "failed" for s in report.stages)),
                        failures=str(failures), errors=str(errors))
     for b in report.budgets:
-        case = ET.SubElement(suite, "testcase", classname="edgekd.budgets", name=b.name)
+        case = ET.SubElement(suite, "testcase", classname="edgekd.budgets", name=x(b.name))
         props = ET.SubElement(case, "properties")
         values = {"value": b.value, "limit": b.limit, "source": b.source, "verdict": b.verdict or None}
         if b.interval:
             values |= {"interval_low": b.interval[0], "interval_high": b.interval[1]}
         for key, v in values.items():
             if v is not None:
-                ET.SubElement(props, "property", name=key, value=str(v))
-        msg = f"{b.name} = {_fmt(b.value)} ({b.source}) limit {_fmt(b.limit)}"
+                ET.SubElement(props, "property", name=key, value=x(v))
+        msg = x(f"{b.name} = {_fmt(b.value)} ({b.source}) limit {_fmt(b.limit)}")
         if b.interval:
             msg += f" interval [{b.interval[0]:.4g}, {b.interval[1]:.4g}]"
-        ET.SubElement(case, "system-out").text = msg + (f"; {b.detail}" if b.detail else "")
+        detail = x(b.detail)
+        ET.SubElement(case, "system-out").text = msg + (f"; {detail}" if detail else "")
         if b.passed is None:
-            ET.SubElement(case, "skipped", message=b.detail)
+            ET.SubElement(case, "skipped", message=detail)
         elif not b.passed:
             kind = "error" if b.verdict == "inconclusive" else "failure"
-            ET.SubElement(case, kind, message=msg + (f"; {b.detail}" if b.detail else ""),
-                          type=b.verdict or "failure")
+            ET.SubElement(case, kind, message=msg + (f"; {detail}" if detail else ""),
+                          type=x(b.verdict or "failure"))
     for s in report.stages:
         if s.status == "failed":
-            case = ET.SubElement(suite, "testcase", classname="edgekd.stages", name=s.name)
-            ET.SubElement(case, "failure", message=s.reason)
+            case = ET.SubElement(suite, "testcase", classname="edgekd.stages", name=x(s.name))
+            ET.SubElement(case, "failure", message=x(s.reason))
     return ET.tostring(suite, encoding="unicode", xml_declaration=True)
 
 
@@ -225,27 +238,30 @@ def write_report(report: Report, out: Path, json_path: Path | None = None, md_pa
 
 
 def print_summary(report: Report, console: Console) -> None:
-    table = Table(title=f"edgekd {report.target.get('name')}: {HEADLINE[report.verdict]}")
+    # names and notes come from files (report.json, a target's YAML): shown, never read as rich markup
+    table = Table(title=f"edgekd {escape(printable(report.target.get('name')))}: {HEADLINE[report.verdict]}")
     for col in ("budget", "value", "limit", "source", "interval", "result"):
         table.add_column(col)
     colours = {"pass": "[green]pass[/]", "fail": "[red]FAIL[/]", "inconclusive": "[yellow]INCONCLUSIVE[/]",
                "not reached": "[dim]not reached[/]"}
     for b in report.budgets:
-        table.add_row(b.name, _fmt(b.value), _fmt(b.limit), b.source, _interval(b),
+        table.add_row(*(escape(printable(v)) for v in (b.name, _fmt(b.value), _fmt(b.limit), b.source, _interval(b))),
                       colours[_outcome(b)])
     console.print(table)
     # A verdict of FAILED with every budget passing must say why: a failed stage or audit.
     for stage in report.stages:
         if stage.status == "failed":
-            console.print(f"  [red]{stage.name} failed[/]: {escape(stage.reason)}", highlight=False)
+            console.print(f"  [red]{escape(printable(stage.name))} failed[/]: {escape(printable(stage.reason))}",
+                          highlight=False)
     for note in report.notes:
-        console.print(f"  {note}", highlight=False, markup=False)
+        console.print(f"  {printable(note)}", highlight=False, markup=False)
     t, s = report.teacher, report.student
     if t.get("accuracy") is not None and s.get("accuracy") is not None:
         speed = f", {speedup_text(Figure.from_dict(s['speedup']))}" if s.get("speedup") else ""
         console.print(f"{report.roles[0]} {t['accuracy']:.4f} -> {report.roles[1]} {s['accuracy']:.4f}{speed}")
     if "baseline_scratch" in report.extra:
-        console.print(f"{report.extra['baseline_scratch']['summary']} (torch, same student and budget)",
+        console.print(f"{printable(report.extra['baseline_scratch']['summary'])} (torch, same student and budget)",
+                      markup=False,
                       highlight=False)
 
 

@@ -93,7 +93,7 @@ def has_desktop() -> bool:
 def open_page(page: Path, console) -> bool:
     """Open the page in the user's browser where a desktop exists; else say where it is (a CI log, ssh)."""
     if has_desktop() and webbrowser.open(page.resolve().as_uri()):
-        console.print(f"opened {page}", highlight=False)
+        console.print(f"opened {page}", highlight=False, markup=False)
         return True
-    console.print(f"report page: {page} (no desktop here to open it on)", highlight=False)
+    console.print(f"report page: {page} (no desktop here to open it on)", highlight=False, markup=False)
     return False

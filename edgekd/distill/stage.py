@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import torch
 from matplotlib.figure import Figure
+from rich.markup import escape
 from safetensors.torch import load_file, save_file
 
 from edgekd.distill.catalog import AUTO, AUTO_METHODS
@@ -36,7 +37,8 @@ def run_distill(ctx: Context, arch: dict, resume: bool = False, nproc_per_node: 
     ctx.cfg = ctx.cfg.model_copy(update={"distill": ctx.cfg.distill.model_copy(update={"method": method})})
     cfg = ctx.cfg.distill
     plan = parse_method(cfg.method, cfg)  # bad method names fail before any work
-    ctx.console.print(f"[bold]distill[/]: {arch} from {ctx.teacher.source}, {cfg.method}, {cfg.epochs} epochs"
+    ctx.console.print(f"[bold]distill[/]: {escape(str(arch))} from {escape(ctx.teacher.source)}, {cfg.method}, "
+                      f"{cfg.epochs} epochs"
                       + (f", {nproc_per_node} processes" if nproc_per_node > 1 else ""))
     if why:
         ctx.console.print(f"  method auto -> {method}: {why}")

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
@@ -233,7 +234,7 @@ class _Run:
     def resume(self, folder: Path, fingerprint: dict) -> None:
         state, path, problems = checkpoint.latest(folder)
         for p in problems:
-            self.console.print(f"[yellow]checkpoint skipped[/]: {p}")
+            self.console.print(f"[yellow]checkpoint skipped[/]: {escape(str(p))}")
         if state is None:
             self.console.print("no usable checkpoint; starting from epoch 0")
             return
@@ -251,7 +252,7 @@ class _Run:
         self.start_epoch = self.resumed = int(state["epoch"])
         self.steps, self.skipped = int(state["step"]), int(state["skipped_steps"])
         self.batch, self.history, self.last_good = int(state["batch_size"]), list(state["history"]), path
-        self.console.print(f"resuming from {path} (epoch {self.start_epoch} of {self.cfg.epochs} done)")
+        self.console.print(f"resuming from {escape(str(path))} (epoch {self.start_epoch} of {self.cfg.epochs} done)")
 
     # ------------------------------------------------------------------ loop
     def loop(self, checkpoints: Path | None, fingerprint: dict) -> TrainResult:

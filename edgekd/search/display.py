@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from matplotlib.figure import Figure
+from rich.markup import escape
 from rich.table import Table
 
 from edgekd.search.evolution import Candidate
@@ -19,7 +20,7 @@ def arch_text(arch: dict) -> str:
 def front_table(front: list[Candidate], pick: Candidate, top: list[Candidate], score: str, target: str) -> Table:
     """Pareto front of score vs predicted latency (fastest first); the pick and the other top-k are marked."""
     top_ids = {c.index for c in top}
-    table = Table(title=f"search: Pareto front, {score} vs predicted latency on {target}",
+    table = Table(title=f"search: Pareto front, {score} vs predicted latency on {escape(target)}",
                   caption="ms and MB are predicted by the cost model for the target")
     for name in ("#", "space"):
         table.add_column(name, no_wrap=True)

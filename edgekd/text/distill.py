@@ -16,6 +16,7 @@ import time
 
 import numpy as np
 import torch
+from rich.markup import escape
 from torch import nn
 
 from edgekd.distill.catalog import ASSISTANT, AUTO, DEFAULT_TEXT_METHODS
@@ -155,8 +156,8 @@ def run_text_distill(ctx, arch: dict) -> dict:
     s_taps: dict = {}
     t_taps: dict = {}
     hooks = (qkv_tap(student, s_taps) + qkv_tap(teacher, t_taps)) if needs_qkv else []
-    ctx.console.print(f"[bold]distill[/]: {arch} from {ctx.teacher.source} ({init}), {plan.name}, {cfg.epochs} "
-                      f"epochs, AdamW lr {tcfg.lr:g}")
+    ctx.console.print(f"[bold]distill[/]: {escape(str(arch))} from {escape(ctx.teacher.source)} ({init}), "
+                      f"{plan.name}, {cfg.epochs} epochs, AdamW lr {tcfg.lr:g}")
     data = ctx.data
     steps_per_epoch = math.ceil(len(data.train_idx) / cfg.batch_size)
     total = max(1, steps_per_epoch * cfg.epochs)
