@@ -69,7 +69,17 @@ def fill_preprocessing(path: Path, input_size, mean, std, console, option: str =
         if values[name] is None and getattr(rec, name) is not None:
             values[name] = getattr(rec, name)
             rec.used.append(name)
-    if rec.used:
+    if rec.used:  # checked as the options are, and named as the model's: NaN or a 10^6 side is the file's fault
+        from pydantic import ValidationError
+
+        from edgekd.config import Preprocess, format_validation_error
+        from edgekd.errors import InputError
+
+        try:
+            Preprocess(**{k: values[k] for k in rec.used})
+        except ValidationError as e:
+            raise InputError(format_validation_error(f"{option} '{path}' metadata 'preprocessing' (give the options "
+                                                     "--input-size, --mean, --std instead)", e)) from None
         console.print(f"{option} '{path}' records its preprocessing; using {rec.describe(rec.used)}"
                       + (f" ({len(rec.classes)} classes)" if rec.classes else "")
                       + " (options override it: --input-size, --mean, --std)", highlight=False, markup=False,

@@ -94,12 +94,12 @@ def check_folder(src: str) -> Path:
 def read_config(folder: Path, opt: str) -> dict:
     try:
         config = json.loads((folder / "config.json").read_text())
-    except (OSError, ValueError) as e:
-        raise InputError(f"{opt}: config.json is not readable JSON ({e})") from None
+    except (OSError, ValueError, RecursionError) as e:  # RecursionError: nested past json's recursion limit
+        raise InputError(f"{opt}: config.json is not readable JSON ({' '.join(str(e).split())[:200]})") from None
     if not isinstance(config, dict):
         raise InputError(f"{opt}: config.json is not a JSON object")
     kind = config.get("model_type")
-    if kind not in ENCODERS:
+    if not isinstance(kind, str) or kind not in ENCODERS:
         raise InputError(f"{opt}: config.json model_type '{kind}' is not a BERT-family encoder "
                          f"({', '.join(ENCODERS)})")
     return config
@@ -108,6 +108,8 @@ def read_config(folder: Path, opt: str) -> dict:
 def resolve_task(config: dict, task: str, opt: str) -> str:
     """--task, else config.json's architectures: *ForSequenceClassification -> classification, else embedding."""
     archs = config.get("architectures") or []
+    if not isinstance(archs, list) or not all(isinstance(a, str) for a in archs):
+        raise InputError(f"{opt}: config.json 'architectures' is {archs!r}; expected a list of class names")
     classifier = any(a.endswith("ForSequenceClassification") for a in archs)
     if task == "auto":
         return "classification" if classifier else "embedding"
@@ -124,8 +126,10 @@ def _check_pooling(folder: Path, opt: str) -> None:
         return
     try:
         modes = json.loads(pooling.read_text())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return
+    if not isinstance(modes, dict):
+        raise InputError(f"{opt}: 1_Pooling/config.json is not a JSON object")
     if not modes.get("pooling_mode_mean_tokens", True):
         used = [k for k, v in modes.items() if k.startswith("pooling_mode") and v]
         raise InputError(f"{opt}: 1_Pooling/config.json pools by {used}; edgekd distils mean-pooled embeddings")

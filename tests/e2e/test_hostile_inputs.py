@@ -8,6 +8,7 @@ address, .npz data, and YAML targets/configs. Each either loads or raises InputE
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -79,6 +80,64 @@ class Files:
         out.mkdir(exist_ok=True)
         (out / "report.json").write_text("{}")
         return out
+
+    def eval_npz(self, name, n=20, size=8, labels=None, fill=None):
+        x = np.random.default_rng(0).standard_normal((n, 1, size, size)).astype(np.float32)
+        if fill is not None:
+            x[:] = fill
+        return self.npz(name, x=x, y=np.arange(n) % 10 if labels is None else labels)
+
+    def with_metadata(self, name, **preprocessing):
+        """The tiny model, its recorded preprocessing replaced (what an edited or foreign export carries)."""
+        import json
+
+        model = onnx.load(str(self.tiny))
+        del model.metadata_props[:]
+        model.metadata_props.add(key="preprocessing", value=json.dumps(preprocessing))
+        onnx.save(model, str(self.root / name))
+        return self.root / name
+
+    def custom_op(self, name="custom.onnx"):
+        from onnx import TensorProto, helper
+
+        graph = helper.make_graph([helper.make_node("Evil", ["x"], ["y"], domain="com.evil")], "g",
+                                  [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 8, 8])],
+                                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 10])])
+        onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
+                                                          helper.make_opsetid("com.evil", 1)]), str(self.root / name))
+        return self.root / name
+
+    def feature_map_teacher(self, name="rank4.onnx"):
+        """A conv whose output is (N, 10, 8, 8): a feature map, not logits."""
+        from onnx import TensorProto, helper, numpy_helper
+
+        w = numpy_helper.from_array(np.ones((10, 1, 3, 3), np.float32), "w")
+        graph = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])], "g",
+                                  [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, 8, 8])],
+                                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 10, 8, 8])], [w])
+        onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(self.root / name))
+        return self.root / name
+
+    def fifo_images(self, name):
+        """An ImageFolder whose class 'c' holds only a FIFO named x.png (a read would block forever)."""
+        root = self.images(name)
+        os.mkfifo(root / "c" / "x.png")
+        return root
+
+    def bomb_images(self, name):
+        from PIL import Image
+
+        root = self.images(name, empty_class=False)
+        Image.new("1", (20000, 20000)).save(root / "a" / "bomb.png")  # 400 Mpixel, a few KB on disk
+        return root
+
+    def report(self, name="report.json", **latency):
+        import json
+
+        budget = {"name": "latency_ms", "limit": 5.0, "value": 1.0, "source": "measured", "passed": True,
+                  "interval": [0.9, 1.1], "verdict": "pass"} | latency
+        return self.text(name, json.dumps({"schema": "edgekd.report/1", "target": {"name": "host-cpu"},
+                                           "budgets": [budget], "stages": []}))
 
     def wrong_weights(self):
         import torchvision
@@ -180,10 +239,75 @@ CASES = {
     "config directory": (lambda f: _build(f, "--config", f.folder("cdir")), "cdir"),
     "target bad field": (lambda f: _build(f, "--target", f.text("t.yaml", "name: t\nprofile: host\nruntime: x\n")),
                          "t.yaml"),
+    # evaluation and calibration arrays (bench --eval, compile --calibration): read like model files
+    "eval /dev/null": (lambda f: ["bench", f.tiny, "--eval", "/dev/null"], "--eval '/dev/null': not a regular file"),
+    "eval empty": (lambda f: ["bench", f.tiny, "--eval", f.empty("e.npz")], "is empty (0 bytes)"),
+    "eval not an archive": (lambda f: ["bench", f.tiny, "--eval", f.random("r.npz")], "--eval"),
+    "eval labels outside the classes": (lambda f: ["bench", f.tiny, "--eval", f.eval_npz("l.npz",
+                                                                                          labels=np.arange(20) + 50)],
+                                        "outside the model's 10 classes"),
+    "eval zero samples": (lambda f: ["bench", f.tiny, "--eval", f.eval_npz("z.npz", n=0, labels=np.zeros(0, int))],
+                          "N >= 1"),
+    "eval wrong shape": (lambda f: ["bench", f.tiny, "--eval", f.eval_npz("s.npz", size=4)], "samples are 1x4x4"),
+    "eval NaN": (lambda f: ["bench", f.tiny, "--eval", f.eval_npz("n.npz", fill=np.nan)], "NaN"),
+    "calibration /dev/null": (lambda f: ["compile", f.tiny, "--runtime", "onnxruntime", "--precision", "int8",
+                                         "--calibration", "/dev/null", "--out", f.root / "c"], "--calibration"),
+    "calibration empty": (lambda f: ["compile", f.tiny, "--runtime", "onnxruntime", "--precision", "int8",
+                                     "--calibration", f.empty("c.npy"), "--out", f.root / "c"], "is empty"),
+    "calibration NaN": (lambda f: ["compile", f.tiny, "--runtime", "openvino", "--precision", "int8",
+                                   "--calibration", f.eval_npz("cn.npz", fill=np.nan), "--out", f.root / "c"], "NaN"),
+    "calibration wrong shape": (lambda f: ["compile", f.tiny, "--runtime", "onnxruntime", "--precision", "int8",
+                                           "--calibration", f.eval_npz("cs.npz", size=4), "--out", f.root / "c"],
+                                "samples are 1x4x4"),
+    "bench absurd batch": (lambda f: ["bench", f.tiny, "--batch", "1000000000"], "--batch 1000000000"),
+    "check absurd input size": (lambda f: ["check", f.tiny, "--target", "host-cpu", "--input-size", "99999,99999"],
+                                "--input-size"),
+    "check absurd metadata size": (lambda f: ["check", f.with_metadata("m.onnx", input_size=[10**6, 10**6]),
+                                              "--target", "host-cpu"], "metadata 'preprocessing'"),
+    "check NaN metadata mean": (lambda f: ["check", f.with_metadata("m.onnx", mean=[float("nan")]),
+                                           "--target", "host-cpu"], "metadata 'preprocessing'"),
+    "check latency inf": (lambda f: ["check", f.tiny, "--target", "host-cpu", "--latency-ms", "inf"], "finite"),
+    "check mean nan": (lambda f: ["check", f.tiny, "--target", "host-cpu", "--mean", "nan"], "--mean"),
+    "check std 0": (lambda f: ["check", f.tiny, "--target", "host-cpu", "--std", "0"], "--std"),
+    "check baseline nested JSON": (lambda f: ["check", f.tiny, "--target", "host-cpu", "--baseline",
+                                              f.text("b.json", "[" * 100_000)], "nested too deeply"),
+    "check --json under /proc": (lambda f: ["check", f.tiny, "--target", "host-cpu", "--json", "/proc/edgekd/r.json"],
+                                 "--json '/proc/edgekd/r.json'"),
+    "bench --logits under /proc": (lambda f: ["bench", f.tiny, "--eval", f.eval_npz("ok.npz"), "--logits",
+                                              "/proc/edgekd/l.npy"], "--logits '/proc/edgekd/l.npy'"),
+    "bench custom-domain op": (lambda f: ["bench", f.custom_op()], "custom op 'com.evil:Evil'"),
+    # budgets: a NaN or infinite limit passes every comparison the wrong way
+    "build min-speedup inf": (lambda f: _build(f, "--min-speedup", "inf"), "budgets.min_speedup"),
+    "build latency nan": (lambda f: _build(f, "--latency-ms", "nan"), "budgets.latency_ms"),
+    "build mean nan": (lambda f: _build(f, "--mean", "nan"), "preprocess.mean"),
+    "build std 0": (lambda f: _build(f, "--std", "0"), "preprocess.std"),
+    "build absurd input size": (lambda f: _build(f, "--input-size", "99999,8"), "preprocess.input_size"),
+    "config alias bomb": (lambda f: _build(f, "--config", f.text("c.yaml", ALIAS_BOMB)), "alias bomb"),
+    "config recursive alias": (lambda f: _build(f, "--config", f.text("c.yaml", "distill:\n  assistant_arch: "
+                                                                      "&a {x: *a}\n")), "recursive"),
+    "target absurd batch": (lambda f: _build(f, "--target", f.text("t.yaml", "name: t\ndescription: t\nprofile: "
+                                                                   "host\nruntime: onnxruntime\nprecision: fp32\n"
+                                                                   "batch_size: 1000000000\nbudgets: {}\n")),
+                            "batch_size"),
+    # teachers whose outputs are not logits, or need a plugin
+    "teacher custom-domain op": (lambda f: _teacher(f, f.custom_op()), "custom op 'com.evil:Evil'"),
+    "teacher rank-4 output": (lambda f: _teacher(f, f.feature_map_teacher()), "has rank 4"),
+    # ImageFolder data
+    "data FIFO named png": (lambda f: _data(f, f.fifo_images("fifo")), "class folder 'c' holds no images"),
+    "data decompression bomb": (lambda f: _data(f, f.bomb_images("bomb")), "bomb.png"),
+    # report.json given to edgekd report
+    "report nested JSON": (lambda f: ["report", f.text("report.json", "[" * 100_000)], "nested too deeply"),
+    "report NaN latency": (lambda f: ["report", f.report(value=float("nan"))], "not a finite number"),
+    "report infinite limit": (lambda f: ["report", f.report(limit=float("inf"))], "not a finite number"),
+    "report a list": (lambda f: ["report", f.text("report.json", "[1]")], "not an edgekd report"),
     # run folders
     "out holds another run": (lambda f: ["build", "--out", f.earlier_run()], "holds an earlier run"),
     "out under a file": (lambda f: ["build", "--out", f.text("file", "x") / "run"], "is a file"),
 }
+
+
+ALIAS_BOMB = "distill:\n  assistant_arch:\n    a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + "".join(
+    f"    {b}: &{b} [{', '.join(['*' + a] * 9)}]\n" for a, b in zip("abcdefgh", "bcdefghi", strict=True))
 
 
 def _zip(path: Path) -> Path:
@@ -308,3 +432,48 @@ def test_teacher_tensor_files_never_unpickle(tmp_path):
     with pytest.raises(InputError):
         load_teacher(TeacherSpec(source=str(path)))
     assert not (tmp_path / SENTINEL).exists()
+
+
+# ----------------------------------------------------------------------------- verdicts from figures
+@pytest.mark.parametrize(("budget", "verdict", "code"), [
+    ({"value": 999.0, "interval": [990.0, 1010.0]}, "fail", 1),  # edited to 999 ms, still marked passed
+    ({"value": 5.2, "interval": [4.8, 5.6]}, "inconclusive", 3),  # straddles the 5 ms limit
+    ({"value": 5.2, "interval": [4.8, 5.6], "detail": "the interval straddles the limit; counted as pass by "
+      "--inconclusive pass"}, "pass", 0),  # the policy the gate applied is kept
+    ({"value": 1.0, "source": "predicted", "detail": "predicted, and --require-measured counts only measured "
+      "values"}, "fail", 1),
+    ({"value": 1.0, "interval": [0.9, 1.1]}, "pass", 0),  # figures that agree: unchanged, no note
+])
+def test_report_recomputes_each_verdict_from_its_figures(tmp_path, budget, verdict, code):
+    """`edgekd report` does not trust the stored verdict (`passed: true`, `verdict: pass`): the exit code and
+    the redrawn views follow value, limit and interval by the gate's rule, and say where they differ."""
+    import json
+    from xml.etree import ElementTree as ET
+
+    f = Files(tmp_path, None)
+    report = f.report(**budget)
+    r = cli("report", report)
+    assert r.exit_code == code, r.output + r.stderr
+    suite = ET.parse(tmp_path / "junit.xml").getroot()
+    assert suite.find("testcase/properties/property[@name='verdict']").get("value") == verdict
+    changed = json.loads(report.read_text())["budgets"][0]["verdict"] != verdict
+    assert ("the verdict is recomputed" in r.output) == changed
+    assert ("the verdict is recomputed" in (tmp_path / "report.md").read_text()) == changed
+
+
+def test_text_data_files_load_or_refuse(tmp_path):
+    """Text data for hf: teachers: bytes that are not UTF-8, a field past csv's limit, a label of 1e400 (infinite)
+    or a JSON line nested past recursion are each one line naming the file."""
+    from edgekd.text.data import load_text_data
+
+    cases = {"latin1.csv": (b"text,label\n" + "caf\xe9 au lait,0\n".encode("latin-1") * 20, "not UTF-8"),
+             "latin1.jsonl": ('{"text": "caf\xe9", "label": 0}\n'.encode("latin-1") * 20, "not UTF-8"),
+             "huge.csv": (b'text,label\n"' + b"a" * 200_000 + b'",0\n', "not a readable CSV"),
+             "inf.csv": (b"text,label\n" + b"some text,1e400\n" * 20, "label '1e400'"),
+             "nested.jsonl": (b'{"text": ' + b"[" * 100_000 + b"]" * 100_000 + b"}\n", "nests too deeply")}
+    for name, (data, expected) in cases.items():
+        path = tmp_path / name
+        path.write_bytes(data)
+        with pytest.raises(InputError, match=re.escape(expected)) as e:
+            load_text_data(str(path), None, "classification", ["neg", "pos"], 16, 0, "t")
+        assert str(e.value).startswith(f"--data '{path}'") and "\n" not in str(e.value), name
