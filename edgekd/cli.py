@@ -447,6 +447,13 @@ def bench(model: Annotated[Path, typer.Argument(help="Artifact: .onnx, .ort, Ope
         import shutil
 
         from edgekd.remote import remote_bench
+        from edgekd.rundir import check_output_file
+        from edgekd.validate import load_input_arrays
+
+        if eval_ is not None:  # refused here, not after the upload
+            load_input_arrays(eval_, "--eval", labels=True)
+        if logits is not None:
+            check_output_file(logits, "--logits")
 
         result = remote_bench(remote, model, artifact.runtime, threads, batch, eval_, logits=logits is not None)
         if logits is not None and "logits_path" in result:

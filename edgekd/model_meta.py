@@ -12,6 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import onnx
+from pydantic import ValidationError
+
+from edgekd.config import Preprocess, format_validation_error
+from edgekd.errors import InputError
 
 
 @dataclass
@@ -70,11 +74,6 @@ def fill_preprocessing(path: Path, input_size, mean, std, console, option: str =
             values[name] = getattr(rec, name)
             rec.used.append(name)
     if rec.used:  # checked as the options are, and named as the model's: NaN or a 10^6 side is the file's fault
-        from pydantic import ValidationError
-
-        from edgekd.config import Preprocess, format_validation_error
-        from edgekd.errors import InputError
-
         try:
             Preprocess(**{k: values[k] for k in rec.used})
         except ValidationError as e:

@@ -256,13 +256,20 @@ def print_summary(report: Report, console: Console) -> None:
     for note in report.notes:
         console.print(f"  {printable(note)}", highlight=False, markup=False)
     t, s = report.teacher, report.student
-    if t.get("accuracy") is not None and s.get("accuracy") is not None:
-        speed = f", {speedup_text(Figure.from_dict(s['speedup']))}" if s.get("speedup") else ""
+    if _number(t.get("accuracy")) and _number(s.get("accuracy")):  # a redrawn report.json may hold anything
+        try:
+            speed = f", {speedup_text(Figure.from_dict(s['speedup']))}" if s.get("speedup") else ""
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError):  # not a speed-up record
+            speed = ""
         console.print(f"{report.roles[0]} {t['accuracy']:.4f} -> {report.roles[1]} {s['accuracy']:.4f}{speed}")
-    if "baseline_scratch" in report.extra:
+    if isinstance(report.extra.get("baseline_scratch"), dict) and "summary" in report.extra["baseline_scratch"]:
         console.print(f"{printable(report.extra['baseline_scratch']['summary'])} (torch, same student and budget)",
                       markup=False,
                       highlight=False)
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
 def speedup_text(speedup: Figure) -> str:

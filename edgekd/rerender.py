@@ -61,6 +61,11 @@ def rerender(run: Path) -> Report:
     if not isinstance(d.get("budgets", []), list) or not all(isinstance(b, dict) for b in d.get("budgets") or []) \
             or not all(isinstance(s, dict) for s in d.get("stages") or []):
         raise InputError(f"{path}: not an edgekd report (schema edgekd.report/1)")
+    for key in ("target", "teacher", "student", "artifacts", "environment"):
+        if d.get(key) is not None and not isinstance(d[key], dict):
+            raise InputError(f"{path}: field '{key}' is {type(d[key]).__name__}, not an object; not an edgekd report")
+    for b in d.get("budgets") or []:
+        _check_budget(b, path)
     try:
         report = report_from_dict(d)
     except (TypeError, ValueError) as e:
@@ -77,6 +82,25 @@ def rerender(run: Path) -> Report:
     folder = RunDir(path.parent)
     write_outputs(report, None, folder.report_md, folder.junit_xml, folder.report_html, folder.root)
     return report
+
+
+def _check_budget(b: dict, path: Path) -> None:
+    """The budget's fields have the contract's types (docs/report-contract.md), so a verdict can be decided."""
+    name = b.get("name")
+    where = f"{path}: budget {name!r}"
+    if not isinstance(name, str):
+        raise InputError(f"{path}: a budget's 'name' is {name!r}; expected text")
+    for key in ("source", "detail", "verdict"):
+        if not isinstance(b.get(key, ""), str):
+            raise InputError(f"{where}: field '{key}' is {type(b[key]).__name__}; expected text")
+    if b.get("passed") is not None and not isinstance(b["passed"], bool):
+        raise InputError(f"{where}: field 'passed' is {b['passed']!r}; expected true, false or null")
+    iv = b.get("interval")
+    if iv is not None and (not isinstance(iv, list) or len(iv) != 2):
+        raise InputError(f"{where}: field 'interval' is {iv!r}; expected [low, high] or null")
+    for v in (b.get("value"), b.get("limit"), *(iv or ())):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
+            raise InputError(f"{where}: {v!r} is not a number; expected numbers for value, limit and interval")
 
 
 def _stored(b: BudgetResult) -> str:

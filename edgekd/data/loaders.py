@@ -58,6 +58,8 @@ def load_digits() -> RawData:
 def _check_labels(y: np.ndarray, n: int, where: str) -> np.ndarray:
     if y.ndim != 1 or len(y) != n:
         raise InputError(f"{where}: 'y' must be a 1-D array of {n} labels, got shape {y.shape}")
+    if n == 0:
+        raise InputError(f"{where}: holds no samples; give at least one image per class")
     if not np.issubdtype(y.dtype, np.integer) or y.min() < 0:
         raise InputError(f"{where}: 'y' must hold non-negative integer class labels, got {y.dtype}")
     if len(np.unique(y)) < 2:

@@ -18,6 +18,7 @@ from edgekd.measurable import local_measurement_blocker
 from edgekd.remote import parse_remote
 from edgekd.rundir import check_output_file
 from edgekd.runtimes import Artifact, artifact_from_path, create_backend
+from edgekd.validate import refuse_custom_ops
 
 
 class CheckConfig(Strict):
@@ -135,6 +136,8 @@ def make_plan(cfg: CheckConfig) -> GatePlan:
     if cfg.remote is None and create_backend(target.runtime).unavailable_reason() is not None:
         # The target runtime (TensorRT) is not here: accuracy and the audits run the ONNX through ORT, labelled.
         run_art = Artifact(cfg.model, "onnxruntime", artifact.precision)
+    if cfg.remote is None and cfg.model.suffix.lower() == ".onnx" and run_art.runtime in ("onnxruntime", "openvino"):
+        refuse_custom_ops(cfg.model)  # a runtime's traceback when the session opens, otherwise
     if baseline is not None:
         _check_baseline(baseline, "measured" if blocker is None else "predicted", cfg.statistic, profile.name)
     if model.token_inputs:  # a text encoder: latency and memory at its sequence length (edgekd/text)
