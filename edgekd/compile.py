@@ -8,9 +8,10 @@ import platform
 from pathlib import Path
 
 from edgekd.errors import InputError, StageFailed
+from edgekd.gate.inputs import inspect_model
 from edgekd.rundir import make_dir
 from edgekd.runtimes import Artifact, Backend, CompileOptions, create_backend, save_artifact
-from edgekd.validate import check_input_shape, check_model_file, load_input_arrays, read_onnx
+from edgekd.validate import check_input_shape, check_model_file, load_input_arrays
 
 
 def compile_model(onnx_path: Path, out_dir: Path, runtime: str, precision: str | None = None,
@@ -30,12 +31,8 @@ def compile_model(onnx_path: Path, out_dir: Path, runtime: str, precision: str |
     calib = None
     if calibration is not None:
         calib, _ = load_input_arrays(calibration, "--calibration")
-        model = read_onnx(onnx_path)
-        inputs = [i for i in model.graph.input if i.name not in {t.name for t in model.graph.initializer}]
-        dims = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None
-                for d in inputs[0].type.tensor_type.shape.dim] if len(inputs) == 1 else []
-        if dims:
-            check_input_shape(calib, tuple(dims[1:]), f"--calibration '{calibration}'", onnx_path)
+        # the model's input as `edgekd check` reads it
+        check_input_shape(calib, inspect_model(onnx_path).dims[1:], f"--calibration '{calibration}'", onnx_path)
     arch = platform.machine() if platform.machine() in ("x86_64", "aarch64") else "x86_64"
     artifact = backend.compile(onnx_path, out_dir, precision, calib, arch,
                                CompileOptions(mobile=mobile, batch=batch, max_batch=max(64, batch),
