@@ -106,7 +106,7 @@ def make_context(cfg: BuildConfig, console: Console | None = None) -> Context:
         teacher.in_channels = data.preprocessing.channels
     elif teacher.module is not None:
         teacher.module.eval()
-        check_logits(teacher, data.split("val")[0])
+        check_logits(teacher, data.split("val")[0], data.num_classes)
         teacher.module.to(device)
     return Context(cfg, target, profile, target.budgets.merged(cfg.budgets), teacher, data, out, device, console)
 

@@ -278,13 +278,16 @@ def _state_mismatch(expected: dict, given: dict) -> list[str]:
     return out
 
 
-def check_logits(teacher: Teacher, x: np.ndarray) -> None:
-    """The teacher gives (batch, classes) logits on two of the data's inputs: a feature map or an embedding
-    taken as logits fails a minute into the search otherwise (an ONNX teacher's rank is checked at load)."""
+def check_logits(teacher: Teacher, x: np.ndarray, classes: int) -> None:
+    """The teacher gives (batch, classes) logits on two of the data's inputs, one per class of the data: a
+    feature map or an embedding taken as logits fails a minute into the search otherwise (an ONNX teacher's
+    rank is checked at load, from its graph)."""
     out = teacher.logits(torch.from_numpy(np.ascontiguousarray(x[:2], np.float32)))
     if out.ndim != 2:
         raise InputError(f"--teacher {teacher.source}: gives outputs of shape {tuple(out.shape)}; a teacher gives "
                          "(batch, classes) logits: export the classifier with its head")
+    if out.shape[1] != classes:
+        raise InputError(f"--teacher {teacher.source}: predicts {out.shape[1]} classes but --data has {classes}")
 
 
 def teacher_accuracy(teacher: Teacher, x: np.ndarray, y: np.ndarray, device: torch.device) -> float:
