@@ -118,6 +118,13 @@ class Files:
         onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(self.root / name))
         return self.root / name
 
+    def scripted_features(self, name="features.pt"):
+        """A TorchScript conv whose output is a feature map: only running it tells."""
+        import torch
+
+        torch.jit.script(torch.nn.Conv2d(1, 10, 3, padding=1)).save(str(self.root / name))
+        return self.root / name
+
     def fifo_images(self, name):
         """An ImageFolder whose class 'c' holds only a FIFO named x.png (a read would block forever)."""
         root = self.images(name)
@@ -296,6 +303,7 @@ CASES = {
     # teachers whose outputs are not logits, or need a plugin
     "teacher custom-domain op": (lambda f: _teacher(f, f.custom_op()), "custom op 'com.evil:Evil'"),
     "teacher rank-4 output": (lambda f: _teacher(f, f.feature_map_teacher()), "has rank 4"),
+    "teacher TorchScript feature map": (lambda f: _teacher(f, f.scripted_features()), "gives outputs of shape"),
     # ImageFolder data
     "data FIFO named png": (lambda f: _data(f, f.fifo_images("fifo")), "class folder 'c' holds no images"),
     "data decompression bomb": (lambda f: _data(f, f.bomb_images("bomb")), "bomb.png"),
