@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -83,6 +84,15 @@ def _numbers(option: str, text: str | None, kind=float) -> list | None:
         raise typer.BadParameter(f"expected comma-separated numbers, got '{text}'", param_hint=option) from None
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (what CI sends when a job is cancelled), raised where the program is, so a run stops as it does on
+    Ctrl-C: partial output kept and named, OUT unchanged (edgekd/rundir.py), exit 143 (128 + 15)."""
+
+
+def _terminate(signum, frame):
+    raise Terminated
+
+
 def handle_errors(fn):
     """EdgeKDError -> its exit code with one line on stderr; anything else is a bug: traceback, exit 70."""
 
@@ -103,8 +113,10 @@ def handle_errors(fn):
             text = printable(text)  # a class folder named with escape sequences must not drive the CI's terminal
             err_console.print(f"{label} {escape(text)}", highlight=False, soft_wrap=True)
             raise typer.Exit(e.exit_code) from None
-        except KeyboardInterrupt:
-            raise typer.Exit(130) from None
+        except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (Terminated): what the run left was said on the way out
+            code, name = (143, "SIGTERM") if isinstance(e, Terminated) else (130, "Ctrl-C")
+            err_console.print(f"[red]stopped:[/] {name}", highlight=False)
+            raise typer.Exit(code) from None
         except Exception:
             err_console.print_exception()
             err_console.print("[red]internal error[/] (a bug in edgekd): please report it with the traceback above")
@@ -510,6 +522,7 @@ app.command("calibrate")(handle_errors(_calibrate))
 
 
 def main() -> None:
+    signal.signal(signal.SIGTERM, _terminate)  # here, not at import: a program that imports edgekd keeps its own
     # Click reports its own usage errors with exit 2, as docs/report-contract.md asks for bad input.
     app(prog_name="edgekd")
 

@@ -19,7 +19,7 @@ from edgekd.models.embedded_teacher import RECIPES, embedded_teacher, source_nam
 from edgekd.models.families import create_model
 from edgekd.models.teacher import EMBEDDED, Teacher, check_logits, load_teacher, teacher_accuracy
 from edgekd.remote import parse_destination
-from edgekd.rundir import RunDir, check_out_path
+from edgekd.rundir import RunDir, check_out_path, refuse_foreign
 from edgekd.text import is_text_source
 from edgekd.text.check import teacher_quality
 from edgekd.text.data import load_text_data
@@ -69,6 +69,8 @@ class Context:
         return create_model(arch, p.channels, self.data.num_classes, p.input_size, seed=self.cfg.seed)
 
     def save_config(self) -> None:
+        """Every command that starts or continues a run in OUT saves its config, so this is where OUT is marked."""
+        self.run.mark()
         self.run.config_json.write_text(self.cfg.model_dump_json(indent=2))
 
 
@@ -86,6 +88,7 @@ def make_context(cfg: BuildConfig, console: Console | None = None) -> Context:
                          f"'{profile.name}' runtimes {profile.runtimes}")
     out = cfg.out or default_out(target.name)
     check_out_path(out)  # a file in the way is bad input now, not an OSError after the search
+    refuse_foreign(out)  # and a folder of the user's own files is never written into
     if cfg.remote:  # a bad address fails here, not after the search and distillation
         parse_destination(cfg.remote)
     device = pick_device(cfg.device)

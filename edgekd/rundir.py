@@ -6,10 +6,15 @@ bad input found mid-run leaves OUT exactly as it was and keeps the partial outpu
 
     with staged_run(ctx.out, overwrite) as staging:   # refuses an OUT holding another run unless overwrite
         ...write everything under staging...
+
+A user's folder is never replaced: OUT must be new, empty or a run (its MARKER, which every run writes); only a
+folder holding a run and nothing else is replaced (--overwrite), never the current folder. Staging folders of a
+killed run are removed by the next build on that OUT once their process is gone.
 """
 
 from __future__ import annotations
 
+import glob
 import os
 import shutil
 import sys
@@ -21,7 +26,9 @@ from pathlib import Path
 
 from edgekd.errors import EdgeKDError, InputError
 
-RUN_MARKERS = ("report.json", "config.json")  # what a folder holding an earlier run has
+MARKER = ".edgekd-run"  # written by every run (Context.save_config); --overwrite replaces only a folder with it
+RUN_MARKERS = (MARKER, "report.json", "config.json")  # the last two: runs made before the marker existed
+MARKER_TEXT = "This folder is an edgekd run: `edgekd build --overwrite` may replace it as a whole.\n"
 # Files that may name the staging folder's path (stage records, artifact sidecars, reports): rewritten to
 # OUT's when the run is moved into place, so a later stage command finds its inputs.
 TEXT_SUFFIXES = (".json", ".md", ".html")
@@ -33,6 +40,7 @@ class RunDir:
     `folder(name)` creates a stage's folder; the other fields only name paths (docs/architecture.md)."""
 
     root: Path
+    marker: Path = field(init=False, repr=False)  # says "an edgekd run": what --overwrite may replace
     config_json: Path = field(init=False, repr=False)  # the BuildConfig; stage commands resume from it
     report_json: Path = field(init=False, repr=False)
     report_md: Path = field(init=False, repr=False)
@@ -51,7 +59,8 @@ class RunDir:
 
     def __post_init__(self) -> None:
         r, d = self.root, self.root / "distill"
-        for name, path in (("config_json", r / "config.json"), ("report_json", r / "report.json"),
+        for name, path in (("marker", r / MARKER), ("config_json", r / "config.json"),
+                           ("report_json", r / "report.json"),
                            ("report_md", r / "report.md"), ("junit_xml", r / "junit.xml"),
                            ("report_html", r / "report.html"), ("search_json", r / "search" / "search.json"),
                            ("distill", d), ("student_json", d / "student.json"),
@@ -62,6 +71,9 @@ class RunDir:
                            ("export_json", r / "export" / "export.json"),
                            ("compile_json", r / "compile" / "compile.json")):
             object.__setattr__(self, name, path)  # frozen: set once, here
+
+    def mark(self) -> None:
+        self.marker.write_text(MARKER_TEXT)
 
     def folder(self, name: str) -> Path:
         path = self.root / name
@@ -76,8 +88,36 @@ class RunDir:
             return str(path)
 
 
+# What a run writes at its top level (RunDir's paths, and the folders its stages make with RunDir.folder).
+RUN_NAMES = {MARKER, "config.json", "report.json", "report.md", "junit.xml", "report.html", "search", "distill",
+             "teacher", "export", "compile", "check"}
+
+
 def holds_run(out: Path) -> bool:
     return out.is_dir() and any((out / m).is_file() for m in RUN_MARKERS)
+
+
+def _listed(names: list[str]) -> str:
+    return ", ".join(f"'{n}'" for n in sorted(names)[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+
+
+def refuse_foreign(out: Path, option: str = "--out") -> None:
+    """OUT is new, empty or an edgekd run: a folder of the user's own files is never written into or replaced."""
+    if out.is_dir() and not holds_run(out) and any(out.iterdir()):
+        found = [p.name for p in out.iterdir()]
+        raise InputError(f"{option} '{out}': holds files that are not an edgekd run ({_listed(found)}); "
+                         "choose a new or empty folder")
+
+
+def _refuse_current(out: Path, option: str) -> None:
+    """A build puts its run in OUT's place; the folder the user works in (or one above it) cannot be replaced."""
+    try:
+        here, target = Path.cwd().resolve(), out.resolve()
+    except OSError:
+        return
+    if out.name in ("", "..") or target == here or target in here.parents:
+        raise InputError(f"{option} '{out}': is the current folder or holds it, and a build replaces its --out as "
+                         "a whole; give a folder for the run, e.g. --out run")
 
 
 def check_out_path(out: Path, option: str = "--out") -> None:
@@ -127,11 +167,54 @@ def _rewrite_paths(folder: Path, old: str, new: str) -> None:
 
 
 def refuse_earlier_run(out: Path | None, overwrite: bool, option: str = "--out") -> None:
-    if out is None or overwrite or not holds_run(out):
+    """Before any work: may a build put its run in OUT's place? Not the current folder, not a folder of other
+    files, and an earlier run only with overwrite and only when it holds nothing else."""
+    if out is None:
         return
-    found = ", ".join(m for m in RUN_MARKERS if (out / m).is_file())
-    raise InputError(f"{option} '{out}': holds an earlier run ({found}); pass --overwrite to replace it, "
-                     "or choose another --out")
+    _refuse_current(out, option)
+    refuse_foreign(out, option)
+    if not holds_run(out):
+        return
+    if not overwrite:
+        found = ", ".join(m for m in RUN_MARKERS if (out / m).is_file())
+        raise InputError(f"{option} '{out}': holds an earlier run ({found}); pass --overwrite to replace it, "
+                         "or choose another --out")
+    others = [p.name for p in out.iterdir() if p.name not in RUN_NAMES]
+    if others:
+        raise InputError(f"{option} '{out}': holds an earlier run and other files ({_listed(others)}); "
+                         "--overwrite replaces only a run folder holding nothing else: move them or choose "
+                         "another --out")
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process: alive
+        return True
+    return True
+
+
+def _remove(path: Path) -> None:
+    if path.is_symlink():
+        path.unlink()
+    else:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def clear_leftovers(out: Path) -> None:
+    """The staging and replaced folders beside OUT of builds whose process is gone (killed: SIGKILL, power
+    loss), so they never pile up. Their stamp ends in the pid; a live run's folders are left alone."""
+    prefix = f".{out.name}."
+    for path in out.parent.glob(f"{glob.escape(prefix)}*-*"):
+        kind, _, stamp = path.name[len(prefix):].partition("-")
+        pid = stamp.rsplit("-", 1)[-1]
+        if kind in ("staging", "replaced") and pid.isdigit() and not _alive(int(pid)):
+            _remove(path)
+            print(f"removed '{path}', left by an edgekd run that was stopped before it ended", file=sys.stderr)
 
 
 @contextmanager
@@ -139,6 +222,7 @@ def staged_run(out: Path, overwrite: bool = False, option: str = "--out") -> Ite
     refuse_earlier_run(out, overwrite, option)
     check_out_path(out, option)
     make_dir(out.parent, option)
+    clear_leftovers(out)
     stamp = f"{datetime.now():%Y%m%d-%H%M%S}-{os.getpid()}"
     staging = make_dir(out.parent / f".{out.name}.staging-{stamp}", option)
     try:
@@ -162,6 +246,6 @@ def staged_run(out: Path, overwrite: bool = False, option: str = "--out") -> Ite
         old = out.parent / f".{out.name}.replaced-{stamp}"
         out.rename(old)
         staging.rename(out)
-        shutil.rmtree(old, ignore_errors=True)
+        _remove(old)
     else:
         staging.rename(out)

@@ -2,7 +2,8 @@
 
 What the folder must hold: config.json, weights as *.safetensors (a pytorch_model.bin alone is refused: a
 pickle runs code when loaded), and the tokenizer's files. transformers is told `local_files_only=True`, and
-HF_HUB_OFFLINE is set for the process, so nothing is fetched from the hub at run time.
+HF_HUB_OFFLINE is set for the process before transformers loads (edgekd/offline.py), so nothing is fetched from
+the hub at run time.
 
 Encoders of the BERT family (bert, roberta, xlm-roberta, electra, camembert) are accepted: their configs
 share the field names the student space rewrites (num_hidden_layers, hidden_size, num_attention_heads,
@@ -12,7 +13,6 @@ intermediate_size) and their layers sit at `encoder.layer`, which layer selectio
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,12 +54,6 @@ class TextTeacher:
     @property
     def num_classes(self) -> int | None:
         return len(self.labels) if self.labels else None
-
-
-def _offline() -> None:
-    # Belt and braces beside local_files_only: no code path in transformers or huggingface_hub goes online.
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
 def quiet_transformers(transformers) -> None:
@@ -142,7 +136,6 @@ def load_text_teacher(src: str, task: str = "auto") -> TextTeacher:
     task = resolve_task(config, task, opt)
     if task == "embedding":
         _check_pooling(folder, opt)
-    _offline()
     transformers = require("transformers", "--teacher hf:DIR")
     quiet_transformers(transformers)
 

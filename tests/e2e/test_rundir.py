@@ -1,15 +1,21 @@
-"""Runs never mix: a build replaces OUT as a whole when it ends, a crash leaves OUT as it was."""
+"""Runs never mix: a build replaces OUT as a whole when it ends, a crash (or SIGTERM) leaves OUT as it was, and a
+folder that is not a run (the user's own files, the current folder) is never written into or replaced."""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
-from conftest import cli, digits_like_npz
+from conftest import REPO, cli, digits_like_npz
 
 from edgekd.errors import InputError
-from edgekd.rundir import staged_run
+from edgekd.rundir import MARKER, staged_run
 
 
 def _earlier_run(out: Path) -> dict[str, bytes]:
@@ -122,3 +128,123 @@ def test_a_failed_build_lists_every_budget_and_the_known_teacher_figures(tmp_pat
     assert drop["passed"] is None and drop["detail"] == "not reached: search stopped the run" and drop["limit"] == 5
     assert report["teacher"]["latency_ms"] > 0 and report["teacher"]["latency_source"] == "predicted"
     assert "not reached" in (out / "report.md").read_text() and "<skipped" in (out / "junit.xml").read_text()
+
+
+# ----------------------------------------------------------------------------- a user's folder is never replaced
+def _users_folder(out: Path) -> dict[str, bytes]:
+    (out / "data").mkdir(parents=True)
+    (out / "notes.txt").write_text("my notes")
+    (out / "data" / "x.bin").write_bytes(b"mine")
+    return _snapshot(out)
+
+
+def _leftovers(parent: Path, name: str) -> list[str]:
+    return sorted(p.name for p in parent.iterdir() if p.name.startswith(f".{name}."))
+
+
+def test_build_never_replaces_a_folder_of_the_users_own_files(tmp_path):
+    out = tmp_path / "mine"
+    before = _users_folder(out)
+    for extra in ([], ["--overwrite"]):
+        r = cli("build", "--out", out, "--teacher", "missing.onnx", *extra)  # refused before the teacher
+        assert r.exit_code == 2 and _one_line(r.stderr) and "not an edgekd run" in r.stderr, r.stderr
+        assert "'notes.txt'" in r.stderr.replace("\n", "")
+    assert _snapshot(out) == before and _leftovers(tmp_path, "mine") == []
+
+
+def test_overwrite_refuses_a_run_folder_that_also_holds_other_files(tmp_path):
+    out = tmp_path / "run"
+    _earlier_run(out)
+    (out / "notes.txt").write_text("added by the user")
+    before = _snapshot(out)
+    r = cli("build", "--out", out, "--overwrite", "--teacher", "missing.onnx")
+    assert r.exit_code == 2 and _one_line(r.stderr) and "other files ('notes.txt')" in r.stderr, r.stderr
+    assert _snapshot(out) == before
+
+
+def test_the_current_folder_is_refused_before_any_work(tmp_path, monkeypatch):
+    here = tmp_path / "project"
+    _earlier_run(here)  # even a run: the folder the user works in is not replaced
+    (here / "sub").mkdir()
+    before = _snapshot(here)
+    for cwd, out in ((here, "."), (here / "sub", ".."), (here, str(here))):
+        monkeypatch.chdir(cwd)
+        r = cli("build", "--out", out, "--overwrite", "--teacher", "missing.onnx")  # refused before the teacher
+        assert r.exit_code == 2 and _one_line(r.stderr) and "is the current folder" in r.stderr, r.stderr
+    assert _snapshot(here) == before and _leftovers(tmp_path, "project") == []
+
+
+def test_stage_commands_do_not_write_into_a_folder_of_other_files(tmp_path):
+    out = tmp_path / "mine"
+    before = _users_folder(out)
+    arch = json.dumps({"family": "resnet", "widths": [8, 16, 32], "blocks": [1, 1, 1]})
+    for args in (["search", "--teacher", "missing.onnx"], ["distill", "--arch", arch, "--teacher", "missing.onnx"],
+                 ["export"], ["compile"]):
+        r = cli(*args, "--out", out)
+        assert r.exit_code == 2 and _one_line(r.stderr) and "not an edgekd run" in r.stderr, (args, r.stderr)
+    assert _snapshot(out) == before
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_a_build_into_an_empty_folder_marks_it_and_clears_a_killed_runs_leftovers(tmp_path, quick):
+    out = tmp_path / "run"
+    out.mkdir()
+    dead, alive = _dead_pid(), os.getppid()
+    for name in (f".run.staging-20260101-000000-{dead}", f".run.replaced-20260101-000000-{dead}",
+                 f".run.staging-20260101-000001-{alive}"):  # the last: a run that is still going
+        (tmp_path / name / "distill").mkdir(parents=True)
+        (tmp_path / name / "config.json").write_text("{}")
+    r = cli("build", "--out", out, "--latency-ms", "0.000001", *quick)
+    assert r.exit_code == 1, r.output + r.stderr
+    assert (out / MARKER).is_file() and json.loads((out / "report.json").read_text())["passed"] is False
+    assert _leftovers(tmp_path, "run") == [f".run.staging-20260101-000001-{alive}"]
+    assert r.stderr.count("left by an edgekd run that was stopped") == 2
+
+
+# ----------------------------------------------------------------------------- signals
+def _start_build(out: Path, quick: list) -> subprocess.Popen:
+    """A build in its own process, returned once it is writing into its staging folder (its search, with these
+    inputs, then runs for minutes)."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "200"}
+    proc = subprocess.Popen([sys.executable, "-m", "edgekd", "build", "--out", str(out), "--overwrite",
+                             *map(str, quick)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.time() + 300
+    while not any(out.parent.glob(f".{out.name}.staging-*/config.json")):
+        assert proc.poll() is None and time.time() < deadline, "the build ended before it started writing"
+        time.sleep(0.05)
+    return proc
+
+
+@pytest.mark.slow
+def test_sigterm_stops_a_build_as_ctrl_c_does(tmp_path, quick):
+    out = tmp_path / "run"
+    before = _earlier_run(out)
+    proc = _start_build(out, quick)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 143, stderr
+    assert _snapshot(out) == before
+    failed = next(p for p in tmp_path.iterdir() if p.name.startswith("run.failed-"))
+    assert (failed / "config.json").is_file() and (failed / MARKER).is_file()
+    text = " ".join(stderr.split())
+    assert f"'{out}' is unchanged; this run's partial output is in '{failed}'" in text and "stopped: SIGTERM" in text
+    assert "Traceback" not in stderr and _leftovers(tmp_path, "run") == []
+
+
+@pytest.mark.slow
+def test_the_next_build_clears_what_a_killed_build_left(tmp_path, quick):
+    out = tmp_path / "run"
+    before = _earlier_run(out)
+    proc = _start_build(out, quick)
+    proc.kill()  # SIGKILL: nothing of edgekd runs on the way out
+    proc.communicate(timeout=60)
+    assert len(_leftovers(tmp_path, "run")) == 1 and _snapshot(out) == before
+    r = cli("build", "--out", out, "--overwrite", "--latency-ms", "0.000001", *quick)
+    assert r.exit_code == 1, r.output + r.stderr
+    assert _leftovers(tmp_path, "run") == [] and "left by an edgekd run that was stopped" in r.stderr
