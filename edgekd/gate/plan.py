@@ -109,8 +109,9 @@ def make_plan(cfg: CheckConfig) -> GatePlan:
         raise InputError("--reference: needs --data to compare accuracy on, or --min-speedup to gate a speed-up")
     if cfg.min_speedup is not None and cfg.reference is None:
         raise InputError("--min-speedup: needs --reference, the model it must be faster than (e.g. the teacher)")
-    if budgets.min_speedup is not None and cfg.reference is None:
-        not_checked.append(f"speedup (target default {budgets.min_speedup:g}x) was not checked: give --reference")
+    if budgets.min_speedup is not None and cfg.min_speedup is None:  # --reference alone is for accuracy
+        not_checked.append(f"speedup (target default {budgets.min_speedup:g}x) was not checked: give "
+                           "--min-speedup and --reference")
         budgets = budgets.model_copy(update={"min_speedup": None})
     if cfg.max_accuracy_drop is not None and (cfg.data is None or cfg.reference is None):
         raise InputError("--max-accuracy-drop: needs --data (evaluation set) and --reference (the model to "
