@@ -30,7 +30,7 @@ from edgekd.gate.plan import CheckConfig, GatePlan, config_from_options, make_pl
 from edgekd.gate.timing import POOL_SIZE, outputs_match, repeated_input_audit, run_all, time_models
 from edgekd.gate.verdict import budget_result, exit_code, regression_limit
 from edgekd.interleave import STORED_SPREAD, load_replicas
-from edgekd.remote import measure_on_device, remote_compile
+from edgekd.remote import measure_on_device, remote_check, remote_compile
 from edgekd.report import BudgetResult, Report, StageRecord, environment, print_summary, to_markdown, write_outputs
 from edgekd.runtimes import Artifact, create_backend
 from edgekd.runtimes.memprobe import MEMORY_PROBES, memory_figures
@@ -188,6 +188,29 @@ class GateRun:
         self.decide_all("memory_mb", plan.budgets.memory_mb, base and base.memory_mb, memory.value, "measured",
                         None, f"peak RSS the model adds at run time, on {cfg.remote}")
 
+    def ab_on_device(self) -> None:
+        """--remote with an A/B --baseline: the device runs the gate itself (`edgekd check MODEL --baseline
+        OLD`), so OLD and MODEL are timed interleaved there in one call; its budgets are decided again here
+        from their values and intervals, under this run's --inconclusive and --require-measured."""
+        cfg, b = self.cfg, self.plan.budgets
+        args = ["--max-regression", f"{cfg.max_regression_pct:g}%", "--max-seconds", f"{cfg.max_seconds:g}"]
+        args += [a for flag, v in (("--latency-ms", b.latency_ms), ("--memory-mb", b.memory_mb)) if v is not None
+                 for a in (flag, f"{v:g}")]
+        start = time.perf_counter()
+        with self.console.status(f"A/B gate of {cfg.model.name} against {cfg.baseline.name} on {cfg.remote}"), \
+                tempfile.TemporaryDirectory(prefix="edgekd-check-") as tmp:
+            device, state = remote_check(cfg.remote, cfg.model, cfg.baseline, cfg.target, args, Path(tmp))
+        self.student |= device["student"] | {"device_state": state}
+        self.baseline_figures = device.get("baseline_model")
+        for stage in device["stages"]:
+            self.stages.append(StageRecord(stage["name"], stage["status"], stage["seconds"],
+                                           f"on {cfg.remote}: {stage['reason']}"))
+        self.stages.append(StageRecord("remote", "passed", time.perf_counter() - start, f"one call to {cfg.remote}"))
+        self.notes += [f"on {cfg.remote}: {n}" for n in device.get("notes", []) if not n.startswith("baseline:")]
+        for budget in device["budgets"]:
+            self.decide(budget["name"], budget["limit"], budget["value"], budget["source"], budget.get("interval"),
+                        f"{budget.get('detail', '')}; on {cfg.remote}", budget["name"] == "speedup")
+
     def latency(self) -> None:
         plan, cfg = self.plan, self.cfg
         stored = plan.baseline.latency_ms if plan.baseline is not None else None
@@ -318,7 +341,9 @@ def run_gate(cfg: CheckConfig, console: Console | None = None) -> Report:
     """Validate, measure (or predict), decide every budget, write the requested reports."""
     console = console or Console()
     run = GateRun(make_plan(cfg), console)
-    if cfg.remote:
+    if cfg.remote and run.plan.baseline_model is not None:
+        run.ab_on_device()
+    elif cfg.remote:
         run.on_device()
     else:
         run.accuracy()

@@ -196,6 +196,9 @@ def _baseline_model(cfg: CheckConfig, target: Target, model: ModelInput, blocker
     artifact = _on_target(cfg.baseline, target, "--baseline")
     if blocker is not None:
         raise InputError(f"{where}: an A/B comparison times OLD and MODEL on {target.runtime} here, but {blocker}")
+    if cfg.remote and (cfg.data is not None or cfg.reference is not None):
+        raise InputError(f"{where}: over --remote the device runs the A/B gate on latency and memory; check "
+                         "accuracy (--data, --reference) in a separate run")
     if old is not None and (old.token_inputs != model.token_inputs or tuple(old.dims[1:]) != tuple(model.dims[1:])):
         raise InputError(f"{where}: takes inputs {_dims(old)} but MODEL takes {_dims(model)}; an A/B gate compares "
                          "two versions of one model on the same inputs")
