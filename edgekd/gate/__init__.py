@@ -102,6 +102,9 @@ class GateRun:
                 # A prediction has no noise (same graph, same profile: same figure), and its error band is
                 # systematic, shared by baseline and now; two predictions are compared as points.
                 interval, detail = None, detail + "; predicted vs predicted by the same cost model, compared as points"
+            elif name == "latency_ms" and interval is not None:  # a stored figure: the spread between processes
+                interval = (interval[0] * (1 - STORED_SPREAD), interval[1] * (1 + STORED_SPREAD))
+                detail += f"; interval widened by {100 * STORED_SPREAD:g}% either side for the spread between processes"
             self.decide(f"{name}_regression", regression_limit(baseline, pct), value, source, interval, detail)
 
     def accuracy(self) -> None:
