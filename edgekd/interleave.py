@@ -37,9 +37,12 @@ RATIO_FLOOR = 0.04  # the least relative half-width of a ratio's interval (betwe
 # a copy of itself (benchmarks/gate_ci.py prints it).
 AB_RATIO_FLOOR = 0.02
 # A latency stored by another process (edgekd check --baseline report.json) differs from this process's by the
-# spread between processes: one model timed alone in fresh processes on this 2-core host, loaded by other jobs,
-# spanned 0.0 .. 0.0 ms (benchmarks/gate_ci.py prints it); the gate widens this run's interval by it.
-STORED_SPREAD = 0.10
+# spread between processes: one 0.1 ms model (benchmarks/gate_ci.py's) timed alone, the same way, in six fresh
+# processes on a 2-core host loaded by other jobs gave 0.075, 0.081, 0.095, 0.106, 0.112, 0.112 ms (max/min 1.48:
+# +-30% around any one of them covers the others, nearly). The gate widens this run's interval by this much either
+# side, so an unchanged model is not failed by the machine; a stored figure then decides only large changes,
+# and the report says to prefer A/B.
+STORED_SPREAD = 0.30
 N_BOOT = 2000
 REPLICAS = 2  # sessions per model, taking turns across rounds
 

@@ -185,8 +185,8 @@ def make_plan(cfg: CheckConfig) -> GatePlan:
 def _on_target(path: Path, target: Target, option: str) -> Artifact:
     try:
         return artifact_from_path(path, target.runtime)
-    except InputError as e:
-        raise InputError(f"{option}: {e}") from None
+    except InputError as e:  # its messages name the file as MODEL; here it is the option's
+        raise InputError(f"{option} {str(e).replace('MODEL ', '', 1)}") from None
 
 
 def _baseline_model(cfg: CheckConfig, target: Target, model: ModelInput, blocker: str | None) -> Artifact:
