@@ -121,6 +121,10 @@ def make_plan(cfg: CheckConfig) -> GatePlan:
                            "checked: give --data and --reference")
         budgets = budgets.model_copy(update={"max_accuracy_drop": None})
     stored = cfg.baseline is not None and cfg.baseline.suffix.lower() == ".json"
+    if cfg.baseline is not None and not stored and \
+            cfg.baseline.suffix.lower() not in (".onnx", ".ort", ".xml", ".engine"):
+        raise InputError(f"--baseline '{cfg.baseline}': neither a report.json nor a model; give the old model "
+                         "(.onnx, .xml, .engine) to time it beside MODEL, or an earlier report.json")
     baseline = load_baseline(cfg.baseline) if stored else None
     if budgets.latency_ms is None and budgets.memory_mb is None and budgets.max_accuracy_drop is None \
             and budgets.min_speedup is None and cfg.baseline is None:

@@ -314,6 +314,8 @@ def bad_check_inputs(tmp_path, tiny_onnx):
     ov = tmp_path / "m.xml"
     ov.write_text("<net/>")
     other_input = _export_conv(tmp_path / "rgb.onnx", channels=3)
+    broken_json = tmp_path / "broken.json"
+    broken_json.write_text("{not json")
     base = [tiny_onnx, "--target", "host-cpu"]
     return {
         "not onnx": ([corrupt, "--target", "host-cpu"], "not a valid ONNX model"),
@@ -321,7 +323,8 @@ def bad_check_inputs(tmp_path, tiny_onnx):
         "wrong input shape for the data": ([*base, "--data", big], "gives 1x16x16 inputs but MODEL"),
         "unknown target": ([tiny_onnx, "--target", "jetsonn"], "unknown target 'jetsonn'"),
         "missing baseline": ([*base, "--baseline", tmp_path / "gone.json"], "--baseline"),
-        "baseline not a report": ([*base, "--baseline", big], "not a JSON report"),
+        "baseline not a report": ([*base, "--baseline", big], "neither a report.json nor a model"),
+        "baseline json not a report": ([*base, "--baseline", broken_json], "not a JSON report"),
         "drop without reference": ([*base, "--max-accuracy-drop", "1"], "--max-accuracy-drop: needs --data"),
         "nothing to check": ([tiny_onnx, "--target", empty_target], "nothing to check"),
         "ir for onnxruntime": ([ov, "--target", "host-cpu"], "is a openvino artifact"),
