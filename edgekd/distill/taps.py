@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import tempfile
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,7 +57,11 @@ def probe_torch(module: nn.Module, input_shape: tuple[int, int, int], who: str) 
     if not seen:
         raise InputError(f"{who}: no named submodule produced a feature map (a torch.export program or a fused "
                          "module hides its layers); export it to ONNX or use a logit method")
-    return seen
+    # A module run more than once per forward has no one output: torchvision's Bottleneck calls its one ReLU
+    # before and after its stride-2 convolution, and a hook keeps only the last call, so pairing by the first
+    # call's size paired a 4x4 map as an 8x8 one. Such a module is no tap; its block's own output is.
+    calls = Counter(name for name, _ in seen)
+    return [(name, shape) for name, shape in seen if calls[name] == 1]
 
 
 def probe_onnx(model, input_shape: tuple[int, int, int]) -> list[Layer]:

@@ -32,6 +32,19 @@ def test_torch_layers_pair_by_spatial_size(tiny_arch):
     assert len(feature_pairs(teacher, student, (1, 8, 8), None, 1, "t")) == 1  # deepest kept
 
 
+def test_a_module_run_twice_is_not_a_tap():
+    """torchvision's Bottleneck runs one ReLU before its stride-2 convolution and after it: the hooked output is
+    the last call's, so the layer paired at each size must give that size when the teacher runs."""
+    teacher = create_model({"family": "resnet", "block": "bottleneck", "widths": [4, 4, 8, 8], "blocks": [1, 1, 1, 1]},
+                           1, 10, (8, 8)).eval()
+    pairs = feature_pairs(teacher, create_model(STUDENT, 1, 10, (8, 8)), (1, 8, 8), None, 4, "the teacher")
+    assert not any(t[0].endswith("relu") for t, _ in pairs)
+    run = TorchTeacher(teacher, [t[0] for t, _ in pairs], torch.device("cpu"), False)
+    feats = run(torch.zeros(2, 1, 8, 8)).feats
+    assert [tuple(f.shape[1:]) for f in feats] == [t[1] for t, _ in pairs]
+    assert [t[1][1:] for t, _ in pairs] == [(8, 8), (4, 4)]
+
+
 def test_onnx_tensors_become_outputs_and_match_torch(tiny_onnx, tiny_arch):
     layers = probe_onnx(onnx.load(str(tiny_onnx)), (1, 8, 8))
     deepest = [name for name, shape in layers if shape == (32, 4, 4)][-1]
