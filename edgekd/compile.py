@@ -8,7 +8,6 @@ import platform
 from pathlib import Path
 
 from edgekd.errors import InputError, StageFailed
-from edgekd.gate.inputs import inspect_model
 from edgekd.rundir import make_dir
 from edgekd.runtimes import Artifact, Backend, CompileOptions, create_backend, save_artifact
 from edgekd.validate import check_input_shape, check_model_file, load_input_arrays
@@ -32,6 +31,9 @@ def compile_model(onnx_path: Path, out_dir: Path, runtime: str, precision: str |
     if calibration is not None:
         calib, _ = load_input_arrays(calibration, "--calibration")
         # the model's input as `edgekd check` reads it
+        # edgekd.gate loads torch; compile runs on devices without it (tests/unit/test_layers.py)
+        from edgekd.gate.inputs import inspect_model  # noqa: PLC0415
+
         check_input_shape(calib, inspect_model(onnx_path).dims[1:], f"--calibration '{calibration}'", onnx_path)
     arch = platform.machine() if platform.machine() in ("x86_64", "aarch64") else "x86_64"
     artifact = backend.compile(onnx_path, out_dir, precision, calib, arch,
