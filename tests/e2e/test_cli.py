@@ -53,11 +53,14 @@ def test_host_build_meets_the_report_contract(host_build):
 @pytest.mark.slow
 def test_jetson_build_skips_engine_and_predicts(tmp_path):
     out = tmp_path / "jetson"
-    # The cost model prices digits-sized networks on a Jetson as launch-bound: no student is predicted 3x
-    # faster than the embedded teacher there (the search says so and exits 1), so this asks for 1.5x.
-    result = cli("build", "--target", "jetson", "--out", out, "--epochs", "4", "--min-speedup", "1.5", *SHORT_RECIPE)
+    # The headline command at the target's own 3x: the embedded teacher is deep enough (55 kernels) that a
+    # few-kernel student is predicted 3x faster on a launch-bound Jetson GPU (docs/architecture.md).
+    result = cli("build", "--target", "jetson", "--out", out, "--epochs", "4", *SHORT_RECIPE)
     report = json.loads((out / "report.json").read_text())
     assert result.exit_code == (0 if report["passed"] else 1)
+    assert next(s for s in report["stages"] if s["name"] == "search")["status"] == "passed"
+    speed = next(b for b in report["budgets"] if b["name"] == "speedup")
+    assert speed["limit"] == 3.0 and speed["source"] == "predicted" and speed["value"] >= 3.0
     compile_stage = next(s for s in report["stages"] if s["name"] == "compile")
     assert report["student"]["compile"]["lint"]["errors"] == 0  # the TensorRT lint ran on the student ONNX
     try:

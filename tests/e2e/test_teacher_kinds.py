@@ -21,7 +21,8 @@ from edgekd.onnx_export import pricing_onnx
 def teachers(tmp_path_factory):
     d = tmp_path_factory.mktemp("teachers")
     torch.manual_seed(0)
-    # the embedded digits teacher's size: big enough that students several times faster exist
+    # the size of the embedded digits teacher before it was deepened: big enough that students several times
+    # faster exist
     model = create_model({"family": "resnet", "widths": [32, 64, 128], "blocks": [2, 2, 2]}, 1, 10, (8, 8)).eval()
     torch.jit.script(model).save(str(d / "tiny.ts"))
     batch = torch.export.Dim("batch", min=1, max=4096)

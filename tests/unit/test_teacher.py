@@ -100,3 +100,25 @@ def test_the_embedded_teacher_trains_the_same_on_every_first_use(tmp_path, monke
         model = et.embedded_teacher(data, 0, torch.device("cpu"))
         weights.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
     assert torch.equal(weights[0], weights[1])
+
+
+def test_the_default_teacher_ships_in_the_package(tmp_path, monkeypatch):
+    """The README's first command trains no teacher: the digits teacher for the default seed and preprocessing
+    is in the package under its recipe's key (a recipe changed without `python -m edgekd.models.embedded_teacher
+    digits` fails here, not as a slow first run), loads from an empty cache without writing to it, and scores on
+    the held-out split what its file says it scored when it was made."""
+    from edgekd.config import Preprocess
+    from edgekd.data import load_data
+    from edgekd.distill.trainer import accuracy
+    from edgekd.models import embedded_teacher as et
+
+    data = load_data("digits", Preprocess(), 0)
+    shipped = et.SHIPPED / et.teacher_key(data, 0)
+    assert shipped.is_file(), f"{shipped.name} is not in {et.SHIPPED}: run python -m edgekd.models.embedded_teacher"
+    assert shipped.stat().st_size < 1024 * 1024
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    model = et.embedded_teacher(data, 0, torch.device("cpu"))
+    assert not list((tmp_path / "edgekd").glob("teacher-*"))
+    x, y = data.split("val")
+    assert accuracy(model, x, y, torch.device("cpu")) == pytest.approx(et.shipped_accuracy(shipped), abs=1e-4)
+    assert et.shipped_accuracy(shipped) > 0.95
