@@ -143,9 +143,11 @@ class SearchConfig(Strict):
     # that the cost model lets through are exported and timed against the teacher, and the pick is made on
     # those measured speed-ups; top_k more are timed when none of a batch is fast enough (measure_rounds in all).
     measure_rounds: int = Field(default=3, ge=0)
-    # The pick's measured speed-up must clear budgets.min_speedup by this share (its interval's lower end), so
-    # the build's final timing, a different process on a different day, still passes.
-    speedup_margin: Annotated[float, Field(ge=0, le=1)] = 0.15
+    # How far above budgets.min_speedup the pick's re-timed interval (at the shipped precision, INT8's gain
+    # included: edgekd/search/measured.py) must start. The check times the student again in another process:
+    # a lower end right at the budget makes its verdict a coin toss between pass and inconclusive, and 5% is
+    # about one interval's half-width. 0 accepts exactly what the check's rule would pass at that moment.
+    speedup_margin: Annotated[float, Field(ge=0, le=1)] = 0.05
     score_batch_size: int = Field(default=64, gt=1)
 
 

@@ -38,7 +38,7 @@ from edgekd.models.families import create_model
 VERSION = 3
 RECIPES = {
     "digits": ({"family": "resnet", "block": "bottleneck", "widths": [8, 16, 32, 64], "blocks": [3, 4, 6, 3]},
-               DistillConfig(method="ce", epochs=15, batch_size=64, lr=0.05, weight_decay=5e-4, augment="none",
+               DistillConfig(method="ce", epochs=30, batch_size=64, lr=0.05, weight_decay=5e-4, augment="shift",
                              mix="none")),
     "fonts": ({"family": "resnet", "widths": [32, 64, 128], "blocks": [2, 2, 2]},
               DistillConfig(method="ce", epochs=8, batch_size=128, lr=0.1, weight_decay=5e-4, augment="none",

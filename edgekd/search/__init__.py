@@ -1,9 +1,10 @@
 """Training-free, hardware-aware student search: price each candidate on the target with the cost
 model, drop what breaks a budget (counting why; the speed-up over the teacher is one), score the rest
 without training, evolve; then, where the target's runtime runs here, time the best-scoring candidates
-against the teacher (edgekd/search/measured.py) and pick the best score whose measured speed-up clears
-the budget with margin. Writes OUT/search/search.json (every candidate, predicted and measured side by
-side, the Pareto front of score vs predicted latency, the pick) and OUT/search/pareto.png."""
+against the teacher (edgekd/search/measured.py) and pick the best score whose measured speed-up, at the
+precision the target ships, the check's rule accepts. Writes OUT/search/search.json (every candidate,
+predicted and measured side by side, the Pareto front of score vs predicted latency, the pick) and
+OUT/search/pareto.png."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from edgekd.cost.ops import kernels_from_torch
 from edgekd.cost.roofline import predict_kernels, predict_onnx, predict_torch
 from edgekd.errors import BudgetFailed
+from edgekd.gate.verdict import decide
 from edgekd.measurable import local_measurement_blocker, local_threads
 from edgekd.models.families import count_params
 from edgekd.onnx_export import pricing_onnx, teacher_onnx
@@ -30,7 +32,7 @@ from edgekd.report import BudgetResult
 from edgekd.runtimes import create_backend
 from edgekd.search.display import front_table, plot_front
 from edgekd.search.evolution import Candidate, evolve, pareto_front
-from edgekd.search.measured import RuntimeTimer, corrections
+from edgekd.search.measured import RuntimeTimer, at_shipped, corrections, scales
 from edgekd.search.scores import Probe, RankEnsemble, create_score, measure, pool_scores
 from edgekd.search.signals import cam_classes, teacher_signals
 from edgekd.search.spaces import Space, resolve_spaces
@@ -79,10 +81,9 @@ def required_speedup(ctx: Context) -> float:
 
 
 def speedup_bar(ctx: Context, timed: bool) -> float:
-    """The speed-up a candidate must be predicted at to fit. Timed on the runtime, the pick's measured
-    speed-up must clear the budget with search.speedup_margin, so candidates predicted between the two are
-    ones timing would reject: filling the pool with them once left nothing to pick (openvino, 2 cores).
-    Predicted only, the check compares the predicted speed-up itself with the budget."""
+    """The speed-up a timed candidate's interval must clear: the budget plus search.speedup_margin (5%, about one
+    interval's half-width, so the check's own timing in another process still passes; config.py). Predicted
+    only, the check compares the predicted speed-up itself with the budget."""
     return required_speedup(ctx) * (1 + ctx.cfg.search.speedup_margin if timed else 1)
 
 
@@ -156,16 +157,19 @@ def run_search(ctx: Context) -> dict:
     probe = make_probe(ctx)
     t_ms = teacher_latency_ms(ctx)
     folder = ctx.run.folder("search")
-    timer, timed, correction, anchors = None, [], {}, []
+    timer, timed, correction, anchors, gains = None, [], {}, [], {}
     bar = speedup_bar(ctx, timed=blocker is None)
     if blocker is None and not _fits_nowhere(ctx, probe, t_ms, spaces):
         timer = RuntimeTimer(ctx, teacher_onnx(ctx)[0], local_threads(ctx.profile), folder)
         rng = np.random.default_rng(ctx.cfg.seed)
         anchors = [_boundary_anchor(ctx, probe, t_ms, s, -1 - i, rng) for i, s in enumerate(spaces)]
         timed = timer.time(anchors)
+        gains = {a.space: timer.gain(a) for a in anchors}
         correction = corrections(timed)
         ctx.console.print("  anchors timed on " + ctx.target.runtime + ": " + ", ".join(
-            f"{t.space} {t.speedup:.2f}x (predicted {t.predicted_speedup:.2f}x)" for t in timed))
+            f"{t.space} {t.speedup:.2f}x (predicted {t.predicted_speedup:.2f}x"
+            + (f"; {ctx.target.precision} {gains[t.space].text()} faster than {timer.precision}"
+               if gains[t.space] else "") + ")" for t in timed))
     columns = (TextColumn("  {task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[priced]} priced"), TimeElapsedColumn())
     plain = plain_progress(ctx.console, "search", cfg.max_candidates, "candidates scored")
@@ -176,7 +180,8 @@ def run_search(ctx: Context) -> dict:
         seen: list[Candidate] = []
 
         def evaluate(space: Space, arch: dict, origin: str, index: int) -> Candidate:
-            c = evaluate_arch(ctx, probe, t_ms, space, arch, origin, index, [cfg.score], correction, bar)
+            c = evaluate_arch(ctx, probe, t_ms, space, arch, origin, index, [cfg.score], scales(correction, gains),
+                              bar)
             # A rank ensemble ranks against the candidates scored so far (the tournament's view); every
             # candidate is ranked against the whole pool once the evolution ends.
             seen.append(c)
@@ -194,7 +199,7 @@ def run_search(ctx: Context) -> dict:
     ranked = sorted((c for c in candidates if c.fits), key=lambda c: (-c.score, c.latency_ms, c.index))
     pick = ranked[0] if ranked else None
     if timer is not None and ranked:
-        pick, timed, correction = _pick_measured(ctx, timer, ranked, timed, correction)
+        pick, timed, correction = _pick_measured(ctx, timer, ranked, timed, correction, gains)
     front = pareto_front(candidates)
     b = ctx.budgets
     measured = {t.index: t for t in timed}
@@ -216,7 +221,10 @@ def run_search(ctx: Context) -> dict:
         "pick": pick.arch if pick else None,
         "pick_index": pick.index if pick else None,
         "measurement": ({"runtime": ctx.target.runtime, "teacher": timer.teacher_timings[-1],
-                         "timed": [t.as_dict() for t in timed], "corrections": correction,
+                         "timed": [t.as_dict() | {"at_shipped": _shipped_dict(t, gains)} for t in timed],
+                         "corrections": correction, "shipped_precision": ctx.target.precision,
+                         "gains": {k: g and {"value": g.value, "interval": list(g.interval)}
+                                   for k, g in gains.items()},
                          "seconds": timer.seconds} if timer is not None else {"blocker": blocker}),
         "seconds": time.perf_counter() - start,
     }
@@ -225,18 +233,32 @@ def run_search(ctx: Context) -> dict:
         result["plot"] = plot_front(candidates, front, pick, limit, cfg.score, folder / "pareto.png").name
     ctx.run.search_json.write_text(json.dumps(result, indent=2))
     if not ranked:
-        raise _nothing_fits(candidates, b, result["dropped"], correction, bar / need)
+        raise _nothing_fits(candidates, b, result["dropped"], scales(correction, gains), bar / need)
     if pick is None:
-        raise _none_fast_enough(ctx, timed, candidates + anchors, need)
+        raise _none_fast_enough(ctx, timed, candidates + anchors, need, gains)
     ctx.console.print(front_table(front, pick, ranked[:cfg.top_k], cfg.score, ctx.target.name))
     dropped = ", ".join(f"{n} over {k}" for k, n in result["dropped"].items()) or "none dropped"
-    said = (f"measured {measured[pick.index].speedup:.2f}x faster than the teacher "
-            f"[{measured[pick.index].speedup_interval[0]:.2f} .. {measured[pick.index].speedup_interval[1]:.2f}] "
-            f"on {ctx.target.runtime}; {len(timed)} timed in {timer.seconds:.0f} s"
-            if pick.index in measured else f"predicted {pick.latency_ms:.3g} ms")
+    said = (_measured_text(ctx, measured[pick.index], gains.get(pick.space), timer.precision)
+            + f"; {len(timed)} timed in {timer.seconds:.0f} s" if pick.index in measured
+            else f"predicted {pick.latency_ms:.3g} ms")
     ctx.console.print(f"  {len(ranked)}/{len(candidates)} fit ({dropped}); pick #{pick.index} {pick.space} "
                       f"(score {pick.score:.4g}, {said}, {pick.memory_mb:.3g} MB predicted)")
     return result
+
+
+def _shipped_dict(t, gains: dict) -> dict:
+    value, interval = at_shipped(t, gains.get(t.space))
+    return {"speedup": value, "speedup_interval": list(interval)}
+
+
+def _measured_text(ctx: Context, t, gain, precision: str) -> str:
+    """`t`'s measured speed-up as timed (float) and, where the target ships another precision, at that one."""
+    lo, hi = t.speedup_interval
+    text = f"measured {t.speedup:.2f}x faster than the teacher [{lo:.2f} .. {hi:.2f}] on {ctx.target.runtime}"
+    if gain is None:
+        return text
+    value, (slo, shi) = at_shipped(t, gain)
+    return text + f" at {precision}, {value:.2f}x [{slo:.2f} .. {shi:.2f}] at {ctx.target.precision}"
 
 
 def _fits_nowhere(ctx: Context, probe: Probe, teacher_ms: float, spaces: list[Space]) -> bool:
@@ -253,86 +275,94 @@ def _boundary_anchor(ctx: Context, probe: Probe, teacher_ms: float, space: Space
                      rng: np.random.Generator) -> Candidate:
     """Of a few random archs of `space`, the one the cost model puts nearest the speed-up the pick needs:
     timing it corrects the predictions where they decide which candidates fit."""
-    bar = math.log(required_speedup(ctx) * (1 + ctx.cfg.search.speedup_margin))
+    bar = math.log(speedup_bar(ctx, timed=True))
     priced = [evaluate_arch(ctx, probe, teacher_ms, space, space.sample(rng), "anchor", index, [])
               for _ in range(ANCHOR_SAMPLES)]
     return min(priced, key=lambda c: abs(math.log(c.predicted_speedup) - bar))
 
 
-def _pick_measured(ctx: Context, timer, ranked: list[Candidate], timed: list,
-                   correction: dict[str, float]):
-    """Time the best-scoring candidates (top_k a batch) against the teacher until the best-scoring one whose
-    measured speed-up clears the budget with margin is known, and confirm it by timing it again (up to top_k
-    times, each failure giving way to the next passing one): (pick or None, everything timed, corrections)."""
+def _pick_measured(ctx: Context, timer, ranked: list[Candidate], timed: list, correction: dict[str, float],
+                   gains: dict):
+    """Time the best-scoring candidates (top_k a batch, measure_rounds batches at most) against the teacher; the
+    best-ranked one whose short figure reaches the bar at the shipped precision is timed again as the check
+    will time it and accepted by the check's rule, or refused, and then the next is tried (top_k retimes at
+    most; edgekd/search/measured.py, steps 4 and 5): (pick or None, everything timed, corrections).
+    Timing only nominates, accepts or refuses: the pick is the first accepted in `ranked`'s order."""
     cfg, bar = ctx.cfg.search, speedup_bar(ctx, timed=True)
     latency_limit = ctx.budgets.latency_ms or float("inf")
+    rank = {c.index: i for i, c in enumerate(ranked)}
     by_index = {c.index: c for c in ranked}
 
-    def passing():
-        ok = [t for t in timed if t.index in by_index and t.speedup_interval[0] >= bar
-              and t.latency_interval[1] <= latency_limit]
-        return max(ok, key=lambda t: (by_index[t.index].score, -t.latency_ms), default=None)
+    def nominee():
+        """The best-ranked candidate still in the running: accepted (re-timed), or nominated by a short timing."""
+        def running(t) -> bool:
+            value, interval = at_shipped(t, gains.get(t.space))
+            speed_ok = decide(interval, bar, at_least=True) == "pass" if t.confirmed else value >= bar
+            return t.index in rank and speed_ok and t.latency_interval[1] <= latency_limit
+        return min((t for t in timed if running(t)), key=lambda t: rank[t.index], default=None)
 
-    done = {t.index for t in timed}
-    for _ in range(cfg.measure_rounds):
-        best = passing()
-        pool = [c for c in ranked if c.index not in done
-                and c.predicted_speedup * correction.get(c.space, 1.0) >= bar
-                and (best is None or c.score > by_index[best.index].score)]
-        if not pool:
+    done, batches, retimes = {t.index for t in timed}, 0, 0
+    while True:
+        best, factor = nominee(), scales(correction, gains)
+        pool = [c for c in ranked if c.index not in done and c.predicted_speedup * factor.get(c.space, 1.0) >= bar
+                and (best is None or rank[c.index] < rank[best.index])]
+        if pool and batches < cfg.measure_rounds:
+            batch, batches = pool[:cfg.top_k], batches + 1
+            timed = timed + timer.time(batch)
+            done |= {c.index for c in batch}
+            correction = correction | corrections(timed)
+            ctx.console.print(f"  timed {len(batch)} candidates against the teacher on {ctx.target.runtime}: "
+                              + ", ".join(f"#{t.index} {t.speedup:.2f}x" for t in timed[-len(batch):]))
+            continue
+        if best is None or best.confirmed or retimes >= cfg.top_k:
             break
-        batch = pool[:cfg.top_k]
-        timed = timed + timer.time(batch)
-        done |= {c.index for c in batch}
-        correction = correction | corrections(timed)
-        ctx.console.print(f"  timed {len(batch)} candidates against the teacher on {ctx.target.runtime}: "
-                          + ", ".join(f"#{t.index} {t.speedup:.2f}x" for t in timed[-len(batch):]))
-    # the pick's short timing was the luckiest of many near the bar: time it again as the check will, and let a
-    # pick that no longer clears the bar give way to the next best (edgekd/search/measured.py, step 4)
-    for _ in range(cfg.top_k):
-        best = passing()
-        if best is None or best.confirmed:
-            break
-        again = timer.confirm(by_index[best.index])
+        again, retimes = timer.confirm(by_index[best.index]), retimes + 1
         timed = [again if t.index == best.index else t for t in timed]
-        ctx.console.print(f"  #{best.index} timed again alone with the teacher: {again.speedup:.2f}x "
-                          f"[{again.speedup_interval[0]:.2f} .. {again.speedup_interval[1]:.2f}] (was "
-                          f"{best.speedup:.2f}x)" + ("" if again.speedup_interval[0] >= bar else
-                                                     f", under the bar {bar:.2f}x: the next best is tried"))
-    best = passing()
+        ok = decide(at_shipped(again, gains.get(again.space))[1], bar, at_least=True) == "pass"
+        ctx.console.print(f"  #{best.index} timed again alone with the teacher: "
+                          + _measured_text(ctx, again, gains.get(again.space), timer.precision)
+                          + f" (was {best.speedup:.2f}x)"
+                          + ("" if ok else f"; its interval does not clear {bar:g}x: the next best is tried"))
+    best = nominee()
     return (by_index[best.index] if best and best.confirmed else None), timed, correction
 
 
-def _none_fast_enough(ctx: Context, timed: list, candidates: list[Candidate], need: float) -> BudgetFailed:
-    """No timed candidate clears the speed-up (with margin): name the fastest and what it would need."""
+def _none_fast_enough(ctx: Context, timed: list, candidates: list[Candidate], need: float,
+                      gains: dict) -> BudgetFailed:
+    """No timed candidate is accepted at the shipped precision: name the fastest and what it would need."""
     margin = ctx.cfg.search.speedup_margin
-    fastest = max(timed, key=lambda t: t.speedup)
+    fastest = max(timed, key=lambda t: at_shipped(t, gains.get(t.space))[1][0])
     arch = next(c.arch for c in candidates if c.index == fastest.index)  # anchors are among `candidates`
-    lo, hi = fastest.speedup_interval
-    known = [BudgetResult("speedup", need, fastest.speedup, "measured", False, (lo, hi),
+    value, (lo, hi) = at_shipped(fastest, gains.get(fastest.space))
+    known = [BudgetResult("speedup", need, value, "measured", False, (lo, hi),
                           "fastest candidate timed in the search", "fail" if hi < need else "inconclusive")]
-    if lo >= need:
+    if margin and lo >= need:
         # 1e-9: 2.2 / 2 - 1 is 0.0999..., and the margin that takes 2.20 is 0.10
         hint = f"--set search.speedup_margin={math.floor(100 * (lo / need - 1) + 1e-9) / 100:g} would take it"
+    elif lo >= need:  # a short timing that cleared the bar, never re-timed: an anchor, or past top_k re-times
+        hint = "it was not timed again as the check times it (anchors are not picks); raise search.top_k"
     elif lo / (1 + margin) >= 1:
-        hint = f"--min-speedup {math.floor(10 * lo / (1 + margin)) / 10:g} would take it"
+        hint = f"--min-speedup {math.floor(10 * lo / (1 + margin) + 1e-9) / 10:g} would take it"
     else:
         hint = "none is measurably faster than the teacher; add smaller networks to search.spaces"
     name = f"#{fastest.index}" if fastest.index >= 0 else f"the {fastest.space} anchor"
+    at = f" at {ctx.target.precision} (its measured gain applied)" if gains.get(fastest.space) else ""
+    allowance = f" with a {100 * margin:g}% margin" if margin else ""
     return BudgetFailed(f"search: none of {len(timed)} candidates timed on {ctx.target.runtime} is {need:g}x faster "
-                        f"than the teacher with a {100 * margin:g}% margin; the fastest, {name} "
-                        f"{json.dumps(arch)}, runs {fastest.speedup:.2f}x [{lo:.2f} .. {hi:.2f}]: {hint}", known)
+                        f"than the teacher{allowance} by its whole interval{at}; the fastest, {name} "
+                        f"{json.dumps(arch)}, runs {value:.2f}x [{lo:.2f} .. {hi:.2f}]: {hint}", known)
 
 
-def _nothing_fits(candidates: list[Candidate], b, dropped: dict, correction: dict[str, float],
+def _nothing_fits(candidates: list[Candidate], b, dropped: dict, factor: dict[str, float],
                   margin: float) -> BudgetFailed:
-    """`margin`: the bar over the budget a candidate's (corrected) predicted speed-up must clear (speedup_bar)."""
+    """`factor`: per space, what timing found the predicted speed-ups to be worth (measured.scales); `margin`: the
+    bar over the budget a candidate's scaled predicted speed-up must clear (speedup_bar)."""
     fastest = min(candidates, key=lambda c: (c.latency_ms, c.index))
     needs = []
     if b.latency_ms is not None and fastest.latency_ms > b.latency_ms:
         needs.append(f"--latency-ms {fastest.latency_ms:.3g}")
     if "speedup" in fastest.violations:
-        reach = fastest.predicted_speedup * correction.get(fastest.space, 1.0) / margin
+        reach = fastest.predicted_speedup * factor.get(fastest.space, 1.0) / margin
         needs.append(f"--min-speedup {math.floor(10 * max(1.0, reach) + 1e-9) / 10:g} or less")
     if b.memory_mb is not None and fastest.memory_mb > b.memory_mb:
         needs.append(f"--memory-mb {fastest.memory_mb:.3g}")

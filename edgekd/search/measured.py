@@ -9,20 +9,27 @@ picked on them can run slower than its teacher. So, where the target's runtime r
    is timed against the teacher, and the ratio of its measured to its predicted speed-up corrects that
    space's predictions where they decide what fits (a per-machine, per-runtime scale found in seconds, so
    a machine no calibration file was made on needs none);
-3. after the evolution, the best-scoring candidates (top_k a batch) are timed against the teacher, one at a
-   time with it, interleaved (edgekd/interleave.py), and the pick is the best-scoring one whose measured
-   speed-up clears the budget with margin. A batch with none that does corrects the predictions again,
-   and the next batch is timed;
-4. the pick is timed once more, alone with the teacher and as long as the check stage times it
-   (edgekd/measurable.py). Its figure so far is one short timing that cleared the bar, and of many noisy
-   figures near a bar the lucky ones clear it, so it leans high: in builds here the check then measured up
-   to 14% less than the search had. A pick that no longer clears the bar gives way to the next.
+3. where the target ships another precision than the float one timed here (INT8 on OpenVINO), its gain is
+   timed once per space on the anchor, float against shipped, interleaved: the check times the shipped
+   artifact, so the search holds a candidate's float speed-up times that gain against the budget, instead of
+   asking the float model for a margin that INT8 already gives (a gain under 1 counts as 1: the precision
+   guard then ships the float model);
+4. after the evolution, the best-scoring candidates (top_k a batch) are timed against the teacher, one at a
+   time with it, interleaved (edgekd/interleave.py). A short timing only nominates: the best-ranked candidate
+   whose figure (times the gain) reaches the budget is
+5. timed once more, alone with the teacher and as long as the check stage times it (edgekd/measurable.py),
+   and accepted by the check's own rule (edgekd/gate/verdict.py: its whole interval, times the gain's lower
+   end, clears the budget). Of many noisy short figures near a bar the lucky ones clear it, so they lean high
+   (in builds here the check measured up to 14% less than the search had), and a short interval is no
+   verdict. A nominee that is refused gives way to the next, and more candidates are timed when none is left.
+   Timing only nominates, accepts or refuses: the pick is the best-ranked accepted candidate.
 
 Candidates are timed at initialization: latency depends on the graph, not on the weights' values.
 """
 
 from __future__ import annotations
 
+import math
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -36,6 +43,7 @@ from edgekd.onnx_export import export_onnx
 from edgekd.runtimes import Artifact, CompileOptions, create_backend
 
 SECONDS_PER_MODEL = 0.7  # interleaved timing of a candidate and of the teacher
+GAIN_CALIBRATION_SAMPLES = 64  # enough to place an INT8 anchor's scales: its speed is timed, not its accuracy
 
 
 @dataclass(frozen=True)
@@ -49,7 +57,7 @@ class Timed:
     speedup: float
     speedup_interval: tuple[float, float]
     predicted_speedup: float  # teacher / candidate by the cost model, uncorrected
-    confirmed: bool = False  # timed again alone with the teacher, as long as the check times it (step 4)
+    confirmed: bool = False  # timed again alone with the teacher, as long as the check times it (step 5)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -84,6 +92,27 @@ class RuntimeTimer:
         """`candidate` timed again against the teacher, for as long as the check stage times a student."""
         return self._against_teacher(candidate, CHECK_SECONDS_PER_MODEL, confirmed=True)
 
+    def gain(self, c) -> Ratio | None:
+        """How many times faster `c` runs at the precision the target ships than at the float precision the
+        search times (float / shipped, interleaved, step 3); None where the float model is what ships."""
+        shipping = self.ctx.target.precision
+        if shipping == self.precision:
+            return None
+        start = time.perf_counter()
+        with tempfile.TemporaryDirectory(dir=self.folder) as tmp:
+            path = export_onnx(self.ctx.new_student(c.arch), self.ctx.input_shape, Path(tmp) / "anchor.onnx", {})
+            calibration = self.ctx.data.split("calib")[0][:GAIN_CALIBRATION_SAMPLES]
+            shipped = self.backend.compile(path, Path(tmp) / shipping, shipping, calibration, self.ctx.profile.arch,
+                                           CompileOptions(batch=self.ctx.target.batch_size))
+            sessions = {"float": load_replicas(self._compile(path, Path(tmp) / "float"), self.threads),
+                        "shipped": load_replicas(shipped, self.threads)}
+            # as long as the check times a model: the gain multiplies every candidate's figure, so its interval
+            # should be as narrow as the check's
+            ratio = time_sessions(sessions, self.x, CHECK_SECONDS_PER_MODEL * len(sessions)).speedup("float",
+                                                                                                      "shipped")
+        self.seconds += time.perf_counter() - start
+        return ratio
+
     def _against_teacher(self, c, seconds_per_model: float, confirmed: bool) -> Timed:
         start = time.perf_counter()
         with tempfile.TemporaryDirectory(dir=self.folder) as tmp:
@@ -99,8 +128,29 @@ class RuntimeTimer:
 
 
 def corrections(timed: list[Timed]) -> dict[str, float]:
-    """Per space: median of measured / predicted speed-up over its timed candidates."""
+    """Per space: the lower quartile of measured / predicted speed-up over its timed candidates. The search
+    times the highest-scoring candidates that the corrected predictions let through, and those sit right at the
+    bar, so a central correction nominates candidates half of which time under it (openvino, 2 cores: a batch
+    predicted at 3x measured 1.9-2.2x); the lower quartile moves the next batch to where most clear it."""
     by_space: dict[str, list[float]] = {}
     for t in timed:
         by_space.setdefault(t.space, []).append(t.speedup / t.predicted_speedup)
-    return {space: float(np.median(v)) for space, v in by_space.items()}
+    return {space: float(np.percentile(v, 25)) for space, v in by_space.items()}
+
+
+def at_shipped(t: Timed, gain: Ratio | None) -> tuple[float, tuple[float, float]]:
+    """`t`'s speed-up and interval at the precision the target ships: times the gain, a gain under 1 counted as 1
+    (the precision guard ships the float model then). The two were timed independently, so their intervals'
+    relative half-widths add in quadrature (in logs), as independent errors do."""
+    if gain is None or gain.value <= 1.0:
+        return t.speedup, t.speedup_interval
+    value = t.speedup * gain.value
+    (lo, hi), (glo, ghi) = t.speedup_interval, gain.interval
+    down = math.hypot(math.log(t.speedup / lo), math.log(gain.value / glo))
+    up = math.hypot(math.log(hi / t.speedup), math.log(ghi / gain.value))
+    return value, (value * math.exp(-down), value * math.exp(up))
+
+
+def scales(correction: dict[str, float], gains: dict[str, Ratio | None]) -> dict[str, float]:
+    """Per space, what a predicted float speed-up is multiplied by to stand for the shipped model's measured one."""
+    return {space: c * max(1.0, gains[space].value if gains.get(space) else 1.0) for space, c in correction.items()}

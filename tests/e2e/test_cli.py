@@ -85,11 +85,10 @@ def assert_ran_every_stage(result, report: dict) -> None:
 @pytest.mark.slow
 def test_openvino_build_measures_an_ir(tmp_path):
     out = tmp_path / "ov"
-    # This test is about the IR path (compile, guard, measured figures). Whether the default 3x speed-up is met on
-    # this host is benchmarks/outcome.py's question. Timed one at a time against the teacher on 2 cores, the
-    # search's best candidates ran 2.2-2.7x in a fresh process but 1.5-1.8x inside this suite's process (after
-    # the tests before it), under 1.5x + the search's 15% margin; so the test asks 1.2x.
-    result = cli("build", "--target", "openvino", "--out", out, "--epochs", "4", "--min-speedup", "1.2", *SHORT_RECIPE)
+    # This test is about the IR path (compile, guard, measured figures); whether the default 3x is met on this
+    # host is benchmarks/outcome.py's question. On 2 cores the embedded teacher's students run 2-3x at fp16 on
+    # OpenVINO (more at INT8), so 2x leaves the search room on a CPU other than the one this was measured on.
+    result = cli("build", "--target", "openvino", "--out", out, "--epochs", "4", "--min-speedup", "2", *SHORT_RECIPE)
     report = json.loads((out / "report.json").read_text())
     assert_ran_every_stage(result, report)
     assert report["artifacts"]["compiled"].endswith(".xml")
