@@ -259,6 +259,10 @@ def print_summary(report: Report, console: Console) -> None:
     if _number(t.get("accuracy")) and _number(s.get("accuracy")):  # a redrawn report.json may hold anything
         try:
             speed = f", {speedup_text(Figure.from_dict(s['speedup']))}" if s.get("speedup") else ""
+            if s.get("speedup_same_precision"):  # the headline is against the fp32 teacher
+                same = s["speedup_same_precision"]
+                speed += (f" vs the teacher at fp32; {speedup_text(Figure.from_dict(same))} vs the teacher at "
+                          f"{printable(str(same['precision']))}")
         except (KeyError, TypeError, ValueError, IndexError, AttributeError):  # not a speed-up record
             speed = ""
         console.print(f"{report.roles[0]} {t['accuracy']:.4f} -> {report.roles[1]} {s['accuracy']:.4f}{speed}")

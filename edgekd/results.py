@@ -132,6 +132,7 @@ class Alternative:
     figures: Figures = field(default_factory=Figures)
     speedup: Figure | None = None  # fp32 teacher / this, timed interleaved beside the student
     quality: dict = field(default_factory=dict)  # a text model's: mean cosine, neighbour agreement (edgekd/text)
+    student_speedup: Figure | None = None  # this / the student, timed as a pair (measured here only)
 
     def as_dict(self) -> dict:
         """Its report record (without the artifact, which the report names by path)."""
@@ -140,6 +141,8 @@ class Alternative:
         if self.speedup is not None:
             out |= {"speedup": self.speedup.value,
                     "speedup_interval": list(self.speedup.interval) if self.speedup.interval else None}
+        if self.student_speedup is not None:
+            out["student_speedup_over_it"] = self.student_speedup.as_dict()
         return out
 
 

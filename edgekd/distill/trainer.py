@@ -9,6 +9,7 @@ with an atomic checkpoint; a CUDA out-of-memory halves the batch and retries the
 
 from __future__ import annotations
 
+import hashlib
 import math
 import time
 from dataclasses import dataclass, field
@@ -300,7 +301,8 @@ class _Run:
         view_of = torch.randint(self.cfg.augment_views, (n,), generator=self.gen_aug) if self.views is not None \
             else None
         sums: dict[str, torch.Tensor] = {}
-        seen, pos, t0 = 0, 0, time.perf_counter()
+        seen, pos, steps, t0 = 0, 0, 0, time.perf_counter()
+        first, first_count = None, 0  # the epoch's first step's loss x its images (this process's share), its batch
         local = slice(self.rank, None, self.world)  # every process draws the global batch and takes its share
         while pos < n:
             idx = perm[pos:pos + self.batch]
@@ -319,23 +321,33 @@ class _Run:
                 self.out_of_memory()
                 continue
             self.steps += 1
+            steps += 1
             if loss is not None:
                 self.non_finite(loss, epoch, pos, len(idx))
             else:
                 seen += len(idx[local])
+                if first is None:
+                    first, first_count = sums["loss"].clone(), len(idx)
             pos += len(idx)
             self.sched.set((epoch * n + pos) / total)
             if self.plain is not None:  # within the epoch too: one epoch of a big set can take minutes
                 self.plain.update(epoch + pos / n)
         seconds = time.perf_counter() - t0
         teacher_s = self.teacher_seconds()
+        first = torch.zeros((), device=self.device) if first is None else first
         if self.world > 1:  # epoch averages over all processes
             keys = sorted(sums)
-            flat = torch.stack([sums[k] for k in keys] + [torch.tensor(float(seen), device=self.device)])
+            flat = torch.stack([sums[k] for k in keys] + [first, torch.tensor(float(seen), device=self.device)])
             dist.all_reduce(flat)
-            sums, seen = dict(zip(keys, flat[:-1], strict=True)), int(flat[-1].item())
+            sums, first, seen = dict(zip(keys, flat[:-2], strict=True)), flat[-2], int(flat[-1].item())
+        # What a DDP run must reproduce of the one-process run, recorded so a launcher test can compare runs on any
+        # CPU: the same data order, the same images and steps, and the same loss before the first update (later
+        # losses drift apart by float summation order, differently on each CPU).
+        order = hashlib.sha256(perm.numpy().tobytes()).hexdigest()[:16]
         return {"epoch": epoch + 1, "seconds": seconds, "teacher_s": teacher_s, "images_per_s": n / seconds,
                 "batch_size": self.batch, "lr": self.opt.param_groups[0]["lr"], "skipped_steps": self.skipped,
+                "steps": steps, "images": seen, "order_sha256": order,
+                "first_step_loss": float(first) / first_count if first_count else None,
                 **{k: float(v) / max(seen, 1) for k, v in sums.items()}}
 
     def out_of_memory(self) -> None:

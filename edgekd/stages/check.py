@@ -69,6 +69,10 @@ def run(ctx, previous: CompileResult) -> CheckResult:
     where = "measured interleaved" if blocker is None else "predicted"
     ctx.console.print(f"  student {s_fig.latency.value:.3g} ms vs teacher {t_fig.latency.value:.3g} ms ({where}): "
                       + speedup_text(speedup))
+    for name, alt in alternatives.items():
+        if alt.student_speedup is not None:
+            ctx.console.print(f"  student vs {name}, the teacher at {alt.precision}: "
+                              + speedup_text(alt.student_speedup))
     return CheckResult(CheckedModel(acc, s_fig, evaluated_with, s_session),
                        CheckedModel(ctx.teacher_accuracy, t_fig, session=t_session), speedup,
                        decide_budgets(ctx.budgets, s_fig, speedup, drop, blocker), alternatives)
@@ -101,6 +105,11 @@ def fill_report(report: Report, result: CheckResult, ctx) -> None:
     report.student.update(result.student.as_dict() | {"speedup": result.speedup.as_dict()})
     report.teacher.update(result.teacher.as_dict() | {"precision": "fp32"})
     report.budgets = result.budgets
+    shipped = report.student.get("artifact", {}).get("precision")
+    same = next((a for a in result.alternatives.values()
+                 if a.student_speedup is not None and a.precision == shipped), None)
+    if same is not None:  # beside the headline, which compares with the fp32 teacher
+        report.student["speedup_same_precision"] = same.student_speedup.as_dict() | {"precision": same.precision}
     if result.alternatives:
         _weigh_alternatives(ctx, report, result)
 

@@ -175,23 +175,29 @@ def test_sigkill_mid_epoch_then_resume_loses_at_most_one_epoch(tmp_path):
 
 @pytest.mark.slow
 def test_two_ddp_processes_match_one(tmp_path):
-    """The launcher end to end (tests/e2e/test_ddp.py checks the numerics tightly, in-process)."""
+    """The launcher end to end: two processes see the one-process run's data order, images and steps, and the
+    same loss before the first update. Later losses and the end accuracy depend on float summation order, which
+    differs by CPU (one process 0.944 vs two 0.972 on one machine, equal on another), so they are only sane here;
+    tests/e2e/test_ddp.py checks the trained weights tightly, in-process."""
     runs = {}
     for n in (1, 2):
         out = tmp_path / f"p{n}"
         # mixing pairs images within each process's share, so only unmixed views reproduce one process
-        r = cli("distill", "--out", out, "--arch", ARCH, "--epochs", "4", "--nproc-per-node", str(n), *NO_BUDGET,
+        r = cli("distill", "--out", out, "--arch", ARCH, "--epochs", "2", "--nproc-per-node", str(n), *NO_BUDGET,
                 "--set", "distill.mix=none")
         assert r.exit_code == 0, r.output + r.stderr
         runs[n] = (json.loads((out / "distill" / "student.json").read_text()),
                    json.loads((out / "distill" / "history.json").read_text()))
     (one, h1), (two, h2) = runs[1], runs[2]
     assert one["processes"] == 1 and two["processes"] == 2
-    assert abs(one["torch_accuracy"] - two["torch_accuracy"]) <= 0.02
-    # float summation order differs (1 vs 2 threads alone moves epoch 1's loss by ~0.7% and epoch 4's by ~2% here)
-    assert h2[0]["loss"] == pytest.approx(h1[0]["loss"], rel=0.03)
+    assert len(h1) == len(h2) == 2
     for a, b in zip(h1, h2, strict=True):
-        assert b["loss"] == pytest.approx(a["loss"], rel=0.1)
+        assert (b["order_sha256"], b["images"], b["steps"]) == (a["order_sha256"], a["images"], a["steps"])
+        assert a["images"] > 0 and a["skipped_steps"] == b["skipped_steps"] == 0
+    assert h1[0]["order_sha256"] != h1[1]["order_sha256"]  # each epoch is reshuffled, by the same seed in both runs
+    # the first step of a run: the same weights on the same images; only the sums' order differs
+    assert h2[0]["first_step_loss"] == pytest.approx(h1[0]["first_step_loss"], rel=1e-4)
+    assert all(0.6 < run[0]["torch_accuracy"] <= 1 for run in runs.values())  # both trained (chance is 0.1)
 
 
 def test_hopeless_student_fails_at_distill_before_export(tmp_path):
