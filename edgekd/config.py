@@ -144,10 +144,11 @@ class SearchConfig(Strict):
     # those measured speed-ups; top_k more are timed when none of a batch is fast enough (measure_rounds in all).
     measure_rounds: int = Field(default=3, ge=0)
     # How far above budgets.min_speedup the pick's re-timed interval (at the shipped precision, INT8's gain
-    # included: edgekd/search/measured.py) must start. The check times the student again in another process:
-    # a lower end right at the budget makes its verdict a coin toss between pass and inconclusive, and 5% is
-    # about one interval's half-width. 0 accepts exactly what the check's rule would pass at that moment.
-    speedup_margin: Annotated[float, Field(ge=0, le=1)] = 0.05
+    # included: edgekd/search/measured.py) must start. It is the drift measured between the search's timing of a
+    # candidate and the check's timing of the shipped student, later in the same build: the check read 9%, 15%
+    # and 14% lower in builds here (host-cpu, 2 cores; docs/architecture.md, "Search and check"), so a pick
+    # accepted at the budget itself would leave the check inconclusive (exit 3).
+    speedup_margin: Annotated[float, Field(ge=0, le=1)] = 0.15
     score_batch_size: int = Field(default=64, gt=1)
 
 
