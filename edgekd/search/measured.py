@@ -18,8 +18,9 @@ picked on them can run slower than its teacher. So, where the target's runtime r
    time with it, interleaved (edgekd/interleave.py). A short timing only nominates: the best-ranked candidate
    whose figure (times the gain) reaches the budget is
 5. timed once more, alone with the teacher and as long as the check stage times it (edgekd/measurable.py),
-   and accepted by the check's own rule (edgekd/gate/verdict.py: its whole interval, times the gain's lower
-   end, clears the budget). Of many noisy short figures near a bar the lucky ones clear it, so they lean high
+   and accepted by the check's own rule (edgekd/gate/verdict.py: its whole interval, the gain's combined with
+   it by at_shipped, clears the budget plus search.speedup_margin, the drift measured between search and
+   check). Of many noisy short figures near a bar the lucky ones clear it, so they lean high
    (in builds here the check measured up to 14% less than the search had), and a short interval is no
    verdict. A nominee that is refused gives way to the next, and more candidates are timed when none is left.
    Timing only nominates, accepts or refuses: the pick is the best-ranked accepted candidate.
