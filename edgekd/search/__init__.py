@@ -170,6 +170,7 @@ def run_search(ctx: Context) -> dict:
             f"{t.space} {t.speedup:.2f}x (predicted {t.predicted_speedup:.2f}x"
             + (f"; {ctx.target.precision} {gains[t.space].text()} faster than {timer.precision}"
                if gains[t.space] else "") + ")" for t in timed))
+    factor = scales(correction, gains)  # what the anchors found the predictions worth, fixed for the evolution
     columns = (TextColumn("  {task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[priced]} priced"), TimeElapsedColumn())
     plain = plain_progress(ctx.console, "search", cfg.max_candidates, "candidates scored")
@@ -180,8 +181,7 @@ def run_search(ctx: Context) -> dict:
         seen: list[Candidate] = []
 
         def evaluate(space: Space, arch: dict, origin: str, index: int) -> Candidate:
-            c = evaluate_arch(ctx, probe, t_ms, space, arch, origin, index, [cfg.score], scales(correction, gains),
-                              bar)
+            c = evaluate_arch(ctx, probe, t_ms, space, arch, origin, index, [cfg.score], factor, bar)
             # A rank ensemble ranks against the candidates scored so far (the tournament's view); every
             # candidate is ranked against the whole pool once the evolution ends.
             seen.append(c)
@@ -233,7 +233,7 @@ def run_search(ctx: Context) -> dict:
         result["plot"] = plot_front(candidates, front, pick, limit, cfg.score, folder / "pareto.png").name
     ctx.run.search_json.write_text(json.dumps(result, indent=2))
     if not ranked:
-        raise _nothing_fits(candidates, b, result["dropped"], scales(correction, gains), bar / need)
+        raise _nothing_fits(candidates, b, result["dropped"], factor, bar / need)
     if pick is None:
         raise _none_fast_enough(ctx, timed, candidates + anchors, need, gains)
     ctx.console.print(front_table(front, pick, ranked[:cfg.top_k], cfg.score, ctx.target.name))
@@ -293,11 +293,14 @@ def _pick_measured(ctx: Context, timer, ranked: list[Candidate], timed: list, co
     rank = {c.index: i for i, c in enumerate(ranked)}
     by_index = {c.index: c for c in ranked}
 
+    def accepted(t) -> bool:
+        """The check's rule on a re-timed candidate: its whole interval at the shipped precision clears the bar."""
+        return decide(at_shipped(t, gains.get(t.space))[1], bar, at_least=True) == "pass"
+
     def nominee():
         """The best-ranked candidate still in the running: accepted (re-timed), or nominated by a short timing."""
         def running(t) -> bool:
-            value, interval = at_shipped(t, gains.get(t.space))
-            speed_ok = decide(interval, bar, at_least=True) == "pass" if t.confirmed else value >= bar
+            speed_ok = accepted(t) if t.confirmed else at_shipped(t, gains.get(t.space))[0] >= bar
             return t.index in rank and speed_ok and t.latency_interval[1] <= latency_limit
         return min((t for t in timed if running(t)), key=lambda t: rank[t.index], default=None)
 
@@ -318,7 +321,7 @@ def _pick_measured(ctx: Context, timer, ranked: list[Candidate], timed: list, co
             break
         again, retimes = timer.confirm(by_index[best.index]), retimes + 1
         timed = [again if t.index == best.index else t for t in timed]
-        ok = decide(at_shipped(again, gains.get(again.space))[1], bar, at_least=True) == "pass"
+        ok = accepted(again)
         ctx.console.print(f"  #{best.index} timed again alone with the teacher: "
                           + _measured_text(ctx, again, gains.get(again.space), timer.precision)
                           + f" (was {best.speedup:.2f}x)"
