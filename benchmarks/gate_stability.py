@@ -49,7 +49,7 @@ def gate(model: Path, target: str, latency_ms: float, out: Path) -> dict:
     budget = next(b for b in report["budgets"] if b["name"] == "latency_ms")
     stats = report["student"]["latency_stats"]
     return {"exit": result.exit_code, "verdict": budget["verdict"], "value": budget["value"],
-            "interval": budget["interval"], "runs": stats["runs"], "converged": stats["converged"],
+            "interval": budget["interval"], "runs": stats["runs"], "converged": stats["decided"],
             "limit": budget["limit"]}
 
 
@@ -72,7 +72,7 @@ def main() -> None:
             print(f"\n[{target}] measured p50 {p50:.4f} ms, interval [{probe['interval'][0]:.4f}, "
                   f"{probe['interval'][1]:.4f}] over {probe['runs']} runs")
             print(f"{'budget':>7s} {'limit_ms':>9s} {'run':>3s} {'verdict':>12s} {'exit':>4s} {'p50_ms':>8s} "
-                  f"{'interval_ms':>21s} {'width':>6s} {'runs':>5s} converged")
+                  f"{'interval_ms':>21s} {'width':>6s} {'runs':>5s} decided")
             tally = {}
             up, down = f"+{100 * args.margin:g}%", f"-{100 * args.margin:g}%"
             for kind, factor, expected in ((up, 1 + args.margin, "pass"), (down, 1 - args.margin, "fail")):

@@ -488,8 +488,12 @@ def check(model: Annotated[Path, typer.Argument(help="Model to gate: .onnx, Open
           latency_ms: LatencyOpt = None, memory_mb: MemoryOpt = None, max_accuracy_drop: DropOpt = None,
           data: _opt("--data", "Evaluation data (digits | fonts | shapes | folder | .npz); its held-out split is "
                                     "used.") = None,
-          reference: _opt("--reference", "Model to compare accuracy with, e.g. the fp32 teacher.", Path | None) = None,
-          baseline: _opt("--baseline", "report.json of an earlier check or build to compare with.", Path | None) = None,
+          reference: _opt("--reference", "Model to compare accuracy (with --data) and speed (with --min-speedup) "
+                                         "with, e.g. the fp32 teacher.", Path | None) = None,
+          min_speedup: _opt("--min-speedup", "Speed-up budget: --reference / MODEL latency, timed interleaved.",
+                            float | None) = None,
+          baseline: _opt("--baseline", "The old model (OLD.onnx|.xml|.engine: timed interleaved with MODEL, A/B) or "
+                                       "the report.json of an earlier check or build.", Path | None) = None,
           max_regression: _opt("--max-regression", "Allowed growth over --baseline, e.g. 5%.", str) = "5%",
           json_path: _opt("--json", "Write the report (report.json schema) here.", Path | None) = None,
           junit_path: _opt("--junit", "Write JUnit XML here (one testcase per budget).", Path | None) = None,
@@ -501,10 +505,11 @@ def check(model: Annotated[Path, typer.Argument(help="Model to gate: .onnx, Open
           statistic: _opt("--statistic", "Latency statistic gated: p50 | p90.", str) = "p50",
           inconclusive: _opt("--inconclusive", "An interval straddling a limit gives: exit3 | pass | fail.",
                              str) = "exit3",
-          max_seconds: _opt("--max-seconds", "Time cap for latency runs.", float) = 10.0,
-          rel_width: _opt("--rel-width", "Stop timing when the 95% interval is this narrow (relative).", float) = 0.05,
+          max_seconds: _opt("--max-seconds", "Timing adds rounds while a verdict is undecided, up to this many "
+                                             "seconds.", float) = 20.0,
           input_size: SizeOpt = None, mean: MeanOpt = None, std: StdOpt = None, seed: SeedOpt = None):
-    """CI gate: latency, memory and accuracy budgets of any model; exit 0 pass, 1 fail, 3 inconclusive."""
+    """CI gate: latency, memory, accuracy, speed-up and regression of any model; exit 0 pass, 1 fail, 2 bad input,
+    3 inconclusive."""
     options = dict(locals()) | {"input_size": _numbers("--input-size", input_size, int),
                                 "mean": _numbers("--mean", mean), "std": _numbers("--std", std)}
     from edgekd.gate import config_from_options, exit_code, run_gate

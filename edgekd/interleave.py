@@ -32,6 +32,18 @@ MIN_BLOCK_CALLS = 3
 MIN_ROUNDS = 12
 WARMUP_SECONDS = 0.2  # per session: lazy initialisation, page faults, the CPU clocking up
 RATIO_FLOOR = 0.04  # the least relative half-width of a ratio's interval (between-process spread, above)
+# An A/B gate's ratio (edgekd check --baseline OLD.onnx): MODEL and OLD are versions of one model, timed in
+# one process; its floor is the spread of that ratio between fresh processes: a 0.1 ms model against a copy of
+# itself gave 0.995 .. 1.041 in five fresh processes (benchmarks/gate_ci.py, a 2-core host loaded by other jobs),
+# about +-2% around their median 1.012.
+AB_RATIO_FLOOR = 0.02
+# A latency stored by another process (edgekd check --baseline report.json) differs from this process's by the
+# spread between processes: one 0.1 ms model (benchmarks/gate_ci.py's) timed alone, the same way, in six fresh
+# processes on a 2-core host loaded by other jobs gave 0.075, 0.081, 0.095, 0.106, 0.112, 0.112 ms (max/min 1.48:
+# +-30% around any one of them covers the others, nearly). The gate widens this run's interval by this much either
+# side, so an unchanged model is not failed by the machine; a stored figure then decides only large changes,
+# and the report says to prefer A/B.
+STORED_SPREAD = 0.30
 N_BOOT = 2000
 REPLICAS = 2  # sessions per model, taking turns across rounds
 
@@ -69,14 +81,15 @@ class Interleaved:
         boot = np.median(b[_resamples(len(b))], axis=1)
         return float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))
 
-    def speedup(self, slow: str, fast: str) -> Ratio:
-        """latency(slow) / latency(fast): how many times faster `fast` runs."""
+    def speedup(self, slow: str, fast: str, floor: float = RATIO_FLOOR) -> Ratio:
+        """latency(slow) / latency(fast): how many times faster `fast` runs; its interval is at least `floor`
+        either side."""
         a, b = self.blocks_ms[slow], self.blocks_ms[fast]
         idx = _resamples(len(a))
         boot = np.median(a[idx], axis=1) / np.median(b[idx], axis=1)
         value = float(np.median(a) / np.median(b))
         lo, hi = float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))
-        return Ratio(value, (min(lo, value * (1 - RATIO_FLOOR)), max(hi, value * (1 + RATIO_FLOOR))))
+        return Ratio(value, (min(lo, value * (1 - floor)), max(hi, value * (1 + floor))))
 
     def figures(self, name: str) -> Figures:
         """The latency of one model, with its statistics and how it was timed."""
@@ -95,9 +108,13 @@ def _resamples(n: int) -> np.ndarray:
 
 
 def time_interleaved(runners: dict[str, list[Callable[[], object]]], seconds: float = 3.0,
-                     min_rounds: int = MIN_ROUNDS) -> Interleaved:
+                     min_rounds: int = MIN_ROUNDS, *, percentile: float = 50,
+                     until: Callable[[Interleaved], bool] | None = None, max_seconds: float = 0.0) -> Interleaved:
     """Time each named model (one callable per replica session) in rotating blocks for about `seconds`
-    (at least `min_rounds` rounds). Replicas take turns: round r runs replica r % len(replicas)."""
+    (at least `min_rounds` rounds). Replicas take turns: round r runs replica r % len(replicas). A block's
+    figure is its calls' `percentile` (50: the median). With `until`, rounds are added in chunks of about a
+    quarter of `seconds` while `until(what was timed so far)` is false, up to `max_seconds` in all (the gate
+    times until its verdict is decided, docs/architecture.md)."""
     names = list(runners)
     per_call = {}
     for name, replicas in runners.items():
@@ -116,24 +133,38 @@ def time_interleaved(runners: dict[str, list[Callable[[], object]]], seconds: fl
     rounds = max(min_rounds, int(seconds / max(round_s, 1e-9)))
     blocks: dict[str, list[float]] = {n: [] for n in names}
     every: dict[str, list[np.ndarray]] = {n: [] for n in names}
-    start = time.perf_counter()
-    for r in range(rounds):
-        k = r % len(names)
-        order = names[k:] + names[:k]
-        if r % 2:
-            order.reverse()
-        for name in order:
-            run = runners[name][r % len(runners[name])]
-            run()  # untimed: the first call after a switch meets cold caches and the last model's spinning threads
-            samples = np.empty(calls[name])
-            for i in range(calls[name]):
-                t = time.perf_counter()
-                run()
-                samples[i] = time.perf_counter() - t
-            blocks[name].append(float(np.median(samples)) * 1e3)
-            every[name].append(samples * 1e3)
-    return Interleaved({n: np.array(v) for n, v in blocks.items()}, calls, time.perf_counter() - start,
-                       {n: np.concatenate(v) for n, v in every.items()})
+
+    def timed() -> Interleaved:
+        return Interleaved({n: np.array(v) for n, v in blocks.items()}, calls, time.perf_counter() - start,
+                           {n: np.concatenate(v) for n, v in every.items()})
+
+    start, done = time.perf_counter(), 0
+    while True:
+        for r in range(done, rounds):
+            # rotated every other round and reversed every odd one: each model leads and follows each other
+            # equally often (with two models, rotating and reversing every round would undo each other, and
+            # the same model would always run first)
+            k = (r // 2) % len(names)
+            order = names[k:] + names[:k]
+            if r % 2:
+                order.reverse()
+            for name in order:
+                run = runners[name][r % len(runners[name])]
+                run()  # untimed: the first call after a switch meets cold caches and the last model's spinning threads
+                samples = np.empty(calls[name])
+                for i in range(calls[name]):
+                    t = time.perf_counter()
+                    run()
+                    samples[i] = time.perf_counter() - t
+                blocks[name].append(float(np.percentile(samples, percentile)) * 1e3)
+                every[name].append(samples * 1e3)
+        done = rounds
+        elapsed = time.perf_counter() - start
+        if until is None or elapsed >= max_seconds or until(timed()):
+            return timed()
+        # a chunk of about a quarter of `seconds` at the pace the rounds really went, never past max_seconds
+        per_round = elapsed / rounds
+        rounds += max(1, int(min(seconds / 4, max_seconds - elapsed) / per_round))
 
 
 def load_replicas(artifact, threads: int, n: int = REPLICAS) -> list:

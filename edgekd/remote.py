@@ -391,3 +391,20 @@ def measure_on_device(remote: str | RemoteSpec, artifact: Artifact, threads: int
     figures = Figures(Figure(res["latency_ms"], "measured", tuple(res["latency_interval"])), memory, extra)
     return DeviceRun(figures, res.get("accuracy"), res.get("eval_samples"), got, res.get("session"),
                      res.get("device_state"), spec_url(remote))
+
+
+def remote_check(remote: str | RemoteSpec, model: Path, baseline: Path, target: str, args: Sequence[str],
+                 into: Path) -> tuple[dict, dict]:
+    """`edgekd check MODEL --baseline OLD` run by the device itself: OLD and MODEL timed interleaved there, in
+    one call (an A/B gate over --remote); (the device's report, the device's state before/after)."""
+    files = [model, baseline, *[s for p in (model, baseline) if (s := sidecar(p)).is_file()]]
+    if Path(target).is_file():  # a target .yaml travels along; a built-in name is the device's own
+        files.append(Path(target))
+    r = run_remote(remote, ["check", model, "--target", Path(target) if Path(target).is_file() else target,
+                            "--baseline", baseline, *args, "--json", "gate.json"],
+                   files=files, fetch=["gate.json"], into=into, check=False)
+    if r.returncode not in (0, 1, 3) or "gate.json" not in r.files:
+        tail = " | ".join([ln for ln in r.stderr.strip().splitlines() if ln.strip()][-3:]) or "(no stderr)"
+        raise (InputError if r.returncode == 2 else StageFailed)(
+            f"on {spec_url(remote)}: `{r.command}` exited {r.returncode}: {tail}")
+    return json.loads(r.files["gate.json"].read_text()), r.device_state

@@ -12,6 +12,7 @@ memory come from the cost model, labelled `predicted`, with the model's error ba
 
 from __future__ import annotations
 
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -23,12 +24,14 @@ from rich.console import Console
 from edgekd.cost.roofline import predict_onnx
 from edgekd.errors import InputError
 from edgekd.figures import Figure, Figures
+from edgekd.gate.ab import all_decided, checks
 from edgekd.gate.inputs import token_pool
 from edgekd.gate.plan import CheckConfig, GatePlan, config_from_options, make_plan
-from edgekd.gate.timing import POOL_SIZE, WARMUP_CALLS, outputs_match, repeated_input_audit, run_all, time_pool
+from edgekd.gate.timing import POOL_SIZE, outputs_match, repeated_input_audit, run_all, time_models
 from edgekd.gate.verdict import budget_result, exit_code, regression_limit
-from edgekd.remote import measure_on_device, remote_compile
-from edgekd.report import BudgetResult, Report, StageRecord, environment, print_summary, write_outputs
+from edgekd.interleave import STORED_SPREAD, load_replicas
+from edgekd.remote import measure_on_device, remote_check, remote_compile
+from edgekd.report import BudgetResult, Report, StageRecord, environment, print_summary, to_markdown, write_outputs
 from edgekd.runtimes import Artifact, create_backend
 from edgekd.runtimes.memprobe import MEMORY_PROBES, memory_figures
 
@@ -71,7 +74,7 @@ class GateRun:
     def __init__(self, plan: GatePlan, console: Console):
         self.plan, self.cfg, self.console = plan, plan.cfg, console
         self.batch = plan.target.batch_size
-        self.session = None if plan.cfg.remote else _load(plan.run_art, plan.profile.threads, "MODEL")
+        self.session = None if plan.cfg.remote else _load(plan.run_art, plan.threads, "MODEL")
         self.prediction = _predicted(plan) if plan.blocker is not None else None
         self.student: dict = {"source": str(self.cfg.model), "artifact": plan.artifact.to_dict()}
         self.teacher: dict = {}
@@ -80,10 +83,12 @@ class GateRun:
         self.notes = list(plan.not_checked)
         self.pool: list[np.ndarray] = []
         self.pool_outputs: list[np.ndarray] | None = None  # the accuracy run's outputs for the pool
+        self.baseline_figures: dict | None = None  # the A/B baseline model's, as timed beside MODEL
 
-    def decide(self, name: str, limit: float, value: float, source: str, interval, detail: str = "") -> None:
+    def decide(self, name: str, limit: float, value: float, source: str, interval, detail: str = "",
+               at_least: bool = False) -> None:
         self.budgets.append(budget_result(name, limit, value, source, interval, detail, self.cfg.inconclusive,
-                                          self.cfg.require_measured))
+                                          self.cfg.require_measured, at_least))
 
     def decide_all(self, name: str, limit: float | None, baseline: float | None, value: float, source: str,
                    interval, detail: str) -> None:
@@ -92,11 +97,14 @@ class GateRun:
             self.decide(name, limit, value, source, interval, detail)
         if baseline is not None:
             pct, unit = self.cfg.max_regression_pct, name.rsplit("_", 1)[1]
-            detail = f"baseline {baseline:.4g} {unit} ({self.plan.baseline.path}) + {pct:g}%; {detail}"
+            detail = f"baseline {baseline:.4g} {unit} ({self.cfg.baseline}) + {pct:g}%; {detail}"
             if source == "predicted":
                 # A prediction has no noise (same graph, same profile: same figure), and its error band is
                 # systematic, shared by baseline and now; two predictions are compared as points.
                 interval, detail = None, detail + "; predicted vs predicted by the same cost model, compared as points"
+            elif name == "latency_ms" and interval is not None:  # a stored figure: the spread between processes
+                interval = (interval[0] * (1 - STORED_SPREAD), interval[1] * (1 + STORED_SPREAD))
+                detail += f"; interval widened by {100 * STORED_SPREAD:g}% either side for the spread between processes"
             self.decide(f"{name}_regression", regression_limit(baseline, pct), value, source, interval, detail)
 
     def accuracy(self) -> None:
@@ -130,9 +138,9 @@ class GateRun:
         x, y = plan.data
         ref = plan.reference_model
         ref_fixed = ref.dims[0] is not None
-        ref_acc, _ = _accuracy(_load(plan.reference, plan.profile.threads, "--reference"), x, y,
+        ref_acc, _ = _accuracy(_load(plan.reference, plan.threads, "--reference"), x, y,
                                ref.dims[0] if ref_fixed else 256, ref_fixed, f"--reference '{cfg.reference}'")
-        self.teacher = {"source": str(cfg.reference), "accuracy": ref_acc,
+        self.teacher |= {"source": str(cfg.reference), "accuracy": ref_acc,
                         "evaluated_with": f"{plan.reference.runtime} {plan.reference.precision} on this host"}
         drop = 100 * (ref_acc - acc)
         if plan.budgets.max_accuracy_drop is not None:
@@ -183,98 +191,162 @@ class GateRun:
         self.decide_all("memory_mb", plan.budgets.memory_mb, base and base.memory_mb, memory.value, "measured",
                         None, f"peak RSS the model adds at run time, on {cfg.remote}")
 
-    def asked(self, what: str, field: str) -> tuple[float | None, float | None] | None:
-        """The budget's limit and the baseline's figure for `field`; None when neither asks for it (said in
-        the stages, and not measured)."""
-        limit, base = getattr(self.plan.budgets, field), self.plan.baseline
-        baseline = getattr(base, field) if base is not None else None
-        if limit is None and baseline is None:
-            self.stages.append(StageRecord(what, "skipped", 0.0, f"no {what} budget or baseline"))
-            return None
-        return limit, baseline
+    def ab_on_device(self) -> None:
+        """--remote with an A/B --baseline: the device runs the gate itself (`edgekd check MODEL --baseline
+        OLD`), so OLD and MODEL are timed interleaved there in one call; its budgets are decided again here
+        from their values and intervals, under this run's --inconclusive and --require-measured."""
+        cfg, b = self.cfg, self.plan.budgets
+        args = ["--max-regression", f"{cfg.max_regression_pct:g}%", "--max-seconds", f"{cfg.max_seconds:g}"]
+        args += [a for flag, v in (("--latency-ms", b.latency_ms), ("--memory-mb", b.memory_mb)) if v is not None
+                 for a in (flag, f"{v:g}")]
+        start = time.perf_counter()
+        with self.console.status(f"A/B gate of {cfg.model.name} against {cfg.baseline.name} on {cfg.remote}"), \
+                tempfile.TemporaryDirectory(prefix="edgekd-check-") as tmp:
+            device, state = remote_check(cfg.remote, cfg.model, cfg.baseline, cfg.target, args, Path(tmp))
+        self.student |= device["student"] | {"device_state": state}
+        self.baseline_figures = device.get("baseline_model")
+        for stage in device["stages"]:
+            self.stages.append(StageRecord(stage["name"], stage["status"], stage["seconds"],
+                                           f"on {cfg.remote}: {stage['reason']}"))
+        self.stages.append(StageRecord("remote", "passed", time.perf_counter() - start, f"one call to {cfg.remote}"))
+        self.notes += [f"on {cfg.remote}: {n}" for n in device.get("notes", []) if not n.startswith("baseline:")]
+        for budget in device["budgets"]:
+            self.decide(budget["name"], budget["limit"], budget["value"], budget["source"], budget.get("interval"),
+                        f"{budget.get('detail', '')}; on {cfg.remote}", budget["name"] == "speedup")
 
     def latency(self) -> None:
-        if (asked := self.asked("latency", "latency_ms")) is None:
+        plan, cfg = self.plan, self.cfg
+        stored = plan.baseline.latency_ms if plan.baseline is not None else None
+        if plan.budgets.latency_ms is None and stored is None and plan.baseline_model is None \
+                and plan.budgets.min_speedup is None:
+            self.stages.append(StageRecord("latency", "skipped", 0.0, "no latency budget, baseline or speed-up"))
             return
-        plan, cfg, start = self.plan, self.cfg, time.perf_counter()
-        if self.prediction is None:
-            if self.pool_outputs is None:  # no --data: an untimed pass over the same inputs is the accuracy run
-                self.pool_outputs = [self.session.run(x) for x in self.pool]
-            with self.console.status(f"timing {cfg.model.name} ({cfg.statistic}, up to {cfg.max_seconds:g} s)"):
-                timing = time_pool(self.session, self.pool, cfg.statistic, cfg.rel_width, cfg.max_seconds)
-            s = timing.stats
-            value, interval, source = s.value_ms, s.interval_ms, "measured"
-            how = (f"interval within {100 * cfg.rel_width:g}%" if timing.converged else
-                   f"hit the {cfg.max_seconds:g} s cap before the interval got within {100 * cfg.rel_width:g}%")
-            said = (f"{cfg.statistic} {value:.4g} ms, 95% interval [{interval[0]:.4g}, {interval[1]:.4g}], "
-                    f"{s.runs} runs in {timing.seconds:.2g} s after {WARMUP_CALLS} warm-up calls ({how})")
-            run_info = {"converged": timing.converged, "seconds": timing.seconds, "rel_width": cfg.rel_width,
-                        "max_seconds": cfg.max_seconds}
-            self.student |= {"latency_stats": s.as_dict() | run_info, "session": self.session.settings}
-            self.stages.append(StageRecord("latency", "passed", time.perf_counter() - start, said))
-            self.notes.append(f"latency measured through {plan.run_art.runtime} on this host, batch {self.batch}: "
-                              f"{said}")
-            self.student["audits"] = {}
-            audits = (("outputs-match", lambda: outputs_match(timing.outputs, self.pool_outputs)),
-                      ("no-input-caching", lambda: repeated_input_audit(self.session, self.pool, s.p50_ms)))
-            for name, audit_fn in audits:
-                t0 = time.perf_counter()
-                audit = audit_fn()
-                self.stages.append(StageRecord(name, "passed" if audit.passed else "failed",
-                                               time.perf_counter() - t0, audit.reason))
-                self.student["audits"][name] = audit.figures | {"passed": audit.passed}
-        else:
+        if self.prediction is not None:  # plan.py refused A/B and --min-speedup here: nothing to time them on
             p = self.prediction[0]
-            value, interval, source = p.value, p.interval, "predicted"
             self.student |= {"latency_detail": p.detail, "blocker": plan.blocker}
             self.stages.append(StageRecord("latency", "skipped", 0.0, f"predicted: {plan.blocker}"))
             self.notes.append(f"latency and memory are predicted by the cost model for {plan.profile.name} "
                               f"({p.detail}), not measured: {plan.blocker}")
-        self.student |= Figures(Figure(value, source, tuple(interval))).as_dict()
-        self.decide_all("latency_ms", *asked, value, source, interval, f"{cfg.statistic}, batch {self.batch}")
+            self.student |= Figures(Figure(p.value, "predicted", tuple(p.interval))).as_dict()
+            self.decide_all("latency_ms", plan.budgets.latency_ms, stored, p.value, "predicted", p.interval,
+                            f"{cfg.statistic}, batch {self.batch}")
+            return
+        self.timed_latency()
+
+    def timed_latency(self) -> None:
+        """MODEL (with the A/B baseline and the --reference where asked) timed interleaved here, rounds added
+        while a verdict is undecided; then the two audits on the timed session's outputs."""
+        plan, cfg, start = self.plan, self.cfg, time.perf_counter()
+        if self.pool_outputs is None:  # no --data: an untimed pass over the same inputs is the accuracy run
+            self.pool_outputs = [self.session.run(x) for x in self.pool]
+        sessions = {"model": load_replicas(plan.run_art, plan.threads)}
+        if plan.baseline_model is not None:
+            sessions["baseline"] = load_replicas(plan.baseline_model, plan.threads)
+        if plan.reference_timed is not None:
+            sessions["reference"] = load_replicas(plan.reference_timed, plan.threads)
+        with self.console.status(f"timing {', '.join(sessions)} interleaved ({cfg.statistic}, until decided, up to "
+                                 f"{cfg.max_seconds:g} s)"):
+            timing = time_models(sessions, self.pool, cfg.statistic, cfg.max_seconds,
+                                 lambda t: all_decided(plan, t))
+        timed = timing.timed
+        fig = timed.figures("model")
+        value, interval = fig.latency.value, fig.latency.interval
+        how = ("every verdict decided" if timing.decided else
+               f"still undecided at the {cfg.max_seconds:g} s cap (--max-seconds)")
+        said = (f"{cfg.statistic} {value:.4g} ms, 95% interval [{interval[0]:.4g}, {interval[1]:.4g}], "
+                f"{timed.rounds} interleaved rounds of {', '.join(sessions)} in {timed.seconds:.2g} s ({how})")
+        found = checks(plan, timed)
+        said += "".join(f"; {c.name} {c.value:.4g} [{c.interval[0]:.4g}, {c.interval[1]:.4g}]" for c in found
+                        if c.name in ("latency_regression", "speedup"))
+        run_info = {"statistic": cfg.statistic, "decided": timing.decided, "max_seconds": cfg.max_seconds,
+                    "threads": plan.threads}
+        self.student |= fig.as_dict() | {"session": sessions["model"][0].settings}
+        self.student["latency_stats"] |= run_info
+        if "reference" in sessions:
+            self.teacher |= {"source": str(cfg.reference)} | timed.figures("reference").as_dict()
+        if "baseline" in sessions:
+            self.baseline_figures = {"source": str(cfg.baseline)} | timed.figures("baseline").as_dict()
+        self.stages.append(StageRecord("latency", "passed", time.perf_counter() - start, said))
+        self.notes.append(f"latency measured through {plan.run_art.runtime} on this host, batch {self.batch}, "
+                          f"{plan.threads} threads (the profile's {plan.profile.threads}, capped to this host's "
+                          f"cores as the build does): {said}")
+        for c in found:
+            self.decide(c.name, c.limit, c.value, "measured", c.interval, c.detail, c.at_least)
+        self.student["audits"] = {}
+        audits = (("outputs-match", lambda: outputs_match(timing.outputs["model"], self.pool_outputs)),
+                  ("no-input-caching", lambda: repeated_input_audit(self.session, self.pool, value)))
+        for name, audit_fn in audits:
+            t0 = time.perf_counter()
+            audit = audit_fn()
+            self.stages.append(StageRecord(name, "passed" if audit.passed else "failed",
+                                           time.perf_counter() - t0, audit.reason))
+            self.student["audits"][name] = audit.figures | {"passed": audit.passed}
 
     def memory(self) -> None:
-        if (asked := self.asked("memory", "memory_mb")) is None:
-            return
         plan, cfg, start = self.plan, self.cfg, time.perf_counter()
+        baseline = plan.baseline.memory_mb if plan.baseline is not None else None
+        if plan.budgets.memory_mb is None and baseline is None:  # an A/B gate is about latency
+            self.stages.append(StageRecord("memory", "skipped", 0.0, "no memory budget or baseline"))
+            return
         if self.prediction is None:
+            shape = plan.model.feeds_shape(self.batch) if plan.model.token_inputs else plan.shape
             with self.console.status(f"memory of {cfg.model.name} ({MEMORY_PROBES} fresh processes)"):
-                found = memory_figures(plan.run_art, plan.model.feeds_shape(self.batch) if plan.model.token_inputs
-                                       else plan.shape, plan.profile.threads)
+                found = memory_figures(plan.run_art, shape, plan.threads)
             value, interval, source = found.memory.value, found.memory.interval, "measured"
+            said = ", ".join(f"{p:.4g}" for p in found.extra["memory_probes_mb"])
             self.stages.append(StageRecord("memory", "passed", time.perf_counter() - start,
-                                           "peak RSS the model adds, in fresh processes: "
-                                           + ", ".join(f"{p:.4g}" for p in found.extra["memory_probes_mb"]) + " MB"))
+                                           f"peak RSS the model adds, in fresh processes: {said} MB"))
         else:
             p = self.prediction[1]
             value, interval, source = p.value, p.interval, "predicted"
             self.stages.append(StageRecord("memory", "skipped", 0.0, f"predicted: {plan.blocker}"))
         self.student |= Figures(memory=Figure(value, source, tuple(interval))).as_dict()
-        self.decide_all("memory_mb", *asked, value, source, interval, "peak RSS the model adds at run time")
+        self.decide_all("memory_mb", plan.budgets.memory_mb, baseline, value, source, interval,
+                        "peak RSS the model adds at run time")
 
     def report(self) -> Report:
         plan, cfg, t = self.plan, self.cfg, self.plan.target
         env = environment(create_backend(plan.run_art.runtime).versions())
+        mode = baseline_mode(plan)
+        if mode is not None:
+            self.notes.insert(0, f"baseline: {mode}")
         if plan.baseline is not None and plan.baseline.host and plan.baseline.host != env["host"]:
-            self.notes.append(f"the baseline was measured on another host ({plan.baseline.host}); a regression "
-                              "across machines compares the machines too")
+            self.notes.insert(1, f"the baseline was measured on another host ({plan.baseline.host}); a regression "
+                                 "across machines compares the machines too: give the old model (--baseline "
+                                 "OLD.onnx) to time both here")
         report = Report(target={"name": t.name, "profile": plan.profile.name, "runtime": t.runtime,
                                 "precision": t.precision, "batch_size": self.batch},
                         seed=cfg.seed, teacher=self.teacher, student=self.student, budgets=self.budgets,
                         stages=self.stages, artifacts={"model": str(cfg.model)}, environment=env,
                         extra={"kind": "check", "statistic": cfg.statistic, "inconclusive": cfg.inconclusive,
                                "require_measured": cfg.require_measured,
-                               "baseline": str(plan.baseline.path) if plan.baseline else None},
+                               "baseline": str(cfg.baseline) if cfg.baseline else None,
+                               "baseline_mode": ("a/b" if plan.baseline_model else "stored") if mode else None,
+                               "baseline_model": self.baseline_figures, "threads": plan.threads},
                         notes=self.notes, roles=("reference", "model"))
         report.extra |= {"verdict": report.verdict, "exit_code": exit_code(report.verdict)}
         return report
+
+
+def baseline_mode(plan: GatePlan) -> str | None:
+    """Which comparison the regression budgets are: said in the report, the Markdown and the terminal."""
+    if plan.baseline_model is not None:
+        where = f"on {plan.cfg.remote}" if plan.cfg.remote else "in this process"
+        return (f"A/B: {plan.cfg.baseline} and MODEL timed interleaved {where}; the regression is decided on "
+                "the interval of their ratio")
+    if plan.baseline is not None:
+        return (f"stored figure from {plan.baseline.path} (measured by another process); this run's interval "
+                f"is widened by {100 * STORED_SPREAD:g}% either side for the spread between processes")
+    return None
 
 
 def run_gate(cfg: CheckConfig, console: Console | None = None) -> Report:
     """Validate, measure (or predict), decide every budget, write the requested reports."""
     console = console or Console()
     run = GateRun(make_plan(cfg), console)
-    if cfg.remote:
+    if cfg.remote and run.plan.baseline_model is not None:
+        run.ab_on_device()
+    elif cfg.remote:
         run.on_device()
     else:
         run.accuracy()
@@ -282,5 +354,8 @@ def run_gate(cfg: CheckConfig, console: Console | None = None) -> Report:
         run.memory()
     report = run.report()
     write_outputs(report, cfg.json_path, cfg.markdown_path, cfg.junit_path, cfg.html_path)
+    if os.environ.get("GITHUB_STEP_SUMMARY"):  # GitHub Actions shows this file on the run's page
+        with open(os.environ["GITHUB_STEP_SUMMARY"], "a") as summary:
+            summary.write(to_markdown(report) + "\n")
     print_summary(report, console)
     return report

@@ -215,6 +215,10 @@ class Baseline:
     memory_source: str | None
     host: str
     profile: str
+    runtime: str | None  # how its latency was measured, compared with this check's (gate/plan.py)
+    precision: str | None
+    threads: int | None
+    method: str | None  # latency_timing.method: "interleaved blocks" for the build and this check
 
 
 def _number(d: dict, key: str, where: str) -> float | None:
@@ -227,7 +231,8 @@ def _number(d: dict, key: str, where: str) -> float | None:
 
 
 def load_baseline(path: Path) -> Baseline:
-    """The model figures of an earlier `edgekd check --json` or `edgekd build` report."""
+    """The model figures of an earlier `edgekd check --json` or `edgekd build` report, and how they were
+    measured."""
     where = f"--baseline '{path}'"
     report = read_report_json(path, where)
     if report.get("schema") != SCHEMA:
@@ -242,6 +247,10 @@ def load_baseline(path: Path) -> Baseline:
         raise InputError(f"{where}: has neither student.latency_ms nor student.memory_mb to compare against")
     stats = student.get("latency_stats") if isinstance(student.get("latency_stats"), dict) else {}
     host = report.get("environment", {}).get("host", "") if isinstance(report.get("environment"), dict) else ""
-    profile = report.get("target", {}).get("profile", "") if isinstance(report.get("target"), dict) else ""
+    target = report.get("target") if isinstance(report.get("target"), dict) else {}
+    session = student.get("session") if isinstance(student.get("session"), dict) else {}
+    timing = student.get("latency_timing") if isinstance(student.get("latency_timing"), dict) else {}
     return Baseline(path, latency, student.get("latency_source"), stats.get("statistic", "p50"), memory,
-                    student.get("memory_source"), host, profile)
+                    student.get("memory_source"), host, target.get("profile", ""), target.get("runtime"),
+                    target.get("precision"), session.get("threads", session.get("INFERENCE_NUM_THREADS")),
+                    timing.get("method"))

@@ -1,5 +1,10 @@
 """Timing for the gate, and the two audits MLPerf runs against benchmark cheats.
 
+The gated models (MODEL, and the --baseline model and the --reference where they are given) are timed by
+the build's interleaved engine (edgekd/interleave.py): rotating blocks in one process, the median of block
+medians, replicas taking turns. Each model cycles through the same pool of inputs and keeps what it
+returned while timed, for the outputs-match audit.
+
 * outputs-match (MLPerf TEST01's idea): the outputs the model returned *while being timed* must equal
   the outputs of the untimed accuracy run on the same inputs; a runtime that skips work or returns stale
   results during timing is caught.
@@ -11,18 +16,14 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
-from edgekd.measure import LatencyStats, summarize, time_calls
+from edgekd.interleave import Interleaved, time_interleaved
+from edgekd.measure import summarize
 
-WARMUP_CALLS = 10  # first calls pay allocation, kernel selection and cache misses
-MIN_RUNS = 30
-MIN_SECONDS = 1.0  # time at least this long (within MAX_RUNS // 2 and --max-seconds)
-# The bootstrap resamples every sample 1000 times (40 MB at 5000 samples), which bounds the run count;
-# the time cap, not this, ends a run of anything slower than ~2 ms.
-MAX_RUNS = 5000
 POOL_SIZE = 64  # distinct inputs the timed run cycles through
 # Outputs during timing vs the accuracy run: same session, batch and input, so they agree to float
 # rounding; a substituted model or a stale result misses by far more than this.
@@ -30,44 +31,35 @@ OUTPUT_RTOL, OUTPUT_ATOL = 1e-4, 1e-5
 REPEAT_SPEEDUP_LIMIT = 0.10  # MLPerf TEST04: a repeated sample may be at most 10% faster
 GUARD_SECONDS = 1.5  # time spent on the caching audit (interleaved blocks)
 GUARD_BLOCK = 8
+FIRST_SECONDS_PER_MODEL = 2.0  # timed before the first look at the verdicts; more rounds follow while undecided
+PERCENTILE = {"p50": 50, "p90": 90}  # --statistic: each block's figure (the build's is the median)
 
 
 @dataclass(frozen=True)
 class Timing:
-    stats: LatencyStats
-    outputs: dict[int, np.ndarray]  # the last output of each pool entry, captured while timed
-    converged: bool  # the interval got within rel_width before the time cap
-    seconds: float  # wall time of the timed runs
+    timed: Interleaved
+    outputs: dict[str, dict[int, np.ndarray]]  # per model, the last output of each pool entry, captured while timed
+    decided: bool  # every verdict the timing feeds was decided (not inconclusive) before --max-seconds
 
 
-def time_pool(session, pool: list[np.ndarray], statistic: str, rel_width: float, max_seconds: float,
-              min_seconds: float = MIN_SECONDS) -> Timing:
-    """Warm up, then time `session` cycling through `pool` for at least `min_seconds` (and MIN_RUNS),
-    until the interval of `statistic` is within `rel_width` of it or `max_seconds` pass; keeps what
-    each call returned."""
-    warm = []
-    for i in range(WARMUP_CALLS):
-        t = time.perf_counter()
-        session.run(pool[i % len(pool)])
-        warm.append(time.perf_counter() - t)
-    # Samples spread over a second see the machine's short bursts of other work, so the interval
-    # includes them; 30 samples of a 1 ms model would cover 30 ms and could miss or be all burst.
-    per_call = float(np.median(warm[WARMUP_CALLS // 2:]))
-    min_runs = int(np.clip(min(min_seconds, max_seconds) / max(per_call, 1e-7), MIN_RUNS, MAX_RUNS // 2))
-    outputs: dict[int, np.ndarray] = {}
-    calls = 0
+def time_models(sessions: dict[str, list], pool: list, statistic: str, max_seconds: float,
+                decided: Callable[[Interleaved], bool] | None = None) -> Timing:
+    """Time the named models (each a list of replica sessions) interleaved, each call on the next input of
+    `pool`; rounds are added while `decided(timed so far)` is false, up to `max_seconds`."""
+    outputs: dict[str, dict[int, np.ndarray]] = {n: {} for n in sessions}
+    calls = dict.fromkeys(sessions, 0)
 
-    def call():
-        nonlocal calls
-        k = calls % len(pool)
-        outputs[k] = session.run(pool[k])
-        calls += 1
+    def runner(name: str, session) -> Callable[[], None]:
+        def call() -> None:
+            k = calls[name] % len(pool)
+            outputs[name][k] = session.run(pool[k])
+            calls[name] += 1
+        return call
 
-    start = time.perf_counter()
-    stats = time_calls(call, warmup=0, min_runs=min_runs, max_runs=MAX_RUNS, max_seconds=max_seconds,
-                       rel_width=rel_width, statistic=statistic)
-    lo, hi = stats.interval_ms
-    return Timing(stats, outputs, (hi - lo) <= rel_width * stats.value_ms, time.perf_counter() - start)
+    first = min(FIRST_SECONDS_PER_MODEL * len(sessions), max_seconds)
+    timed = time_interleaved({n: [runner(n, s) for s in ss] for n, ss in sessions.items()}, first,
+                             percentile=PERCENTILE[statistic], until=decided, max_seconds=max_seconds)
+    return Timing(timed, outputs, decided is None or decided(timed))
 
 
 @dataclass(frozen=True)

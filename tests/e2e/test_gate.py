@@ -4,6 +4,7 @@ the command on real ONNX Runtime / OpenVINO, its reports, and every bad input (e
 from __future__ import annotations
 
 import json
+import os
 from xml.etree import ElementTree as ET
 
 import numpy as np
@@ -11,7 +12,7 @@ import pytest
 from conftest import cli, digits_like_npz
 from rich.console import Console
 
-from edgekd.gate.timing import outputs_match, repeated_input_audit, time_pool
+from edgekd.gate.timing import outputs_match, repeated_input_audit, time_models
 from edgekd.gate.verdict import budget_result, decide, parse_percent, regression_limit
 from edgekd.measure import summarize
 from edgekd.report import BudgetResult, Report, StageRecord, print_summary, to_junit, to_markdown
@@ -125,11 +126,11 @@ class Memoizing:
 
 def test_outputs_match_passes_an_honest_session_and_catches_stale_results(ort_session, pool):
     reference = [ort_session.run(x) for x in pool]
-    honest = time_pool(ort_session, pool, "p50", 0.05, 0.5)
-    audit = outputs_match(honest.outputs, reference)
+    honest = time_models({"model": [ort_session]}, pool, "p50", 0.5)
+    audit = outputs_match(honest.outputs["model"], reference)
     assert audit.passed and audit.figures["compared"] == len(pool), audit.reason
-    cheat = time_pool(StaleWhenTimed(ort_session, honest_calls=1), pool, "p50", 0.05, 0.5)
-    caught = outputs_match(cheat.outputs, reference)
+    cheat = time_models({"model": [StaleWhenTimed(ort_session, honest_calls=1)]}, pool, "p50", 0.5)
+    caught = outputs_match(cheat.outputs["model"], reference)
     assert not caught.passed and caught.figures["mismatched"] >= len(pool) - 1, caught.reason
 
 
@@ -194,36 +195,95 @@ def test_predicted_straddle_is_inconclusive_exit_3_unless_a_policy_decides(tmp_p
     assert cli("check", tiny_onnx, "--target", "jetson", "--require-measured").exit_code == 1
 
 
-def test_baseline_regressions_use_the_same_interval_rule(tmp_path, tiny_onnx):
+def _budgets(path) -> dict:
+    return {b["name"]: b for b in json.loads(path.read_text())["budgets"]}
+
+
+@pytest.fixture(scope="module")
+def big_onnx(tmp_path_factory):
+    """The tiny model's family, 8x as wide: many times slower on the same 1x8x8 input."""
+    from edgekd.models.families import create_model
+    from edgekd.onnx_export import export_onnx
+
+    model = create_model({"family": "resnet", "widths": [64, 128, 256], "blocks": [2, 2, 2]}, 1, 10, (8, 8)).eval()
+    return export_onnx(model, (1, 8, 8), tmp_path_factory.mktemp("big") / "big.onnx", {})
+
+
+def test_ab_gate_passes_an_unchanged_model_at_5_percent(tmp_path, tiny_onnx, monkeypatch):
+    """The model against a copy of itself, interleaved in one process: ratio ~1, decided within 5%."""
+    old = tmp_path / "old.onnx"
+    old.write_bytes(tiny_onnx.read_bytes())
+    summary = tmp_path / "step_summary.md"
+    summary.write_text("earlier step\n")
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    r = cli("check", tiny_onnx, "--target", "host-cpu", "--baseline", old, "--max-regression", "5%",
+            "--max-seconds", "120", "--json", tmp_path / "ab.json")
+    report = json.loads((tmp_path / "ab.json").read_text())
+    reg = _budgets(tmp_path / "ab.json")["latency_regression"]
+    assert r.exit_code == 0 and reg["verdict"] == "pass", r.output + r.stderr
+    assert reg["limit"] == pytest.approx(1.05) and reg["interval"][0] <= 1.0 <= reg["interval"][1] <= 1.05
+    assert report["baseline_mode"] == "a/b" and report["notes"][0].startswith("baseline: A/B")
+    assert report["baseline_model"]["latency_source"] == "measured"
+    timing = report["student"]["latency_timing"]
+    assert timing["method"] == "interleaved blocks" and timing["rounds"] >= 12
+    assert report["student"]["latency_stats"]["threads"] <= os.cpu_count()
+    assert f"{timing['rounds']} interleaved rounds" in next(s["reason"] for s in report["stages"]
+                                                            if s["name"] == "latency")
+    text = summary.read_text()  # appended to what earlier steps wrote, not overwritten
+    assert text.startswith("earlier step\n## edgekd: PASSED on `host-cpu`") and "| latency_regression |" in text
+
+
+def test_ab_gate_fails_a_clearly_slower_model_and_gates_a_speedup(tmp_path, tiny_onnx, big_onnx):
+    r = cli("check", big_onnx, "--target", "host-cpu", "--baseline", tiny_onnx, "--max-regression", "5%",
+            "--reference", big_onnx, "--min-speedup", "1.2", "--json", tmp_path / "slow.json")
+    budgets = _budgets(tmp_path / "slow.json")
+    assert r.exit_code == 1, r.output + r.stderr
+    assert budgets["latency_regression"]["verdict"] == "fail" and budgets["latency_regression"]["interval"][0] > 1.05
+    assert budgets["speedup"]["verdict"] == "fail"  # the model against itself is no 1.2x faster
+    r = cli("check", tiny_onnx, "--target", "host-cpu", "--reference", big_onnx, "--min-speedup", "1.2",
+            "--json", tmp_path / "fast.json")
+    speedup = _budgets(tmp_path / "fast.json")["speedup"]
+    assert r.exit_code == 0 and speedup["verdict"] == "pass" and speedup["interval"][0] >= 1.2, r.output + r.stderr
+    assert json.loads((tmp_path / "fast.json").read_text())["teacher"]["latency_source"] == "measured"
+
+
+def test_stored_baseline_says_so_widens_its_interval_and_refuses_other_settings(tmp_path, tiny_onnx):
     base = tmp_path / "base.json"
     assert cli("check", tiny_onnx, "--target", "host-cpu", "--json", base, *FAST).exit_code == 0
-    before = json.loads(base.read_text())["student"]
-    r = cli("check", tiny_onnx, "--target", "host-cpu", "--baseline", base, "--max-regression", "400%",
-            "--json", tmp_path / "now.json", *FAST)
-    budgets = {b["name"]: b for b in json.loads((tmp_path / "now.json").read_text())["budgets"]}
-    assert r.exit_code == 0, r.output + r.stderr
-    assert budgets["latency_ms_regression"]["limit"] == pytest.approx(5 * before["latency_ms"])
-    assert budgets["memory_mb_regression"]["limit"] == pytest.approx(5 * before["memory_mb"])
-    shrunk = dict(json.loads(base.read_text()))
-    shrunk["student"] = before | {"latency_ms": before["latency_ms"] / 1000}  # a baseline 1000x faster
-    base.write_text(json.dumps(shrunk))
-    assert cli("check", tiny_onnx, "--target", "host-cpu", "--baseline", base, *FAST).exit_code == 1
+    stored = json.loads(base.read_text())
+    faster = stored | {"student": stored["student"] | {"latency_ms": stored["student"]["latency_ms"] / 1000}}
+    base.write_text(json.dumps(faster))  # a baseline 1000x faster: beyond any spread between processes
+    r = cli("check", tiny_onnx, "--target", "host-cpu", "--baseline", base, "--json", tmp_path / "now.json", *FAST)
+    report = json.loads((tmp_path / "now.json").read_text())
+    reg = _budgets(tmp_path / "now.json")["latency_ms_regression"]
+    assert r.exit_code == 1 and reg["verdict"] == "fail", r.output + r.stderr
+    assert report["baseline_mode"] == "stored" and "stored figure" in report["notes"][0]
+    assert "widened by" in reg["detail"] and reg["limit"] == pytest.approx(1.05 * faster["student"]["latency_ms"])
+    other = stored | {"student": stored["student"] | {"session": {"threads": 64}}}
+    base.write_text(json.dumps(other))
+    r = cli("check", tiny_onnx, "--target", "host-cpu", "--baseline", base, *FAST)
+    assert r.exit_code == 2 and len(_lines(r.stderr)) == 1 and "threads 64" in r.stderr, r.stderr
 
 
-def test_check_reproduces_a_build_and_takes_its_report_as_baseline(tmp_path, host_build):
+def test_check_reproduces_a_build_and_gates_its_student_ab(tmp_path, host_build):
     built = json.loads((host_build / "report.json").read_text())
-    r = cli("check", host_build / built["artifacts"]["compiled"], "--target", "host-cpu", "--data", "digits",
-            "--reference", host_build / "teacher" / "teacher.onnx", "--baseline", host_build / "report.json",
-            "--max-regression", "300%", "--json", tmp_path / "c.json", *FAST)
-    report = json.loads((tmp_path / "c.json").read_text())
-    assert r.exit_code == {"pass": 0, "fail": 1, "inconclusive": 3}[report["verdict"]], r.output + r.stderr
-    budgets = {b["name"]: b for b in report["budgets"]}
+    student, teacher = host_build / built["artifacts"]["compiled"], host_build / "teacher" / "teacher.onnx"
+    old = tmp_path / f"old{student.suffix}"
+    old.write_bytes(student.read_bytes())
+    r = cli("check", student, "--target", "host-cpu", "--data", "digits", "--reference", teacher,
+            "--min-speedup", "1.5", "--baseline", old, "--max-regression", "5%", "--max-seconds", "120",
+            "--json", tmp_path / "c.json")
+    report, budgets = json.loads((tmp_path / "c.json").read_text()), _budgets(tmp_path / "c.json")
+    assert r.exit_code == 0 and budgets["latency_regression"]["verdict"] == "pass", r.output + r.stderr
+    assert budgets["speedup"]["verdict"] == "pass" and budgets["speedup"]["limit"] == 1.5  # the build shipped >= 3x
     # same held-out split and preprocessing (read from the student's ONNX metadata) as the build used
     assert report["student"]["accuracy"] == pytest.approx(built["student"]["accuracy"])
     drop = next(b for b in built["budgets"] if b["name"] == "accuracy_drop")["value"]
     assert abs(budgets["accuracy_drop"]["value"] - drop) <= 0.51
-    assert budgets["latency_ms_regression"]["limit"] == pytest.approx(4 * built["student"]["latency_ms"])
-    assert budgets["memory_mb_regression"]["limit"] == pytest.approx(4 * built["student"]["memory_mb"])
+    # the teacher gated against the student it was distilled into: several times slower, a clear fail
+    r = cli("check", teacher, "--target", "host-cpu", "--baseline", student, "--max-regression", "5%",
+            "--json", tmp_path / "t.json")
+    assert r.exit_code == 1 and _budgets(tmp_path / "t.json")["latency_regression"]["value"] > 1.5, r.output
 
 
 def test_check_gates_an_openvino_ir(tmp_path, tiny_onnx):
@@ -236,6 +296,13 @@ def test_check_gates_an_openvino_ir(tmp_path, tiny_onnx):
     assert report["environment"]["openvino"] and report["student"]["session"]["device"] == "CPU"
 
 
+def _export_conv(path, channels: int):
+    import torch
+
+    torch.onnx.export(torch.nn.Conv2d(channels, 4, 3), (torch.randn(1, channels, 8, 8),), str(path), dynamo=False)
+    return path
+
+
 @pytest.fixture()
 def bad_check_inputs(tmp_path, tiny_onnx):
     corrupt = tmp_path / "corrupt.onnx"
@@ -246,6 +313,9 @@ def bad_check_inputs(tmp_path, tiny_onnx):
                             "precision: fp32\nbudgets: {}\n")
     ov = tmp_path / "m.xml"
     ov.write_text("<net/>")
+    other_input = _export_conv(tmp_path / "rgb.onnx", channels=3)
+    broken_json = tmp_path / "broken.json"
+    broken_json.write_text("{not json")
     base = [tiny_onnx, "--target", "host-cpu"]
     return {
         "not onnx": ([corrupt, "--target", "host-cpu"], "not a valid ONNX model"),
@@ -253,7 +323,8 @@ def bad_check_inputs(tmp_path, tiny_onnx):
         "wrong input shape for the data": ([*base, "--data", big], "gives 1x16x16 inputs but MODEL"),
         "unknown target": ([tiny_onnx, "--target", "jetsonn"], "unknown target 'jetsonn'"),
         "missing baseline": ([*base, "--baseline", tmp_path / "gone.json"], "--baseline"),
-        "baseline not a report": ([*base, "--baseline", big], "not a JSON report"),
+        "baseline not a report": ([*base, "--baseline", big], "neither a report.json nor a model"),
+        "baseline json not a report": ([*base, "--baseline", broken_json], "not a JSON report"),
         "drop without reference": ([*base, "--max-accuracy-drop", "1"], "--max-accuracy-drop: needs --data"),
         "nothing to check": ([tiny_onnx, "--target", empty_target], "nothing to check"),
         "ir for onnxruntime": ([ov, "--target", "host-cpu"], "is a openvino artifact"),
@@ -261,6 +332,9 @@ def bad_check_inputs(tmp_path, tiny_onnx):
         "remote p90": ([*base, "--remote", "ssh://pi@edge", "--statistic", "p90"], "with --remote the device's"),
         "bad statistic": ([*base, "--statistic", "p77"], "--statistic: input should be 'p50' or 'p90'"),
         "bad regression": ([*base, "--max-regression", "lots"], "--max-regression 'lots'"),
+        "speed-up without reference": ([*base, "--min-speedup", "2"], "--min-speedup: needs --reference"),
+        "a/b baseline of other inputs": ([*base, "--baseline", other_input], "takes inputs 3x8x8 but MODEL takes"),
+        "a/b baseline missing": ([*base, "--baseline", tmp_path / "old.onnx"], "--baseline"),
     }
 
 

@@ -231,3 +231,21 @@ def test_check_gates_on_the_remote_device(remote_env, tiny_onnx, tmp_path):
     assert audits["outputs-match"] == "skipped" and audits["latency"] == "passed"
     failing = cli("check", *common, "--latency-ms", str(student["latency_interval"][0] / 10))
     assert failing.exit_code == 1, failing.stdout + failing.stderr
+
+
+def test_ab_check_times_both_models_interleaved_on_the_device(remote_env, tiny_onnx, tmp_path):
+    """`edgekd check MODEL --baseline OLD.onnx --remote`: one call, the device's own gate times OLD and MODEL
+    interleaved there; the unchanged model (a copy of OLD) passes a 5% regression limit."""
+    old = tmp_path / "old.onnx"
+    old.write_bytes(tiny_onnx.read_bytes())
+    r = cli("check", tiny_onnx, "--target", "host-cpu", "--remote", remote_env, "--baseline", old,
+            "--max-regression", "5%", "--max-seconds", "120", "--json", tmp_path / "ab.json")
+    report = json.loads((tmp_path / "ab.json").read_text())
+    reg = next(b for b in report["budgets"] if b["name"] == "latency_regression")
+    assert r.exit_code == 0 and reg["verdict"] == "pass", r.stdout + r.stderr
+    assert reg["detail"].endswith(f"on {remote_env}") and "timed interleaved" in reg["detail"]
+    assert report["baseline_mode"] == "a/b" and f"interleaved on {remote_env}" in report["notes"][0]
+    assert report["student"]["device_state"]["before"]["machine"]
+    assert report["student"]["latency_timing"]["method"] == "interleaved blocks"
+    stages = {s["name"]: s for s in report["stages"]}
+    assert stages["latency"]["reason"].startswith(f"on {remote_env}: ") and stages["remote"]["status"] == "passed"

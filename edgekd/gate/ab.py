@@ -1,0 +1,66 @@
+"""The latency verdicts one interleaved timing feeds (gate/timing.py), recomputed after every chunk of
+rounds so the gate stops as soon as all of them are decided:
+
+* `latency_ms`: MODEL's latency against --latency-ms;
+* `latency_regression` (A/B, `--baseline OLD.onnx|.xml`): MODEL / OLD, both timed interleaved in this
+  process; its interval is the paired bootstrap over rounds, at least AB_RATIO_FLOOR either side;
+* `latency_ms_regression` (`--baseline report.json`): MODEL's latency against a figure another process
+  stored, its interval widened by the between-process spread STORED_SPREAD (edgekd/interleave.py);
+* `speedup` (`--min-speedup X --reference TEACHER`): TEACHER / MODEL, decided as the build decides its
+  speed-up budget (the same ratio floor).
+
+Each is decided on its interval (gate/verdict.py). As in Mozilla Perfherder, a regression fails only when it
+is significant and beyond the limit: the whole interval of the ratio above 1 + --max-regression.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from edgekd.gate.verdict import decide, regression_limit
+from edgekd.interleave import AB_RATIO_FLOOR, STORED_SPREAD, Interleaved
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    limit: float
+    value: float
+    interval: tuple[float, float]
+    at_least: bool  # the limit is a minimum (a speed-up)
+    detail: str
+
+    @property
+    def verdict(self) -> str:
+        return decide(self.interval, self.limit, self.at_least)
+
+
+def checks(plan, timed: Interleaved) -> list[Check]:
+    """Every latency verdict `plan` asks for, from what `timed` holds so far."""
+    cfg, pct = plan.cfg, plan.cfg.max_regression_pct
+    value, interval = timed.latency_ms("model"), timed.interval_ms("model")
+    how = f"{cfg.statistic} of interleaved blocks, {timed.rounds} rounds, batch {plan.target.batch_size}"
+    out = []
+    if plan.budgets.latency_ms is not None:
+        out.append(Check("latency_ms", plan.budgets.latency_ms, value, interval, False, how))
+    if plan.baseline is not None and plan.baseline.latency_ms is not None:
+        wide = (interval[0] * (1 - STORED_SPREAD), interval[1] * (1 + STORED_SPREAD))
+        out.append(Check("latency_ms_regression", regression_limit(plan.baseline.latency_ms, pct), value, wide, False,
+                         f"stored baseline: {plan.baseline.latency_ms:.4g} ms from {plan.baseline.path} + {pct:g}%; "
+                         f"this process's interval widened by {100 * STORED_SPREAD:g}% either side for the spread "
+                         f"between processes; {how}"))
+    if plan.baseline_model is not None:
+        r = timed.speedup("model", "baseline", AB_RATIO_FLOOR)
+        out.append(Check("latency_regression", regression_limit(1.0, pct), r.value, r.interval, False,
+                         f"A/B: MODEL / {cfg.baseline.name} latency, timed interleaved in one process; limit "
+                         f"1 + {pct:g}%; paired-bootstrap 95% interval; {how}"))
+    if plan.budgets.min_speedup is not None:
+        r = timed.speedup("reference", "model")
+        out.append(Check("speedup", plan.budgets.min_speedup, r.value, r.interval, True,
+                         f"{cfg.reference.name} / MODEL latency on {plan.target.runtime}, timed interleaved in one "
+                         f"process as the build times its speed-up; {how}"))
+    return out
+
+
+def all_decided(plan, timed: Interleaved) -> bool:
+    return all(c.verdict != "inconclusive" for c in checks(plan, timed))

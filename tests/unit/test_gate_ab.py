@@ -1,0 +1,96 @@
+"""The gate's adaptive A/B logic without timing anything real: the interleaved engine's rounds and order,
+and the verdicts gate/ab.py draws from synthetic block medians."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from edgekd.config import Budgets
+from edgekd.gate.ab import all_decided, checks
+from edgekd.interleave import AB_RATIO_FLOOR, STORED_SPREAD, Interleaved, time_interleaved
+
+
+def _timed(model_ms: float, baseline_ms: float, noise: float, rounds: int = 200, seed: int = 0) -> Interleaved:
+    rng = np.random.default_rng(seed)
+    drift = 1 + 0.3 * np.sin(np.arange(rounds) / 7)  # the machine's drift: the same in a round's blocks
+    blocks = {"model": model_ms * drift * (1 + noise * rng.standard_normal(rounds)),
+              "baseline": baseline_ms * drift * (1 + noise * rng.standard_normal(rounds)),
+              "reference": 3 * baseline_ms * drift * (1 + noise * rng.standard_normal(rounds))}
+    return Interleaved(blocks, dict.fromkeys(blocks, 10), 1.0)
+
+
+def _plan(**over):
+    cfg = SimpleNamespace(max_regression_pct=5.0, statistic="p50", baseline=Path("old.onnx"),
+                          reference=Path("teacher.onnx"))
+    plan = dict(cfg=cfg, budgets=Budgets(), baseline=None, baseline_model=object(),
+                target=SimpleNamespace(batch_size=1, runtime="onnxruntime"))
+    return SimpleNamespace(**(plan | over))
+
+
+@pytest.mark.parametrize("slower, noise, verdict", [(1.0, 0.01, "pass"), (1.10, 0.01, "fail"), (1.25, 0.05, "fail"),
+                                                    (1.05, 0.01, "inconclusive"), (1.0, 0.4, "inconclusive")])
+def test_ab_ratio_is_decided_on_its_interval(slower, noise, verdict):
+    (c,) = checks(_plan(), _timed(slower * 0.1, 0.1, noise))
+    assert c.name == "latency_regression" and c.limit == pytest.approx(1.05)
+    assert c.value == pytest.approx(slower, rel=0.03 if noise < 0.1 else 0.15) and c.verdict == verdict, c
+    assert c.interval[1] - c.interval[0] >= 2 * AB_RATIO_FLOOR * c.value * 0.999  # never under the floor
+    assert all_decided(_plan(), _timed(slower * 0.1, 0.1, noise)) == (verdict != "inconclusive")
+
+
+def test_drift_cancels_in_the_ratio_not_in_the_latency():
+    """The drift spans 0.7x..1.3x: the latency's interval is wide, the paired ratio's stays at the floor."""
+    timed = _timed(0.1, 0.1, 0.005)
+    lo, hi = timed.interval_ms("model")
+    r = timed.speedup("model", "baseline", AB_RATIO_FLOOR)
+    assert (hi - lo) / 0.1 > 0.06 and r.interval == pytest.approx((r.value * 0.98, r.value * 1.02))
+
+
+def test_stored_baseline_is_widened_by_the_between_process_spread():
+    base = SimpleNamespace(latency_ms=0.1, path=Path("base.json"))
+    plan = _plan(baseline=base, baseline_model=None)
+    (c,) = checks(plan, _timed(0.1, 0.1, 0.01))
+    lo, hi = _timed(0.1, 0.1, 0.01).interval_ms("model")
+    assert c.name == "latency_ms_regression" and c.limit == pytest.approx(0.105)
+    assert c.interval == pytest.approx((lo * (1 - STORED_SPREAD), hi * (1 + STORED_SPREAD)))
+    assert c.verdict == "inconclusive" and "widened" in c.detail  # the same model: within the spread, undecided
+    assert checks(plan, _timed(0.2, 0.1, 0.01))[0].verdict == "fail"  # twice as slow is beyond any spread
+
+
+def test_speedup_is_a_minimum_decided_like_the_build():
+    plan = _plan(baseline_model=None, budgets=Budgets(min_speedup=2.0))
+    (c,) = checks(plan, _timed(0.1, 0.1, 0.01))  # the reference is 3x the model
+    assert (c.name, c.at_least, c.verdict) == ("speedup", True, "pass") and c.value == pytest.approx(3, rel=0.05)
+    assert checks(_plan(baseline_model=None, budgets=Budgets(min_speedup=4.0)), _timed(0.1, 0.1, 0.01))[0].verdict \
+        == "fail"
+
+
+def test_rounds_are_added_until_decided_and_stop_at_the_cap():
+    seen = []
+
+    def until(t: Interleaved) -> bool:
+        seen.append(t.rounds)
+        return t.rounds >= 60
+
+    runners = {"a": [lambda: None], "b": [lambda: None]}
+    done = time_interleaved(runners, seconds=0.05, min_rounds=12, until=until, max_seconds=30)
+    assert seen[0] >= 12 and seen == sorted(seen) and len(seen) >= 2 and done.rounds == seen[-1] >= 60
+    capped = time_interleaved(runners, seconds=0.05, min_rounds=12, until=lambda t: False, max_seconds=0.3)
+    assert capped.rounds > 12 and 0.3 <= capped.seconds < 1.0
+    assert time_interleaved(runners, seconds=0.05, min_rounds=12).rounds == seen[0]  # no until: one pass
+
+
+def test_two_models_take_turns_running_first():
+    order = []
+    runners = {n: [lambda n=n: order.append(n)] for n in ("a", "b")}
+    timed = time_interleaved(runners, seconds=0.0, min_rounds=40)
+    block = {n: c + 1 for n, c in timed.calls_per_block.items()}  # a block: its untimed first call and the timed ones
+    at = len(order) - timed.rounds * sum(block.values())  # the warm-up comes first
+    firsts = []
+    for _ in range(timed.rounds):
+        firsts.append(order[at])
+        at += sum(block.values())
+    assert firsts.count("a") == firsts.count("b") == timed.rounds // 2
