@@ -24,7 +24,7 @@ from rich.console import Console
 from edgekd.cost.roofline import predict_onnx
 from edgekd.errors import InputError
 from edgekd.figures import Figure, Figures
-from edgekd.gate.ab import all_decided, checks
+from edgekd.gate.ab import all_decided, checks, passes
 from edgekd.gate.inputs import token_pool
 from edgekd.gate.plan import CheckConfig, GatePlan, config_from_options, make_plan
 from edgekd.gate.timing import POOL_SIZE, outputs_match, repeated_input_audit, run_all, time_models
@@ -234,38 +234,42 @@ class GateRun:
         self.timed_latency()
 
     def timed_latency(self) -> None:
-        """MODEL (with the A/B baseline and the --reference where asked) timed interleaved here, rounds added
-        while a verdict is undecided; then the two audits on the timed session's outputs."""
+        """MODEL timed interleaved here in one pass per comparison (with the A/B baseline, with the
+        --reference: gate/ab.py), rounds added while a verdict is undecided; then the two audits on the
+        first pass's outputs."""
         plan, cfg, start = self.plan, self.cfg, time.perf_counter()
         if self.pool_outputs is None:  # no --data: an untimed pass over the same inputs is the accuracy run
             self.pool_outputs = [self.session.run(x) for x in self.pool]
-        sessions = {"model": load_replicas(plan.run_art, plan.threads)}
-        if plan.baseline_model is not None:
-            sessions["baseline"] = load_replicas(plan.baseline_model, plan.threads)
-        if plan.reference_timed is not None:
-            sessions["reference"] = load_replicas(plan.reference_timed, plan.threads)
-        with self.console.status(f"timing {', '.join(sessions)} interleaved ({cfg.statistic}, until decided, up to "
-                                 f"{cfg.max_seconds:g} s)"):
-            timing = time_models(sessions, self.pool, cfg.statistic, cfg.max_seconds,
-                                 lambda t: all_decided(plan, t))
-        timed = timing.timed
-        fig = timed.figures("model")
+        artifacts = {"model": plan.run_art, "baseline": plan.baseline_model, "reference": plan.reference_timed}
+        replicas = {name: load_replicas(art, plan.threads) for name, art in artifacts.items() if art is not None}
+        timings, found, said = [], [], []
+        for k, names in enumerate(passes(plan)):
+            seconds = max(cfg.max_seconds - (time.perf_counter() - start), 1.0)  # the cap is for all passes
+            with self.console.status(f"timing {' and '.join(names)} interleaved ({cfg.statistic}, until decided, "
+                                     f"up to {seconds:.0f} s)"):
+                timing = time_models({n: replicas[n] for n in names}, self.pool, cfg.statistic, seconds,
+                                     lambda t, first=k == 0: all_decided(plan, t, first))
+            timings.append(timing)
+            found += checks(plan, timing.timed, k == 0)
+            how = "decided" if timing.decided else f"still undecided at the {cfg.max_seconds:g} s cap (--max-seconds)"
+            t = timing.timed
+            said.append(f"{t.rounds} rounds of {' and '.join(names)} in {t.seconds:.2g} s ({how})")
+        first = timings[0]
+        fig = first.timed.figures("model")
         value, interval = fig.latency.value, fig.latency.interval
-        how = ("every verdict decided" if timing.decided else
-               f"still undecided at the {cfg.max_seconds:g} s cap (--max-seconds)")
-        said = (f"{cfg.statistic} {value:.4g} ms, 95% interval [{interval[0]:.4g}, {interval[1]:.4g}], "
-                f"{timed.rounds} interleaved rounds of {', '.join(sessions)} in {timed.seconds:.2g} s ({how})")
-        found = checks(plan, timed)
+        said = (f"{cfg.statistic} {value:.4g} ms, 95% interval [{interval[0]:.4g}, {interval[1]:.4g}]; interleaved: "
+                + "; ".join(said))
         said += "".join(f"; {c.name} {c.value:.4g} [{c.interval[0]:.4g}, {c.interval[1]:.4g}]" for c in found
                         if c.name in ("latency_regression", "speedup"))
-        run_info = {"statistic": cfg.statistic, "decided": timing.decided, "max_seconds": cfg.max_seconds,
-                    "threads": plan.threads}
-        self.student |= fig.as_dict() | {"session": sessions["model"][0].settings}
+        run_info = {"statistic": cfg.statistic, "decided": all(t.decided for t in timings),
+                    "max_seconds": cfg.max_seconds, "threads": plan.threads}
+        self.student |= fig.as_dict() | {"session": replicas["model"][0].settings}
         self.student["latency_stats"] |= run_info
-        if "reference" in sessions:
-            self.teacher |= {"source": str(cfg.reference)} | timed.figures("reference").as_dict()
-        if "baseline" in sessions:
-            self.baseline_figures = {"source": str(cfg.baseline)} | timed.figures("baseline").as_dict()
+        for t in timings:
+            if "reference" in t.timed.blocks_ms:
+                self.teacher |= {"source": str(cfg.reference)} | t.timed.figures("reference").as_dict()
+            if "baseline" in t.timed.blocks_ms:
+                self.baseline_figures = {"source": str(cfg.baseline)} | t.timed.figures("baseline").as_dict()
         self.stages.append(StageRecord("latency", "passed", time.perf_counter() - start, said))
         self.notes.append(f"latency measured through {plan.run_art.runtime} on this host, batch {self.batch}, "
                           f"{plan.threads} threads (the profile's {plan.profile.threads}, capped to this host's "
@@ -273,7 +277,7 @@ class GateRun:
         for c in found:
             self.decide(c.name, c.limit, c.value, "measured", c.interval, c.detail, c.at_least)
         self.student["audits"] = {}
-        audits = (("outputs-match", lambda: outputs_match(timing.outputs["model"], self.pool_outputs)),
+        audits = (("outputs-match", lambda: outputs_match(first.outputs["model"], self.pool_outputs)),
                   ("no-input-caching", lambda: repeated_input_audit(self.session, self.pool, value)))
         for name, audit_fn in audits:
             t0 = time.perf_counter()

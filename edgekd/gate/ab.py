@@ -9,6 +9,11 @@ rounds so the gate stops as soon as all of them are decided:
 * `speedup` (`--min-speedup X --reference TEACHER`): TEACHER / MODEL, decided as the build decides its
   speed-up budget (the same ratio floor).
 
+The A/B pair and the speed-up pair are timed in separate passes (`passes`): MODEL with OLD, then TEACHER
+with MODEL. Three models in one rotation read a copy of a model against itself at 1.26x on a 2-core host (each
+model's blocks then sit between two others, on a machine the third one has just heated); two models in a pass
+is the arrangement the build times its speed-up in. MODEL's own latency comes from the first pass.
+
 Each is decided on its interval (gate/verdict.py). As in Mozilla Perfherder, a regression fails only when it
 is significant and beyond the limit: the whole interval of the ratio above 1 + --max-regression.
 """
@@ -35,32 +40,43 @@ class Check:
         return decide(self.interval, self.limit, self.at_least)
 
 
-def checks(plan, timed: Interleaved) -> list[Check]:
-    """Every latency verdict `plan` asks for, from what `timed` holds so far."""
+def passes(plan) -> list[tuple[str, ...]]:
+    """The timing passes the gate runs, each a few models timed interleaved; MODEL is in every one."""
+    out = []
+    if plan.baseline_model is not None:
+        out.append(("model", "baseline"))
+    if plan.reference_timed is not None:
+        out.append(("reference", "model"))
+    return out or [("model",)]
+
+
+def checks(plan, timed: Interleaved, first: bool = True) -> list[Check]:
+    """The latency verdicts one pass decides from what `timed` holds so far: the ratio of its pair, and,
+    in the `first` pass, MODEL's own latency against --latency-ms and a stored baseline."""
     cfg, pct = plan.cfg, plan.cfg.max_regression_pct
     value, interval = timed.latency_ms("model"), timed.interval_ms("model")
     how = f"{cfg.statistic} of interleaved blocks, {timed.rounds} rounds, batch {plan.target.batch_size}"
     out = []
-    if plan.budgets.latency_ms is not None:
+    if first and plan.budgets.latency_ms is not None:
         out.append(Check("latency_ms", plan.budgets.latency_ms, value, interval, False, how))
-    if plan.baseline is not None and plan.baseline.latency_ms is not None:
+    if first and plan.baseline is not None and plan.baseline.latency_ms is not None:
         wide = (interval[0] * (1 - STORED_SPREAD), interval[1] * (1 + STORED_SPREAD))
         out.append(Check("latency_ms_regression", regression_limit(plan.baseline.latency_ms, pct), value, wide, False,
                          f"stored baseline: {plan.baseline.latency_ms:.4g} ms from {plan.baseline.path} + {pct:g}%; "
                          f"this process's interval widened by {100 * STORED_SPREAD:g}% either side for the spread "
                          f"between processes; {how}"))
-    if plan.baseline_model is not None:
+    if "baseline" in timed.blocks_ms:
         r = timed.speedup("model", "baseline", AB_RATIO_FLOOR)
         out.append(Check("latency_regression", regression_limit(1.0, pct), r.value, r.interval, False,
-                         f"A/B: MODEL / {cfg.baseline.name} latency, timed interleaved in one process; limit "
-                         f"1 + {pct:g}%; paired-bootstrap 95% interval; {how}"))
-    if plan.budgets.min_speedup is not None:
+                         f"A/B: MODEL / {cfg.baseline.name} latency, the two timed interleaved in one process; "
+                         f"limit 1 + {pct:g}%; paired-bootstrap 95% interval; {how}"))
+    if "reference" in timed.blocks_ms and plan.budgets.min_speedup is not None:
         r = timed.speedup("reference", "model")
         out.append(Check("speedup", plan.budgets.min_speedup, r.value, r.interval, True,
-                         f"{cfg.reference.name} / MODEL latency on {plan.target.runtime}, timed interleaved in one "
-                         f"process as the build times its speed-up; {how}"))
+                         f"{cfg.reference.name} / MODEL latency on {plan.target.runtime}, the two timed interleaved "
+                         f"in one process as the build times its speed-up; {how}"))
     return out
 
 
-def all_decided(plan, timed: Interleaved) -> bool:
-    return all(c.verdict != "inconclusive" for c in checks(plan, timed))
+def all_decided(plan, timed: Interleaved, first: bool = True) -> bool:
+    return all(c.verdict != "inconclusive" for c in checks(plan, timed, first))

@@ -10,23 +10,24 @@ import numpy as np
 import pytest
 
 from edgekd.config import Budgets
-from edgekd.gate.ab import all_decided, checks
+from edgekd.gate.ab import all_decided, checks, passes
 from edgekd.interleave import AB_RATIO_FLOOR, STORED_SPREAD, Interleaved, time_interleaved
 
 
-def _timed(model_ms: float, baseline_ms: float, noise: float, rounds: int = 200, seed: int = 0) -> Interleaved:
+def _timed(model_ms: float, baseline_ms: float, noise: float, rounds: int = 200, seed: int = 0,
+           names: tuple[str, ...] = ("model", "baseline")) -> Interleaved:
+    """One pass over `names`; the reference is 3x the baseline."""
     rng = np.random.default_rng(seed)
     drift = 1 + 0.3 * np.sin(np.arange(rounds) / 7)  # the machine's drift: the same in a round's blocks
-    blocks = {"model": model_ms * drift * (1 + noise * rng.standard_normal(rounds)),
-              "baseline": baseline_ms * drift * (1 + noise * rng.standard_normal(rounds)),
-              "reference": 3 * baseline_ms * drift * (1 + noise * rng.standard_normal(rounds))}
+    ms = {"model": model_ms, "baseline": baseline_ms, "reference": 3 * baseline_ms}
+    blocks = {n: ms[n] * drift * (1 + noise * rng.standard_normal(rounds)) for n in names}
     return Interleaved(blocks, dict.fromkeys(blocks, 10), 1.0)
 
 
 def _plan(**over):
     cfg = SimpleNamespace(max_regression_pct=5.0, statistic="p50", baseline=Path("old.onnx"),
                           reference=Path("teacher.onnx"))
-    plan = dict(cfg=cfg, budgets=Budgets(), baseline=None, baseline_model=object(),
+    plan = dict(cfg=cfg, budgets=Budgets(), baseline=None, baseline_model=object(), reference_timed=None,
                 target=SimpleNamespace(batch_size=1, runtime="onnxruntime"))
     return SimpleNamespace(**(plan | over))
 
@@ -52,20 +53,31 @@ def test_drift_cancels_in_the_ratio_not_in_the_latency():
 def test_stored_baseline_is_widened_by_the_between_process_spread():
     base = SimpleNamespace(latency_ms=0.1, path=Path("base.json"))
     plan = _plan(baseline=base, baseline_model=None)
-    (c,) = checks(plan, _timed(0.1, 0.1, 0.01))
-    lo, hi = _timed(0.1, 0.1, 0.01).interval_ms("model")
+    (c,) = checks(plan, _timed(0.1, 0.1, 0.01, names=("model",)))
+    lo, hi = _timed(0.1, 0.1, 0.01, names=("model",)).interval_ms("model")
     assert c.name == "latency_ms_regression" and c.limit == pytest.approx(0.105)
     assert c.interval == pytest.approx((lo * (1 - STORED_SPREAD), hi * (1 + STORED_SPREAD)))
     assert c.verdict == "inconclusive" and "widened" in c.detail  # the same model: within the spread, undecided
-    assert checks(plan, _timed(0.2, 0.1, 0.01))[0].verdict == "fail"  # twice as slow is beyond any spread
+    assert checks(plan, _timed(0.2, 0.1, 0.01, names=("model",)))[0].verdict == "fail"  # beyond any spread
 
 
 def test_speedup_is_a_minimum_decided_like_the_build():
     plan = _plan(baseline_model=None, budgets=Budgets(min_speedup=2.0))
-    (c,) = checks(plan, _timed(0.1, 0.1, 0.01))  # the reference is 3x the model
+    pair = _timed(0.1, 0.1, 0.01, names=("reference", "model"))  # the reference is 3x the model
+    (c,) = checks(plan, pair)
     assert (c.name, c.at_least, c.verdict) == ("speedup", True, "pass") and c.value == pytest.approx(3, rel=0.05)
-    assert checks(_plan(baseline_model=None, budgets=Budgets(min_speedup=4.0)), _timed(0.1, 0.1, 0.01))[0].verdict \
-        == "fail"
+    assert checks(_plan(baseline_model=None, budgets=Budgets(min_speedup=4.0)), pair)[0].verdict == "fail"
+
+
+def test_each_comparison_is_timed_as_its_own_pair():
+    """A/B and speed-up together: two passes of two models (three in one rotation read a model against a
+    copy of itself at 1.26x); MODEL's own latency budget is decided once, in the first pass."""
+    plan = _plan(reference_timed=object(), budgets=Budgets(min_speedup=2.0, latency_ms=1.0))
+    assert passes(plan) == [("model", "baseline"), ("reference", "model")]
+    assert passes(_plan(baseline_model=None, reference_timed=None)) == [("model",)]
+    first = checks(plan, _timed(0.1, 0.1, 0.01), first=True)
+    second = checks(plan, _timed(0.1, 0.1, 0.01, names=("reference", "model")), first=False)
+    assert [c.name for c in first] == ["latency_ms", "latency_regression"] and [c.name for c in second] == ["speedup"]
 
 
 def test_rounds_are_added_until_decided_and_stop_at_the_cap():
