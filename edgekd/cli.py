@@ -181,6 +181,9 @@ def build(target: Target = "host-cpu", config: ConfigFile = None, teacher: Teach
           baseline_scratch: BaselineScratchOpt = False,
           overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace the run already in --out.")] = False,
           min_speedup: MinSpeedupOpt = None, task: TaskOpt = None, max_length: MaxLengthOpt = None,
+          student_arch: Annotated[str | None, typer.Option(
+              "--student-arch", help="Pin the student (no search): an arch as JSON, or an earlier run's "
+                                     "search/search.json whose pick is reused.")] = None,
           ship: Annotated[str | None, typer.Option(
               "--ship", help="student | best: best ships the teacher compressed without distillation when it "
                              "meets the budgets and beats the student.")] = None,
@@ -198,6 +201,7 @@ def build(target: Target = "host-cpu", config: ConfigFile = None, teacher: Teach
                     latency_ms, memory_mb, max_accuracy_drop, epochs, method, baseline_scratch)
     cfg = load_build_config(config, {**opts, "out": str(out) if out else None, "remote": remote,
                                      "budgets.min_speedup": min_speedup, "ship": ship, "text.task": task,
+                                     "search.student_arch": _student_arch(student_arch, "--student-arch"),
                                      "text.max_length": max_length}, set_ or [])
     from edgekd.rundir import refuse_earlier_run
 
@@ -212,7 +216,34 @@ def build(target: Target = "host-cpu", config: ConfigFile = None, teacher: Teach
     if require_measured and unmeasured:
         err_console.print(f"failed: --require-measured, but {', '.join(unmeasured)} were predicted", markup=False)
         raise typer.Exit(1)
+    better = report.extra.get("better_alternative")
+    if better:  # the last line, where a CI log's tail shows it; the exit code is the verdict of what shipped
+        shipped = report.extra.get("shipped")
+        console.print(f"[bold]{better} (the teacher compressed alone) is better than the distilled student[/]: "
+                      + (f"shipped {better} (--ship best); the exit code is its verdict" if shipped == better
+                         else "shipped the student; --ship best ships it instead"), highlight=False)
     raise typer.Exit(exit_code(report.verdict))
+
+
+def _student_arch(value: str | None, option: str) -> dict | None:
+    """A student given by hand: an arch as JSON, or an earlier run's search.json whose pick is reused."""
+    from edgekd.errors import InputError
+
+    if value is None:
+        return None
+    path = Path(value)
+    is_file = not value.lstrip().startswith("{") and path.is_file()
+    try:
+        record = json.loads(path.read_text() if is_file else value)
+    except (OSError, ValueError) as e:
+        raise InputError(f"{option}: {value!r} is neither an arch as JSON nor a readable search.json ({e}); pass "
+                         "e.g. '{\"family\": \"resnet\", ...}' or OLD_RUN/search/search.json") from None
+    arch = record.get("pick") if is_file and isinstance(record, dict) else record
+    if not isinstance(arch, dict) or "family" not in arch:
+        raise InputError(f"{option}: {value!r} " + ("holds no pick (that search picked no student); " if is_file
+                                                    else "is not an arch (a JSON object with 'family'); ")
+                         + "pass an arch or a search.json with a pick")
+    return arch
 
 
 @app.command("report")
@@ -314,7 +345,6 @@ def distill(out: Annotated[Path, typer.Option("--out", help="Run folder holding 
             nproc_per_node: Annotated[int, typer.Option("--nproc-per-node", min=1, help="DDP processes on this "
                                                         "machine (torch.distributed.run; one per GPU).")] = 1):
     """Distil the searched (or --arch) student from the teacher; writes OUT/distill/."""
-    from edgekd.errors import InputError
     from edgekd.results import SearchResult
     from edgekd.rundir import RunDir, make_dir
     from edgekd.stages import distill as distill_stage
@@ -323,13 +353,7 @@ def distill(out: Annotated[Path, typer.Option("--out", help="Run folder holding 
                                                      device, epochs=epochs, method=method,
                                                      baseline_scratch=baseline_scratch))
     ctx = _context(cfg)
-    if arch is not None:
-        try:
-            searched = SearchResult(json.loads(arch))
-        except json.JSONDecodeError as e:
-            raise InputError(f"--arch: not valid JSON ({e.msg})") from None
-    else:
-        searched = SearchResult.load(RunDir(out))
+    searched = SearchResult(_student_arch(arch, "--arch")) if arch is not None else SearchResult.load(RunDir(out))
     make_dir(ctx.out)
     ctx.save_config()
     distill_stage.run(ctx, searched, resume=resume, nproc_per_node=nproc_per_node)

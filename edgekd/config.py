@@ -150,6 +150,9 @@ class SearchConfig(Strict):
     # accepted at the budget itself would leave the check inconclusive (exit 3).
     speedup_margin: Annotated[float, Field(ge=0, le=1)] = 0.15
     score_batch_size: int = Field(default=64, gt=1)
+    # A student pinned by hand (build --student-arch): the search is skipped and this arch is distilled, so a CI
+    # job builds the same network on every run.
+    student_arch: dict | None = None
 
 
 class DistillConfig(Strict):

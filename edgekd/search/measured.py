@@ -25,6 +25,12 @@ picked on them can run slower than its teacher. So, where the target's runtime r
    verdict. A nominee that is refused gives way to the next, and more candidates are timed when none is left.
    Timing only nominates, accepts or refuses: the pick is the best-ranked accepted candidate.
 
+The same inputs should pick the same student, and the anchors' figures move a few percent from run to run.
+So the scale the evolution and the nominations see (correction x gain, `scales`) is rounded down to a grid of
+quarter octaves (QUANTUM): runs whose anchors time a few percent apart see the same scale, so they evolve
+the same candidates and nominate them in the same order; rounding down keeps a nominee on the side of the
+bar the re-timing then confirms.
+
 Candidates are timed at initialization: latency depends on the graph, not on the weights' values.
 """
 
@@ -44,6 +50,7 @@ from edgekd.onnx_export import export_onnx
 from edgekd.runtimes import Artifact, CompileOptions, create_backend
 
 SECONDS_PER_MODEL = 0.7  # interleaved timing of a candidate and of the teacher
+QUANTUM = 4  # steps per octave of the measured scale the search sees (2 ** (1/4): 19% apart)
 GAIN_CALIBRATION_SAMPLES = 64  # enough to place an INT8 anchor's scales: its speed is timed, not its accuracy
 
 
@@ -153,5 +160,10 @@ def at_shipped(t: Timed, gain: Ratio | None) -> tuple[float, tuple[float, float]
 
 
 def scales(correction: dict[str, float], gains: dict[str, Ratio | None]) -> dict[str, float]:
-    """Per space, what a predicted float speed-up is multiplied by to stand for the shipped model's measured one."""
-    return {space: c * max(1.0, gains[space].value if gains.get(space) else 1.0) for space, c in correction.items()}
+    """Per space, what a predicted float speed-up is multiplied by to stand for the shipped model's measured
+    one: correction x gain, rounded down to the QUANTUM grid (the module's docstring says why)."""
+    out = {}
+    for space, c in correction.items():
+        scale = c * max(1.0, gains[space].value if gains.get(space) else 1.0)
+        out[space] = 2.0 ** (math.floor(QUANTUM * math.log2(scale) + 1e-9) / QUANTUM)
+    return out

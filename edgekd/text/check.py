@@ -79,6 +79,21 @@ def quality_budgets(ctx, q: dict) -> list[BudgetResult]:
                           "teacher's on the held-out texts", at_least=True)]
 
 
+def text_budgets(ctx, figures: Figures, speedup: Figure, drop: float, q: dict,
+                 blocker: str | None = None) -> list[BudgetResult]:
+    """Every budget of a text model (the student, or the teacher compressed alone) decided: an embedding model
+    is gated by embedding_cosine and neighbour_agreement (`q`, its quality), not by its accuracy drop."""
+    budgets = ctx.budgets
+    if ctx.teacher.task == "embedding":
+        budgets = budgets.model_copy(update={"max_accuracy_drop": None})
+    results = decide_budgets(budgets, figures, speedup, drop, blocker)
+    if ctx.teacher.task == "embedding":
+        results = [BudgetResult(r.name, None, r.value, r.source, True, detail="points of top-10 neighbour agreement "
+                                "lost (an embedding model's accuracy); gated by embedding_cosine and "
+                                "neighbour_agreement") if r.name == "accuracy_drop" else r for r in results]
+    return results + quality_budgets(ctx, q)
+
+
 def predicted(ctx, arch: dict, precision: str, blocker: str):
     lat, mem = _price(ctx, arch, precision)
     return Figures(Figure(lat.value, "predicted", tuple(lat.interval), lat.detail),
@@ -116,15 +131,7 @@ def run_text_check(ctx, previous: CompileResult) -> CheckResult:
                          f"teacher / student, both predicted by the same cost model at {ctx.data.max_length} "
                          f"tokens (compared as a point): {blocker}")
     drop = 100 * (ctx.teacher_accuracy - q["accuracy"])
-    budgets = ctx.budgets
-    if ctx.teacher.task == "embedding":  # gated by embedding_cosine and neighbour_agreement instead
-        budgets = budgets.model_copy(update={"max_accuracy_drop": None})
-    results = decide_budgets(budgets, s_fig, speedup, drop, blocker)
-    if ctx.teacher.task == "embedding":
-        results = [BudgetResult(r.name, None, r.value, r.source, True, detail="points of top-10 neighbour agreement "
-                                "lost (an embedding model's accuracy); gated by embedding_cosine and "
-                                "neighbour_agreement") if r.name == "accuracy_drop" else r for r in results]
-    results += quality_budgets(ctx, q)
+    results = text_budgets(ctx, s_fig, speedup, drop, q, blocker)
     where = "measured interleaved" if blocker is None else "predicted"
     ctx.console.print(f"  student {s_fig.latency.value:.3g} ms vs teacher {t_fig.latency.value:.3g} ms ({where}): "
                       f"{speedup.value:.2f}x")

@@ -126,6 +126,20 @@ def test_mobile_build_ships_an_ort_format_artifact(tmp_path):
     assert abs(report["student"]["accuracy"] - guard["candidates"][guard["shipped"]]["accuracy"]) < 1e-9
 
 
+def test_a_pinned_student_skips_the_search(tmp_path, host_build):
+    """A CI job pins the student an earlier run picked (its search.json): the same network, no search."""
+    earlier = json.loads((host_build / "search" / "search.json").read_text())
+    out = tmp_path / "pinned"
+    r = cli("build", "--out", out, "--student-arch", host_build / "search" / "search.json", "--epochs", "2",
+            "--min-speedup", "1.5", "--max-accuracy-drop", "30", *SHORT_RECIPE)
+    report = json.loads((out / "report.json").read_text())
+    assert r.exit_code == 0, r.output + r.stderr
+    assert report["student"]["arch"] == earlier["pick"] and "the student is pinned" in r.output
+    search = report["stages"][0]
+    assert (search["name"], search["status"]) == ("search", "skipped") and "--student-arch" in search["reason"]
+    assert not (out / "search" / "search.json").exists()
+
+
 def test_stage_commands_run_alone(tmp_path):
     out = tmp_path / "stages"
     assert cli("search", "--out", out, "--target", "host-cpu", "--set", "search.measure_rounds=0").exit_code == 0
@@ -187,6 +201,8 @@ def bad_inputs(tmp_path, tiny_arch):
         "mixed sizes": (["--teacher", scripted, "--data", mixed], "different sizes"),
         "bad --set": (["--set", "distill.epochs"], "expected key=value"),
         "bad --mean": (["--mean", "a,b"], "comma-separated numbers"),
+        "bad --student-arch": (["--student-arch", "{resnet"], "--student-arch: '{resnet' is neither an arch"),
+        "--student-arch not an arch": (["--student-arch", "[1, 2]"], "is not an arch (a JSON object with 'family')"),
     }
 
 

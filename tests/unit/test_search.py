@@ -373,6 +373,19 @@ def test_none_fast_enough_holds_the_shipped_precision_against_the_budget():
     assert "runs 2.80x [2.56 .. 3.05]" in said and "at int8 (its measured gain applied)" in said, said
 
 
+def test_the_measured_scale_is_rounded_down_to_quarter_octaves():
+    """Anchors a few percent apart from run to run give the evolution one scale (the same candidates fit);
+    rounding down keeps it at or under what was measured."""
+    from edgekd.interleave import Ratio
+    from edgekd.search.measured import scales
+
+    runs = [scales({"resnet": c}, {"resnet": Ratio(g, (g * 0.9, g * 1.1))}) for c, g in ((0.62, 1.30), (0.60, 1.36),
+                                                                                         (0.64, 1.28))]
+    assert runs[0] == runs[1] == runs[2] == {"resnet": pytest.approx(2 ** (-2 / 4))}  # 0.81, 0.82, 0.82
+    assert scales({"a": 1.0, "b": 1.18, "c": 0.5}, {}) == {"a": 1.0, "b": 1.0, "c": 0.5}  # exact octaves stay
+    assert scales({"a": 0.9}, {"a": Ratio(0.8, (0.7, 0.9))})["a"] == pytest.approx(2 ** (-1 / 4))  # gain < 1: none
+
+
 @pytest.mark.parametrize("margin, correction, hint", [(1.0, 1.0, "--min-speedup 2.3 or less"),
                                                       (1.15, 1.0, "--min-speedup 2 or less"),
                                                       (1.15, 0.5, "--min-speedup 1 or less")])

@@ -79,3 +79,18 @@ def test_a_speedup_record_round_trips_through_the_report():
     assert Figure.from_dict(measured.as_dict()) == measured
     predicted = Figure(2.0, "predicted")
     assert predicted.as_dict() == {"value": 2.0, "source": "predicted"} and predicted.bounds == (2.0, 2.0)
+
+
+@pytest.mark.parametrize("meets, student_meets, acc, speed, better", [
+    (True, False, 0.90, (1.5, 1.7), True),  # it meets every budget, the student misses one: better
+    (False, False, 0.99, (9.0, 9.5), False),  # it misses a budget: never better
+    (True, True, 0.97, (3.5, 3.9), True),  # as accurate, and its interval reaches the student's
+    (True, True, 0.97, (2.0, 2.2), False),  # as accurate but measurably slower
+    (True, True, 0.96, (5.0, 6.0), False),  # faster but less accurate: the student keeps its place
+])
+def test_the_alternative_is_judged_on_the_budgets_first(meets, student_meets, acc, speed, better):
+    from edgekd.stages.check import alternative_is_better
+
+    student = Figure(4.0, "measured", (3.8, 4.2))
+    assert alternative_is_better(meets, student_meets, acc, 0.97, Figure(sum(speed) / 2, "measured", speed),
+                                 student) is better
