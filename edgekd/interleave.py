@@ -5,9 +5,9 @@ drift (other jobs, clocks, a VM's neighbours) lands on every model alike and can
     timed.speedup("teacher", "student")   # Ratio(value=4.2, interval=(3.9, 4.5))
 
 A round times one block (a few milliseconds of calls) of each model, in an order that rotates from round
-to round; a model's figure is the median of its block medians. The speed-up's interval is a paired
-bootstrap over rounds: a round's blocks ran seconds apart at most, so resampling rounds keeps each
-ratio's numerator and denominator from the same spell of the machine.
+to round; a model's figure is the median of its block medians. A speed-up is the median of the rounds' own
+ratios, and its interval a bootstrap over rounds: a round's blocks ran milliseconds apart, so each ratio's
+numerator and denominator come from the same spell of the machine.
 
 What one process cannot see is what differs between processes: where each session's buffers landed in
 memory, how its thread pool met the cores. Each model is therefore loaded as `replicas` sessions
@@ -82,12 +82,14 @@ class Interleaved:
         return float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))
 
     def speedup(self, slow: str, fast: str, floor: float = RATIO_FLOOR) -> Ratio:
-        """latency(slow) / latency(fast): how many times faster `fast` runs; its interval is at least `floor`
-        either side."""
-        a, b = self.blocks_ms[slow], self.blocks_ms[fast]
-        idx = _resamples(len(a))
-        boot = np.median(a[idx], axis=1) / np.median(b[idx], axis=1)
-        value = float(np.median(a) / np.median(b))
+        """How many times faster `fast` runs than `slow`: the median over rounds of each round's ratio of
+        block figures, so each ratio's two blocks come from the same spell of the machine; its interval is
+        at least `floor` either side. The ratio of the two medians is not paired: on a 2-core host whose
+        block figures drifted 2x within seconds, it read a model against a copy of itself anywhere from
+        0.94x to 1.14x, where the median of paired ratios read 0.999x to 1.006x."""
+        ratios = self.blocks_ms[slow] / self.blocks_ms[fast]
+        boot = np.median(ratios[_resamples(len(ratios))], axis=1)
+        value = float(np.median(ratios))
         lo, hi = float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))
         return Ratio(value, (min(lo, value * (1 - floor)), max(hi, value * (1 + floor))))
 
@@ -118,16 +120,17 @@ def time_interleaved(runners: dict[str, list[Callable[[], object]]], seconds: fl
     names = list(runners)
     per_call = {}
     for name, replicas in runners.items():
+        warm: list[float] = []
         for run in replicas:
-            start, calls = time.perf_counter(), 0
-            while time.perf_counter() - start < WARMUP_SECONDS or calls < MIN_BLOCK_CALLS:
+            start = time.perf_counter()
+            while time.perf_counter() - start < WARMUP_SECONDS or len(warm) < MIN_BLOCK_CALLS:
+                t = time.perf_counter()
                 run()
-                calls += 1
-        # the warm-up's last calls give the block size: each block about BLOCK_SECONDS long
-        t = time.perf_counter()
-        for _ in range(MIN_BLOCK_CALLS):
-            replicas[0]()
-        per_call[name] = (time.perf_counter() - t) / MIN_BLOCK_CALLS
+                warm.append(time.perf_counter() - t)
+        # The median warm-up call sizes the blocks (about BLOCK_SECONDS each). A few calls timed once were
+        # too noisy: one hiccup gave a model 6-call blocks beside its copy's 89, and since the first calls
+        # after a switch run slow, the short blocks read a copy of a model 14% slower than itself.
+        per_call[name] = float(np.median(warm[len(warm) // 2:]))
     calls = {n: max(MIN_BLOCK_CALLS, int(BLOCK_SECONDS / max(per_call[n], 1e-7))) for n in names}
     round_s = sum((calls[n] + 1) * per_call[n] for n in names)
     rounds = max(min_rounds, int(seconds / max(round_s, 1e-9)))

@@ -193,7 +193,10 @@ def _models(report: dict, charts: Charts, out: Path | None) -> str:
         return fmt(path.stat().st_size / 2 ** 20) if path is not None and path.is_file() else NOT_AVAILABLE
 
     speed = NOT_AVAILABLE
-    if _side(t, "latency_ms") and _side(s, "latency_ms"):
+    paired = _d(s.get("speedup"))
+    if isinstance(paired.get("value"), (int, float)):  # timed as a pair: the median of the rounds' ratios
+        speed = f"{paired['value']:.2f}x <small>({_e(paired.get('source', ''))})</small>"
+    elif _side(t, "latency_ms") and _side(s, "latency_ms"):
         sources = {t.get("latency_source"), s.get("latency_source")}
         speed = f"{t['latency_ms'] / s['latency_ms']:.2f}x <small>({'/'.join(sorted(x for x in sources if x))})</small>"
     teacher_file = _d(_d(s.get("compile")).get("teacher")).get("path")

@@ -29,18 +29,23 @@ class OrtSession:
         opts = ort.SessionOptions()
         opts.inter_op_num_threads = 1
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # No spinning: edgekd times several sessions in one process (replicas, teacher and student in turn), and
+        # an idle session's pool spinning for work holds a core the running one needs. On 2 cores, a 2 ms model
+        # timed against a copy of itself read 0.86x..1.04x with spinning and 1.00x..1.01x without, and each ran
+        # faster without (docs/architecture.md, "Timing").
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         providers: list = ["CPUExecutionProvider"]
         if prefer_xnnpack and XNNPACK in ort.get_available_providers():
-            # XNNPACK runs its own thread pool; ORT's would only spin against it (ORT's XNNPACK guidance).
+            # XNNPACK runs its own thread pool (ORT's XNNPACK guidance: ORT's own pool then gets one thread).
             providers.insert(0, (XNNPACK, {"intra_op_num_threads": str(threads)}))
             opts.intra_op_num_threads = 1
-            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         else:
             opts.intra_op_num_threads = threads
         self.session = ort.InferenceSession(str(path), opts, providers=providers)
         self.input_name = self.session.get_inputs()[0].name
         self.sample_shape = tuple(self.session.get_inputs()[0].shape[1:])  # one sample: no batch dimension
         self.settings = {"providers": self.session.get_providers(), "threads": threads, "graph_optimization": "all",
+                         "spinning": False,
                          "format": "ort" if path.suffix == ".ort" else "onnx"}
 
     def run(self, x: np.ndarray | dict[str, np.ndarray]) -> np.ndarray:

@@ -29,7 +29,9 @@ def test_host_build_report_and_artifacts(host_build):
     assert speed["source"] == "measured" and speed["verdict"] == "pass" and speed["limit"] == 3.0
     assert speed["limit"] <= speed["interval"][0] <= speed["value"] <= speed["interval"][1]
     assert report["student"]["speedup"]["value"] == speed["value"]
-    assert report["teacher"]["latency_ms"] / report["student"]["latency_ms"] == pytest.approx(speed["value"])
+    # the pair's own ratio (the median of the rounds' ratios) agrees with the two latencies within its interval
+    assert speed["interval"][0] <= report["teacher"]["latency_ms"] / report["student"]["latency_ms"] \
+        <= speed["interval"][1]
     # the teacher compressed without distillation is priced beside it
     alt = report["alternatives"]["teacher-int8"]
     assert alt["latency_source"] == "measured" and 0 <= alt["accuracy"] <= 1 and alt["speedup"] > 0
