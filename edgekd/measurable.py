@@ -52,7 +52,8 @@ def measure_here(ctx, student_art: Artifact, teacher_art: Artifact, alternatives
     the teacher's weights out of the caches between its blocks and read 15-20% high (edgekd/search/measured.py).
     Memory probed in fresh processes. Returns (student Figures, teacher Figures, their sessions' settings, the
     speed-up, the alternatives with their figures). `at` says what the timing ran at (" at batch 1 and 128 tokens")."""
-    teacher, student = load_replicas(teacher_art, threads), load_replicas(student_art, threads)
+    # the teacher as the runtime runs it by default (bf16 where OpenVINO picks it); its session settings say which
+    teacher, student = load_replicas(teacher_art.as_deployed(), threads), load_replicas(student_art, threads)
     with ctx.console.status(f"timing the student and the teacher interleaved on {ctx.target.runtime}{at}"):
         timed = time_sessions({"teacher": teacher, "student": student}, feed, CHECK_SECONDS_PER_MODEL * 2)
     s_fig = timed.figures("student") | memory_figures(student_art, shape, threads)

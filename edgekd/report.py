@@ -261,7 +261,9 @@ def print_summary(report: Report, console: Console) -> None:
             speed = f", {speedup_text(Figure.from_dict(s['speedup']))}" if s.get("speedup") else ""
             if s.get("speedup_same_precision"):  # the headline is against the fp32 teacher
                 same = s["speedup_same_precision"]
-                speed += (f" vs the teacher at fp32; {speedup_text(Figure.from_dict(same))} vs the teacher at "
+                ran = t.get("execution_precision")
+                ran = f" (run by the runtime in {printable(str(ran))})" if ran else ""
+                speed += (f" vs the teacher at fp32{ran}; {speedup_text(Figure.from_dict(same))} vs the teacher at "
                           f"{printable(str(same['precision']))}")
         except (KeyError, TypeError, ValueError, IndexError, AttributeError):  # not a speed-up record
             speed = ""

@@ -6,7 +6,7 @@ backend branches on a runtime's name."""
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import ClassVar, Protocol
 
@@ -14,6 +14,8 @@ import numpy as np
 
 from edgekd.optional import installed
 from edgekd.registry import Registry
+
+RUNTIME_DEFAULT = "runtime default"  # Artifact.settings["execution"] of Artifact.as_deployed()
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,11 @@ class Artifact:
     @classmethod
     def from_dict(cls, d: dict) -> Artifact:
         return cls(Path(d["path"]), d["runtime"], d["precision"], d.get("settings", {}))
+
+    def as_deployed(self) -> Artifact:
+        """This artifact run with the runtime's own execution settings, as a user deploying it unasked would: the
+        teacher a speed-up is measured against (OpenVINO runs an fp32 model in bf16 on CPUs that have it)."""
+        return replace(self, settings=self.settings | {"execution": RUNTIME_DEFAULT})
 
     @property
     def compiled(self) -> bool:

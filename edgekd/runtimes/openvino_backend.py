@@ -10,19 +10,24 @@ import numpy as np
 
 from edgekd.errors import InputError
 from edgekd.optional import require
-from edgekd.runtimes.base import Artifact, Backend, CompileOptions, register_runtime
+from edgekd.runtimes.base import RUNTIME_DEFAULT, Artifact, Backend, CompileOptions, register_runtime
 
 
 class OpenVinoSession:
-    def __init__(self, path: Path, threads: int):
+    def __init__(self, path: Path, threads: int, pin_f32: bool = True):
         ov = require("openvino", "running an OpenVINO model")
 
         # Pin f32 execution: on AMX/AVX512-BF16 hosts OpenVINO would otherwise run in bf16 and change
-        # results silently; the LATENCY hint is what a single-stream edge deployment uses.
-        config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": "f32"}
+        # results silently; the LATENCY hint is what a single-stream edge deployment uses. The teacher a speed-up
+        # is measured against runs unpinned (pin_f32=False): as the user's deployment of it would run, in bf16
+        # where the CPU has it; the precision it ran at is read back below.
+        config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads}
+        if pin_f32:
+            config["INFERENCE_PRECISION_HINT"] = "f32"
         compiled = ov.Core().compile_model(str(path), "CPU", config)
         # What the plugin actually applied, read back, so the report shows the execution as it ran.
-        applied = {k: _plain(compiled.get_property(k)) for k in (*config, "EXECUTION_MODE_HINT")}
+        applied = {k: _plain(compiled.get_property(k))
+                   for k in (*config, "INFERENCE_PRECISION_HINT", "EXECUTION_MODE_HINT")}
         self.settings = {"device": "CPU", **applied}
         shape = compiled.input(0).get_partial_shape()
         self.sample_shape = tuple(d.get_length() if d.is_static else None for d in list(shape)[1:])
@@ -119,4 +124,4 @@ class OpenVinoBackend(Backend):
                                       "max_drop_points": options.max_accuracy_drop, "tune_samples": len(x)}
 
     def load(self, artifact: Artifact, threads: int) -> OpenVinoSession:
-        return OpenVinoSession(artifact.path, threads)
+        return OpenVinoSession(artifact.path, threads, pin_f32=artifact.settings.get("execution") != RUNTIME_DEFAULT)

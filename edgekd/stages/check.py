@@ -67,6 +67,8 @@ def run(ctx, previous: CompileResult) -> CheckResult:
                          f"in part; compared as a point): {blocker}")
     drop = 100 * (ctx.teacher_accuracy - acc)
     where = "measured interleaved" if blocker is None else "predicted"
+    if t_session.get("INFERENCE_PRECISION_HINT"):
+        where += f"; the teacher as {ctx.target.runtime} runs it, {t_session['INFERENCE_PRECISION_HINT']}"
     ctx.console.print(f"  student {s_fig.latency.value:.3g} ms vs teacher {t_fig.latency.value:.3g} ms ({where}): "
                       + speedup_text(speedup))
     for name, alt in alternatives.items():
@@ -104,6 +106,9 @@ def _on(run: DeviceRun) -> dict:
 def fill_report(report: Report, result: CheckResult, ctx) -> None:
     report.student.update(result.student.as_dict() | {"speedup": result.speedup.as_dict()})
     report.teacher.update(result.teacher.as_dict() | {"precision": "fp32"})
+    ran_at = (result.teacher.session or {}).get("INFERENCE_PRECISION_HINT")
+    if ran_at:  # OpenVINO's execution precision for the fp32 teacher, as it runs it by default (bf16 or f32)
+        report.teacher["execution_precision"] = ran_at
     report.budgets = result.budgets
     shipped = report.student.get("artifact", {}).get("precision")
     same = next((a for a in result.alternatives.values()
