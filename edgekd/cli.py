@@ -459,7 +459,10 @@ def bench(model: Annotated[Path, typer.Argument(help="Artifact: .onnx, .ort, Ope
           logits: Annotated[Path | None, typer.Option(help="With --eval: save the logits (.npy) here.")] = None,
           as_json: JsonOpt = False, remote: RemoteOpt = None,
           trtexec: Annotated[bool, typer.Option("--trtexec", help="With --remote: time with trtexec on the device "
-                                                "(GPU compute and host latency), no edgekd needed there.")] = False):
+                                                "(GPU compute and host latency), no edgekd needed there.")] = False,
+          against: Annotated[Path | None, typer.Option(
+              "--against", help="A teacher for the same runtime: time it and MODEL as a pair, interleaved, and "
+                                "give the speed-up with its interval.")] = None):
     """Latency (p50 with its interval; GPU compute apart on TensorRT), memory and accuracy of one artifact."""
     from edgekd.runtimes import artifact_from_path
     from edgekd.runtimes.bench import bench as run_bench
@@ -491,13 +494,15 @@ def bench(model: Annotated[Path, typer.Argument(help="Artifact: .onnx, .ort, Ope
         if logits is not None:
             check_output_file(logits, "--logits")
 
-        result = remote_bench(remote, model, artifact.runtime, threads, batch, eval_, logits=logits is not None)
+        result = remote_bench(remote, model, artifact.runtime, threads, batch, eval_, logits=logits is not None,
+                              against=against)
         if logits is not None and "logits_path" in result:
             shutil.move(result.pop("logits_path"), logits)
     else:
         from edgekd.hostinfo import usable_cores
 
-        result = run_bench(artifact, threads or usable_cores(), batch, eval_, logits)
+        result = run_bench(artifact, threads or usable_cores(), batch, eval_, logits,
+                           against=artifact_from_path(against, artifact.runtime) if against else None)
     if as_json:
         print(json.dumps(result, default=str))
     else:

@@ -272,12 +272,18 @@ def _json(text: str) -> dict | None:
 
 def remote_bench(remote: str | RemoteSpec, artifact_path: Path, runtime: str, threads: int | None = None,
                  batch: int = 1, eval_npz: Path | None = None, logits: bool = False,
-                 into: Path | None = None) -> dict:
-    """`edgekd bench` on the device: its JSON (latency, compute time, memory, accuracy with eval_npz), plus
+                 into: Path | None = None, against: Path | None = None) -> dict:
+    """`edgekd bench` on the device: its JSON (latency, compute time, memory, accuracy with eval_npz; with
+    `against`, a teacher for the same runtime, `speedup_over`: the pair timed interleaved there), plus
     `device_state` before/after, `remote` (the URL), and `logits_path` (local .npy) when logits=True."""
     args: list[str | Path] = ["bench", artifact_path, "--runtime", runtime, "--batch", str(batch), "--json"]
 
     files = [artifact_path, *([p] if (p := sidecar(artifact_path)).is_file() else [])]
+    if against is not None:
+        if against.name == artifact_path.name:
+            raise InputError(f"--against {against}: has the model's own file name; rename one of them")
+        args += ["--against", against]
+        files += [against, *([p] if (p := sidecar(against)).is_file() else [])]
     if threads:
         args += ["--threads", str(threads)]
     if eval_npz is not None:
@@ -377,20 +383,22 @@ class DeviceRun:
     session: dict | None
     device_state: dict | None
     url: str
+    speedup_over: dict | None = None  # with `against`: that model / this one, timed as a pair on the device
 
 
 def measure_on_device(remote: str | RemoteSpec, artifact: Artifact, threads: int | None, batch: int,
-                      heldout: Path | None = None, logits: bool = False) -> DeviceRun:
-    """Copy `artifact` (and the held-out .npz) to the device, bench it there, bring the figures back."""
+                      heldout: Path | None = None, logits: bool = False, against: Artifact | None = None) -> DeviceRun:
+    """Copy `artifact` (and the held-out .npz, and `against`) to the device, bench it there (with `against`
+    as a pair), bring the figures back."""
     with tempfile.TemporaryDirectory() as tmp:
         res = remote_bench(remote, artifact.path, artifact.runtime, threads, batch, heldout, logits=logits,
-                           into=Path(tmp))
+                           into=Path(tmp), against=against.path if against is not None else None)
         got = np.load(res["logits_path"]) if logits else None
     extra = {k: res[k] for k in ("latency_stats", "compute_ms", "compute_stats") if k in res}
     memory = Figure(res["memory_mb"], "measured") if "memory_mb" in res else None
     figures = Figures(Figure(res["latency_ms"], "measured", tuple(res["latency_interval"])), memory, extra)
     return DeviceRun(figures, res.get("accuracy"), res.get("eval_samples"), got, res.get("session"),
-                     res.get("device_state"), spec_url(remote))
+                     res.get("device_state"), spec_url(remote), res.get("speedup_over"))
 
 
 def remote_check(remote: str | RemoteSpec, model: Path, baseline: Path, target: str, args: Sequence[str],

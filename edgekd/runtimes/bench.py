@@ -13,6 +13,8 @@ from edgekd.config import MAX_BATCH, MAX_INPUT_VALUES
 from edgekd.devicestate import device_state
 from edgekd.errors import InputError
 from edgekd.figures import Figure, Figures
+from edgekd.interleave import load_replicas, time_sessions
+from edgekd.measurable import CHECK_SECONDS_PER_MODEL
 from edgekd.measure import summarize, time_calls
 from edgekd.rundir import check_output_file
 from edgekd.runtimes import Artifact, Session, create_backend, evaluate_accuracy
@@ -42,7 +44,7 @@ def latency_figures(session: Session, x: np.ndarray) -> dict:
 
 
 def bench(artifact: Artifact, threads: int, batch: int = 1, eval_data: Path | None = None,
-          logits_out: Path | None = None, memory: bool = True) -> dict:
+          logits_out: Path | None = None, memory: bool = True, against: Artifact | None = None) -> dict:
 
     if batch > MAX_BATCH:
         raise InputError(f"--batch {batch}: more than {MAX_BATCH}, beyond what an edge device runs; give a smaller one")
@@ -76,8 +78,21 @@ def bench(artifact: Artifact, threads: int, batch: int = 1, eval_data: Path | No
         result |= {"accuracy": accuracy, "eval_samples": len(ye)}
         if logits_out is not None:
             np.save(logits_out, logits)
+    if against is not None:
+        result["speedup_over"] = speedup_over(artifact, against, threads, x)
     result["device_state"] = device_state()
     return result
+
+
+def speedup_over(artifact: Artifact, against: Artifact, threads: int, x: np.ndarray) -> dict:
+    """`against` (a teacher, run as its runtime runs it by default) / `artifact`, timed as a pair interleaved in
+    this process (edgekd/interleave.py), as the check stage times a student here: the ratio and its interval. On
+    a --remote device this runs there, so the pair shares the device's state."""
+    timed = time_sessions({"against": load_replicas(against.as_deployed(), threads),
+                           "model": load_replicas(artifact, threads)}, x, 2 * CHECK_SECONDS_PER_MODEL)
+    r = timed.speedup("against", "model")
+    return {"value": r.value, "interval": list(r.interval), "against": against.to_dict(), "rounds": timed.rounds,
+            "method": "interleaved pair, paired-bootstrap 95% interval"}
 
 
 def print_bench(result: dict, console) -> None:
@@ -96,6 +111,10 @@ def print_bench(result: dict, console) -> None:
         table.add_row("memory", f"{result['memory_mb']:.3g} MB", "peak RSS the model adds (fresh process)")
     if "accuracy" in result:
         table.add_row("accuracy", f"{result['accuracy']:.4f}", f"top-1 on {result['eval_samples']} samples")
+    if "speedup_over" in result:
+        s = result["speedup_over"]
+        table.add_row("speed-up", f"{s['value']:.2f}x", f"[{s['interval'][0]:.2f} .. {s['interval'][1]:.2f}] over "
+                      f"{Path(s['against']['path']).name}, timed as a pair ({s['rounds']} rounds)")
     state = result.get("device_state", {})
     if "before" in state:
         state = state["before"]

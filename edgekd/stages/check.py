@@ -2,9 +2,10 @@
 
 * Accuracy: the compiled artifact through its own runtime on the held-out split.
 * Latency and speed-up: where the target's runtime runs here on hardware that stands for the target, the
-  student, the teacher (fp32 on the same runtime) and the teacher compressed without distillation are
-  timed interleaved in one process (edgekd/interleave.py), so the speed-up has its own interval; on the
-  --remote device they are measured there; otherwise both are predicted by the profile's cost model.
+  student and the teacher (fp32 on the same runtime, as it runs it by default) are timed as a pair,
+  interleaved in one process (edgekd/interleave.py), so the speed-up has its own interval, and the teacher
+  compressed without distillation in its own pairs (edgekd/measurable.py); on the --remote device the pair is
+  timed there (`bench --against`); otherwise both are predicted by the profile's cost model.
 * Memory: peak RSS the model adds, in fresh processes (their min..max is the interval).
 * Verdicts: gate.verdict's interval rule (pass, fail, inconclusive), as in `edgekd check`.
 """
@@ -83,18 +84,22 @@ def run(ctx, previous: CompileResult) -> CheckResult:
 
 
 def _on_device(ctx, previous: CompileResult) -> CheckResult:
-    """Student and teacher measured on the --remote device, each alone (alternatives are not weighed there:
-    they would not be timed beside the student)."""
+    """Student and teacher measured on the --remote device, the speed-up timed there as a pair, interleaved in one
+    process (alternatives are not weighed there)."""
     heldout = ctx.run.folder("check") / "heldout.npz"  # the student's accuracy is evaluated on the device
     np.savez(heldout, x=ctx.data.split("val")[0], y=ctx.data.split("val")[1])
-    s_run, t_run = (measure_on_device(ctx.cfg.remote, art, ctx.profile.threads, ctx.target.batch_size, data)
-                    for art, data in ((previous.student, heldout), (previous.teacher, None)))
+    s_run, t_run = (measure_on_device(ctx.cfg.remote, art, ctx.profile.threads, ctx.target.batch_size, data,
+                                      against=against)
+                    for art, data, against in ((previous.student, heldout, previous.teacher),
+                                               (previous.teacher, None, None)))
     s_fig, t_fig = s_run.figures, t_run.figures
     student = CheckedModel(s_run.accuracy, s_fig, f"{previous.student.runtime} {previous.student.precision} on "
                            f"{s_run.url}", s_run.session, _on(s_run))
     teacher = CheckedModel(ctx.teacher_accuracy, t_fig, session=t_run.session, details=_on(t_run))
-    speedup = Figure(t_fig.latency.value / s_fig.latency.value, "measured", None,
-                     f"teacher / student p50, each timed alone on {ctx.cfg.remote} (not interleaved)")
+    pair = s_run.speedup_over
+    speedup = Figure(pair["value"], "measured", tuple(pair["interval"]),
+                     f"teacher / student p50 on {ctx.cfg.remote}, timed as a pair interleaved in one process there "
+                     f"({pair['rounds']} rounds); paired-bootstrap 95% interval")
     drop = 100 * (ctx.teacher_accuracy - s_run.accuracy)
     return CheckResult(student, teacher, speedup, decide_budgets(ctx.budgets, s_fig, speedup, drop), {})
 

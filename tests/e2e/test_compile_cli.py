@@ -36,3 +36,22 @@ def test_bench_command_here(tiny_onnx, tmp_path):
     assert np.load(tmp_path / "logits.npy").shape == (12, 10) and res["memory_mb"] > 0
     bad = cli("bench", tiny_onnx, "--eval", tiny_onnx)
     assert bad.exit_code == 2 and "--eval" in bad.stderr
+
+
+def test_bench_times_a_model_and_its_teacher_as_a_pair(tiny_onnx, tmp_path):
+    """`bench --against TEACHER`: both timed interleaved in one process, the speed-up with its own interval (what
+    the check stage runs on a --remote device)."""
+    import torch
+
+    from edgekd.models.families import create_model
+    from edgekd.onnx_export import export_onnx
+
+    torch.manual_seed(0)
+    big = create_model({"family": "resnet", "widths": [64, 128, 256], "blocks": [2, 2, 2]}, 1, 10, (8, 8)).eval()
+    teacher = export_onnx(big, (1, 8, 8), tmp_path / "teacher.onnx", {})
+    result = cli("bench", tiny_onnx, "--runtime", "onnxruntime", "--threads", "1", "--against", teacher, "--json")
+    assert result.exit_code == 0, result.stderr
+    pair = json.loads(result.stdout)["speedup_over"]
+    lo, hi = pair["interval"]
+    assert lo <= pair["value"] <= hi and lo > 1.5 and pair["against"]["path"].endswith("teacher.onnx")
+    assert pair["rounds"] >= 12

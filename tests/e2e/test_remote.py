@@ -148,11 +148,13 @@ def test_remote_bench_measures_and_evaluates_on_the_device(runtime, sshd, tiny_o
 
 def test_bench_command_over_remote(remote_env, tiny_onnx, tmp_path):
     artifact = _artifact("openvino", tiny_onnx, tmp_path)
-    result = cli("bench", artifact.path, "--remote", remote_env, "--json", "--threads", "1")
+    result = cli("bench", artifact.path, "--remote", remote_env, "--json", "--threads", "1", "--against", tiny_onnx)
     assert result.exit_code == 0, result.stderr
     res = json.loads(result.stdout)
     assert res["artifact"]["precision"] == "fp16" and res["session"]["INFERENCE_PRECISION_HINT"] == "f32"
     assert "before" in res["device_state"]
+    pair = res["speedup_over"]  # the fp16 IR and its ONNX timed as a pair on the device
+    assert pair["interval"][0] <= pair["value"] <= pair["interval"][1] and pair["rounds"] >= 12
     table = cli("bench", tiny_onnx, "--runtime", "onnxruntime", "--remote", remote_env, "--threads", "1")
     assert table.exit_code == 0 and "latency p50" in table.stdout
 
@@ -184,6 +186,8 @@ def test_build_measures_on_the_remote_device(remote_env, tmp_path):
     assert abs(student["accuracy"] - guard["candidates"][guard["shipped"]]["accuracy"]) < 1e-9
     assert {b["source"] for b in report["budgets"]} == {"measured"}
     assert report["teacher"]["remote"] == remote_env and report["teacher"]["latency_ms"] > 0
+    speedup = next(b for b in report["budgets"] if b["name"] == "speedup")  # timed as a pair on the device
+    assert speedup["source"] == "measured" and speedup["interval"][0] <= speedup["value"] <= speedup["interval"][1]
 
 
 @pytest.mark.slow
