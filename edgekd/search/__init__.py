@@ -222,7 +222,7 @@ def run_search(ctx: Context) -> dict:
         "pick_index": pick.index if pick else None,
         "measurement": ({"runtime": ctx.target.runtime, "teacher": timer.teacher_timings[-1],
                          "timed": [t.as_dict() | {"at_shipped": _shipped_dict(t, gains)} for t in timed],
-                         "corrections": correction, "shipped_precision": ctx.target.precision,
+                         "corrections": correction, "scales": factor, "shipped_precision": ctx.target.precision,
                          "gains": {k: g and {"value": g.value, "interval": list(g.interval)}
                                    for k, g in gains.items()},
                          "seconds": timer.seconds} if timer is not None else {"blocker": blocker}),

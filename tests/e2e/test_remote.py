@@ -177,7 +177,11 @@ def test_build_measures_on_the_remote_device(remote_env, tmp_path):
     result = cli("build", "--target", "openvino", "--out", out, "--epochs", "1", "--remote", remote_env,
                  "--max-accuracy-drop", "100")
     report = json.loads((out / "report.json").read_text())
-    assert result.exit_code == (0 if report["passed"] else 1), result.stderr
+    # one epoch: the verdict is not this test's question; the exit code must be the one the budgets give
+    # (the speed-up timed as a pair on the device has an interval, which may straddle its limit: exit 3)
+    open_ = [b for b in report["budgets"] if b["verdict"] != "pass"]
+    expected = 0 if report["passed"] else 3 if open_ and all(b["verdict"] == "inconclusive" for b in open_) else 1
+    assert result.exit_code == expected, result.stderr
     guard = report["student"]["compile"]["precision_guard"]
     for c in guard["candidates"].values():  # evaluated and timed on the device, with its state recorded
         assert c["latency_source"] == "measured" and c["device_state"]["before"]["machine"]
