@@ -86,7 +86,7 @@ class Interleaved:
         block figures, so each ratio's two blocks come from the same spell of the machine; its interval is
         at least `floor` either side. The ratio of the two medians is not paired: on a 2-core host whose
         block figures drifted 2x within seconds, it read a model against a copy of itself anywhere from
-        0.94x to 1.14x, where the median of paired ratios read 0.999x to 1.006x."""
+        0.94x to 1.06x, where the median of paired ratios read 1.00x to 1.01x (docs/architecture.md, Timing)."""
         ratios = self.blocks_ms[slow] / self.blocks_ms[fast]
         boot = np.median(ratios[_resamples(len(ratios))], axis=1)
         value = float(np.median(ratios))

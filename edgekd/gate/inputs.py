@@ -250,7 +250,8 @@ def load_baseline(path: Path) -> Baseline:
     target = report.get("target") if isinstance(report.get("target"), dict) else {}
     session = student.get("session") if isinstance(student.get("session"), dict) else {}
     timing = student.get("latency_timing") if isinstance(student.get("latency_timing"), dict) else {}
+    threads = session.get("threads", session.get("INFERENCE_NUM_THREADS"))  # OpenVINO reads it back as text
+    threads = int(threads) if isinstance(threads, (int, str)) and str(threads).isdigit() else threads
     return Baseline(path, latency, student.get("latency_source"), stats.get("statistic", "p50"), memory,
                     student.get("memory_source"), host, target.get("profile", ""), target.get("runtime"),
-                    target.get("precision"), session.get("threads", session.get("INFERENCE_NUM_THREADS")),
-                    timing.get("method"))
+                    target.get("precision"), threads, timing.get("method"))

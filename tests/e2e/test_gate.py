@@ -296,6 +296,12 @@ def test_check_gates_an_openvino_ir(tmp_path, tiny_onnx):
     report = json.loads((tmp_path / "ov.json").read_text())
     assert report["student"]["latency_source"] == "measured"
     assert report["environment"]["openvino"] and report["student"]["session"]["device"] == "CPU"
+    # its report is a stored baseline for the next check of the same IR (OpenVINO reads its threads back as text)
+    r = cli("check", ir.path, "--target", "openvino", "--baseline", tmp_path / "ov.json", "--json",
+            tmp_path / "again.json", *FAST)
+    again = json.loads((tmp_path / "again.json").read_text())
+    assert r.exit_code != 2 and again["baseline_mode"] == "stored", r.stderr
+    assert _budgets(tmp_path / "again.json")["latency_ms_regression"]["verdict"] != "fail"  # the same IR
 
 
 def _export_conv(path, channels: int):
