@@ -60,8 +60,8 @@ def measure_here(ctx, student_art: Artifact, teacher_art: Artifact, alternatives
     t_fig = timed.figures("teacher") | memory_figures(teacher_art, shape, threads)
     ratio = timed.speedup("teacher", "student")
     speedup = Figure(ratio.value, "measured", ratio.interval,
-                     f"teacher / student p50 on {ctx.target.runtime}{at}, timed as a pair interleaved in one "
-                     f"process ({timed.rounds} rounds); paired-bootstrap 95% interval")
+                     f"teacher / student on {ctx.target.runtime}{at}, timed as a pair interleaved in one process: the "
+                     f"median of {timed.rounds} rounds' ratios, bootstrap 95% interval")
     measured = {}
     for name, alt in alternatives.items():
         sessions = load_replicas(alt.artifact, threads)

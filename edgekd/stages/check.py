@@ -98,8 +98,8 @@ def _on_device(ctx, previous: CompileResult) -> CheckResult:
     teacher = CheckedModel(ctx.teacher_accuracy, t_fig, session=t_run.session, details=_on(t_run))
     pair = s_run.speedup_over
     speedup = Figure(pair["value"], "measured", tuple(pair["interval"]),
-                     f"teacher / student p50 on {ctx.cfg.remote}, timed as a pair interleaved in one process there "
-                     f"({pair['rounds']} rounds); paired-bootstrap 95% interval")
+                     f"teacher / student on {ctx.cfg.remote}, timed as a pair interleaved in one process there: the "
+                     f"median of {pair['rounds']} rounds' ratios, bootstrap 95% interval")
     drop = 100 * (ctx.teacher_accuracy - s_run.accuracy)
     return CheckResult(student, teacher, speedup, decide_budgets(ctx.budgets, s_fig, speedup, drop), {})
 
