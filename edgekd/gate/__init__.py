@@ -24,7 +24,7 @@ from rich.console import Console
 from edgekd.cost.roofline import predict_onnx
 from edgekd.errors import InputError
 from edgekd.figures import Figure, Figures
-from edgekd.gate.ab import all_decided, checks, passes
+from edgekd.gate.ab import all_decided, checks, passes, widened
 from edgekd.gate.inputs import token_pool
 from edgekd.gate.plan import CheckConfig, GatePlan, config_from_options, make_plan
 from edgekd.gate.timing import POOL_SIZE, outputs_match, repeated_input_audit, run_all, time_models
@@ -103,7 +103,7 @@ class GateRun:
                 # systematic, shared by baseline and now; two predictions are compared as points.
                 interval, detail = None, detail + "; predicted vs predicted by the same cost model, compared as points"
             elif name == "latency_ms" and interval is not None:  # a stored figure: the spread between processes
-                interval = (interval[0] * (1 - STORED_SPREAD), interval[1] * (1 + STORED_SPREAD))
+                interval = widened(interval)
                 detail += f"; interval widened by {100 * STORED_SPREAD:g}% either side for the spread between processes"
             self.decide(f"{name}_regression", regression_limit(baseline, pct), value, source, interval, detail)
 

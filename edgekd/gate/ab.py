@@ -40,6 +40,11 @@ class Check:
         return decide(self.interval, self.limit, self.at_least)
 
 
+def widened(interval: tuple[float, float]) -> tuple[float, float]:
+    """This process's interval, widened by the spread between processes, for comparing with a stored figure."""
+    return interval[0] * (1 - STORED_SPREAD), interval[1] * (1 + STORED_SPREAD)
+
+
 def passes(plan) -> list[tuple[str, ...]]:
     """The timing passes the gate runs, each a few models timed interleaved; MODEL is in every one."""
     out = []
@@ -60,8 +65,8 @@ def checks(plan, timed: Interleaved, first: bool = True) -> list[Check]:
     if first and plan.budgets.latency_ms is not None:
         out.append(Check("latency_ms", plan.budgets.latency_ms, value, interval, False, how))
     if first and plan.baseline is not None and plan.baseline.latency_ms is not None:
-        wide = (interval[0] * (1 - STORED_SPREAD), interval[1] * (1 + STORED_SPREAD))
-        out.append(Check("latency_ms_regression", regression_limit(plan.baseline.latency_ms, pct), value, wide, False,
+        out.append(Check("latency_ms_regression", regression_limit(plan.baseline.latency_ms, pct), value,
+                         widened(interval), False,
                          f"stored baseline: {plan.baseline.latency_ms:.4g} ms from {plan.baseline.path} + {pct:g}%; "
                          f"this process's interval widened by {100 * STORED_SPREAD:g}% either side for the spread "
                          f"between processes; {how}"))
