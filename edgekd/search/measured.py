@@ -14,22 +14,22 @@ picked on them can run slower than its teacher. So, where the target's runtime r
    artifact, so the search holds a candidate's float speed-up times that gain against the budget, instead of
    asking the float model for a margin that INT8 already gives (a gain under 1 counts as 1: the precision
    guard then ships the float model);
-4. after the evolution, the best-scoring candidates (top_k a batch) are timed against the teacher, one at a
-   time with it, interleaved (edgekd/interleave.py). A short timing only nominates: the best-ranked candidate
-   whose figure (times the gain) reaches the budget is
-5. timed once more, alone with the teacher and as long as the check stage times it (edgekd/measurable.py),
-   and accepted by the check's own rule (edgekd/gate/verdict.py: its whole interval, the gain's combined with
-   it by at_shipped, clears the budget plus search.speedup_margin, the drift measured between search and
-   check). Of many noisy short figures near a bar the lucky ones clear it, so they lean high
-   (in builds here the check measured up to 14% less than the search had), and a short interval is no
-   verdict. A nominee that is refused gives way to the next, and more candidates are timed when none is left.
-   Timing only nominates, accepts or refuses: the pick is the best-ranked accepted candidate.
+4. after the evolution, the candidates are walked in score order, each timed alone with the teacher,
+   interleaved (edgekd/interleave.py), as long as the check stage times a student (edgekd/measurable.py), and
+   accepted by the check's own rule (edgekd/gate/verdict.py): its whole interval, the gain's combined with it by
+   at_shipped, clears the budget. The first accepted is the pick; a refused one gives way to the next.
 
-The same inputs should pick the same student, and the anchors' figures move a few percent from run to run.
-So the scale the evolution and the nominations see (correction x gain, `scales`) is rounded down to a grid of
-quarter octaves (QUANTUM): runs whose anchors time a few percent apart see the same scale, so they evolve
-the same candidates and nominate them in the same order; rounding down keeps a nominee on the side of the
-bar the re-timing then confirms.
+The same inputs should pick the same student, and every timing moves a few percent from run to run. So timing
+only accepts or refuses, in an order fixed before anything but the anchors is timed, and nothing is decided
+where a few percent would flip it:
+- the scale the evolution sees (correction x gain, `scales`) is rounded down to a grid of quarter octaves
+  (QUANTUM): runs whose anchors time a few percent apart see the same scale, so the same candidates fit and
+  rank the same;
+- a candidate fits when its scaled prediction clears the budget plus search.speedup_margin (15%), and is
+  accepted when its timed interval clears the budget itself: the best-ranked candidates sit at the prediction's
+  bar, and the margin keeps the bar timing decides on well under them. (With both bars at one place, as
+  before, a candidate at the bar was accepted in one run and refused in the next: two fresh runs picked two
+  students.)
 
 Candidates are timed at initialization: latency depends on the graph, not on the weights' values.
 """
@@ -49,7 +49,6 @@ from edgekd.measurable import CHECK_SECONDS_PER_MODEL
 from edgekd.onnx_export import export_onnx
 from edgekd.runtimes import Artifact, CompileOptions, create_backend
 
-SECONDS_PER_MODEL = 0.7  # interleaved timing of a candidate and of the teacher
 QUANTUM = 4  # steps per octave of the measured scale the search sees (2 ** (1/4): 19% apart)
 GAIN_CALIBRATION_SAMPLES = 64  # enough to place an INT8 anchor's scales: its speed is timed, not its accuracy
 
@@ -65,7 +64,6 @@ class Timed:
     speedup: float
     speedup_interval: tuple[float, float]
     predicted_speedup: float  # teacher / candidate by the cost model, uncorrected
-    confirmed: bool = False  # timed again alone with the teacher, as long as the check times it (step 5)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -90,16 +88,23 @@ class RuntimeTimer:
         return self.backend.compile(onnx_path, out_dir, self.precision, None, self.ctx.profile.arch,
                                     CompileOptions(batch=self.ctx.target.batch_size))
 
-    def time(self, candidates: list) -> list[Timed]:
-        """Export, compile and time `candidates` (search Candidates) against the teacher, one at a time, as the
-        check stage times a student: with nine models in one rotation the teacher's weights left the caches between
+    def time(self, candidate) -> Timed:
+        """Export, compile and time `candidate` (a search Candidate) alone with the teacher, as long as the check
+        stage times a student: with nine models in one rotation the teacher's weights left the caches between
         its blocks and every speed-up read ~20% high, and two candidates at a time still read 15-20% high (one
         build: 4.09x two at a time, 3.31x alone)."""
-        return [self._against_teacher(c, SECONDS_PER_MODEL, confirmed=False) for c in candidates]
-
-    def confirm(self, candidate) -> Timed:
-        """`candidate` timed again against the teacher, for as long as the check stage times a student."""
-        return self._against_teacher(candidate, CHECK_SECONDS_PER_MODEL, confirmed=True)
+        start = time.perf_counter()
+        with tempfile.TemporaryDirectory(dir=self.folder) as tmp:
+            path = export_onnx(self.ctx.new_student(candidate.arch), self.ctx.input_shape,
+                               Path(tmp) / "candidate.onnx", {})
+            sessions = {"teacher": self.teacher, "candidate": load_replicas(self._compile(path, Path(tmp)),
+                                                                            self.threads)}
+            timed = time_sessions(sessions, self.x, CHECK_SECONDS_PER_MODEL * len(sessions))
+        self.teacher_timings.append(timed.figures("teacher").as_dict())
+        ratio: Ratio = timed.speedup("teacher", "candidate")
+        self.seconds += time.perf_counter() - start
+        return Timed(candidate.index, candidate.space, timed.latency_ms("candidate"), timed.interval_ms("candidate"),
+                     ratio.value, ratio.interval, candidate.predicted_speedup)
 
     def gain(self, c) -> Ratio | None:
         """How many times faster `c` runs at the precision the target ships than at the float precision the
@@ -122,29 +127,10 @@ class RuntimeTimer:
         self.seconds += time.perf_counter() - start
         return ratio
 
-    def _against_teacher(self, c, seconds_per_model: float, confirmed: bool) -> Timed:
-        start = time.perf_counter()
-        with tempfile.TemporaryDirectory(dir=self.folder) as tmp:
-            path = export_onnx(self.ctx.new_student(c.arch), self.ctx.input_shape, Path(tmp) / "candidate.onnx", {})
-            sessions = {"teacher": self.teacher, "candidate": load_replicas(self._compile(path, Path(tmp)),
-                                                                            self.threads)}
-            timed = time_sessions(sessions, self.x, seconds_per_model * len(sessions))
-        self.teacher_timings.append(timed.figures("teacher").as_dict())
-        ratio: Ratio = timed.speedup("teacher", "candidate")
-        self.seconds += time.perf_counter() - start
-        return Timed(c.index, c.space, timed.latency_ms("candidate"), timed.interval_ms("candidate"), ratio.value,
-                     ratio.interval, c.predicted_speedup, confirmed)
 
-
-def corrections(timed: list[Timed]) -> dict[str, float]:
-    """Per space: the lower quartile of measured / predicted speed-up over its timed candidates. The search
-    times the highest-scoring candidates that the corrected predictions let through, and those sit right at the
-    bar, so a central correction nominates candidates half of which time under it (openvino, 2 cores: a batch
-    predicted at 3x measured 1.9-2.2x); the lower quartile moves the next batch to where most clear it."""
-    by_space: dict[str, list[float]] = {}
-    for t in timed:
-        by_space.setdefault(t.space, []).append(t.speedup / t.predicted_speedup)
-    return {space: float(np.percentile(v, 25)) for space, v in by_space.items()}
+def corrections(anchors: list[Timed]) -> dict[str, float]:
+    """Per space: its anchor's measured / predicted speed-up, what the cost model's figures are worth here."""
+    return {t.space: t.speedup / t.predicted_speedup for t in anchors}
 
 
 def at_shipped(t: Timed, gain: Ratio | None) -> tuple[float, tuple[float, float]]:

@@ -61,7 +61,7 @@ def test_search_with_a_rank_ensemble_ranks_the_whole_pool(tmp_path):
 @pytest.mark.slow
 def test_search_picks_on_speedups_measured_against_the_teacher(tmp_path):
     """On host-cpu the runtime is here: the best-scoring candidates are timed against the teacher and the pick
-    is the best score whose measured speed-up clears the budget with margin, not the best predicted one."""
+    is the best score whose measured speed-up clears the budget, not the best predicted one."""
     out = tmp_path / "measured"
     result = cli("search", "--out", out, "--candidates", "8", "--top-k", "3", "--spaces", "resnet",
                  "--min-speedup", "2")
@@ -74,13 +74,13 @@ def test_search_picks_on_speedups_measured_against_the_teacher(tmp_path):
     for t in timed.values():
         lo, hi = t["speedup_interval"]
         assert lo <= t["speedup"] <= hi and t["latency_interval"][0] <= t["latency_ms"] <= t["latency_interval"][1]
-    bar = saved["limits"]["min_speedup"] * (1 + saved["limits"]["speedup_margin"])
+    need = saved["limits"]["min_speedup"]
     by_index = {c["index"]: c for c in saved["candidates"]}
     pick = timed[saved["pick_index"]]
-    assert pick["speedup_interval"][0] >= bar
-    assert pick["confirmed"] and "timed again alone with the teacher" in result.stdout  # as long as the check
-    passing = [by_index[i]["score"] for i, t in timed.items() if i >= 0 and t["speedup_interval"][0] >= bar]
-    assert by_index[saved["pick_index"]]["score"] == max(passing)
+    assert pick["speedup_interval"][0] >= need and "timed alone with the teacher" in result.stdout
+    # timed in score order, the pick last: every better-scoring candidate was timed and refused
+    better = [c["index"] for c in saved["candidates"] if c["fits"] and c["score"] > by_index[pick["index"]]["score"]]
+    assert all(i in timed and timed[i]["speedup_interval"][0] < need for i in better)
     assert by_index[saved["pick_index"]]["measured"]["speedup"] == pick["speedup"]  # beside the predicted figures
     assert "measured" in result.stdout and "faster than the teacher" in result.stdout
 
