@@ -58,12 +58,14 @@ class Timed:
 class RuntimeTimer:
     """Times archs against the teacher through the target's runtime, in this process."""
 
-    def __init__(self, ctx, teacher_onnx: Path, threads: int, folder: Path):
+    def __init__(self, ctx, teacher_onnx: Path, threads: int, folder: Path, feed=None):
+        """feed: the input every model is timed on (default: a held-out image repeated to the target's batch)."""
         self.ctx, self.threads, self.folder = ctx, threads, folder
         self.backend = create_backend(ctx.target.runtime)
         self.precision = self.backend.float_precision
         self.teacher = load_replicas(self._compile(teacher_onnx, folder / "teacher"), threads)
-        self.x = np.ascontiguousarray(ctx.data.split("val")[0][:1].repeat(ctx.target.batch_size, 0))
+        self.x = feed if feed is not None else np.ascontiguousarray(
+            ctx.data.split("val")[0][:1].repeat(ctx.target.batch_size, 0))
         self.seconds = 0.0  # spent exporting, compiling and timing
         self.teacher_timings: list[dict] = []  # the teacher's figures from every batch
 
@@ -84,10 +86,14 @@ class RuntimeTimer:
         """`candidate` timed again against the teacher, for as long as the check stage times a student."""
         return self._against_teacher(candidate, CHECK_SECONDS_PER_MODEL, confirmed=True)
 
+    def export(self, c, path: Path) -> Path:
+        """The candidate's ONNX at `path`, randomly initialised (edgekd/text/search.py exports encoders)."""
+        return export_onnx(self.ctx.new_student(c.arch), self.ctx.input_shape, path, {})
+
     def _against_teacher(self, c, seconds_per_model: float, confirmed: bool) -> Timed:
         start = time.perf_counter()
         with tempfile.TemporaryDirectory(dir=self.folder) as tmp:
-            path = export_onnx(self.ctx.new_student(c.arch), self.ctx.input_shape, Path(tmp) / "candidate.onnx", {})
+            path = self.export(c, Path(tmp) / "candidate.onnx")
             sessions = {"teacher": self.teacher, "candidate": load_replicas(self._compile(path, Path(tmp)),
                                                                             self.threads)}
             timed = time_sessions(sessions, self.x, seconds_per_model * len(sessions))
