@@ -135,7 +135,7 @@ def main() -> None:
             picks[target] = str(e)
             console.print(f"[yellow]{target}: {e}[/]")
     t_arch = arch_of(ctx.teacher.config)
-    students = {f"{n}-layer": t_arch | {"num_hidden_layers": n} for n in map(int, args.layers.split(","))}
+    students = {f"{n}-layer": t_arch | {"num_hidden_layers": int(n)} for n in args.layers.split(",") if n}
     for pick in picks.values():
         if isinstance(pick, dict) and pick not in students.values():
             students[f"{pick['num_hidden_layers']}-layer*"] = pick
