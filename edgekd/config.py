@@ -222,16 +222,25 @@ class TextConfig(Strict):
     max_length: int = Field(default=128, ge=8, le=4096)  # tokens; also the sequence length latency is timed at
     # The declarative student space (edgekd/text/space.py): every combination, pruned by the cost model.
     layers: list[Annotated[int, Field(gt=0)]] = [1, 2, 3, 4, 6]
-    hidden_sizes: list[Annotated[int, Field(gt=0)]] | None = None  # None: the teacher's, 3/4 and 1/2 of it
+    # None: the teacher's (students that start from its layers); with narrow_students, 3/4 and 1/2 of it
+    hidden_sizes: list[Annotated[int, Field(gt=0)]] | None = None
+    # Search the narrower students instead (random init: they cannot copy the teacher's layers). The search
+    # never mixes the two tiers: a 1-layer student at 288 wide reached cosine 0.36 where the teacher-wide
+    # ones keep >= 0.9 (docs/benchmarks.md), so a narrow one is never a silent fallback.
+    narrow_students: bool = False
     heads: list[Annotated[int, Field(gt=0)]] | None = None  # None: hidden / 64 (at least 1) per hidden size
     intermediate_ratios: list[PositiveFloat] = [4.0, 2.0]  # intermediate size = ratio * hidden size
     # Defaults of the encoder KD literature (MiniLM, TinyBERT): AdamW at 1e-4 .. 5e-4 with a linear decay.
-    # Teacher layers a same-width student copies: every_other (DistilBERT: 0, 2, 4 of 6) or ends (the first and
-    # the last L-1: 0, 4, 5 of 6), which started all-MiniLM-L6-v2's 3-layer student at cosine 0.72 instead of
-    # 0.36 on stdlib docstrings (docs/benchmarks.md).
-    layer_selection: Literal["every_other", "ends"] = "every_other"
+    # Teacher layers a same-width student copies: ends (the first and the last L-1: 0, 4, 5 of 6), which starts
+    # all-MiniLM-L6-v2's 3-layer student at cosine 0.72 instead of 0.36 for every_other (DistilBERT: 0, 2, 4 of 6)
+    # on stdlib docstrings (docs/benchmarks.md).
+    layer_selection: Literal["every_other", "ends"] = "ends"
     lr: PositiveFloat = 3e-4
     warmup_fraction: Annotated[float, Field(ge=0, lt=1)] = 0.06
+    # distill.epochs is the most; training stops when the loss on a held-out share of the training texts has not
+    # improved for `patience` epochs, and the best epoch's student is kept (edgekd/text/distill.py)
+    patience_epochs: int = Field(default=3, gt=0)
+    stop_fraction: Annotated[float, Field(gt=0, lt=0.5)] = 0.1
 
 
 class BuildConfig(Strict):

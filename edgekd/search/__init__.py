@@ -200,7 +200,7 @@ def run_search(ctx: Context) -> dict:
     ranked = sorted((c for c in candidates if c.fits), key=lambda c: (-c.score, c.latency_ms, c.index))
     pick = ranked[0] if ranked else None
     if timer is not None and ranked:
-        pick, timed = _pick_measured(ctx, timer, ranked, timed, gains)
+        pick, timed = pick_measured(ctx, timer, ranked, timed, gains)
     front = pareto_front(candidates)
     b = ctx.budgets
     measured = {t.index: t for t in timed}
@@ -236,11 +236,10 @@ def run_search(ctx: Context) -> dict:
     if not ranked:
         raise _nothing_fits(candidates, b, result["dropped"], factor, bar / need)
     if pick is None:
-        untimed = len(ranked) - sum(t.index >= 0 for t in timed)
-        raise _none_fast_enough(ctx, timed, candidates + anchors, need, gains, untimed)
+        raise none_fast_enough(ctx, timed, candidates + anchors, need, gains, ranked)
     ctx.console.print(front_table(front, pick, ranked[:cfg.top_k], cfg.score, ctx.target.name))
     dropped = ", ".join(f"{n} over {k}" for k, n in result["dropped"].items()) or "none dropped"
-    said = (_measured_text(ctx, measured[pick.index], gains.get(pick.space), timer.precision)
+    said = (measured_text(ctx, measured[pick.index], gains.get(pick.space), timer.precision)
             + f"; {len(timed)} timed in {timer.seconds:.0f} s" if pick.index in measured
             else f"predicted {pick.latency_ms:.3g} ms")
     ctx.console.print(f"  {len(ranked)}/{len(candidates)} fit ({dropped}); pick #{pick.index} {pick.space} "
@@ -253,7 +252,7 @@ def _shipped_dict(t, gains: dict) -> dict:
     return {"speedup": value, "speedup_interval": list(interval)}
 
 
-def _measured_text(ctx: Context, t, gain, precision: str) -> str:
+def measured_text(ctx: Context, t, gain, precision: str) -> str:
     """`t`'s measured speed-up as timed (float) and, where the target ships another precision, at that one."""
     lo, hi = t.speedup_interval
     text = f"measured {t.speedup:.2f}x faster than the teacher [{lo:.2f} .. {hi:.2f}] on {ctx.target.runtime}"
@@ -283,20 +282,21 @@ def _boundary_anchor(ctx: Context, probe: Probe, teacher_ms: float, space: Space
     return min(priced, key=lambda c: abs(math.log(c.predicted_speedup) - bar))
 
 
-def _pick_measured(ctx: Context, timer, ranked: list[Candidate], timed: list, gains: dict):
+def pick_measured(ctx: Context, timer, ranked: list[Candidate], timed: list, gains: dict):
     """Walk `ranked` in score order, time each candidate alone with the teacher as the check will, and accept the
     first by the check's rule: its whole interval at the shipped precision clears the budget (and its latency
     the latency budget). A refused one gives way to the next; top_k x measure_rounds are timed at most
     (edgekd/search/measured.py, step 4): (pick or None, everything timed, the anchors first)."""
     cfg, need = ctx.cfg.search, required_speedup(ctx)
     latency_limit = ctx.budgets.latency_ms or float("inf")
+    known = {t.index: t for t in timed}  # a text search's anchor is one of its candidates: timed once
     for c in ranked[:cfg.top_k * cfg.measure_rounds]:
-        t = timer.time(c)
-        timed = timed + [t]
+        t = known.get(c.index) or timer.time(c)
+        timed = timed + [t] * (c.index not in known)
         ok = (decide(at_shipped(t, gains.get(t.space))[1], need, at_least=True) == "pass"
               and t.latency_interval[1] <= latency_limit)
         ctx.console.print(f"  #{c.index} (score {c.score:.4g}) timed alone with the teacher: "
-                          + _measured_text(ctx, t, gains.get(t.space), timer.precision)
+                          + measured_text(ctx, t, gains.get(t.space), timer.precision)
                           + ("" if ok else f"; refused, its interval does not clear {need:g}x"
                              + (f" or {latency_limit:g} ms" if latency_limit < float("inf") else "")))
         if ok:
@@ -304,23 +304,25 @@ def _pick_measured(ctx: Context, timer, ranked: list[Candidate], timed: list, ga
     return None, timed
 
 
-def _none_fast_enough(ctx: Context, timed: list, candidates: list[Candidate], need: float, gains: dict,
-                      untimed: int) -> BudgetFailed:
+def none_fast_enough(ctx: Context, timed: list, candidates: list[Candidate], need: float, gains: dict,
+                     pool: list[Candidate]) -> BudgetFailed:
     """No timed candidate is accepted at the shipped precision: name the fastest and what it would need.
-    `untimed`: candidates that fit but were past the number the search times."""
+    `candidates`: every one timed is among them; `pool`: those pick_measured walked, in its order."""
     fastest = max(timed, key=lambda t: at_shipped(t, gains.get(t.space))[1][0])
     arch = next(c.arch for c in candidates if c.index == fastest.index)  # anchors are among `candidates`
     value, (lo, hi) = at_shipped(fastest, gains.get(fastest.space))
     known = [BudgetResult("speedup", need, value, "measured", False, (lo, hi),
                           "fastest candidate timed in the search", "fail" if hi < need else "inconclusive")]
-    if lo >= need and fastest.index < 0:
-        hint = "anchors set the scale and are not picks"
+    if lo >= need and fastest.index not in {c.index for c in pool}:
+        hint = ("it was timed to scale the cost model's predictions (an anchor), not as a pick: its scaled "
+                "prediction is under the budget plus search.speedup_margin, where candidates are picked")
     elif lo >= need:  # accepted on speed, refused on latency
         hint = f"its latency, up to {fastest.latency_interval[1]:.3g} ms, breaks --latency-ms"
     elif lo >= 1:
         hint = f"--min-speedup {math.floor(10 * lo + 1e-9) / 10:g} would take it"
     else:
         hint = "none is measurably faster than the teacher; add smaller networks to search.spaces"
+    untimed = len({c.index for c in pool} - {t.index for t in timed})
     if untimed:
         hint += f"; {untimed} more that fit were not timed (search.top_k x search.measure_rounds)"
     name = f"#{fastest.index}" if fastest.index >= 0 else f"the {fastest.space} anchor"

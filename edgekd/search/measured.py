@@ -72,21 +72,33 @@ class Timed:
 class RuntimeTimer:
     """Times archs against the teacher through the target's runtime, in this process."""
 
-    def __init__(self, ctx, teacher_onnx: Path, threads: int, folder: Path):
+    def __init__(self, ctx, teacher_onnx: Path, threads: int, folder: Path, feed=None,
+                 options: CompileOptions | None = None):
+        """feed: the input every model is timed on (default: a held-out image repeated to the target's batch);
+        options: how models are compiled (default: at the target's batch)."""
         self.ctx, self.threads, self.folder = ctx, threads, folder
+        self.options = options or CompileOptions(batch=ctx.target.batch_size)
         self.backend = create_backend(ctx.target.runtime)
         self.precision = self.backend.float_precision
         # timed as the check times it: as the runtime runs it by default (edgekd/measurable.py)
         self.teacher = load_replicas(self._compile(teacher_onnx, folder / "teacher").as_deployed(), threads)
-        self.x = np.ascontiguousarray(ctx.data.split("val")[0][:1].repeat(ctx.target.batch_size, 0))
+        self.x = feed if feed is not None else np.ascontiguousarray(
+            ctx.data.split("val")[0][:1].repeat(ctx.target.batch_size, 0))
         self.seconds = 0.0  # spent exporting, compiling and timing
         self.teacher_timings: list[dict] = []  # the teacher's figures from every batch
 
     def _compile(self, onnx_path: Path, out_dir: Path) -> Artifact:
         if self.ctx.target.runtime == "onnxruntime":  # fp32 ONNX runs as exported
             return Artifact(onnx_path, "onnxruntime", "fp32")
-        return self.backend.compile(onnx_path, out_dir, self.precision, None, self.ctx.profile.arch,
-                                    CompileOptions(batch=self.ctx.target.batch_size))
+        return self.backend.compile(onnx_path, out_dir, self.precision, None, self.ctx.profile.arch, self.options)
+
+    def export(self, c, path: Path) -> Path:
+        """The candidate's ONNX at `path`, randomly initialised (edgekd/text/search.py exports encoders)."""
+        return export_onnx(self.ctx.new_student(c.arch), self.ctx.input_shape, path, {})
+
+    def calibration(self):
+        """What INT8 is calibrated on where the gain is timed (None where `options` carry the feeds)."""
+        return self.ctx.data.split("calib")[0][:GAIN_CALIBRATION_SAMPLES]
 
     def time(self, candidate) -> Timed:
         """Export, compile and time `candidate` (a search Candidate) alone with the teacher, as long as the check
@@ -95,8 +107,7 @@ class RuntimeTimer:
         build: 4.09x two at a time, 3.31x alone)."""
         start = time.perf_counter()
         with tempfile.TemporaryDirectory(dir=self.folder) as tmp:
-            path = export_onnx(self.ctx.new_student(candidate.arch), self.ctx.input_shape,
-                               Path(tmp) / "candidate.onnx", {})
+            path = self.export(candidate, Path(tmp) / "candidate.onnx")
             sessions = {"teacher": self.teacher, "candidate": load_replicas(self._compile(path, Path(tmp)),
                                                                             self.threads)}
             timed = time_sessions(sessions, self.x, CHECK_SECONDS_PER_MODEL * len(sessions))
@@ -114,10 +125,9 @@ class RuntimeTimer:
             return None
         start = time.perf_counter()
         with tempfile.TemporaryDirectory(dir=self.folder) as tmp:
-            path = export_onnx(self.ctx.new_student(c.arch), self.ctx.input_shape, Path(tmp) / "anchor.onnx", {})
-            calibration = self.ctx.data.split("calib")[0][:GAIN_CALIBRATION_SAMPLES]
-            shipped = self.backend.compile(path, Path(tmp) / shipping, shipping, calibration, self.ctx.profile.arch,
-                                           CompileOptions(batch=self.ctx.target.batch_size))
+            path = self.export(c, Path(tmp) / "anchor.onnx")
+            shipped = self.backend.compile(path, Path(tmp) / shipping, shipping, self.calibration(),
+                                           self.ctx.profile.arch, self.options)
             sessions = {"float": load_replicas(self._compile(path, Path(tmp) / "float"), self.threads),
                         "shipped": load_replicas(shipped, self.threads)}
             # as long as the check times a model: the gain multiplies every candidate's figure, so its interval

@@ -24,6 +24,9 @@ def fill_report(report: Report, result: DistillResult, ctx) -> None:
     report.extra["distillation"]["method"] = result.method  # what ran: `auto` (the default) resolved per student
     report.student.update({"arch": result.arch, "params": result.params, "method": result.method,
                            "torch_accuracy": result.torch_accuracy, "batch_size_used": result.batch_size_used})
+    if "teacher_seconds" in result.info:  # text: the teacher ran once, its outputs reused (edgekd/text/distill.py)
+        report.extra["distillation"].update({k: result.info[k] for k in (
+            "init", "seconds", "teacher_seconds", "epochs", "max_epochs", "best_epoch")})
     if result.scratch is not None:  # --baseline-scratch: what distillation bought over labels alone (torch, held out)
         report.extra["baseline_scratch"] = {
             "scratch_accuracy": result.scratch.torch_accuracy, "distilled_accuracy": result.torch_accuracy,

@@ -19,19 +19,20 @@ import numpy as np
 from edgekd.figures import Figure, Figures
 from edgekd.gate.verdict import budget_result, decide_budgets
 from edgekd.measurable import local_measurement_blocker, local_threads, measure_here
-from edgekd.parity import neighbour_agreement, row_cosine
+from edgekd.parity import nearest_neighbours, row_cosine
 from edgekd.report import BudgetResult
 from edgekd.results import CheckedModel, CheckResult, CompileResult, DistillResult
 from edgekd.runtimes import Artifact, create_backend
 from edgekd.text.distill import torch_quality_teacher
 from edgekd.text.export import INPUTS, session_outputs
 from edgekd.text.models import arch_of
-from edgekd.text.search import _price
+from edgekd.text.space import price
 
 NEIGHBOURS = 10
 DEFAULT_MIN_COSINE = 0.95  # the benchmark's aim (benchmarks/transformers.py)
 DEFAULT_MIN_AGREEMENT = 0.80
 EVAL_BATCH = 32
+N_BOOT = 2000
 
 
 def teacher_reference(ctx) -> np.ndarray:
@@ -52,9 +53,25 @@ def quality(ctx, outputs: np.ndarray) -> dict:
     if ctx.teacher.task == "classification":
         return {"accuracy": float((outputs.argmax(1) == ctx.data.y[ctx.data.val_idx]).mean())}
     ref = teacher_reference(ctx)
-    agreement = neighbour_agreement(outputs, ref, NEIGHBOURS)
-    return {"accuracy": agreement, "neighbour_agreement": agreement,
-            "mean_cosine": float(row_cosine(outputs, ref).mean()), "neighbours": min(NEIGHBOURS, len(ref) - 1)}
+    cosines, overlaps = row_cosine(outputs, ref), neighbour_overlaps(outputs, ref, NEIGHBOURS)
+    agreement = float(overlaps.mean())
+    return {"accuracy": agreement, "neighbour_agreement": agreement, "mean_cosine": float(cosines.mean()),
+            "neighbours": min(NEIGHBOURS, len(ref) - 1), "neighbour_agreement_interval": mean_interval(overlaps),
+            "mean_cosine_interval": mean_interval(cosines), "texts": len(ref)}
+
+
+def neighbour_overlaps(got: np.ndarray, ref: np.ndarray, k: int) -> np.ndarray:
+    """Per text, the share of its k nearest neighbours (among the others) that got and ref agree on; their
+    mean is edgekd.parity.neighbour_agreement."""
+    a, b = nearest_neighbours(got, k), nearest_neighbours(ref, k)
+    return np.array([len(set(x) & set(y)) / a.shape[1] for x, y in zip(a, b, strict=True)])
+
+
+def mean_interval(values: np.ndarray, seed: int = 0) -> tuple[float, float]:
+    """95% percentile-bootstrap interval of the mean of per-text `values`."""
+    rng = np.random.default_rng(seed)
+    means = values[rng.integers(0, len(values), size=(N_BOOT, len(values)))].mean(1)
+    return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
 
 
 def artifact_outputs(ctx, artifact: Artifact, threads: int) -> np.ndarray:
@@ -72,11 +89,13 @@ def quality_budgets(ctx, q: dict) -> list[BudgetResult]:
     b = ctx.budgets
     n = q.get("neighbours", NEIGHBOURS)
     return [budget_result("embedding_cosine", b.min_embedding_cosine or DEFAULT_MIN_COSINE, q["mean_cosine"],
-                          "measured", None, "mean cosine of the compiled student's embeddings to the teacher's on "
-                          f"{len(ctx.data.val_idx)} held-out texts", at_least=True),
+                          "measured", q["mean_cosine_interval"], "mean cosine of the compiled student's embeddings "
+                          f"to the teacher's on {len(ctx.data.val_idx)} held-out texts (bootstrap interval)",
+                          at_least=True),
             budget_result("neighbour_agreement", b.min_neighbour_agreement or DEFAULT_MIN_AGREEMENT,
-                          q["neighbour_agreement"], "measured", None, f"top-{n} nearest-neighbour overlap with the "
-                          "teacher's on the held-out texts", at_least=True)]
+                          q["neighbour_agreement"], "measured", q["neighbour_agreement_interval"],
+                          f"top-{n} nearest-neighbour overlap with the teacher's on the held-out texts (bootstrap "
+                          "interval)", at_least=True)]
 
 
 def text_budgets(ctx, figures: Figures, speedup: Figure, drop: float, q: dict,
@@ -95,7 +114,7 @@ def text_budgets(ctx, figures: Figures, speedup: Figure, drop: float, q: dict,
 
 
 def predicted(ctx, arch: dict, precision: str, blocker: str):
-    lat, mem = _price(ctx, arch, precision)
+    lat, mem = price(ctx, arch, precision)
     return Figures(Figure(lat.value, "predicted", tuple(lat.interval), lat.detail),
                    Figure(mem.value, "predicted", tuple(mem.interval), mem.detail), {"blocker": blocker})
 
@@ -132,6 +151,15 @@ def run_text_check(ctx, previous: CompileResult) -> CheckResult:
                          f"tokens (compared as a point): {blocker}")
     drop = 100 * (ctx.teacher_accuracy - q["accuracy"])
     results = text_budgets(ctx, s_fig, speedup, drop, q, blocker)
+    short = [r for r in results if r.name in ("embedding_cosine", "neighbour_agreement") and not r.passed]
+    if short:  # the build exits 1 (3 when only inconclusive): the student is not a result, and this says why
+        arch = DistillResult.load(ctx.run).arch
+        ctx.console.print(f"  [red]under the quality budget[/]: the {arch['num_hidden_layers']}-layer student ("
+                          f"{evaluated_with}) keeps " + ", ".join(
+                              f"{r.name} {r.value:.4g} [{r.interval[0]:.4g} .. {r.interval[1]:.4g}] (needs >= "
+                              f"{r.limit:g})" for r in short)
+                          + f" at {speedup.value:.2f}x: a deeper student (a lower --min-speedup), more text "
+                            "(--data), or --ship best (the teacher quantized alone) would keep more")
     where = "measured interleaved" if blocker is None else "predicted"
     ctx.console.print(f"  student {s_fig.latency.value:.3g} ms vs teacher {t_fig.latency.value:.3g} ms ({where}): "
                       f"{speedup.value:.2f}x")

@@ -6,7 +6,8 @@ quantization, NNCF's transformer preset on OpenVINO) and parity by cosine for em
 2. The float artifact (fp32 on ONNX Runtime, fp16 IR on OpenVINO; ORT format on Arm) and, for int8 targets,
    the INT8 one, each run on the held-out text: parity with the ONNX model (float must agree) and quality.
 3. Precision guard: INT8 ships only if timed faster than the float artifact here (else predicted) and within
-   the quality budget (classification: accuracy drop; embeddings: cosine and neighbour agreement).
+   the quality budget (classification: accuracy drop; embeddings: cosine and neighbour agreement, each no
+   worse than the float artifact's on its bootstrap interval): quantization alone can spend a quality budget.
 4. The teacher fp32 on the same runtime, and the teacher INT8 without distillation (the alternative).
 """
 
@@ -21,10 +22,11 @@ from rich.markup import escape
 from edgekd import parity
 from edgekd.compile import lint_or_fail
 from edgekd.errors import StageFailed
+from edgekd.gate.verdict import decide
 from edgekd.interleave import load_replicas, time_sessions
 from edgekd.measurable import local_measurement_blocker, local_threads
 from edgekd.results import Alternative, CompileResult, DistillResult, ExportResult
-from edgekd.runtimes import ONNX_FILE, Artifact, create_backend, save_artifact
+from edgekd.runtimes import ONNX_FILE, Artifact, CompileOptions, create_backend, save_artifact
 from edgekd.runtimes.onnxruntime_backend import OrtSession
 from edgekd.text.check import DEFAULT_MIN_AGREEMENT, DEFAULT_MIN_COSINE, EVAL_BATCH, predicted, quality
 from edgekd.text.export import compare, session_outputs
@@ -42,16 +44,30 @@ def _reference(ctx, onnx_path: Path, threads: int):
     return session_outputs(OrtSession(onnx_path, threads), ctx.data.batches(ctx.data.val_idx, EVAL_BATCH))
 
 
-def _within(ctx, q: dict, teacher_acc: float) -> tuple[bool, str]:
+def _within(ctx, q: dict, teacher_acc: float, qf: dict | None = None) -> tuple[bool, str]:
+    """Whether quality `q` is within the budgets; for embeddings each budget's verdict on its bootstrap interval
+    must also be no worse than the float artifact's `qf` (INT8 may not turn a pass into an inconclusive)."""
     b = ctx.budgets
     if ctx.teacher.task == "embedding":
         cos, agree = b.min_embedding_cosine or DEFAULT_MIN_COSINE, b.min_neighbour_agreement or DEFAULT_MIN_AGREEMENT
-        ok = q["mean_cosine"] >= cos and q["neighbour_agreement"] >= agree
-        return ok, f"cosine {q['mean_cosine']:.4f} (budget {cos}), agreement {q['neighbour_agreement']:.2%} " \
-                   f"(budget {agree:.0%})"
+        rank = {"pass": 0, "inconclusive": 1, "fail": 2}
+        ok = q["mean_cosine"] >= cos and q["neighbour_agreement"] >= agree and all(
+            rank[decide(q[f"{k}_interval"], limit, True)] <= rank[decide(qf[f"{k}_interval"], limit, True)]
+            for k, limit in (("mean_cosine", cos), ("neighbour_agreement", agree)) if qf is not None)
+        ci, ai = q["mean_cosine_interval"], q["neighbour_agreement_interval"]
+        return ok, (f"cosine {q['mean_cosine']:.4f} [{ci[0]:.4f} .. {ci[1]:.4f}] (budget {cos}), agreement "
+                    f"{q['neighbour_agreement']:.2%} [{ai[0]:.2%} .. {ai[1]:.2%}] (budget {agree:.0%})")
     drop = 100 * (teacher_acc - q["accuracy"])
     limit = b.max_accuracy_drop
     return limit is None or drop <= limit, f"accuracy drop {drop:.2f} points (budget {limit})"
+
+
+def compile_options(ctx, backend) -> CompileOptions:
+    """How an encoder is compiled for the target: at its batch and --max-length, INT8 calibrated on held-out
+    texts one at a time (the search's timer compiles its candidates the same way)."""
+    calib = tuple(ctx.data.encode([i]) for i in ctx.data.calib_idx[:CALIBRATION_TEXTS])
+    return replace(backend.options_for(ctx.profile.arch, ctx.target.batch_size), transformer=True,
+                   calibration_feeds=calib, sequence=ctx.data.max_length)
 
 
 def _compile(ctx, backend, onnx_path: Path, folder: Path, precision: str, options) -> Artifact:
@@ -76,9 +92,7 @@ def run_text_compile(ctx, previous: ExportResult) -> CompileResult:
     folder = ctx.run.folder("compile")
     threads = local_threads(ctx.profile)
     blocker = local_measurement_blocker(ctx.profile, t.runtime)
-    calib = tuple(ctx.data.encode([i]) for i in ctx.data.calib_idx[:CALIBRATION_TEXTS])
-    options = replace(backend.options_for(ctx.profile.arch, t.batch_size), transformer=True, calibration_feeds=calib,
-                      sequence=ctx.data.max_length)
+    options = compile_options(ctx, backend)
     ref = _reference(ctx, previous.student_onnx, threads)
     float_p = backend.float_precision
     teacher_acc = ctx.teacher_accuracy
@@ -113,7 +127,7 @@ def run_text_compile(ctx, previous: ExportResult) -> CompileResult:
         q8, qf = candidates["int8"], candidates[float_p]
         faster = (q8["speedup_over_float"]["interval"][0] > 1 if "speedup_over_float" in q8
                   else q8["latency_ms"] < qf["latency_ms"])
-        ok, said = _within(ctx, q8, teacher_acc)
+        ok, said = _within(ctx, q8, teacher_acc, qf)
         speed = f"int8 {q8['latency_ms']:.4g} ms vs {float_p} {qf['latency_ms']:.4g} ms ({q8['latency_source']})"
         if faster and ok:
             shipped, why = "int8", f"int8 pays: {speed}, {said}"

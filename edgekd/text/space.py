@@ -2,8 +2,9 @@
 its analytic cost at a sequence length.
 
 Genes: layers, hidden size, intermediate ratio; heads follow the hidden size (64 per head, as BERT's) unless
-text.heads lists them. The defaults keep the teacher's hidden size (students that copy the teacher's
-embeddings and layers) plus 3/4 and 1/2 of it.
+text.heads lists them. The default keeps the teacher's hidden size and heads and drops layers: students that
+copy the teacher's embeddings and layers (edgekd/text/models.py). text.narrow_students searches 3/4 and 1/2
+of the width instead (random init); tier() tells the two apart, and the search stays in one of them.
 
 Cost (edgekd/cost: the same Kernel records and roofline as the image networks), per layer at batch B,
 sequence S, hidden H, heads A, intermediate I, kernels as CPU runtimes fuse them:
@@ -33,7 +34,7 @@ def _round(x: float, to: int = 32) -> int:
 
 def text_space(teacher_arch: dict, cfg: TextConfig) -> Space:
     h = teacher_arch["hidden_size"]
-    hidden = sorted(set(cfg.hidden_sizes or [_round(h / 2), _round(3 * h / 4), h]))
+    hidden = sorted(set(cfg.hidden_sizes or ([_round(h / 2), _round(3 * h / 4)] if cfg.narrow_students else [h])))
     layers = sorted({n for n in cfg.layers if n <= teacher_arch["num_hidden_layers"]}
                     | {min(cfg.layers + [teacher_arch["num_hidden_layers"]])})
     ratios = sorted(set(cfg.intermediate_ratios))
@@ -51,6 +52,16 @@ def heads_for(hidden: int, cfg: TextConfig, teacher_arch: dict) -> int:
     while hidden % a:
         a -= 1
     return a
+
+
+def tier(arch: dict, teacher_arch: dict) -> str:
+    """teacher-init: the teacher's width and heads (starts from its layers); random-init: any other."""
+    same = all(arch[k] == teacher_arch[k] for k in ("hidden_size", "num_attention_heads"))
+    return "teacher-init" if same else "random-init"
+
+
+def searched_tier(cfg: TextConfig) -> str:
+    return "random-init" if cfg.narrow_students else "teacher-init"
 
 
 def candidates(teacher_arch: dict, cfg: TextConfig) -> list[dict]:
@@ -131,3 +142,15 @@ def predict(arch: dict, profile: Profile, precision: str, seq: int, batch: int =
     memory = predict_memory_mb(sum(k.weight_elems for k in kernels) + table, peak_activation_elems(arch, seq, batch),
                                precision)
     return latency, memory
+
+
+def output_count(ctx) -> int:
+    """The head's outputs a student is priced with: the classes of a classifier, none for an embedding model."""
+    return ctx.data.num_classes if ctx.teacher.task == "classification" else 0
+
+
+def price(ctx, arch: dict, precision: str) -> tuple[Prediction, Prediction]:
+    """`arch`'s (latency, memory) on the run's target, at its batch and --max-length."""
+    cfg = ctx.teacher.config
+    return predict(arch, ctx.profile, precision, ctx.data.max_length, ctx.target.batch_size, cfg.vocab_size,
+                   output_count(ctx), ctx.target.runtime)

@@ -336,20 +336,23 @@ def _candidate(index: int, space: str, arch: dict) -> Candidate:
 
 @pytest.mark.parametrize("index, speedup, need, hint", [
     (7, 2.3, 3.0, "--min-speedup 2.2 would take it"),  # its lower bound 2.2 under 3x
-    (-1, 2.3, 2.0, "anchors set the scale and are not picks"),  # an anchor clears 2x: it only set the scale
+    (-1, 2.3, 2.0, "timed to scale the cost model's predictions (an anchor), not as a pick"),  # it clears 2x
     (7, 2.5, 2.0, "its latency, up to 0.11 ms, breaks --latency-ms"),  # a candidate refused on latency alone
     (7, 1.05, 2.0, "none is measurably faster than the teacher")])  # 0.95 .. 1.15
 def test_none_fast_enough_names_the_fastest_timed_arch_and_what_would_take_it(index, speedup, need, hint):
     from types import SimpleNamespace
 
-    from edgekd.search import _none_fast_enough
+    from edgekd.search import none_fast_enough
     from edgekd.search.measured import Timed
 
     ctx = SimpleNamespace(target=SimpleNamespace(runtime="openvino", precision="fp16"))
     candidates = [_candidate(-1, "resnet", {"w": 1}), _candidate(7, "resnet", {"w": 7})]
     timed = [Timed(8, "resnet", 0.1, (0.09, 0.11), 0.8, (0.7, 0.9), 2.4),
              Timed(index, "resnet", 0.1, (0.09, 0.11), speedup, (speedup - 0.1, speedup + 0.1), 2.4)]
-    said = str(_none_fast_enough(ctx, timed, candidates + [_candidate(8, "resnet", {"w": 8})], need, {}, untimed=0))
+    if index < 0:  # the pool's #7 timed too, slower
+        timed.append(Timed(7, "resnet", 0.1, (0.09, 0.11), 1.5, (1.4, 1.6), 2.4))
+    pool = candidates[1:] + [_candidate(8, "resnet", {"w": 8})]
+    said = str(none_fast_enough(ctx, timed, candidates + pool[1:], need, {}, pool))
     named = f"#{index} {{\"w\": {index}}}" if index >= 0 else "the resnet anchor {\"w\": 1}"
     assert f"the fastest, {named}, runs {speedup:.2f}x [{speedup - 0.1:.2f} .. {speedup + 0.1:.2f}]" in said, said
     assert hint in said and "were not timed" not in said, said
@@ -358,12 +361,13 @@ def test_none_fast_enough_names_the_fastest_timed_arch_and_what_would_take_it(in
 def test_none_fast_enough_says_how_many_that_fit_were_not_timed():
     from types import SimpleNamespace
 
-    from edgekd.search import _none_fast_enough
+    from edgekd.search import none_fast_enough
     from edgekd.search.measured import Timed
 
     ctx = SimpleNamespace(target=SimpleNamespace(runtime="onnxruntime", precision="fp32"))
     timed = [Timed(7, "resnet", 0.1, (0.09, 0.11), 2.9, (2.8, 3.0), 4.0)]
-    failure = _none_fast_enough(ctx, timed, [_candidate(7, "resnet", {"w": 7})], 3.0, {}, untimed=5)
+    pool = [_candidate(i, "resnet", {"w": i}) for i in range(7, 13)]
+    failure = none_fast_enough(ctx, timed, pool, 3.0, {}, pool)
     assert "5 more that fit were not timed" in str(failure) and failure.budgets[0].verdict == "inconclusive"
 
 
@@ -373,13 +377,13 @@ def test_none_fast_enough_holds_the_shipped_precision_against_the_budget():
     from types import SimpleNamespace
 
     from edgekd.interleave import Ratio
-    from edgekd.search import _none_fast_enough
+    from edgekd.search import none_fast_enough
     from edgekd.search.measured import Timed
 
     ctx = SimpleNamespace(target=SimpleNamespace(runtime="openvino", precision="int8"))
     timed = [Timed(-1, "resnet", 0.1, (0.09, 0.11), 2.0, (1.9, 2.1), 2.4)]
-    said = str(_none_fast_enough(ctx, timed, [_candidate(-1, "resnet", {"w": 1})], 3.0,
-                                 {"resnet": Ratio(1.4, (1.3, 1.5))}, untimed=0))
+    said = str(none_fast_enough(ctx, timed, [_candidate(-1, "resnet", {"w": 1})], 3.0,
+                                 {"resnet": Ratio(1.4, (1.3, 1.5))}, []))
     assert "runs 2.80x [2.56 .. 3.05]" in said and "at int8 (its measured gain applied)" in said, said
 
 
@@ -436,14 +440,15 @@ def test_candidates_are_timed_in_score_order_and_accepted_by_the_checks_rule(spe
     from types import SimpleNamespace
 
     from edgekd.config import SearchConfig
-    from edgekd.search import _pick_measured
+    from edgekd.search import pick_measured
 
     ranked = [replace(_candidate(i, "resnet", {"w": i}), score=10.0 - i, predicted_speedup=4.0) for i in (1, 2, 3)]
     ctx = SimpleNamespace(cfg=SimpleNamespace(search=SearchConfig(top_k=3, measure_rounds=1)),
-                          console=SimpleNamespace(print=print), budgets=SimpleNamespace(min_speedup=3.0, latency_ms=None),
+                          console=SimpleNamespace(print=print),
+                          budgets=SimpleNamespace(min_speedup=3.0, latency_ms=None),
                           target=SimpleNamespace(runtime="onnxruntime", precision="fp32"))
     timer = _ScriptedTimer(speedups)
-    got, all_timed = _pick_measured(ctx, timer, ranked, [], {})
+    got, all_timed = pick_measured(ctx, timer, ranked, [], {})
     assert (got.index if got else None) == pick and timer.timed == timed
     assert [t.index for t in all_timed] == timed
 
@@ -455,15 +460,16 @@ def test_the_shipped_precisions_gain_counts_and_the_walk_stops_at_its_limit():
 
     from edgekd.config import SearchConfig
     from edgekd.interleave import Ratio
-    from edgekd.search import _pick_measured
+    from edgekd.search import pick_measured
 
     ranked = [replace(_candidate(i, "resnet", {"w": i}), score=10.0 - i, predicted_speedup=8.0) for i in (1, 2, 3, 4)]
     ctx = SimpleNamespace(cfg=SimpleNamespace(search=SearchConfig(top_k=1, measure_rounds=2)),
-                          console=SimpleNamespace(print=print), budgets=SimpleNamespace(min_speedup=3.0, latency_ms=None),
+                          console=SimpleNamespace(print=print),
+                          budgets=SimpleNamespace(min_speedup=3.0, latency_ms=None),
                           target=SimpleNamespace(runtime="openvino", precision="int8"))
     gain = {"resnet": Ratio(1.3, (1.28, 1.32))}
-    got, _ = _pick_measured(ctx, _ScriptedTimer({1: 2.0, 2: 2.5, 3: 4.0}), ranked, [], gain)
+    got, _ = pick_measured(ctx, _ScriptedTimer({1: 2.0, 2: 2.5, 3: 4.0}), ranked, [], gain)
     assert got.index == 2
     timer = _ScriptedTimer({1: 2.0, 2: 2.0, 3: 4.0})
-    got, _ = _pick_measured(ctx, timer, ranked, [], gain)
+    got, _ = pick_measured(ctx, timer, ranked, [], gain)
     assert got is None and timer.timed == [1, 2]  # #3 would clear, but the walk's limit is 2

@@ -4,6 +4,7 @@ text losses, parity by cosine, ONNX export with dynamic batch and sequence, INT8
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -116,9 +117,11 @@ def test_csv_without_label_column_is_bad_input(tmp_path, teacher):
 
 
 # ----------------------------------------------------------------------------- students
-def test_layer_selection_is_distilberts():
+def test_layer_selection_copies_the_ends_by_default():
+    from edgekd.config import TextConfig
     from edgekd.text.models import selected_layers
 
+    assert TextConfig().layer_selection == "ends"  # 3 of all-MiniLM-L6-v2's layers: cosine 0.72 vs 0.36 at start
     assert selected_layers(6, 3) == [0, 2, 4]
     assert selected_layers(12, 6) == [0, 2, 4, 6, 8, 10]
     assert selected_layers(6, 2) == [0, 3]
@@ -147,6 +150,57 @@ def test_student_copies_the_teacher_where_shapes_allow(teacher):
     assert how.startswith("random") and narrow.project is not None  # projected to the teacher's width
     ids = torch.tensor([[2, 10, 11, 3]])
     assert narrow(ids, torch.ones_like(ids)).shape == (1, 32)
+
+
+def test_default_space_keeps_the_teacher_width_and_narrow_students_are_opt_in():
+    from edgekd.config import TextConfig
+    from edgekd.text import space
+
+    t = {"num_hidden_layers": 6, "hidden_size": 384, "num_attention_heads": 12, "intermediate_size": 1536}
+    default = space.candidates(t, TextConfig())
+    assert {c["num_hidden_layers"] for c in default} == {1, 2, 3, 4, 6}
+    assert all(space.tier(c, t) == "teacher-init" for c in default) and space.searched_tier(TextConfig()) == \
+        "teacher-init"
+    narrow = TextConfig(narrow_students=True)
+    cands = space.candidates(t, narrow)
+    assert {c["hidden_size"] for c in cands} == {192, 288} and space.searched_tier(narrow) == "random-init"
+    assert all(space.tier(c, t) == "random-init" for c in cands)
+
+
+# ----------------------------------------------------------------------------- distillation
+def test_distillation_runs_the_teacher_once_and_stops_on_the_held_out_loss(tmp_path, emb_dir):
+    from rich.console import Console
+
+    from edgekd.config import BuildConfig
+    from edgekd.context import make_context
+    from edgekd.text.distill import run_text_distill
+
+    lines = textkit.write_lines(tmp_path / "lines.txt", 60)
+    # lr 1e-12: AdamW's steps are below float32's resolution of the weights, so the held-out loss never improves
+    cfg = BuildConfig.model_validate({
+        "teacher": {"source": f"hf:{emb_dir}"}, "data": str(lines), "out": str(tmp_path / "run"),
+        "text": {"max_length": 16, "lr": 1e-12, "patience_epochs": 2}, "distill": {"epochs": 8, "batch_size": 8}})
+    ctx = make_context(cfg, Console(quiet=True))
+    rows = []
+    hook = ctx.teacher.module.model.register_forward_hook(lambda m, args, kw, out: rows.append(len(kw["input_ids"])),
+                                                          with_kwargs=True)
+    arch = {"num_hidden_layers": 1, "hidden_size": 32, "num_attention_heads": 2, "intermediate_size": 128}
+    info = run_text_distill(ctx, arch)
+    hook.remove()
+    # the training texts once (their outputs reused every epoch), the held-out ones once for the quality
+    assert sum(rows) == len(ctx.data.train_idx) + len(ctx.data.val_idx)
+    assert info["epochs"] == 3 and info["best_epoch"] == 1 and info["max_epochs"] == 8
+    assert 0 < info["teacher_seconds"] < info["seconds"] and info["stop_texts"] >= 2
+    history = json.loads((ctx.run.distill / "history.json").read_text())
+    assert [h["stop_loss"] for h in history] == [history[0]["stop_loss"]] * 3
+
+
+def test_stop_split_is_held_out_of_training():
+    from edgekd.text.distill import split_for_stopping
+
+    fit, stop = split_for_stopping(np.arange(100), 0.1, 0)
+    assert len(stop) == 10 and not set(fit) & set(stop) and len(fit) + len(stop) == 100
+    assert len(split_for_stopping(np.arange(5), 0.1, 0)[1]) == 2  # at least 2
 
 
 # ----------------------------------------------------------------------------- cost
@@ -227,6 +281,38 @@ def test_neighbour_agreement_and_cosine_parity():
     parity.require(p, "fp32", "x")
     with pytest.raises(Exception, match="mean cosine"):
         parity.require(parity.compare_embeddings(rng.normal(size=(40, 16)), ref), "fp32", "x")
+
+
+def test_quality_intervals_bracket_the_agreement_and_narrow_with_more_texts():
+    from edgekd import parity
+    from edgekd.text.check import mean_interval, neighbour_overlaps
+
+    rng = np.random.default_rng(0)
+    ref = rng.normal(size=(200, 16))
+    got = ref + rng.normal(scale=0.6, size=ref.shape)
+    overlaps = neighbour_overlaps(got, ref, 10)
+    assert overlaps.mean() == pytest.approx(parity.neighbour_agreement(got, ref, 10))
+    lo, hi = mean_interval(overlaps)
+    assert lo < overlaps.mean() < hi
+    lo40, hi40 = mean_interval(overlaps[:40])
+    assert hi40 - lo40 > 1.5 * (hi - lo)  # ~sqrt(5) wider on a fifth of the texts
+
+
+def test_int8_that_makes_a_quality_pass_inconclusive_is_not_kept():
+    from types import SimpleNamespace
+
+    from edgekd.config import Budgets
+    from edgekd.text.compile import _within
+
+    ctx = SimpleNamespace(budgets=Budgets(), teacher=SimpleNamespace(task="embedding"))
+    fp = {"mean_cosine": 0.97, "mean_cosine_interval": (0.96, 0.98), "neighbour_agreement": 0.9,
+          "neighbour_agreement_interval": (0.88, 0.92)}
+    assert _within(ctx, fp, 1.0, fp)[0]
+    straddles = fp | {"mean_cosine": 0.955, "mean_cosine_interval": (0.945, 0.965)}
+    ok, said = _within(ctx, straddles, 1.0, fp)
+    assert not ok and "[0.9450 .. 0.9650]" in said
+    assert _within(ctx, straddles, 1.0, straddles)[0]  # no worse than the float artifact's verdict
+    assert not _within(ctx, fp | {"neighbour_agreement": 0.7, "neighbour_agreement_interval": (0.6, 0.8)}, 1.0)[0]
 
 
 # ----------------------------------------------------------------------------- export and runtimes
