@@ -1,25 +1,27 @@
-"""What a user installs edgekd for, measured: `edgekd build` with default settings, per data set and target.
+"""What a user installs edgekd for, measured: `edgekd build` with default settings, per data set and target,
+several times, as new users on this machine would run it.
 
     python benchmarks/outcome.py [--sets digits,fonts] [--targets host-cpu,openvino,mobile-cpu,jetson]
-        [--repeats 5] [--out DIR]
+        [--builds 3] [--out DIR] [--retime N]
 
-Each build runs in a fresh process (`edgekd build --target T --data SET`), exactly as a user would type it.
-Per build it prints the speed-up over the teacher on the target's runtime with its interval (measured:
-timed interleaved in one process; predicted: the cost model, for targets this host cannot stand for), the
-accuracy drop, the shipped precision, the seconds the search spent timing candidates on the runtime, and a
-second row for the obvious alternative: the teacher alone, compressed (INT8) on the same runtime.
-`digits` is the embedded default (its teacher shipped in the package); `jetson` is predicted here (no GPU).
-Then the host-cpu build of the first set runs `--repeats` more times, each in a fresh process, and the speed-ups are
-printed against their intervals. The search times candidates on a machine that drifts, so repeated builds
-may pick different students; `--retime N` therefore also re-times the first host-cpu build's shipped student
-against its teacher N times, each in a fresh process, exactly as the build's check stage does: each speed-up
-should fall inside every other run's interval.
+Each build runs in a fresh process, exactly as a user would type it (`edgekd build --target T --data SET`), all
+of them on one cache that starts empty (`XDG_CACHE_HOME`), as on a fresh install: the first build measures the
+host's peaks and remembers the search's scales, the next ones find them (edgekd/search/measured.py). Per build it
+prints the exit code, the student's arch, the speed-up over the teacher on the target's runtime with its
+interval (measured: timed interleaved in one process; predicted: the cost model, for targets this host cannot
+stand for), the ratio against the teacher at the shipped precision, the accuracy drop, the shipped precision,
+and a row for the obvious alternative: the teacher alone, compressed on the same runtime. Per target it then
+says whether the builds picked the same student and whether their intervals overlap. `digits` is the
+embedded default (its teacher shipped in the package); `jetson` and `mobile-cpu` are predicted here.
+`--retime N` re-times the first host-cpu build's shipped student against its teacher N times, each in a fresh
+process, as the build's check stage does: each speed-up should fall inside every other run's interval.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -27,10 +29,11 @@ import time
 from pathlib import Path
 
 
-def build(data: str, target: str, out: Path) -> tuple[int, dict, dict, float]:
+def build(data: str, target: str, out: Path, cache: Path) -> tuple[int, dict, dict, float]:
     start = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "edgekd.cli", "build", "--target", target, "--data", data,
-                           "--out", str(out)], capture_output=True, text=True)
+                           "--out", str(out)], capture_output=True, text=True,
+                          env={**os.environ, "XDG_CACHE_HOME": str(cache)})
     seconds = time.perf_counter() - start
     if proc.returncode not in (0, 1, 3) or not (out / "report.json").is_file():
         raise SystemExit(f"edgekd build --target {target} --data {data} exited {proc.returncode}:\n"
@@ -44,24 +47,45 @@ def _band(value: float, interval) -> str:
     return f"{value:6.2f}x [{interval[0]:.2f} .. {interval[1]:.2f}]" if interval else f"{value:6.2f}x (point)      "
 
 
+def _arch(arch: dict | None) -> str:
+    """An arch in one short cell: family, widths and blocks (or layers and width for an encoder)."""
+    if not arch:
+        return "-"
+    return " ".join(f"{v}" if k == "family" else f"{k[0]}{v}".replace(" ", "") for k, v in arch.items())
+
+
 def rows(data: str, target: str, rc: int, report: dict, search: dict, seconds: float) -> list[str]:
-    s, t = report["student"], report["teacher"]
+    s = report["student"]
     speed = s.get("speedup") or {}
+    same = s.get("speedup_same_precision") or {}
     budgets = {b["name"]: b for b in report["budgets"]}
     drop = budgets["accuracy_drop"]["value"]
     shipped = (s.get("artifact") or {}).get("precision", "-")
-    timing = search.get("measurement", {}).get("seconds")
-    line = (f"{data:7} {target:10} student  {_band(speed['value'], speed.get('interval')) if speed else '-':28} "
-            f"{speed.get('source', '-'):9} drop {drop:5.2f}  {shipped:5} "
-            f"search timing {'-' if timing is None else f'{timing:4.0f} s'}  build {seconds:4.0f} s  exit {rc}"
-            f"  teacher {t.get('latency_ms', float('nan')):.3g} ms, student {s.get('latency_ms', float('nan')):.3g} ms")
+    band = _band(speed["value"], speed.get("interval")) if speed else "-"
+    line = (f"{data:7} {target:10} exit {rc} student  {band:28} {speed.get('source', '-'):9} "
+            + (f"{_band(same['value'], same.get('interval'))} vs teacher {same['precision']:5}" if same
+               else f"{'-':40}")
+            + f"  drop {drop:5.2f}  {shipped:5} build {seconds:4.0f} s  {_arch(s.get('arch'))}")
     out = [line]
     for name, alt in (report.get("alternatives") or {}).items():
-        out.append(f"{data:7} {target:10} {name:8} {_band(alt['speedup'], alt.get('speedup_interval')):28} "
+        out.append(f"{data:7} {target:10}        {name:8} {_band(alt['speedup'], alt.get('speedup_interval')):28} "
                    f"{alt.get('latency_source', '-'):9} drop {alt['accuracy_drop']:5.2f}  {alt['precision']:5} "
                    f"{'better than the student' if alt['better_than_student'] else 'not better than the student'}"
                    f"{'' if alt['meets_budgets'] else ', misses a budget'}")
     return out
+
+
+def agreement(runs: list[tuple[int, dict]]) -> str:
+    """Whether the builds of one target picked one student and their speed-up intervals overlap."""
+    archs = [json.dumps(r["student"].get("arch"), sort_keys=True) for _, r in runs]
+    speeds = [r["student"].get("speedup") or {} for _, r in runs]
+    intervals = [s["interval"] for s in speeds if s.get("interval")]
+    passed = sum(rc == 0 for rc, _ in runs)
+    text = f"exit 0 in {passed}/{len(runs)}; {max(archs.count(a) for a in archs)}/{len(runs)} picked the same student"
+    if len(intervals) == len(runs):
+        overlap = max(lo for lo, _ in intervals) <= min(hi for _, hi in intervals)
+        text += "; the intervals " + ("overlap" if overlap else "do not all overlap")
+    return text
 
 
 def retime_one(run: Path) -> None:
@@ -104,9 +128,9 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--sets", default="digits", help="digits: the embedded default; fonts, shapes: harder sets")
     ap.add_argument("--targets", default="host-cpu,openvino,mobile-cpu,jetson")
-    ap.add_argument("--repeats", type=int, default=5, help="fresh-process host-cpu builds of the first set (0: none)")
+    ap.add_argument("--builds", type=int, default=3, help="fresh-process builds per set and target")
     ap.add_argument("--out", type=Path, default=None, help="keep the run folders here")
-    ap.add_argument("--retime", type=int, default=5, help="fresh-process re-timings of one build (0: none)")
+    ap.add_argument("--retime", type=int, default=0, help="fresh-process re-timings of one build (0: none)")
     ap.add_argument("--retime-one", type=Path, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--only-retime", type=Path, default=None, help="re-time this earlier build folder and stop")
     args = ap.parse_args()
@@ -115,33 +139,24 @@ def main() -> None:
     if args.only_retime:
         return retime(args.only_retime, args.retime)
     root = args.out or Path(tempfile.mkdtemp(prefix="edgekd-outcome-"))
-    print(f"edgekd build with default settings; run folders in {root}")
-    print("set     target     row      speed-up over the teacher    source    drop(pt) prec")
+    cache = Path(tempfile.mkdtemp(prefix="edgekd-cache-"))  # a fresh install's: empty
+    print(f"edgekd build with default settings, {args.builds} fresh processes each, on a cache that starts empty; "
+          f"run folders in {root}")
+    print("set     target     exit   row      speed-up over the teacher    source    same-precision ratio")
+    summary = []
     for data in args.sets.split(","):
         for target in args.targets.split(","):
-            result = build(data, target, root / f"{data}-{target}")
-            for line in rows(data, target, *result):
-                print(line, flush=True)
-    first_set = args.sets.split(",")[0]
-    first = root / f"{first_set}-host-cpu"
+            runs = []
+            for i in range(args.builds):
+                rc, report, search, seconds = build(data, target, root / f"{data}-{target}-{i}", cache)
+                runs.append((rc, report))
+                for line in rows(data, target, rc, report, search, seconds):
+                    print(line, flush=True)
+            summary.append(f"{data:7} {target:10} {agreement(runs)}")
+    print("\n" + "\n".join(summary))
+    first = root / f"{args.sets.split(',')[0]}-host-cpu-0"
     if args.retime and (first / "report.json").is_file():
         retime(first, args.retime)
-    if args.repeats:
-        print(f"\nhost-cpu {first_set}, {args.repeats} builds in fresh processes:")
-        runs = []
-        for i in range(args.repeats):
-            rc, report, search, seconds = build(first_set, "host-cpu", root / f"repeat-{i}")
-            speed = report["student"].get("speedup", {})
-            arch = report["student"].get("arch")
-            runs.append((speed.get("value"), speed.get("interval"), json.dumps(arch)))
-            print(f"  run {i + 1}: {_band(speed['value'], speed.get('interval'))} exit {rc}  {json.dumps(arch)}",
-                  flush=True)
-        same = len({a for *_, a in runs}) == 1
-        inside = sum(lo <= v <= hi for j, (v, _, _) in enumerate(runs)
-                     for k, (_, (lo, hi), _) in enumerate(runs) if j != k)
-        pairs = len(runs) * (len(runs) - 1)
-        print(f"  {inside} of {pairs} (run, other run's interval) pairs contain the value"
-              + ("" if same else "; the runs picked different students, so their speed-ups need not agree"))
 
 
 if __name__ == "__main__":

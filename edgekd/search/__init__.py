@@ -8,11 +8,13 @@ OUT/search/pareto.png."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import time
 from collections import Counter
 from dataclasses import asdict, replace
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -24,6 +26,7 @@ from edgekd.cost.ops import kernels_from_torch
 from edgekd.cost.roofline import predict_kernels, predict_onnx, predict_torch
 from edgekd.errors import BudgetFailed
 from edgekd.gate.verdict import decide
+from edgekd.hostinfo import cpu_name, usable_cores
 from edgekd.measurable import local_measurement_blocker, local_threads
 from edgekd.models.families import count_params
 from edgekd.onnx_export import pricing_onnx, teacher_onnx
@@ -32,7 +35,7 @@ from edgekd.report import BudgetResult
 from edgekd.runtimes import create_backend
 from edgekd.search.display import front_table, plot_front
 from edgekd.search.evolution import Candidate, evolve, pareto_front
-from edgekd.search.measured import RuntimeTimer, at_shipped, corrections, scales
+from edgekd.search.measured import QUANTUM, RuntimeTimer, at_shipped, corrections, remembered, scales
 from edgekd.search.scores import Probe, RankEnsemble, create_score, measure, pool_scores
 from edgekd.search.signals import cam_classes, teacher_signals
 from edgekd.search.spaces import Space, resolve_spaces
@@ -134,6 +137,24 @@ def with_pool_scores(name: str, candidates: list[Candidate]) -> list[Candidate]:
             if c.fits else c for c in candidates]
 
 
+def search_key(ctx: Context, space: list) -> str:
+    """What makes two searches the same, for the scales remembered across runs (search.measured.remembered): the
+    teacher's weights, the target, the input and the space (`space`, as JSON), the seed and the bar (the anchors
+    depend on all of them), and the host's cores, threads and CPU."""
+    h = hashlib.sha256()
+    if ctx.teacher.module is not None:
+        for name, tensor in sorted(ctx.teacher.module.state_dict().items()):
+            h.update(name.encode())
+            h.update(tensor.detach().cpu().float().numpy().tobytes())
+    else:
+        h.update(Path(ctx.teacher.onnx_path).read_bytes())
+    t = ctx.target
+    h.update(json.dumps([t.name, t.runtime, t.precision, t.batch_size, space, ctx.cfg.seed,
+                         speedup_bar(ctx, timed=True), local_threads(ctx.profile), cpu_name(), usable_cores(), QUANTUM],
+                        default=str).encode())
+    return h.hexdigest()[:24]
+
+
 def measurement_blocker(ctx: Context) -> str | None:
     """None when candidates can be timed on the target's runtime in this process; else why not."""
     if ctx.cfg.remote:
@@ -158,7 +179,7 @@ def run_search(ctx: Context) -> dict:
     probe = make_probe(ctx)
     t_ms = teacher_latency_ms(ctx)
     folder = ctx.run.folder("search")
-    timer, timed, correction, anchors, gains = None, [], {}, [], {}
+    timer, timed, correction, anchors, gains, factor, source = None, [], {}, [], {}, {}, {}
     bar = speedup_bar(ctx, timed=blocker is None)
     if blocker is None and not _fits_nowhere(ctx, probe, t_ms, spaces):
         timer = RuntimeTimer(ctx, teacher_onnx(ctx)[0], local_threads(ctx.profile), folder)
@@ -167,11 +188,15 @@ def run_search(ctx: Context) -> dict:
         timed = [timer.time(a) for a in anchors]
         gains = {a.space: timer.gain(a) for a in anchors}
         correction = corrections(timed)
+        # what the anchors found the predictions worth, fixed for the evolution
+        factor, source = remembered(search_key(ctx, [list(ctx.input_shape)] + [asdict(s) for s in spaces]),
+                                    scales(correction, gains))
         ctx.console.print("  anchors timed on " + ctx.target.runtime + ": " + ", ".join(
             f"{t.space} {t.speedup:.2f}x (predicted {t.predicted_speedup:.2f}x"
             + (f"; {ctx.target.precision} {gains[t.space].text()} faster than {timer.precision}"
-               if gains[t.space] else "") + ")" for t in timed))
-    factor = scales(correction, gains)  # what the anchors found the predictions worth, fixed for the evolution
+               if gains[t.space] else "")
+            + f"; scale {factor[t.space]:.2f}" + (", an earlier run's on this machine" if
+                                                  source[t.space] == "remembered" else "") + ")" for t in timed))
     columns = (TextColumn("  {task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[priced]} priced"), TimeElapsedColumn())
     plain = plain_progress(ctx.console, "search", cfg.max_candidates, "candidates scored")
@@ -223,7 +248,8 @@ def run_search(ctx: Context) -> dict:
         "pick_index": pick.index if pick else None,
         "measurement": ({"runtime": ctx.target.runtime, "teacher": timer.teacher_timings[-1],
                          "timed": [t.as_dict() | {"at_shipped": _shipped_dict(t, gains)} for t in timed],
-                         "corrections": correction, "scales": factor, "shipped_precision": ctx.target.precision,
+                         "corrections": correction, "scales": factor, "scales_source": source,
+                         "shipped_precision": ctx.target.precision,
                          "gains": {k: g and {"value": g.value, "interval": list(g.interval)}
                                    for k, g in gains.items()},
                          "seconds": timer.seconds} if timer is not None else {"blocker": blocker}),

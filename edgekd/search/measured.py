@@ -25,6 +25,12 @@ where a few percent would flip it:
 - the scale the evolution sees (correction x gain, `scales`) is rounded down to a grid of quarter octaves
   (QUANTUM): runs whose anchors time a few percent apart see the same scale, so the same candidates fit and
   rank the same;
+- a grid has edges, and a machine whose scale lies near one would still flip between two steps from run to run
+  (on a 2-core VM the correction moved 11% between fresh processes: the host's measured peaks, which the
+  predictions divide by, moved 133 to 187 GFLOPS). So the step a run settles on is remembered in the cache,
+  per machine and search (teacher, target, spaces, seed, budget), and the next run keeps it while its own
+  lies within one step of it (`remembered`): hysteresis, as a thermostat has. A scale two steps away is a
+  changed machine and replaces it. `rm -r ~/.cache/edgekd/search` forgets them;
 - a candidate fits when its scaled prediction clears the budget plus search.speedup_margin (15%), and is
   accepted when its timed interval clears the budget itself: the best-ranked candidates sit at the prediction's
   bar, and the margin keeps the bar timing decides on well under them. (With both bars at one place, as
@@ -36,7 +42,9 @@ Candidates are timed at initialization: latency depends on the graph, not on the
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -44,6 +52,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgekd.hostinfo import cache_dir
 from edgekd.interleave import Ratio, load_replicas, time_sessions
 from edgekd.measurable import CHECK_SECONDS_PER_MODEL
 from edgekd.onnx_export import export_onnx
@@ -164,3 +173,24 @@ def scales(correction: dict[str, float], gains: dict[str, Ratio | None]) -> dict
         scale = c * max(1.0, gains[space].value if gains.get(space) else 1.0)
         out[space] = 2.0 ** (math.floor(QUANTUM * math.log2(scale) + 1e-9) / QUANTUM)
     return out
+
+
+def remembered(key: str, found: dict[str, float]) -> tuple[dict[str, float], dict[str, str]]:
+    """Hysteresis across runs (the module's docstring says why): per space, the scale an earlier run on this
+    machine settled on for the same search (`key`) is kept while this run's lies within one QUANTUM step of it;
+    otherwise this run's replaces it. Returns (the scales, per space "remembered" or "measured")."""
+    path = cache_dir() / "search" / f"scales-{key}.json"
+    try:
+        old = json.loads(path.read_text()) if path.is_file() else {}
+    except ValueError:  # a torn or foreign file: measured afresh, and rewritten below
+        old = {}
+    out, source = {}, {}
+    for space, value in found.items():
+        prev = old.get(space) if isinstance(old, dict) else None
+        keep = isinstance(prev, float) and prev > 0 and abs(QUANTUM * math.log2(prev / value)) <= 1 + 1e-9
+        out[space], source[space] = (prev, "remembered") if keep else (value, "measured")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps((old if isinstance(old, dict) else {}) | out))
+    os.replace(tmp, path)
+    return out, source

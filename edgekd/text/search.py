@@ -35,10 +35,11 @@ from edgekd.search import (
     none_fast_enough,
     pick_measured,
     required_speedup,
+    search_key,
     speedup_bar,
 )
 from edgekd.search.evolution import Candidate
-from edgekd.search.measured import RuntimeTimer, corrections, scales
+from edgekd.search.measured import RuntimeTimer, corrections, remembered, scales
 from edgekd.text import space as text_space
 from edgekd.text.compile import compile_options
 from edgekd.text.export import export_text, metadata, teacher_onnx
@@ -94,7 +95,7 @@ def run_text_search(ctx) -> dict:
     blocker = measurement_blocker(ctx)
     candidates = _candidates(ctx, t_arch, precision, t_lat, need, blocker is None)
     ranked = sorted((c for c in candidates if c.fits), key=lambda c: (-c.score, c.index))
-    timer, timed, correction, gains, factor, pick, note = None, [], {}, {}, {}, None, ""
+    timer, timed, correction, gains, factor, source, pick, note = None, [], {}, {}, {}, {}, None, ""
     pool: list[Candidate] = []
     if ranked and blocker is None:
         # The image search's way (edgekd/search/measured.py): an anchor near the bar corrects the uncalibrated
@@ -106,11 +107,14 @@ def run_text_search(ctx) -> dict:
         timed = [timer.time(anchor)]
         gains = {anchor.space: timer.gain(anchor)}
         correction = corrections(timed)
-        factor = scales(correction, gains)
+        described = [ctx.data.max_length, text_space.text_space(t_arch, ctx.cfg.text).genes]
+        factor, source = remembered(search_key(ctx, described), scales(correction, gains))
         gain = gains[anchor.space]
         ctx.console.print(f"  anchor #{anchor.index} timed on {ctx.target.runtime}: {timed[0].speedup:.2f}x "
                           f"(predicted {anchor.predicted_speedup:.2f}x"
                           + (f"; {ctx.target.precision} {gain.text()} faster than {timer.precision}" if gain else "")
+                          + f"; scale {factor[anchor.space]:.2f}"
+                          + (", an earlier run's on this machine" if source[anchor.space] == "remembered" else "")
                           + ")")
         pool = [c for c in ranked if c.predicted_speedup * factor[c.space] >= bar]
         pick, timed = pick_measured(ctx, timer, pool, timed, gains)
@@ -136,7 +140,8 @@ def run_text_search(ctx) -> dict:
         "top_k": [c.index for c in ranked[:cfg.top_k]],
         "pick": pick.arch if pick else None, "pick_index": pick.index if pick else None,
         "measurement": ({"runtime": ctx.target.runtime, "timed": [t.as_dict() for t in timed],
-                         "corrections": correction, "scales": factor, "shipped_precision": ctx.target.precision,
+                         "corrections": correction, "scales": factor, "scales_source": source,
+                         "shipped_precision": ctx.target.precision,
                          "gains": {k: g and {"value": g.value, "interval": list(g.interval)}
                                    for k, g in gains.items()},
                          "seconds": timer.seconds} if timer is not None

@@ -400,6 +400,25 @@ def test_the_measured_scale_is_rounded_down_to_quarter_octaves():
     assert scales({"a": 0.9}, {"a": Ratio(0.8, (0.7, 0.9))})["a"] == pytest.approx(2 ** (-1 / 4))  # gain < 1: none
 
 
+def test_a_scale_within_one_step_of_an_earlier_runs_is_kept(tmp_path, monkeypatch):
+    """Hysteresis across runs: a machine whose scale lies at a grid step's edge flips between two steps from run to
+    run; the step the first run settled on is kept while later runs land within one step of it, and two steps
+    away (a changed machine) replaces it. Another search (key) has its own."""
+    from edgekd.search.measured import remembered
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    step = 2 ** 0.25
+    assert remembered("k", {"resnet": 0.84}) == ({"resnet": 0.84}, {"resnet": "measured"})
+    assert remembered("k", {"resnet": 0.84 / step}) == ({"resnet": 0.84}, {"resnet": "remembered"})
+    assert remembered("k", {"resnet": 0.84 * step}) == ({"resnet": 0.84}, {"resnet": "remembered"})
+    assert remembered("k", {"resnet": 0.84 / step ** 2})[1] == {"resnet": "measured"}
+    assert remembered("k", {"resnet": 0.84 / step})[0] == {"resnet": pytest.approx(0.84 / step ** 2)}
+    assert remembered("other", {"resnet": 1.0})[1] == {"resnet": "measured"}
+    (path,) = (tmp_path / "edgekd" / "search").glob("scales-k.json")
+    path.write_text("{torn")
+    assert remembered("k", {"resnet": 1.0}) == ({"resnet": 1.0}, {"resnet": "measured"})
+
+
 @pytest.mark.parametrize("margin, correction, hint", [(1.0, 1.0, "--min-speedup 2.3 or less"),
                                                       (1.15, 1.0, "--min-speedup 2 or less"),
                                                       (1.15, 0.5, "--min-speedup 1 or less")])
