@@ -1,9 +1,16 @@
-"""The import layers docs/architecture.md promises: what runs on a device, and the CLI's start, import no torch."""
+"""The import layers docs/architecture.md promises: what runs on a device, and the CLI's start, import no torch;
+no import circle; the upper floors (the CLI, the stages, the run Context) imported only from above."""
 
+from __future__ import annotations
+
+import ast
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+
+PACKAGE = Path(__file__).resolve().parents[2] / "edgekd"
 
 
 @pytest.mark.parametrize("modules", [
@@ -16,3 +23,99 @@ def test_device_side_and_cli_import_no_torch(modules):
     code = f"import sys, {modules}; print(sorted(m for m in sys.modules if m == 'torch'))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]", f"{modules} imported torch"
+
+
+def _modules() -> dict[str, Path]:
+    out = {}
+    for path in PACKAGE.rglob("*.py"):
+        name = ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+        out[name.removesuffix(".__init__")] = path
+    return out
+
+
+def _is_type_checking(node: ast.If) -> bool:
+    return isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+
+
+def _imports(path: Path, top_level_only: bool) -> set[str]:
+    """The edgekd modules `path` imports at run time (what `if TYPE_CHECKING:` imports is for annotations only)."""
+    found: set[str] = set()
+
+    def visit(nodes):
+        for node in nodes:
+            if _is_type_checking(node):
+                continue
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("edgekd"):
+                found.update(f"{node.module}.{a.name}" for a in node.names)
+                found.add(node.module)
+            elif isinstance(node, ast.Import):
+                found.update(a.name for a in node.names if a.name.startswith("edgekd"))
+            if not top_level_only or isinstance(node, ast.If | ast.Try):
+                visit(ast.iter_child_nodes(node))
+
+    visit(ast.parse(path.read_text()).body)
+    return found
+
+
+def _graph(top_level_only: bool) -> dict[str, set[str]]:
+    """Module -> the modules it imports, with the packages a dotted import runs on the way (`a.b.c` runs `a.b`)."""
+    mods = _modules()
+    graph: dict[str, set[str]] = {}
+    for name, path in mods.items():
+        edges = set()
+        for target in _imports(path, top_level_only):
+            parts = target.split(".")
+            for i in range(2, len(parts) + 1):
+                prefix = ".".join(parts[:i])
+                if prefix in mods and prefix != name and not name.startswith(prefix + "."):
+                    edges.add(prefix)
+        graph[name] = edges
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components of more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def strong(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in graph[v]:
+            if w not in index:
+                strong(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while (w := stack.pop()) != v:
+                component.append(w)
+            component.append(v)
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in graph:
+        if v not in index:
+            strong(v)
+    return found
+
+
+def test_no_import_circle():
+    assert _cycles(_graph(top_level_only=True)) == []
+
+
+def test_the_upper_floors_are_imported_only_from_above():
+    graph = _graph(top_level_only=False)
+    above = {  # a module -> who may import it
+        "edgekd.cli": {"edgekd.__main__"},
+        "edgekd.stages": {"edgekd.pipeline", "edgekd.cli"},
+        "edgekd.pipeline": {"edgekd.cli"},
+        # the run Context is the stages' glue: the entry points make it (a DDP worker is a process of its own)
+        "edgekd.context": {"edgekd.cli", "edgekd.pipeline", "edgekd.distill.worker"},
+    }
+    for upper, allowed in above.items():
+        importers = {m for m, edges in graph.items() if upper in edges and not m.startswith(upper + ".")}
+        assert importers <= allowed, f"{sorted(importers - allowed)} import {upper}"
