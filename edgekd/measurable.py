@@ -9,7 +9,7 @@ from dataclasses import replace
 import onnx
 
 from edgekd.config import Profile
-from edgekd.cost.roofline import predict_onnx
+from edgekd.cost.roofline import SPEEDUP_BAND, predict_onnx
 from edgekd.figures import Figure, Figures
 from edgekd.hostinfo import usable_cores
 from edgekd.interleave import load_replicas, time_sessions
@@ -40,6 +40,16 @@ def predicted_figures(onnx_path, profile: Profile, precision: str, batch: int, r
     latency, memory = predict_onnx(onnx.load(str(onnx_path)), profile, precision, batch, runtime=runtime)
     return Figures(Figure(latency.value, "predicted", tuple(latency.interval), latency.detail),
                    Figure(memory.value, "predicted", tuple(memory.interval), memory.detail), {"blocker": blocker})
+
+
+def predicted_speedup(teacher: Figure, model: Figure, blocker: str) -> Figure:
+    """teacher / model, both predicted, with the cost model's band for a ratio (SPEEDUP_BAND): decided on that
+    band like a measured speed-up on its interval, so a prediction near the budget is inconclusive."""
+    value = teacher.value / model.value
+    lo, hi = SPEEDUP_BAND
+    return Figure(value, "predicted", (value * lo, value * hi),
+                  f"teacher / model, both predicted by the same cost model; its shared error cancels in part, so the "
+                  f"band is x{lo:g} .. x{hi:.3g} (edgekd/cost/roofline.py): {blocker}")
 
 
 CHECK_SECONDS_PER_MODEL = 2.0  # interleaved timing per model in the final check

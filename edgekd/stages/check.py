@@ -18,7 +18,13 @@ import numpy as np
 
 from edgekd.figures import Figure, Figures
 from edgekd.gate.verdict import decide_budgets
-from edgekd.measurable import local_measurement_blocker, local_threads, measure_here, predicted_figures
+from edgekd.measurable import (
+    local_measurement_blocker,
+    local_threads,
+    measure_here,
+    predicted_figures,
+    predicted_speedup,
+)
 from edgekd.remote import DeviceRun, measure_on_device
 from edgekd.report import Report, speedup_text
 from edgekd.results import CheckedModel, CheckResult, CompileResult
@@ -63,9 +69,7 @@ def run(ctx, previous: CompileResult) -> CheckResult:
         for name, alt in alternatives.items():
             alternatives[name] = replace(alt, figures=alt.figures | predicted_figures(
                 teacher_onnx, ctx.profile, alt.precision, batch, ctx.target.runtime, blocker))
-        speedup = Figure(t_fig.latency.value / s_fig.latency.value, "predicted", None,
-                         "teacher / student, both predicted by the same cost model (its shared error cancels "
-                         f"in part; compared as a point): {blocker}")
+        speedup = predicted_speedup(t_fig.latency, s_fig.latency, blocker)
     drop = 100 * (ctx.teacher_accuracy - acc)
     where = "measured interleaved" if blocker is None else "predicted"
     if t_session.get("INFERENCE_PRECISION_HINT"):
@@ -145,8 +149,11 @@ def _weigh_alternatives(ctx, report: Report, result: CheckResult) -> None:
     student_meets = all(b.passed for b in result.budgets)
     for name, alt in result.alternatives.items():
         latency = alt.figures.latency
-        speed = alt.speedup or Figure(result.teacher.figures.latency.value / latency.value, latency.source, None,
-                                      f"teacher fp32 / teacher {alt.precision}")
+        speed = alt.speedup or (
+            predicted_speedup(result.teacher.figures.latency, latency, f"teacher fp32 / teacher {alt.precision}")
+            if latency.source == "predicted" else
+            Figure(result.teacher.figures.latency.value / latency.value, latency.source, None,
+                   f"teacher fp32 / teacher {alt.precision}"))
         budgets = (text_budgets(ctx, alt.figures, speed, alt.accuracy_drop, alt.quality) if ctx.is_text
                    else decide_budgets(ctx.budgets, alt.figures, speed, alt.accuracy_drop))
         meets = all(b.passed for b in budgets)

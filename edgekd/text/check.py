@@ -18,7 +18,7 @@ import numpy as np
 
 from edgekd.figures import Figure, Figures
 from edgekd.gate.verdict import budget_result, decide_budgets
-from edgekd.measurable import local_measurement_blocker, local_threads, measure_here
+from edgekd.measurable import local_measurement_blocker, local_threads, measure_here, predicted_speedup
 from edgekd.parity import nearest_neighbours, row_cosine
 from edgekd.report import BudgetResult
 from edgekd.results import CheckedModel, CheckResult, CompileResult, DistillResult
@@ -146,9 +146,7 @@ def run_text_check(ctx, previous: CompileResult) -> CheckResult:
         for name, alt in alternatives.items():
             alternatives[name] = replace(alt, figures=alt.figures | predicted(
                 ctx, arch_of(ctx.teacher.config), alt.precision, blocker))
-        speedup = Figure(t_fig.latency.value / s_fig.latency.value, "predicted", None,
-                         f"teacher / student, both predicted by the same cost model at {ctx.data.max_length} "
-                         f"tokens (compared as a point): {blocker}")
+        speedup = predicted_speedup(t_fig.latency, s_fig.latency, f"at {ctx.data.max_length} tokens; {blocker}")
     drop = 100 * (ctx.teacher_accuracy - q["accuracy"])
     results = text_budgets(ctx, s_fig, speedup, drop, q, blocker)
     short = [r for r in results if r.name in ("embedding_cosine", "neighbour_agreement") and not r.passed]

@@ -64,7 +64,7 @@ class TextTimer(RuntimeTimer):
         return None  # the options carry the calibration feeds
 
 
-def _candidates(ctx, t_arch: dict, precision: str, t_lat, need: float, timed: bool) -> list[Candidate]:
+def _candidates(ctx, t_arch: dict, precision: str, t_lat, bar: float, timed: bool) -> list[Candidate]:
     """Every arch of the space priced; `fits` only within the searched tier. Timed on the runtime, the
     speed-up is decided by timing (the corrected prediction chooses what is timed), not by the prediction."""
     b, tier = ctx.budgets, text_space.searched_tier(ctx.cfg.text)
@@ -73,7 +73,7 @@ def _candidates(ctx, t_arch: dict, precision: str, t_lat, need: float, timed: bo
         lat, mem = text_space.price(ctx, arch, precision)
         flops = sum(k.flops for k in text_space.encoder_kernels(arch, ctx.data.max_length))
         violations = tuple(name for name, bad in (
-            ("speedup", not timed and t_lat.value / lat.value < need),
+            ("speedup", not timed and t_lat.value / lat.value < bar),
             ("latency_ms", b.latency_ms is not None and lat.interval[0] > b.latency_ms),
             ("memory_mb", b.memory_mb is not None and mem.interval[0] > b.memory_mb),
             ("teacher_size", arch == t_arch), ("tier", text_space.tier(arch, t_arch) != tier)) if bad)
@@ -93,7 +93,7 @@ def run_text_search(ctx) -> dict:
     t_lat, _ = text_space.price(ctx, t_arch, precision)
     need, b, tier = required_speedup(ctx), ctx.budgets, text_space.searched_tier(ctx.cfg.text)
     blocker = measurement_blocker(ctx)
-    candidates = _candidates(ctx, t_arch, precision, t_lat, need, blocker is None)
+    candidates = _candidates(ctx, t_arch, precision, t_lat, speedup_bar(ctx, timed=False), blocker is None)
     ranked = sorted((c for c in candidates if c.fits), key=lambda c: (-c.score, c.index))
     timer, timed, correction, gains, factor, source, pick, note = None, [], {}, {}, {}, {}, None, ""
     pool: list[Candidate] = []

@@ -94,3 +94,20 @@ def test_the_alternative_is_judged_on_the_budgets_first(meets, student_meets, ac
     student = Figure(4.0, "measured", (3.8, 4.2))
     assert alternative_is_better(meets, student_meets, acc, 0.97, Figure(sum(speed) / 2, "measured", speed),
                                  student) is better
+
+
+@pytest.mark.parametrize("teacher_ms, verdict", [(3.7, "inconclusive"), (5.2, "pass"), (1.7, "fail")])
+def test_a_predicted_speedup_is_decided_on_the_cost_models_band(teacher_ms, verdict):
+    """Both latencies predicted: the ratio carries x0.6 .. x1/0.6 (cost/roofline.py SPEEDUP_BAND), so 3.7x
+    against 3x is inconclusive, not a pass; the search asks a predicted pick for 3 / 0.6 = 5x."""
+    from types import SimpleNamespace
+
+    from edgekd.measurable import predicted_speedup
+    from edgekd.search import speedup_bar
+
+    speed = predicted_speedup(Figure(teacher_ms, "predicted"), Figure(1.0, "predicted"), "no device here")
+    assert speed.source == "predicted" and speed.interval == pytest.approx((0.6 * teacher_ms, teacher_ms / 0.6))
+    assert decide(speed.interval, 3.0, at_least=True) == verdict
+    ctx = SimpleNamespace(budgets=SimpleNamespace(min_speedup=3.0),
+                          cfg=SimpleNamespace(search=SimpleNamespace(speedup_margin=0.15)))
+    assert speedup_bar(ctx, timed=False) == pytest.approx(5.0) and speedup_bar(ctx, timed=True) == pytest.approx(3.45)
