@@ -8,6 +8,7 @@ from datetime import datetime
 from functools import cached_property
 from pathlib import Path
 
+import numpy as np
 import torch
 from rich.console import Console
 
@@ -23,6 +24,7 @@ from edgekd.rundir import RunDir, check_out_path, refuse_foreign
 from edgekd.text import is_text_source
 from edgekd.text.check import teacher_quality
 from edgekd.text.data import load_text_data
+from edgekd.text.distill import torch_quality_teacher
 from edgekd.text.hf import load_text_teacher
 
 
@@ -61,6 +63,12 @@ class Context:
             return teacher_quality(self)
         x, y = self.data.split("val")
         return teacher_accuracy(self.teacher, x, y, self.device)
+
+    @cached_property
+    def text_reference(self) -> np.ndarray:
+        """A text build's teacher outputs (torch; embeddings or logits) on the held-out split, which every quality
+        figure of the build compares with: computed once per run."""
+        return torch_quality_teacher(self)
 
     def new_student(self, arch: dict) -> torch.nn.Module:
         """A student network for this data, initialised from the run's seed (search, distillation and

@@ -53,6 +53,7 @@ def predicted_speedup(teacher: Figure, model: Figure, blocker: str) -> Figure:
 
 
 CHECK_SECONDS_PER_MODEL = 2.0  # interleaved timing per model in the final check
+GUARD_SECONDS_PER_CANDIDATE = 1.0  # interleaved timing per precision when the precision guard measures here
 
 def measure_here(ctx, student_art: Artifact, teacher_art: Artifact, alternatives: dict[str, Alternative], feed,
                  shape, threads: int, at: str = ""):

@@ -28,7 +28,7 @@ from edgekd import parity
 from edgekd.compile import lint_or_fail
 from edgekd.figures import Figures
 from edgekd.interleave import load_replicas, time_sessions
-from edgekd.measurable import local_measurement_blocker, local_threads, predicted_figures
+from edgekd.measurable import GUARD_SECONDS_PER_CANDIDATE, local_measurement_blocker, local_threads, predicted_figures
 from edgekd.remote import measure_on_device, parse_remote, remote_compile
 from edgekd.results import Alternative, CompileResult, ExportResult
 from edgekd.runtimes import (
@@ -46,7 +46,6 @@ from edgekd.text.compile import run_text_compile
 NAME = "compile"
 
 TUNE_SAMPLES = 512  # training images outside the calibration subset, for accuracy-controlled INT8
-GUARD_SECONDS_PER_CANDIDATE = 1.0  # interleaved timing when the guard measures here
 
 
 

@@ -23,7 +23,6 @@ from edgekd.parity import nearest_neighbours, row_cosine
 from edgekd.report import BudgetResult
 from edgekd.results import CheckedModel, CheckResult, CompileResult, DistillResult
 from edgekd.runtimes import Artifact, create_backend
-from edgekd.text.distill import torch_quality_teacher
 from edgekd.text.export import INPUTS, session_outputs
 from edgekd.text.models import arch_of
 from edgekd.text.space import price
@@ -35,24 +34,16 @@ EVAL_BATCH = 32
 N_BOOT = 2000
 
 
-def teacher_reference(ctx) -> np.ndarray:
-    """The teacher's torch outputs on the held-out split (embeddings or logits), computed once per run."""
-    cache = ctx.__dict__.setdefault("_text_cache", {})
-    if "teacher" not in cache:
-        cache["teacher"] = torch_quality_teacher(ctx)
-    return cache["teacher"]
-
-
 def teacher_quality(ctx) -> float:
     if ctx.teacher.task == "classification":
-        return float((teacher_reference(ctx).argmax(1) == ctx.data.y[ctx.data.val_idx]).mean())
+        return float((ctx.text_reference.argmax(1) == ctx.data.y[ctx.data.val_idx]).mean())
     return 1.0
 
 
 def quality(ctx, outputs: np.ndarray) -> dict:
     if ctx.teacher.task == "classification":
         return {"accuracy": float((outputs.argmax(1) == ctx.data.y[ctx.data.val_idx]).mean())}
-    ref = teacher_reference(ctx)
+    ref = ctx.text_reference
     cosines, overlaps = row_cosine(outputs, ref), neighbour_overlaps(outputs, ref, NEIGHBOURS)
     agreement = float(overlaps.mean())
     return {"accuracy": agreement, "neighbour_agreement": agreement, "mean_cosine": float(cosines.mean()),

@@ -24,14 +24,13 @@ from edgekd.compile import lint_or_fail
 from edgekd.errors import StageFailed
 from edgekd.gate.verdict import decide
 from edgekd.interleave import load_replicas, time_sessions
-from edgekd.measurable import local_measurement_blocker, local_threads
+from edgekd.measurable import GUARD_SECONDS_PER_CANDIDATE, local_measurement_blocker, local_threads
 from edgekd.results import Alternative, CompileResult, DistillResult, ExportResult
 from edgekd.runtimes import ONNX_FILE, Artifact, CompileOptions, create_backend, save_artifact
 from edgekd.runtimes.onnxruntime_backend import OrtSession
 from edgekd.text.check import DEFAULT_MIN_AGREEMENT, DEFAULT_MIN_COSINE, EVAL_BATCH, predicted, quality
 from edgekd.text.export import compare, session_outputs
 
-GUARD_SECONDS_PER_CANDIDATE = 1.0
 CALIBRATION_TEXTS = 64  # feeds of one text each; NNCF's transformer preset needs few
 
 
