@@ -81,7 +81,7 @@ def agreement(runs: list[tuple[int, dict]]) -> str:
     speeds = [r["student"].get("speedup") or {} for _, r in runs]
     intervals = [s["interval"] for s in speeds if s.get("interval")]
     passed = sum(rc == 0 for rc, _ in runs)
-    text = f"exit 0 in {passed}/{len(runs)}; {max(archs.count(a) for a in archs)}/{len(runs)} picked the same student"
+    text = f"exit 0 in {passed}/{len(runs)}; the same student in {max(archs.count(a) for a in archs)}/{len(runs)}"
     if len(intervals) == len(runs):
         overlap = max(lo for lo, _ in intervals) <= min(hi for _, hi in intervals)
         text += "; the intervals " + ("overlap" if overlap else "do not all overlap")
