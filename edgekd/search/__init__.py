@@ -369,7 +369,9 @@ def _nothing_fits(candidates: list[Candidate], b, dropped: dict, factor: dict[st
         needs.append(f"--latency-ms {fastest.latency_ms:.3g}")
     if "speedup" in fastest.violations:
         reach = fastest.predicted_speedup * factor.get(fastest.space, 1.0) / margin
-        needs.append(f"--min-speedup {math.floor(10 * max(1.0, reach) + 1e-9) / 10:g} or less")
+        needs.append(f"--min-speedup {math.floor(10 * reach + 1e-9) / 10:g} or less" if reach >= 1 else
+                     "smaller networks in search.spaces, or its speed-up timed on the runtime (here, or on the "
+                     "device with --remote): no --min-speedup of 1 or more takes it")
     if b.memory_mb is not None and fastest.memory_mb > b.memory_mb:
         needs.append(f"--memory-mb {fastest.memory_mb:.3g}")
     counts = ", ".join(f"{n} over {k}" for k, n in dropped.items())

@@ -130,9 +130,12 @@ def test_search_rejects_an_unknown_score(tmp_path):
 
 def test_search_with_an_onnx_teacher_uses_its_feature_map(tmp_path, tiny_onnx):
     out = tmp_path / "onnx"
+    # The tiny teacher is as small as the space's smallest student: no student is predicted faster by the cost
+    # model's whole band on mobile-cpu (a fixed profile: the same prediction on every host), so the search fails
+    # and says why; the probe it read the ONNX teacher with is recorded all the same.
     result = cli("search", "--teacher", tiny_onnx, "--data", "digits", "--out", out, "--candidates", "4",
-                 "--min-speedup", "1", "--set", "search.measure_rounds=0")
-    assert result.exit_code == 0, result.output + result.stderr
+                 "--min-speedup", "1", "--target", "mobile-cpu")
+    assert result.exit_code == 1 and "none of" in result.stderr and "no --min-speedup of 1" in result.stderr
     probe = json.loads((out / "search" / "search.json").read_text())["probe"]["teacher"]
     assert probe["source"].startswith("onnx:") and probe["cams"] == [64, 10, 4, 4]
 

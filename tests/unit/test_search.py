@@ -421,10 +421,13 @@ def test_a_scale_within_one_step_of_an_earlier_runs_is_kept(tmp_path, monkeypatc
 
 @pytest.mark.parametrize("margin, correction, hint", [(1.0, 1.0, "--min-speedup 2.3 or less"),
                                                       (1.15, 1.0, "--min-speedup 2 or less"),
-                                                      (1.15, 0.5, "--min-speedup 1 or less")])
+                                                      (1.15, 0.5, "--min-speedup 1 or less"),
+                                                      (1 / 0.6, 1.0, "--min-speedup 1.3 or less"),  # predicted
+                                                      (1 / 0.6, 0.5, "smaller networks in search.spaces")])
 def test_nothing_fits_suggests_a_budget_the_search_would_take(margin, correction, hint):
     """The suggested --min-speedup is one the fastest candidate would fit: its predicted speed-up, corrected by
-    what the anchors measured, over the search's margin when candidates are timed."""
+    what the anchors measured, over the search's margin when candidates are timed (over the cost model's band's
+    low end when they are not); and none where even 1x is out of reach."""
     from types import SimpleNamespace
 
     from edgekd.search import _nothing_fits
