@@ -318,15 +318,19 @@ def pick_measured(ctx: Context, timer, ranked: list[Candidate], timed: list, gai
     latency_limit = ctx.budgets.latency_ms or float("inf")
     known = {t.index: t for t in timed}  # a text search's anchor is one of its candidates: timed once
     for c in ranked[:cfg.top_k * cfg.measure_rounds]:
-        t = known.get(c.index) or timer.time(c)
-        timed = timed + [t] * (c.index not in known)
-        ok = (decide(at_shipped(t, gains.get(t.space))[1], need, at_least=True) == "pass"
-              and t.latency_interval[1] <= latency_limit)
+        t = known.get(c.index)
+        if t is None:
+            t = timer.time(c)
+            timed = timed + [t]
+        why = []
+        if decide(at_shipped(t, gains.get(t.space))[1], need, at_least=True) != "pass":
+            why.append(f"its interval does not clear {need:g}x")
+        if t.latency_interval[1] > latency_limit:
+            why.append(f"its latency, up to {t.latency_interval[1]:.3g} ms, breaks {latency_limit:g} ms")
         ctx.console.print(f"  #{c.index} (score {c.score:.4g}) timed alone with the teacher: "
                           + measured_text(ctx, t, gains.get(t.space), timer.precision)
-                          + ("" if ok else f"; refused, its interval does not clear {need:g}x"
-                             + (f" or {latency_limit:g} ms" if latency_limit < float("inf") else "")))
-        if ok:
+                          + ("; refused: " + " and ".join(why) if why else ""))
+        if not why:
             return c, timed
     return None, timed
 
