@@ -186,18 +186,9 @@ def run_search(ctx: Context) -> dict:
         timer = RuntimeTimer(ctx, teacher_onnx(ctx)[0], local_threads(ctx.profile), folder)
         rng = np.random.default_rng(ctx.cfg.seed)
         anchors = [_boundary_anchor(ctx, probe, t_ms, s, -1 - i, rng) for i, s in enumerate(spaces)]
-        timed = [timer.time(a) for a in anchors]
-        gains = {a.space: timer.gain(a) for a in anchors}
-        correction = corrections(timed)
         # what the anchors found the predictions worth, fixed for the evolution
-        factor, source = remembered(search_key(ctx, [list(ctx.input_shape)] + [asdict(s) for s in spaces]),
-                                    scales(correction, gains))
-        ctx.console.print("  anchors timed on " + ctx.target.runtime + ": " + ", ".join(
-            f"{t.space} {t.speedup:.2f}x (predicted {t.predicted_speedup:.2f}x"
-            + (f"; {ctx.target.precision} {gains[t.space].text()} faster than {timer.precision}"
-               if gains[t.space] else "")
-            + f"; scale {factor[t.space]:.2f}" + (", an earlier run's on this machine" if
-                                                  source[t.space] == "remembered" else "") + ")" for t in timed))
+        timed, gains, correction, factor, source = time_anchors(
+            ctx, timer, anchors, [list(ctx.input_shape)] + [asdict(s) for s in spaces])
     columns = (TextColumn("  {task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[priced]} priced"), TimeElapsedColumn())
     plain = plain_progress(ctx.console, "search", cfg.max_candidates, "candidates scored")
@@ -247,13 +238,8 @@ def run_search(ctx: Context) -> dict:
         "top_k": [c.index for c in ranked[:cfg.top_k]],
         "pick": pick.arch if pick else None,
         "pick_index": pick.index if pick else None,
-        "measurement": ({"runtime": ctx.target.runtime, "teacher": timer.teacher_timings[-1],
-                         "timed": [t.as_dict() | {"at_shipped": _shipped_dict(t, gains)} for t in timed],
-                         "corrections": correction, "scales": factor, "scales_source": source,
-                         "shipped_precision": ctx.target.precision,
-                         "gains": {k: g and {"value": g.value, "interval": list(g.interval)}
-                                   for k, g in gains.items()},
-                         "seconds": timer.seconds} if timer is not None else {"blocker": blocker}),
+        "measurement": (measurement_record(ctx, timer, timed, correction, factor, source, gains)
+                        if timer is not None else {"blocker": blocker}),
         "seconds": time.perf_counter() - start,
     }
     if pick is not None:
@@ -274,9 +260,36 @@ def run_search(ctx: Context) -> dict:
     return result
 
 
-def _shipped_dict(t, gains: dict) -> dict:
-    value, interval = at_shipped(t, gains.get(t.space))
-    return {"speedup": value, "speedup_interval": list(interval)}
+def time_anchors(ctx: Context, timer, anchors: list[Candidate], space: list):
+    """Each anchor timed against the teacher, and the gain of the precision the target ships timed on it; the
+    scales they give the predictions, remembered across runs (`space`: the search_key's description of the
+    space). Returns (timed, gains, corrections, scales, scales' sources) and says them in one line."""
+    timed = [timer.time(a) for a in anchors]
+    gains = {a.space: timer.gain(a) for a in anchors}
+    correction = corrections(timed)
+    factor, source = remembered(search_key(ctx, space), scales(correction, gains))
+    ctx.console.print("  anchors timed on " + ctx.target.runtime + ": " + ", ".join(
+        f"{t.space} {t.speedup:.2f}x (predicted {t.predicted_speedup:.2f}x"
+        + (f"; {ctx.target.precision} {gains[t.space].text()} faster than {timer.precision}" if gains[t.space] else "")
+        + f"; scale {factor[t.space]:.2f}"
+        + (", an earlier run's on this machine" if source[t.space] == "remembered" else "") + ")" for t in timed))
+    return timed, gains, correction, factor, source
+
+
+def measurement_record(ctx: Context, timer, timed: list, correction: dict, factor: dict, source: dict,
+                       gains: dict) -> dict:
+    """search.json's `measurement`: every timing (with its figure at the shipped precision), the teacher's last
+    figures, the anchors' corrections, gains and scales, and the seconds the timing took."""
+    def shipped(t) -> dict:
+        value, interval = at_shipped(t, gains.get(t.space))
+        return {"speedup": value, "speedup_interval": list(interval)}
+
+    return {"runtime": ctx.target.runtime, "teacher": timer.teacher_timings[-1],
+            "timed": [t.as_dict() | {"at_shipped": shipped(t)} for t in timed],
+            "corrections": correction, "scales": factor, "scales_source": source,
+            "shipped_precision": ctx.target.precision,
+            "gains": {k: g and {"value": g.value, "interval": list(g.interval)} for k, g in gains.items()},
+            "seconds": timer.seconds}
 
 
 def measured_text(ctx: Context, t, gain, precision: str) -> str:

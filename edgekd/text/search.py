@@ -32,14 +32,15 @@ from edgekd.search import (
     SCHEMA,
     measured_text,
     measurement_blocker,
+    measurement_record,
     none_fast_enough,
     pick_measured,
     required_speedup,
-    search_key,
     speedup_bar,
+    time_anchors,
 )
 from edgekd.search.evolution import Candidate
-from edgekd.search.measured import RuntimeTimer, corrections, remembered, scales
+from edgekd.search.measured import RuntimeTimer
 from edgekd.text import space as text_space
 from edgekd.text.compile import compile_options
 from edgekd.text.export import export_text, metadata, teacher_onnx
@@ -104,18 +105,9 @@ def run_text_search(ctx) -> dict:
         timer = TextTimer(ctx, folder)
         bar = speedup_bar(ctx, timed=True)
         anchor = min(ranked, key=lambda c: (abs(math.log(c.predicted_speedup / bar)), c.index))
-        timed = [timer.time(anchor)]
-        gains = {anchor.space: timer.gain(anchor)}
-        correction = corrections(timed)
-        described = [ctx.data.max_length, text_space.text_space(t_arch, ctx.cfg.text).genes]
-        factor, source = remembered(search_key(ctx, described), scales(correction, gains))
+        timed, gains, correction, factor, source = time_anchors(
+            ctx, timer, [anchor], [ctx.data.max_length, text_space.text_space(t_arch, ctx.cfg.text).genes])
         gain = gains[anchor.space]
-        ctx.console.print(f"  anchor #{anchor.index} timed on {ctx.target.runtime}: {timed[0].speedup:.2f}x "
-                          f"(predicted {anchor.predicted_speedup:.2f}x"
-                          + (f"; {ctx.target.precision} {gain.text()} faster than {timer.precision}" if gain else "")
-                          + f"; scale {factor[anchor.space]:.2f}"
-                          + (", an earlier run's on this machine" if source[anchor.space] == "remembered" else "")
-                          + ")")
         pool = [c for c in ranked if c.predicted_speedup * factor[c.space] >= bar]
         pick, timed = pick_measured(ctx, timer, pool, timed, gains)
         fastest = max(ranked, key=lambda c: (c.predicted_speedup, -c.index))
@@ -139,13 +131,8 @@ def run_text_search(ctx) -> dict:
                                     if any(t.index == c.index for t in timed) else {}) for c in candidates],
         "top_k": [c.index for c in ranked[:cfg.top_k]],
         "pick": pick.arch if pick else None, "pick_index": pick.index if pick else None,
-        "measurement": ({"runtime": ctx.target.runtime, "timed": [t.as_dict() for t in timed],
-                         "corrections": correction, "scales": factor, "scales_source": source,
-                         "shipped_precision": ctx.target.precision,
-                         "gains": {k: g and {"value": g.value, "interval": list(g.interval)}
-                                   for k, g in gains.items()},
-                         "seconds": timer.seconds} if timer is not None
-                        else {"blocker": blocker}),
+        "measurement": (measurement_record(ctx, timer, timed, correction, factor, source, gains)
+                        if timer is not None else {"blocker": blocker}),
         "seconds": time.perf_counter() - start,
     }
     ctx.run.search_json.write_text(json.dumps(result, indent=2, default=list))
