@@ -52,10 +52,15 @@ def nearest_neighbours(e: np.ndarray, k: int) -> np.ndarray:
     return np.argsort(-sim, axis=1, kind="stable")[:, :k]
 
 
-def neighbour_agreement(got: np.ndarray, ref: np.ndarray, k: int = 10) -> float:
-    """Mean share of each sample's k nearest neighbours (cosine, among the others) that got and ref agree on."""
+def neighbour_overlaps(got: np.ndarray, ref: np.ndarray, k: int = 10) -> np.ndarray:
+    """Per sample, the share of its k nearest neighbours (cosine, among the others) that got and ref agree on."""
     a, b = nearest_neighbours(got, k), nearest_neighbours(ref, k)
-    return float(np.mean([len(set(x) & set(y)) / a.shape[1] for x, y in zip(a, b, strict=True)]))
+    return np.array([len(set(x) & set(y)) / a.shape[1] for x, y in zip(a, b, strict=True)])
+
+
+def neighbour_agreement(got: np.ndarray, ref: np.ndarray, k: int = 10) -> float:
+    """The mean of neighbour_overlaps."""
+    return float(neighbour_overlaps(got, ref, k).mean())
 
 
 def compare_embeddings(got: np.ndarray, ref: np.ndarray) -> Parity:

@@ -19,7 +19,7 @@ import numpy as np
 from edgekd.figures import Figure, Figures
 from edgekd.gate.verdict import budget_result, decide_budgets
 from edgekd.measurable import local_measurement_blocker, local_threads, measure_here, predicted_speedup
-from edgekd.parity import nearest_neighbours, row_cosine
+from edgekd.parity import neighbour_overlaps, row_cosine
 from edgekd.report import BudgetResult
 from edgekd.results import CheckedModel, CheckResult, CompileResult, DistillResult
 from edgekd.runtimes import Artifact, create_backend
@@ -49,13 +49,6 @@ def quality(ctx, outputs: np.ndarray) -> dict:
     return {"accuracy": agreement, "neighbour_agreement": agreement, "mean_cosine": float(cosines.mean()),
             "neighbours": min(NEIGHBOURS, len(ref) - 1), "neighbour_agreement_interval": mean_interval(overlaps),
             "mean_cosine_interval": mean_interval(cosines), "texts": len(ref)}
-
-
-def neighbour_overlaps(got: np.ndarray, ref: np.ndarray, k: int) -> np.ndarray:
-    """Per text, the share of its k nearest neighbours (among the others) that got and ref agree on; their
-    mean is edgekd.parity.neighbour_agreement."""
-    a, b = nearest_neighbours(got, k), nearest_neighbours(ref, k)
-    return np.array([len(set(x) & set(y)) / a.shape[1] for x, y in zip(a, b, strict=True)])
 
 
 def mean_interval(values: np.ndarray, seed: int = 0) -> tuple[float, float]:

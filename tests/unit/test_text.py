@@ -285,7 +285,8 @@ def test_neighbour_agreement_and_cosine_parity():
 
 def test_quality_intervals_bracket_the_agreement_and_narrow_with_more_texts():
     from edgekd import parity
-    from edgekd.text.check import mean_interval, neighbour_overlaps
+    from edgekd.parity import neighbour_overlaps
+    from edgekd.text.check import mean_interval
 
     rng = np.random.default_rng(0)
     ref = rng.normal(size=(200, 16))
