@@ -158,7 +158,9 @@ class Pool:
         def wait(deadline: float = math.inf, progress=None) -> tuple[int, int, int]:
             done = 0
             try:
-                for f in as_completed(futures, timeout=max(0.0, deadline - time.monotonic())):
+                # no deadline: no timeout (an infinite one overflows the platform's time_t)
+                timeout = None if math.isinf(deadline) else max(0.0, deadline - time.monotonic())
+                for f in as_completed(futures, timeout=timeout):
                     store(f)
                     done += 1
                     if progress:

@@ -4,6 +4,9 @@ search's pick beat a hand-picked student of the same measured latency?
     python benchmarks/search_quality.py --data shapes fonts --candidates 40 --seeds 0 1 2 --jobs 2 --out DIR
     python benchmarks/search_quality.py ... --merge-cache OTHER.json   # accuracies another machine measured
     python benchmarks/search_quality.py --render DIR/search_quality.json --out DIR2   # tables and plot only
+    # the product's own question at 2-core scale: only candidates the search would accept for 3x, one band
+    python benchmarks/search_quality.py --data fonts digits --accepted 3 --candidates 20 --epochs 3 --seeds 0 \
+        --noise 4 --full 4 --full-epochs 10 --jobs 2 --out DIR
 
 Per data set: draws candidates from every search space (resnet, mobilenetv2, mobilenetv3 and the teacher's
 own family shrunk, equally many each, seeded) with fewer FLOPs than the teacher (machine independent, so
@@ -17,6 +20,12 @@ mobilenet_v3_small's layout scaled into the band (the hand-picked student) and a
 with all widths scaled by one factor (the shrunk teacher). Every member of those two ladders is distilled
 too, so any machine's latencies find their accuracies in the cache.
 
+With --accepted SPEEDUP the pool is the question the search actually faces: candidates whose speed-up over the
+teacher, measured here before any training, lies in one band from SPEEDUP up (draw_accepted); the tables then
+add, per score, the accuracy of its top-1 and top-3 against the best of the pool, the noise floor over seeds
+(--noise) and whether the short schedule ranks as a longer one does (--full), and say which score the default
+should be by the rule docs/benchmarks.md states.
+
 Writes search_quality.md, search_quality.json and search_quality.png under --out; the accuracy cache
 (--cache, default OUT/search_quality_accuracies.json) is keyed by (arch, recipe hash, data, seed).
 """
@@ -24,6 +33,7 @@ Writes search_quality.md, search_quality.json and search_quality.png under --out
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import sys
@@ -48,6 +58,10 @@ from edgekd.search.spaces import WIDTH_MULTS, arch_key, create_space, shrunk_of 
 
 BOOTSTRAP = 1000
 BANDS = 3
+ACCEPTED_BAND = 1.5  # --accepted: measured speed-ups from the bar to 1.5x the bar count as one latency band
+ACCEPTED_DRAWS = 12  # --accepted: candidates drawn (and priced by the cost model) per candidate kept
+ACCEPTED_TIMED = 2  # --accepted: of those, candidates exported and timed per candidate kept
+NOISE_SEEDS = 3  # --noise N: the first N candidates are distilled with this many seeds
 CONSOLE = Console(highlight=False, soft_wrap=True)
 
 
@@ -72,9 +86,11 @@ def flops_of(ctx, arch: dict) -> float:
     return float(sum(k.flops for k in kernels_from_torch(model, (1, *ctx.input_shape))[0]))
 
 
-def draw(ctx, n: int, seed: int) -> list[dict]:
-    """n distinct archs, equally many per space, each with fewer FLOPs than the teacher; space order fixed."""
+def draw(ctx, n: int, seed: int, flops_share: tuple[float, float] = (0.0, 1.0)) -> list[dict]:
+    """n distinct archs, equally many per space, each with FLOPs within `flops_share` of the teacher's
+    (default: fewer than the teacher); space order fixed."""
     t_flops = flops_of(ctx, teacher_arch(ctx))
+    low, high = flops_share[0] * t_flops, flops_share[1] * t_flops
     pool = [create_space(s, None) for s in ("resnet", "mobilenetv2", "mobilenetv3")]
     pool.append(shrunk_of(teacher_arch(ctx)))
     rng = np.random.default_rng(seed)
@@ -85,7 +101,7 @@ def draw(ctx, n: int, seed: int) -> list[dict]:
         while got < k and tries < 50 * k:
             tries += 1
             arch = space.sample(rng)
-            if arch_key(arch) in seen or flops_of(ctx, arch) >= t_flops:
+            if arch_key(arch) in seen or not low <= flops_of(ctx, arch) < high:
                 continue
             seen.add(arch_key(arch))
             out.append({"space": space.name, "arch": arch})
@@ -93,10 +109,43 @@ def draw(ctx, n: int, seed: int) -> list[dict]:
     return out
 
 
+def draw_accepted(ctx, args, pool: Pool, folder: Path) -> tuple[list[dict], dict[str, float], str]:
+    """The candidates the search would accept for `--accepted` x on this host, in one band of similar latency:
+    draws ACCEPTED_DRAWS x --candidates under the teacher's FLOPs over the bar; times the ACCEPTED_TIMED x
+    --candidates whose predicted speed-up lies nearest the band's middle with the teacher (ONNX Runtime CPU,
+    1 thread, interleaved in one process, before any distillation starts); keeps the first --candidates, in
+    the spaces in turns, whose measured speed-up lies in [bar, bar x ACCEPTED_BAND]."""
+    need = args.accepted
+    drawn = draw(ctx, ACCEPTED_DRAWS * args.candidates, args.draw_seed, (1 / (need * 8), 1 / need))
+    teacher = teacher_arch(ctx)
+    predicted = _predicted(ctx, {arch_key(a): a for a in [teacher] + [c["arch"] for c in drawn]})
+    middle = math.log(need * math.sqrt(ACCEPTED_BAND))
+
+    def distance(c: dict) -> float:
+        return abs(math.log(predicted[arch_key(teacher)] / predicted[arch_key(c["arch"])]) - middle)
+
+    # as many timed from each space (the spaces' predictions err differently), then taken in turns, space
+    # by space, so the kept candidates mix the spaces
+    spaces = list(dict.fromkeys(c["space"] for c in drawn))
+    quota = math.ceil(ACCEPTED_TIMED * args.candidates / len(spaces))
+    by_space = [sorted((c for c in drawn if c["space"] == s), key=distance)[:quota] for s in spaces]
+    drawn = [c for turn in itertools.zip_longest(*by_space) for c in turn if c is not None]
+    lat = latencies(ctx, [teacher] + [c["arch"] for c in drawn], "measured", pool, folder)()
+    teacher_ms = lat[arch_key(teacher)]
+    for c in drawn:
+        c["speedup"] = teacher_ms / lat[arch_key(c["arch"])]
+    inside = [c for c in drawn if need <= c["speedup"] <= need * ACCEPTED_BAND][:args.candidates]
+    say(f"timed {len(drawn)} drawn candidates with the teacher ({teacher_ms:.3g} ms): speed-ups "
+        f"{min(c['speedup'] for c in drawn):.2f}..{max(c['speedup'] for c in drawn):.2f}x; {len(inside)} kept "
+        f"in [{need:g}, {need * ACCEPTED_BAND:g}]x" + ("" if len(inside) == args.candidates else
+                                                       f" (fewer than --candidates {args.candidates})"))
+    label = (f"measured: ONNX Runtime CPU, 1 thread, interleaved with the teacher ({teacher_ms:.3g} ms); "
+             f"speed-up {need:g}..{need * ACCEPTED_BAND:g}x")
+    return inside, lat, label
+
+
 def score_all(ctx, pool: list[dict], names: list[str]) -> dict[str, float]:
     """Every per-candidate score of every candidate (into pool[i]["scores"]); seconds per candidate per score."""
-    from edgekd.search import build_candidate
-
     probe = make_probe(ctx)
     probe = type(probe)(probe.x.to(ctx.device), probe.y.to(ctx.device), probe.classes,
                         type(probe.teacher)(*(t.to(ctx.device) if t is not None else None
@@ -105,7 +154,7 @@ def score_all(ctx, pool: list[dict], names: list[str]) -> dict[str, float]:
     base = sorted({m for n in names for m in members(n)})
     seconds = dict.fromkeys(base, 0.0)
     for c in pool:
-        model = build_candidate(ctx, c["arch"]).to(ctx.device)
+        model = ctx.new_student(c["arch"]).to(ctx.device)
         c["params"] = count_params(model)
         c["scores"] = {}
         for m in base:
@@ -237,6 +286,15 @@ def main() -> None:
     ap.add_argument("--cache", type=Path, default=None, help="default: OUT/search_quality_accuracies.json")
     ap.add_argument("--merge-cache", type=Path, nargs="*", default=[], help="cache files to add to --cache first")
     ap.add_argument("--draw-seed", type=int, default=0)
+    ap.add_argument("--accepted", type=float, default=None, metavar="SPEEDUP",
+                    help="rank only candidates the search would accept for this speed-up, in one latency band "
+                         f"(measured on this host: SPEEDUP..{ACCEPTED_BAND:g}xSPEEDUP over the teacher)")
+    ap.add_argument("--noise", type=int, default=0, metavar="N",
+                    help=f"also distil the first N candidates with {NOISE_SEEDS - 1} more seeds (the noise floor)")
+    ap.add_argument("--full", type=int, default=0, metavar="N",
+                    help="also distil the first N candidates for --full-epochs (with --epochs: does the short "
+                         "schedule rank them as the long one does?)")
+    ap.add_argument("--full-epochs", type=int, default=None, help="default: the distill config's epochs")
     ap.add_argument("--budget-s", type=float, default=None,
                     help="stop starting distillation runs after this many seconds of the whole benchmark (shared "
                          "equally among the sets); what is not run is left out of the tables, and said")
@@ -266,15 +324,22 @@ def main() -> None:
         # latencies put it in, its accuracy is known), queued after the exports, seed by seed across the sets:
         # runs cut off by --budget-s leave whole seeds measured. This process scores and times meanwhile.
         tasks = [(data, a, s) for s in args.seeds for data, p in preps.items() for a in p["archs"]]
+        # --noise: more seeds on the first candidates (the noise floor); --full: the first candidates again at
+        # the config's own epochs (does the short schedule rank as the long one does?)
+        tasks += [(data, c["arch"], s) for s in noise_seeds(args) for data, p in preps.items()
+                  for c in p["cands"][:args.noise]]
         wait = pool.distil(cache, tasks, args.device, args.epochs, {d: p["recipe"] for d, p in preps.items()})
+        full = ({data: recipe_hash(base_context(data, args.device, args.full_epochs)) for data in preps}
+                if args.full else {})
+        wait_full = pool.distil(cache, [(data, c["arch"], args.seeds[0]) for data, p in preps.items()
+                                        for c in p["cands"][:args.full]], args.device, args.full_epochs, full)
         for data, prep in preps.items():
-            prep["latency_label"] = (f"measured: ONNX Runtime CPU, 1 thread, interleaved, while {args.jobs} "
-                                     "distillation processes ran" if args.latency == "measured" else "predicted")
             score_and_time(data, prep, names)
         deadline = started_mono + args.budget_s - 15 if args.budget_s else math.inf  # tables, plot: ~15 s
         bar = PlainProgress(CONSOLE, "distil", len(tasks), "runs")
         start = time.perf_counter()
-        trained, cached, dropped = wait(deadline, lambda k, t: bar.update(k))
+        trained, cached, dropped = (a + b for a, b in zip(wait(deadline, lambda k, t: bar.update(k)),
+                                                          wait_full(deadline), strict=True))
         bar.finish(f"{trained} trained, {cached} read from {cache.path}"
                    + (f", {dropped} NOT run: --budget-s reached" if dropped else ""))
         run = {"trained": trained, "cached": cached, "dropped": dropped, "distil_wall_s": time.perf_counter() - start}
@@ -282,6 +347,10 @@ def main() -> None:
         report["sets"][data] = summarise(data, prep, args, names, cache, run)
     report["seconds"] = time.perf_counter() - started
     render(report, args.out)
+
+
+def noise_seeds(args) -> list[int]:
+    return [max(args.seeds) + 1 + i for i in range(NOISE_SEEDS - len(args.seeds))] if args.noise else []
 
 
 def prepare(data: str, args, pool: Pool) -> dict:
@@ -294,13 +363,20 @@ def prepare(data: str, args, pool: Pool) -> dict:
     say(f"recipe (config defaults{'' if args.epochs is None else f', epochs set to {args.epochs}'}): {d.method}, "
         f"{d.epochs} epochs, batch {d.batch_size}, {d.optimizer} lr {d.lr:g} {d.schedule}, augment {d.augment}; "
         f"recipe hash {recipe}; device {ctx.device.type}, {args.jobs} jobs")
-    cands = draw(ctx, args.candidates, args.draw_seed)
+    if args.accepted:  # one band of accepted candidates: no ladders, latencies timed before training
+        cands, lat, label = draw_accepted(ctx, args, pool, args.out / f"onnx-{data}")
+        prep = {"ladder": {}, "latency": lambda: lat, "latency_label": label}
+    else:
+        cands = draw(ctx, args.candidates, args.draw_seed)
+        prep = {"ladder": ladders(ctx)}
     by_space = {s: sum(c["space"] == s for c in cands) for s in dict.fromkeys(c["space"] for c in cands)}
-    say(f"drew {len(cands)} candidates under the teacher's FLOPs: {by_space}")
-    ladder = ladders(ctx)
-    archs = [c["arch"] for c in cands] + [a for v in ladder.values() for a in v]
-    return {"ctx": ctx, "recipe": recipe, "cands": cands, "ladder": ladder, "archs": archs,
-            "latency": latencies(ctx, archs, args.latency, pool, args.out / f"onnx-{data}")}
+    say(f"{len(cands)} candidates: {by_space}")
+    archs = [c["arch"] for c in cands] + [a for v in prep["ladder"].values() for a in v]
+    if not args.accepted:
+        prep["latency"] = latencies(ctx, archs, args.latency, pool, args.out / f"onnx-{data}")
+        prep["latency_label"] = (f"measured: ONNX Runtime CPU, 1 thread, interleaved, while {args.jobs} "
+                                 "distillation processes ran" if args.latency == "measured" else "predicted")
+    return prep | {"ctx": ctx, "recipe": recipe, "cands": cands, "archs": archs}
 
 
 def score_and_time(data: str, prep: dict, names: list[str]) -> None:
@@ -342,12 +418,53 @@ def summarise(data: str, prep: dict, args, names: list[str], cache: AccuracyCach
     per_seed = [[e["accuracy"] for e in v] for v in entries.values() if all(v)]
     ceiling = [float(stats.kendalltau(a, b)[0]) for i, a in enumerate(per_seed) for b in per_seed[i + 1:]]
     seconds = [e["seconds"] for v in entries.values() for e in v if e]
-    return {"teacher": ctx.teacher.source, "teacher_accuracy": ctx.teacher_accuracy, "recipe_hash": recipe,
+    extra = {"decision": decision_table(cands, names), "noise": noise_floor(cands[:args.noise], recipe, data, args,
+                                                                              cache),
+             "full": full_agreement(cands[:args.full], recipe, data, args, cache)}
+    return extra | {"teacher": ctx.teacher.source, "teacher_accuracy": ctx.teacher_accuracy, "recipe_hash": recipe,
             "recipe": ctx.cfg.distill.model_dump(mode="json"), "device": ctx.device.type,
             "trained_on": sorted({e["device"] for v in entries.values() for e in v if e}), "jobs": args.jobs,
             "seeds": args.seeds, "latency": prep["latency_label"], "score_seconds": prep["cost"], **run,
             "mean_run_s": float(np.mean(seconds)), "seed_tau": ceiling, "table": table, "candidates": cands,
-            "bands": band_table(cands, prep["ladder"], lat, acc_of, names)}
+            "bands": band_table(cands, prep["ladder"], lat, acc_of, names) if prep["ladder"] else []}
+
+
+def decision_table(cands: list[dict], names: list[str]) -> dict[str, dict]:
+    """What the search's choice costs per score: the accuracy of the candidate it ranks first, the mean of its
+    top three, against the best of the pool (and the pool's mean: a random pick's expectation)."""
+    acc = np.array([c["accuracy"] for c in cands])
+    out = {}
+    for name in names:
+        order = np.argsort(-pool_scores(name, [c["scores"] for c in cands]), kind="stable")
+        out[name] = {"top1": float(acc[order[0]]), "top3_mean": float(acc[order[:3]].mean()),
+                     "best": float(acc.max()), "pool_mean": float(acc.mean()),
+                     "top1_arch": cands[order[0]]["arch"]}
+    return out
+
+
+def noise_floor(cands: list[dict], recipe: str, data: str, args, cache: AccuracyCache) -> dict | None:
+    """Per candidate, the spread of post-KD accuracy over NOISE_SEEDS seeds: differences below it are noise."""
+    seeds = list(args.seeds) + noise_seeds(args)
+    rows = []
+    for c in cands:
+        accs = [e["accuracy"] for s in seeds if (e := cache.entries.get(cache_key(c["arch"], recipe, data, s)))]
+        if len(accs) > 1:
+            rows.append({"arch": c["arch"], "accuracies": accs, "sd": float(np.std(accs, ddof=1))})
+    return {"seeds": seeds, "rows": rows, "mean_sd": float(np.mean([r["sd"] for r in rows]))} if rows else None
+
+
+def full_agreement(cands: list[dict], recipe: str, data: str, args, cache: AccuracyCache) -> dict | None:
+    """The first candidates' short-schedule accuracy against the long one's (--full-epochs, seed
+    args.seeds[0]): Kendall tau between the two rankings."""
+    long_ctx = base_context(data, args.device, args.full_epochs)
+    full = recipe_hash(long_ctx)
+    pairs = [(c["accuracy"], e["accuracy"]) for c in cands
+             if (e := cache.entries.get(cache_key(c["arch"], full, data, args.seeds[0])))]
+    if len(pairs) < 3 or full == recipe:
+        return None
+    short, long = map(list, zip(*pairs, strict=True))
+    return {"short": short, "full": long, "kendall_tau": float(stats.kendalltau(short, long)[0]),
+            "epochs": long_ctx.cfg.distill.epochs}
 
 
 def render(report: dict, out: Path) -> None:
@@ -372,6 +489,9 @@ def render(report: dict, out: Path) -> None:
                          f"{t['kendall_ci'][1]:.2f}] | {t['spearman_rho']:.2f} [{t['spearman_ci'][0]:.2f}, "
                          f"{t['spearman_ci'][1]:.2f}] | {t['tau_minus_flops']:+.2f} "
                          f"[{t['tau_minus_flops_ci'][0]:+.2f}, {t['tau_minus_flops_ci'][1]:+.2f}] | {cost:.3f} |")
+        lines += decision_lines(r, default)
+        if not r["bands"]:
+            continue
         lines += ["", f"Per latency band ({r['latency']}); search pick = best `{default}` score inside the band; "
                   "accuracy mean over seeds:", "",
                   "| band ms | pick | hand-picked mobilenet_v3_small | shrunk teacher | pick beats hand-picked |",
@@ -395,12 +515,50 @@ def render(report: dict, out: Path) -> None:
                      + ("beats the hand-picked student in every band" if verdicts and all(verdicts) else
                         f"does NOT beat the hand-picked student in {sum(not v for v in verdicts)} of {len(verdicts)} "
                         "bands"))
+    lines.append(default_verdict(report, default))
     text = "\n".join(lines)
     say(text)
     (out / "search_quality.md").write_text(text + "\n")
     (out / "search_quality.json").write_text(json.dumps(report, indent=1, default=float))
     plot(report, out / "search_quality.png")
     say(f"\nwrote {out / 'search_quality.md'}, search_quality.json, search_quality.png")
+
+
+def default_verdict(report: dict, default: str) -> str:
+    """The rule the default follows: a score replaces `flops` only when its paired tau - flops interval lies
+    above zero on every set measured."""
+    sets = report["sets"].values()
+    better = [n for n in next(iter(sets))["table"] if n != "flops"
+              and all(r["table"][n]["tau_minus_flops_ci"][0] > 0 for r in sets)]
+    if better:
+        best = max(better, key=lambda n: min(r["table"][n]["kendall_tau"] for r in sets))
+        return (f"\nDefault: {', '.join(better)} rank(s) above flops on every set (paired interval above 0): "
+                f"{best} should be the default (it is {default}).")
+    return (f"\nDefault: no score's tau - flops interval lies above 0 on every set ({', '.join(report['sets'])}); "
+            f"flops stays the default (it is {default}).")
+
+
+def decision_lines(r: dict, default: str) -> list[str]:
+    """The choice table (each score's top-1 and top-3 against the best candidate), the noise floor and the
+    short-vs-full schedule agreement, as markdown lines."""
+    lines = ["", f"The search's choice per score ({r['latency']}): post-KD accuracy of the candidate each score "
+             "ranks first and the mean of its top three, in points below the best of the pool", "",
+             "| score | top-1 | top-3 mean | best of pool | top-1 - best (pts) | pool mean (a random pick) |",
+             "|---|---|---|---|---|---|"]
+    for name, d in sorted(r["decision"].items(), key=lambda kv: -kv[1]["top1"]):
+        mark = " (default)" if name == default else ""
+        lines.append(f"| {name}{mark} | {d['top1']:.4f} | {d['top3_mean']:.4f} | {d['best']:.4f} | "
+                     f"{100 * (d['top1'] - d['best']):+.2f} | {d['pool_mean']:.4f} |")
+    if r.get("noise"):
+        n = r["noise"]
+        lines.append(f"\nNoise floor: {len(n['rows'])} candidates x seeds {n['seeds']}: accuracy SD per candidate "
+                     + ", ".join(f"{100 * x['sd']:.2f}" for x in n["rows"]) + f" pts (mean {100 * n['mean_sd']:.2f})")
+    if r.get("full"):
+        f = r["full"]
+        lines.append(f"\nShort ({r['recipe']['epochs']} epochs) vs full ({f['epochs']} epochs) schedule on "
+                     f"{len(f['short'])} candidates: Kendall tau {f['kendall_tau']:.2f}; accuracies "
+                     + ", ".join(f"{a:.4f}->{b:.4f}" for a, b in zip(f["short"], f["full"], strict=True)))
+    return lines
 
 
 def _default_score() -> str:

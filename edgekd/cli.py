@@ -309,7 +309,9 @@ def search(target: Target = "host-cpu", config: ConfigFile = None, teacher: Teac
            teacher_weights: TeacherWeights = None, trust_pickle: TrustPickle = False, data: DataOpt = None,
            out: OutOpt = None, latency_ms: LatencyOpt = None, memory_mb: MemoryOpt = None, seed: SeedOpt = None,
            device: DeviceOpt = None, input_size: SizeOpt = None, mean: MeanOpt = None, std: StdOpt = None,
-           score: Annotated[str | None, typer.Option(help="Training-free score (see search/scores.py).")] = None,
+           score: Annotated[str | None, typer.Option(
+               help="Training-free score (edgekd/search/scores.py), or scores joined by '+' for their rank "
+                    "ensemble, e.g. zico+flops.")] = None,
            spaces: Annotated[str | None, typer.Option(help="Search spaces, e.g. resnet,mobilenetv3.")] = None,
            candidates: Annotated[int | None, typer.Option(help="Candidates to score (those that fit).")] = None,
            top_k: Annotated[int | None, typer.Option("--top-k", help="Best candidates timed on the runtime (per "

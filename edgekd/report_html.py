@@ -288,7 +288,34 @@ def _search(report: dict, charts: Charts, out: Path | None) -> str:
         fig.update_yaxes(type="log", dtick="D2")
     summary = (f"<p>{len(data['candidates'])} candidates priced, {sum(bool(c.get('fits')) for c in cands)} fit; "
                f"pick: <code>{_e(json.dumps(data.get('pick')))}</code></p>")
-    return f"<h2>Search</h2>{summary}{charts.add(fig, 'search')}"
+    return f"<h2>Search</h2>{summary}{charts.add(fig, 'search')}{_considered(report)}"
+
+
+def _considered(report: dict) -> str:
+    """Why this student: the candidates the pick was chosen among (report.json `search`), with their scores."""
+    search = _d(report.get("search"))
+    rows = [c for c in search.get("considered") or [] if isinstance(c, dict)]
+    if not rows:
+        return ""
+    members = sorted({str(k) for c in rows for k in _d(c.get("scores"))})
+
+    def speedup(c):
+        iv = c.get("measured_speedup_interval") or []
+        if _num(c.get("measured_speedup")) is None:
+            return "not timed"
+        return f"{fmt(c['measured_speedup'])}x" + (f" [{fmt(iv[0])} .. {fmt(iv[1])}]" if len(iv) == 2 else "")
+
+    body = [[("<b>pick</b> " if c.get("picked") else "") + f"#{c.get('index')}", _e(str(c.get("space", ""))),
+             f"<code>{_e(json.dumps(c.get('arch')))}</code>", _e(c.get("score")),
+             *(_e(_d(c.get("scores")).get(m)) for m in members), _e(c.get("flops")), _e(c.get("params")),
+             _e(c.get("latency_ms")), _e(speedup(c))] for c in rows]
+    header = ["candidate", "space", "arch", _e(f"score ({search.get('score', '?')})"), *map(_e, members), "FLOPs",
+              "params", "latency ms (predicted)", "speed-up (measured)"]
+    others = ", ".join(str(n) for n in search.get("scores_available") or [] if n != search.get("score"))
+    return (f"<h3>Why this student</h3><p>Ranked by <code>{_e(str(search.get('score', '?')))}</code>, best "
+            "first; the first whose measured speed-up clears the budget is the pick"
+            + (f" (other scores: <code>--score</code> {_e(others)})" if others else "") + ".</p>"
+            + _table(header, body))
 
 
 def _history(report: dict, charts: Charts, out: Path | None) -> str:

@@ -35,10 +35,13 @@ class SearchResult:
     pick_index: int | None = None
     teacher_latency_ms: float | None = None  # predicted, at the runtime's float precision
     skipped: str = ""
+    score: str = ""  # the search score that ranked the candidates (--score)
+    considered: tuple[dict, ...] = ()  # the candidates the pick was chosen among: see considered()
 
     @classmethod
     def from_record(cls, record: dict) -> SearchResult:
-        return cls(record["pick"], record.get("pick_index"), teacher_latency(record))
+        return cls(record["pick"], record.get("pick_index"), teacher_latency(record), score=record.get("score", ""),
+                   considered=considered(record))
 
     @classmethod
     def load(cls, run: RunDir) -> SearchResult:
@@ -46,6 +49,30 @@ class SearchResult:
         if not record.get("pick"):
             raise InputError(f"{run.search_json}: the search picked no student; search again or pass --arch")
         return cls.from_record(record)
+
+
+CONSIDERED_FIELDS = ("index", "space", "arch", "params", "flops", "score", "scores", "latency_ms")
+
+
+def considered(record: dict) -> tuple[dict, ...]:
+    """The candidates the pick was chosen among, best-ranked first: the top-k by score, then any other one
+    timed; each with its scores, its predicted latency and, where timed, its measured speed-up, so a user
+    sees why this student was picked (report.json `search`)."""
+    candidates = [c for c in record.get("candidates") or [] if isinstance(c, dict)]
+    by_index = {c.get("index"): c for c in candidates}
+    timed = [c.get("index") for c in candidates if isinstance(c.get("measured"), dict)]
+    rows = []
+    for i in dict.fromkeys([*(record.get("top_k") or []), *timed]):
+        c = by_index.get(i)
+        if c is None:  # an edited record: what it does not hold is left out, not invented
+            continue
+        row = {k: c[k] for k in CONSIDERED_FIELDS if k in c} | {"latency_source": "predicted",
+                                                                  "picked": i == record.get("pick_index")}
+        if isinstance(c.get("measured"), dict):
+            row |= {"measured_speedup": c["measured"].get("speedup"),
+                    "measured_speedup_interval": list(c["measured"].get("speedup_interval") or [])}
+        rows.append(row)
+    return tuple(rows)
 
 
 def teacher_latency(record: dict) -> float | None:

@@ -25,6 +25,7 @@ from scipy.stats import rankdata
 from torch import nn
 
 from edgekd.cost.ops import kernels_from_torch
+from edgekd.errors import InputError
 from edgekd.registry import Registry
 from edgekd.search.signals import Signals, module_signals
 
@@ -54,8 +55,22 @@ class RankEnsemble:
 
 _scores: Registry[Score | RankEnsemble] = Registry("search score")
 register_score = _scores.register
-create_score = _scores.get  # a score is a function (or a RankEnsemble): nothing to build
 list_scores = _scores.names
+
+
+def create_score(name: str) -> Score | RankEnsemble:
+    """A registered score (a function, or a RankEnsemble: nothing to build), or registered names joined by
+    '+' (`zico+flops`): the rank ensemble of their per-candidate scores."""
+    if "+" not in name:
+        return _scores.get(name)
+    parts = [p.strip() for p in name.split("+")]
+    for part in parts:
+        if not part:
+            raise InputError(f"search score '{name}': an empty name between '+'; join registered scores, e.g. "
+                             "zico+flops")
+        _scores.get(part)  # an unknown part is named, with the known ones
+    return RankEnsemble(tuple(dict.fromkeys(m for part in parts for m in members(part))),
+                        f"rank average of {', '.join(parts)}")
 
 
 def rank_average(values: np.ndarray) -> np.ndarray:

@@ -7,6 +7,7 @@ import json
 import edgekd.search as search_lib
 from edgekd.report import Report
 from edgekd.results import SearchResult
+from edgekd.search.scores import list_scores
 from edgekd.text.search import run_text_search
 
 NAME = "search"
@@ -28,4 +29,10 @@ def run(ctx, previous: None = None) -> SearchResult:
 
 
 def fill_report(report: Report, result: SearchResult, ctx) -> None:
-    """The search adds nothing to the report itself; report.html reads search.json for its chart."""
+    """Which score ranked the candidates and the candidates the pick was chosen among, each with its scores
+    (OUT/search/search.json holds every candidate; report.html charts them)."""
+    if result.skipped:
+        report.extra["search"] = {"skipped": result.skipped}
+        return
+    report.extra["search"] = {"score": result.score, "scores_available": list_scores(),
+                              "considered": list(result.considered)}

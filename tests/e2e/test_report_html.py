@@ -81,6 +81,14 @@ def test_build_report_renders_in_chromium_with_report_json_figures(host_build, t
     search = json.loads((host_build / "search" / "search.json").read_text())
     scatter = next(c for c in info["charts"] if c["name"] == "search")
     assert scatter["marks"] >= sum(c.get("score") is not None for c in search["candidates"])
+    # why this student: the score that ranked the candidates and each considered one's scores, the pick marked
+    chosen = report["search"]
+    assert chosen["score"] == search["score"] and set(chosen["scores_available"]) >= {"flops", "zico", "diswot"}
+    picked = [c for c in chosen["considered"] if c["picked"]]
+    assert [c["index"] for c in picked] == [search["pick_index"]]
+    pick = next(c for c in search["candidates"] if c["index"] == search["pick_index"])
+    assert picked[0]["scores"] == pick["scores"] and picked[0]["measured_speedup"] == pick["measured"]["speedup"]
+    assert f"<b>pick</b> #{search['pick_index']}" in (host_build / "report.html").read_text()
 
 
 def stopped_build_report() -> dict:

@@ -119,3 +119,18 @@ def test_the_upper_floors_are_imported_only_from_above():
     for upper, allowed in above.items():
         importers = {m for m, edges in graph.items() if upper in edges and not m.startswith(upper + ".")}
         assert importers <= allowed, f"{sorted(importers - allowed)} import {upper}"
+
+
+@pytest.mark.parametrize("script", sorted((PACKAGE.parent / "benchmarks").glob("*.py")), ids=lambda p: p.name)
+def test_every_name_a_benchmark_imports_from_edgekd_exists(script):
+    """Benchmarks run rarely and outside the tests: a refactor that renames what one imports must fail here,
+    not in the session that next runs the benchmark."""
+    import importlib.util
+
+    missing = []
+    for node in ast.walk(ast.parse(script.read_text())):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("edgekd"):
+            module = importlib.import_module(node.module)
+            missing += [f"{node.module}.{a.name} (line {node.lineno})" for a in node.names
+                        if not hasattr(module, a.name) and importlib.util.find_spec(f"{node.module}.{a.name}") is None]
+    assert missing == []

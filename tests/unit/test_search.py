@@ -495,3 +495,41 @@ def test_the_shipped_precisions_gain_counts_and_the_walk_stops_at_its_limit():
     timer = _ScriptedTimer({1: 2.0, 2: 2.0, 3: 4.0})
     got, _ = pick_measured(ctx, timer, ranked, [], gain)
     assert got is None and timer.timed == [1, 2]  # #3 would clear, but the walk's limit is 2
+
+
+def test_the_report_shows_the_candidates_the_pick_was_chosen_among_with_their_scores():
+    from edgekd.results import SearchResult
+
+    def cand(i, score, **extra):
+        return {"index": i, "space": "resnet", "arch": {"widths": [i]}, "params": 10 * i, "flops": 100.0 * i,
+                "score": score, "scores": {"zico": score, "flops": 100.0 * i}, "latency_ms": 0.1 * i, "fits": True,
+                **extra}
+
+    timed = {"speedup": 3.4, "speedup_interval": [3.2, 3.6]}
+    refused = {"speedup": 2.7, "speedup_interval": [2.6, 2.8]}
+    record = {"pick": {"widths": [5]}, "pick_index": 5, "score": "zico",
+              "candidates": [cand(2, 9.0, measured=refused), cand(5, 8.0, measured=timed), cand(7, 7.0),
+                             cand(9, 1.0, measured=refused)],
+              "top_k": [2, 5, 7]}
+    rows = SearchResult.from_record(record).considered
+    # the top-k in rank order, then any other candidate timed; only the pick is marked
+    assert [r["index"] for r in rows] == [2, 5, 7, 9]
+    assert [r["picked"] for r in rows] == [False, True, False, False]
+    assert rows[1]["scores"] == {"zico": 8.0, "flops": 500.0} and rows[1]["latency_source"] == "predicted"
+    assert rows[1]["measured_speedup"] == 3.4 and rows[1]["measured_speedup_interval"] == [3.2, 3.6]
+    assert "measured_speedup" not in rows[2]  # not timed: no measured figure is invented
+
+
+def test_any_registered_scores_joined_by_plus_are_ranked_as_one_ensemble():
+    from edgekd.errors import InputError
+
+    joined = create_score("zico+flops")
+    assert isinstance(joined, RankEnsemble) and joined.members == ("zico", "flops")
+    assert members("diswot+flops") == ("diswot-semantic", "diswot-relation", "flops")  # an ensemble's members
+    rows = [{"zico": 1.0, "flops": 30.0}, {"zico": 3.0, "flops": 20.0}, {"zico": 2.0, "flops": 10.0}]
+    # mean rank over the pool: (1+3)/2, (3+2)/2, (2+1)/2, over 3 candidates
+    assert pool_scores("zico+flops", rows).tolist() == pytest.approx([2 / 3, 2.5 / 3, 1.5 / 3])
+    with pytest.raises(InputError, match=r"unknown search score 'zicco'; did you mean 'zico'"):
+        create_score("zicco+flops")
+    with pytest.raises(InputError, match="empty name"):
+        create_score("zico+")
