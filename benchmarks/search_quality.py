@@ -113,8 +113,8 @@ def draw_accepted(ctx, args, pool: Pool, folder: Path) -> tuple[list[dict], dict
     """The candidates the search would accept for `--accepted` x on this host, in one band of similar latency:
     draws ACCEPTED_DRAWS x --candidates under the teacher's FLOPs over the bar; times the ACCEPTED_TIMED x
     --candidates whose predicted speed-up lies nearest the band's middle with the teacher (ONNX Runtime CPU,
-    1 thread, interleaved in one process, before any distillation starts); keeps the first --candidates, in
-    the spaces in turns, whose measured speed-up lies in [bar, bar x ACCEPTED_BAND]."""
+    1 thread, interleaved in one process, before any distillation starts); keeps the first --candidates (the
+    spaces taking turns) whose measured speed-up lies in [bar, bar x ACCEPTED_BAND]."""
     need = args.accepted
     drawn = draw(ctx, ACCEPTED_DRAWS * args.candidates, args.draw_seed, (1 / (need * 8), 1 / need))
     teacher = teacher_arch(ctx)
@@ -324,8 +324,8 @@ def main() -> None:
         # latencies put it in, its accuracy is known), queued after the exports, seed by seed across the sets:
         # runs cut off by --budget-s leave whole seeds measured. This process scores and times meanwhile.
         tasks = [(data, a, s) for s in args.seeds for data, p in preps.items() for a in p["archs"]]
-        # --noise: more seeds on the first candidates (the noise floor); --full: the first candidates again at
-        # the config's own epochs (does the short schedule rank as the long one does?)
+        # --noise: more seeds on the first candidates (the noise floor); --full: the first candidates again for
+        # --full-epochs (does the short schedule rank as the long one does?)
         tasks += [(data, c["arch"], s) for s in noise_seeds(args) for data, p in preps.items()
                   for c in p["cands"][:args.noise]]
         wait = pool.distil(cache, tasks, args.device, args.epochs, {d: p["recipe"] for d, p in preps.items()})
