@@ -36,12 +36,13 @@ class SearchResult:
     teacher_latency_ms: float | None = None  # predicted, at the runtime's float precision
     skipped: str = ""
     score: str = ""  # the search score that ranked the candidates (--score)
+    scores_available: tuple[str, ...] = ()  # what --score could have been (none where the search has no choice)
     considered: tuple[dict, ...] = ()  # the candidates the pick was chosen among: see considered()
 
     @classmethod
     def from_record(cls, record: dict) -> SearchResult:
         return cls(record["pick"], record.get("pick_index"), teacher_latency(record), score=record.get("score", ""),
-                   considered=considered(record))
+                   scores_available=tuple(record.get("scores_available") or ()), considered=considered(record))
 
     @classmethod
     def load(cls, run: RunDir) -> SearchResult:

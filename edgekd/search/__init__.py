@@ -36,7 +36,7 @@ from edgekd.runtimes import create_backend
 from edgekd.search.display import front_table, plot_front
 from edgekd.search.evolution import Candidate, evolve, pareto_front
 from edgekd.search.measured import QUANTUM, RuntimeTimer, at_shipped, corrections, remembered, scales
-from edgekd.search.scores import Probe, RankEnsemble, create_score, measure, pool_scores
+from edgekd.search.scores import Probe, RankEnsemble, create_score, list_scores, measure, pool_scores
 from edgekd.search.signals import cam_classes, teacher_signals
 from edgekd.search.spaces import Space, resolve_spaces
 
@@ -224,6 +224,7 @@ def run_search(ctx: Context) -> dict:
     result = {
         "schema": SCHEMA, "target": ctx.target.name, "profile": ctx.profile.name, "precision": ctx.target.precision,
         "batch_size": ctx.target.batch_size, "score": cfg.score, "seed": ctx.cfg.seed,
+        "scores_available": list_scores(),  # what --score could have been: report.json shows them
         "limits": {"latency_ms": b.latency_ms, "memory_mb": b.memory_mb, "min_speedup": need,
                    "speedup_margin": cfg.speedup_margin,
                    "teacher_latency_ms": {"value": t_ms, "source": "predicted",

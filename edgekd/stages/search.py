@@ -7,7 +7,6 @@ import json
 import edgekd.search as search_lib
 from edgekd.report import Report
 from edgekd.results import SearchResult
-from edgekd.search.scores import list_scores
 from edgekd.text.search import run_text_search
 
 NAME = "search"
@@ -34,5 +33,5 @@ def fill_report(report: Report, result: SearchResult, ctx) -> None:
     if result.skipped:
         report.extra["search"] = {"skipped": result.skipped}
         return
-    report.extra["search"] = {"score": result.score, "scores_available": list_scores(),
+    report.extra["search"] = {"score": result.score, "scores_available": list(result.scores_available),
                               "considered": list(result.considered)}

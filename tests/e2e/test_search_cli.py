@@ -123,9 +123,13 @@ def test_search_says_what_the_fastest_candidate_would_need(tmp_path):
     assert saved["pick"] is None and saved["dropped"]["latency_ms"] == saved["evaluated"]
 
 
-def test_search_rejects_an_unknown_score(tmp_path):
-    result = cli("search", "--out", tmp_path / "bad", "--score", "diswat")
-    assert result.exit_code == 2 and "did you mean 'diswot'" in result.stderr
+@pytest.mark.parametrize(("score", "said"), [("diswat", "did you mean 'diswot'"),
+                                             ("zico+diswat", "did you mean 'diswot'"),
+                                             ("zico+", "an empty name between '+'")])
+def test_search_rejects_an_unknown_score(tmp_path, score, said):
+    result = cli("search", "--out", tmp_path / "bad", "--score", score)
+    assert result.exit_code == 2 and said in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "bad" / "search").exists()  # refused before any search work
 
 
 def test_search_with_an_onnx_teacher_uses_its_feature_map(tmp_path, tiny_onnx):

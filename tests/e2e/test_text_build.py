@@ -52,6 +52,9 @@ def test_embedding_build_on_host_cpu(hf, tmp_path):
     assert {"embedding_cosine", "neighbour_agreement", "accuracy_drop", "speedup"} <= set(budgets)
     assert budgets["embedding_cosine"]["value"] == pytest.approx(report["student"]["mean_cosine"])
     assert report["student"]["mean_cosine"] > 0.9  # started from the teacher's layers, then distilled
+    # the text search ranks by FLOPs alone: the report offers no --score choices, and shows its pick's row
+    assert report["search"]["scores_available"] == []
+    assert [c["picked"] for c in report["search"]["considered"]].count(True) == 1
     assert budgets["latency_ms"]["source"] == "measured" and budgets["memory_mb"]["value"] > 0
     assert report["teacher"]["task"] == "embedding" and report["text"]["max_length"] == 32
     model = onnx.load(str(out / "export" / "student.onnx"))
