@@ -22,11 +22,13 @@ from pathlib import Path
 
 import numpy as np
 
+from edgekd.figures import Figure
 from edgekd.hostinfo import cpu_name, usable_cores
 from edgekd.measure import time_calls
+from edgekd.parity import Parity
+from edgekd.precision import PrecisionCandidate, precision_guard
 from edgekd.runtimes import create_backend, evaluate_accuracy
 from edgekd.runtimes.memprobe import measure_memory_mb
-from edgekd.stages.compile import precision_guard
 
 RUNS = [("onnxruntime", "fp32"), ("onnxruntime", "int8"), ("openvino", "fp16"), ("openvino", "int8")]
 ROUNDS = 5
@@ -86,6 +88,14 @@ def measure(ctx, arts: dict, threads: int) -> dict:
     return rows
 
 
+def within_drop(teacher_accuracy: float):
+    """The image track's guard rule at the aim's accuracy drop (edgekd/tracks/image.py)."""
+    def within(quality: dict, _float_quality: dict) -> tuple[bool, str]:
+        drop = 100 * (teacher_accuracy - quality["accuracy"])
+        return drop <= AIM_DROP, f"accuracy drop {drop:.2f} points (budget {AIM_DROP})"
+    return within
+
+
 def report(data: str, ctx, students: dict, rows: dict) -> dict:
     """Print the table; returns per student and runtime what the precision guard ships and its figures."""
     teacher = next(iter(students.values()))["report"].teacher
@@ -103,8 +113,9 @@ def report(data: str, ctx, students: dict, rows: dict) -> dict:
                 r = rows[label, runtime, precision]
                 r["speedup"] = base["p50_ms"] / r["p50_ms"]
                 r["drop_points"] = 100 * (base["accuracy"] - r["accuracy"])
-                cands[precision] = {"latency_ms": r["p50_ms"], "latency_interval": r["interval_ms"],
-                                    "latency_source": "measured", "accuracy_drop": r["drop_points"]}
+                cands[precision] = PrecisionCandidate(
+                    precision, {"accuracy": r["accuracy"]}, r["drop_points"], Parity(0.0, 1.0, 0), "", {},
+                    Figure(r["p50_ms"], "measured", tuple(r["interval_ms"])))
                 note = ""
                 if label == "teacher" and precision == "int8":
                     note = "quantize the teacher only"
@@ -117,7 +128,7 @@ def report(data: str, ctx, students: dict, rows: dict) -> dict:
                 # these figures (what the compile stage decides for an int8 onnxruntime target on this host).
                 guard = students[label]["report"].student.get("compile", {}).get("precision_guard", {})
                 shipped, why = ((guard["shipped"], guard["reason"]) if runtime == "openvino" and guard
-                                else precision_guard(cands, AIM_DROP))
+                                else precision_guard(cands, within_drop(base["accuracy"])))
                 r = rows[label, runtime, shipped]
                 summary.setdefault(label, {})[runtime] = {"shipped": shipped, "guard": why, "speedup": r["speedup"],
                                                           "drop_points": r["drop_points"]}

@@ -8,13 +8,14 @@ no hand-picked arch) for the openvino and host-cpu targets, beside 2-, 3- and 4-
 Text, two corpora: `docstrings`, the docstrings of Python's standard library (parsed with ast, never imported),
 so every machine has the same corpus; `manpages`, sentences of the system's manual pages (/usr/share/man, at
 most a few per page so no one program's page dominates): another register of English (commands, options,
-files), whose set depends on what the machine has installed. The held-out split is never trained on. Students keep the teacher's width and copy its layers
+files), whose set depends on what the machine has installed. The held-out split is never trained on.
+Students keep the teacher's width and copy its layers
 (text.layer_selection, default ends); each is distilled as a default build does (teacher outputs computed
 once, early stopping on held-out training texts, at most --epochs), and its distillation time and the
 teacher's share of it are printed. Per target: its search (edgekd/text/search.py, timed on the runtime)
 picks the default student, or fails saying what the fastest reached. Rows per runtime: the teacher fp32
 (the reference), the teacher INT8 alone (no distillation), each student at the runtime's float precision
-and INT8; `default` marks what that target's build ships (the precision guard, edgekd/text/compile.py).
+and INT8; `default` marks what that target's build ships (the precision guard, edgekd/precision.py).
 Latency: p50 at batch 1 and --max-length tokens (every position attended); each model timed against the
 teacher fp32, the two alone, interleaved in one process (edgekd/interleave.py), the speed-up with its own
 paired-bootstrap interval. Quality: mean cosine of each held-out text's embedding to the teacher's (torch
@@ -86,12 +87,13 @@ def manpage_sentences(n: int, seed: int = 0, per_page: int = 4) -> list[str]:
 
     pages = sorted(Path("/usr/share/man").glob("man[1-8]/*.gz"))
     if not pages:
-        sys.exit("--corpus manpages: no manual pages under /usr/share/man (install man-db's pages, or use docstrings)")
+        sys.exit("--corpus manpages: no manual pages under /usr/share/man (install them, or use docstrings)")
     rng, seen, out = random.Random(seed), set(), []
     rng.shuffle(pages)
     for page in pages:
         try:
-            troff = gzip.open(page, "rt", errors="ignore").read()
+            with gzip.open(page, "rt", errors="ignore") as f:
+                troff = f.read()
         except (OSError, EOFError):
             continue
         # a request line (.PP, .SH, ...) ends a paragraph; other requests and escapes carry no prose
@@ -138,8 +140,6 @@ def main() -> None:
     from edgekd.measurable import local_threads
     from edgekd.runtimes import create_backend, save_artifact
     from edgekd.stages import search
-    from edgekd.text.check import artifact_outputs, quality
-    from edgekd.text.compile import _within
     from edgekd.text.distill import run_text_distill
     from edgekd.text.export import export_checked, metadata, teacher_onnx
     from edgekd.text.models import arch_of, load_student
@@ -179,7 +179,7 @@ def main() -> None:
             students[f"{pick['num_hidden_layers']}-layer*"] = pick
     onnx_paths, distilled = {"teacher": teacher_onnx(ctx)[0]}, {}
     for name, arch in students.items():
-        ctx.out = args.out / "students" / name
+        ctx = replace(ctx, out=args.out / "students" / name)
         ctx.out.mkdir(parents=True, exist_ok=True)
         done = ctx.run.student_json.is_file() and json.loads(ctx.run.student_json.read_text())
         # --resume: a student distilled by an earlier run into the same --out is reused
@@ -189,14 +189,12 @@ def main() -> None:
         export_checked(student, ctx.run.student_onnx, metadata(ctx, {"arch": arch}),
                        ctx.data.batches(ctx.data.val_idx[:256], 32), name)
     threads = local_threads(ctx.profile)
-    calib = tuple(ctx.data.encode([i]) for i in ctx.data.calib_idx[:64])
     rows, verdicts = [], {}
     for target in targets:
         tctx = context(target, args.out / "search" / target)
         backend = create_backend(tctx.target.runtime)
         float_p = backend.float_precision
-        options = replace(backend.options_for(ctx.profile.arch, 1), transformer=True, calibration_feeds=calib,
-                          sequence=args.max_length)
+        options = tctx.track.compile_options(tctx, backend)  # as the build compiles (batch 1, --max-length)
         arts = {}
         for model, path in onnx_paths.items():
             for p in ("fp32", "int8") if model == "teacher" else (float_p, "int8"):
@@ -208,7 +206,7 @@ def main() -> None:
         console.print(f"timing {len(arts) - 1} models against the teacher on {backend.name} ({threads} threads)")
         got = {}
         for name, art in arts.items():
-            q = quality(tctx, artifact_outputs(tctx, art, threads))
+            q = tctx.track.quality(tctx, tctx.track.outputs(tctx, backend.load(art, threads)))
             if name == "teacher fp32":
                 got[name] = (None, q)
                 continue
@@ -220,15 +218,16 @@ def main() -> None:
         if default is not None:  # the precision guard's choice, as the target's build makes it
             shipped = float_p
             if tctx.target.precision == "int8":
-                ok, said = _within(tctx, got[f"{default} int8"][1], 1.0, got[f"{default} {float_p}"][1])
+                ok, _ = tctx.track.within(tctx, got[f"{default} int8"][1], got[f"{default} {float_p}"][1])
                 shipped = "int8" if ok and got[f"{default} int8"][2] < got[f"{default} {float_p}"][2] else float_p
             verdicts[target] = f"{default} {shipped}"
         for name, (ratio, q, *_) in got.items():
             rows.append((target, name + (" <- default" if verdicts.get(target) == name else ""), ratio, q))
     print()
     print(f"{folder.name} teacher, batch 1, {args.max_length} tokens, {threads} threads, {len(texts)} texts of the "
-          f"{args.corpus} corpus ({len(ctx.data.train_idx)} train, {len(ctx.data.val_idx)} held out); at most {args.epochs} "
-          f"epochs, early stopping; students keep the teacher's width, layers copied: {ctx.cfg.text.layer_selection}")
+          f"{args.corpus} corpus ({len(ctx.data.train_idx)} train, {len(ctx.data.val_idx)} held out); at most "
+          f"{args.epochs} epochs, early stopping; students keep the teacher's width, layers copied: "
+          f"{ctx.cfg.text.layer_selection}")
     for target, pick in picks.items():
         print(f"  {target} search: " + (f"pick {pick['num_hidden_layers']} layers {pick}" if isinstance(pick, dict)
                                          else f"failed: {pick}"))

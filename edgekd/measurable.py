@@ -55,14 +55,16 @@ def predicted_speedup(teacher: Figure, model: Figure, blocker: str) -> Figure:
 CHECK_SECONDS_PER_MODEL = 2.0  # interleaved timing per model in the final check
 GUARD_SECONDS_PER_CANDIDATE = 1.0  # interleaved timing per precision when the precision guard measures here
 
-def measure_here(ctx, student_art: Artifact, teacher_art: Artifact, alternatives: dict[str, Alternative], feed,
-                 shape, threads: int, at: str = ""):
+def measure_here(ctx, student_art: Artifact, teacher_art: Artifact, alternatives: dict[str, Alternative],
+                 threads: int, at: str = ""):
     """Every speed-up timed as a pair, interleaved in one process here (edgekd/interleave.py): student and teacher;
     then each alternative in its own pass with the teacher, and one with the student (the speed-up over the teacher
     compressed alone: at the student's precision, the same-precision ratio). A third model in one rotation pushed
     the teacher's weights out of the caches between its blocks and read 15-20% high (edgekd/search/measured.py).
     Memory probed in fresh processes. Returns (student Figures, teacher Figures, their sessions' settings, the
     speed-up, the alternatives with their figures). `at` says what the timing ran at (" at batch 1 and 128 tokens")."""
+    batch = ctx.target.batch_size
+    feed, shape = ctx.data.timing_feed(batch), ctx.data.timing_shape(batch)
     # the teacher as the runtime runs it by default (bf16 where OpenVINO picks it); its session settings say which
     teacher, student = load_replicas(teacher_art.as_deployed(), threads), load_replicas(student_art, threads)
     with ctx.console.status(f"timing the student and the teacher interleaved on {ctx.target.runtime}{at}"):

@@ -21,6 +21,12 @@ class Parity:
         d = asdict(self)
         return d if self.mean_cosine is not None else {k: v for k, v in d.items() if k != "mean_cosine"}
 
+    def summary(self) -> str:
+        """What the terminal shows: the cosine for embeddings, the top-1 agreement for logits."""
+        if self.mean_cosine is not None:
+            return f"mean cosine {self.mean_cosine:.6f}"
+        return f"top-1 agreement {self.top1_agreement:.2%}"
+
     @classmethod
     def from_dict(cls, d: dict) -> Parity:
         cos = d.get("mean_cosine")

@@ -8,6 +8,7 @@ written with that stage failed and the later ones skipped, and the CLI exits 1.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 from rich.markup import escape
 
@@ -23,13 +24,8 @@ from edgekd.unreached import complete_budgets, known_teacher_figures
 
 def build(ctx: Context, overwrite: bool = False) -> Report:
     """The whole run in a staging folder that replaces OUT when it ends (edgekd.rundir)."""
-    final = ctx.out
-    with staged_run(final, overwrite) as staging:
-        ctx.out = staging
-        try:
-            report = _build(ctx)
-        finally:
-            ctx.out = final
+    with staged_run(ctx.out, overwrite) as staging:
+        report = _build(replace(ctx, out=staging))
     ctx.console.print(f"report: {ctx.run.report_json}", markup=False)
     return report
 
@@ -45,9 +41,7 @@ def _new_report(ctx: Context) -> Report:
                                     "calibration": len(data.calib_idx)},
                            "distillation": ctx.cfg.distill.model_dump()})
     report.teacher = {"source": ctx.teacher.source, "params": ctx.teacher.params}
-    if ctx.is_text:  # what the text path used instead of pixels (edgekd/text)
-        report.extra["text"] = ctx.cfg.text.model_dump() | {"task": ctx.teacher.task}
-        report.teacher["task"] = ctx.teacher.task
+    ctx.track.fill_report(ctx, report)  # a text build: its tokenisation and task (edgekd/tracks/text.py)
     return report
 
 

@@ -125,19 +125,20 @@ class ExportResult:
 
     student_onnx: Path
     teacher_onnx: Path
+    arch: dict  # the student's, which the check prices where the runtime does not run here
     student_parity: Parity
     teacher_parity: Parity | None = None  # None for an ONNX teacher (nothing was converted)
     skipped: str = ""
 
     def to_json(self) -> dict:
         d = {"student": str(self.student_onnx), "student_parity": self.student_parity.as_dict(),
-             "teacher": str(self.teacher_onnx)}
+             "teacher": str(self.teacher_onnx), "arch": self.arch}
         return d | ({"teacher_parity": self.teacher_parity.as_dict()} if self.teacher_parity else {})
 
     @classmethod
     def from_json(cls, d: dict) -> ExportResult:
         teacher_parity = d.get("teacher_parity")
-        return cls(Path(d["student"]), Path(d["teacher"]), Parity.from_dict(d["student_parity"]),
+        return cls(Path(d["student"]), Path(d["teacher"]), d["arch"], Parity.from_dict(d["student_parity"]),
                    Parity.from_dict(teacher_parity) if teacher_parity else None)
 
     def save(self, run: RunDir) -> None:

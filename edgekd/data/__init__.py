@@ -65,6 +65,15 @@ class Dataset:
         idx = {"train": self.train_idx, "val": self.val_idx, "calib": self.calib_idx}[name]
         return self.inputs(idx), self.y[idx]
 
+    def timing_feed(self, batch: int = 1) -> np.ndarray:
+        """The input latency is timed on: a held-out image repeated to the batch."""
+        return np.ascontiguousarray(self.inputs(self.val_idx[:1]).repeat(batch, 0))
+
+    def timing_shape(self, batch: int = 1) -> tuple[int, ...]:
+        """The input shape the memory probe feeds (edgekd/runtimes/memprobe.py)."""
+        p = self.preprocessing
+        return (batch, p.channels, *p.input_size)
+
 
 def _resize(x: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Bilinear resize of an (N, C, H, W) array, keeping its dtype."""

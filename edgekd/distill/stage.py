@@ -11,6 +11,7 @@ import json
 import math
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -33,8 +34,10 @@ if TYPE_CHECKING:  # the Context is the stages' glue; libraries below them only 
 
 def run_distill(ctx: Context, arch: dict, resume: bool = False, nproc_per_node: int = 1) -> dict:
     """Train (in this process, or in nproc_per_node DDP processes), then check the accuracy budget."""
-    method, why = resolve_method(ctx, arch)  # `auto` made concrete, kept in ctx.cfg (DDP workers read it there)
-    ctx.cfg = ctx.cfg.model_copy(update={"distill": ctx.cfg.distill.model_copy(update={"method": method})})
+    method, why = resolve_method(ctx, arch)  # `auto` made concrete in this stage's copy of the run's config,
+    # which DDP workers read from OUT/config.json
+    resolved = ctx.cfg.distill.model_copy(update={"method": method})
+    ctx = replace(ctx, cfg=ctx.cfg.model_copy(update={"distill": resolved}))
     cfg = ctx.cfg.distill
     plan = parse_method(cfg.method, cfg)  # bad method names fail before any work
     ctx.console.print(f"[bold]distill[/]: {escape(str(arch))} from {escape(ctx.teacher.source)}, {cfg.method}, "

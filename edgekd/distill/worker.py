@@ -12,6 +12,7 @@ import json
 import os
 import sys
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -45,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         dist.init_process_group(backend="nccl" if cuda else "gloo")
         ctx = make_context(cfg, console)
         if cuda:
-            ctx.device = torch.device("cuda", local)
+            ctx = replace(ctx, device=torch.device("cuda", local))
         train_student(ctx, json.loads(args.arch), parse_method(cfg.distill.method, cfg.distill), args.resume)
         return 0
     except EdgeKDError as e:

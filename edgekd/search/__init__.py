@@ -29,7 +29,7 @@ from edgekd.gate.verdict import decide
 from edgekd.hostinfo import cpu_name, usable_cores
 from edgekd.measurable import local_measurement_blocker, local_threads
 from edgekd.models.families import count_params
-from edgekd.onnx_export import pricing_onnx, teacher_onnx
+from edgekd.onnx_export import pricing_onnx
 from edgekd.progress import bar_disabled, plain_progress
 from edgekd.report import BudgetResult
 from edgekd.runtimes import create_backend
@@ -183,7 +183,7 @@ def run_search(ctx: Context) -> dict:
     timer, timed, correction, anchors, gains, factor, source = None, [], {}, [], {}, {}, {}
     bar = speedup_bar(ctx, timed=blocker is None)
     if blocker is None and not _fits_nowhere(ctx, probe, t_ms, spaces):
-        timer = RuntimeTimer(ctx, teacher_onnx(ctx)[0], local_threads(ctx.profile), folder)
+        timer = RuntimeTimer(ctx, folder)
         rng = np.random.default_rng(ctx.cfg.seed)
         anchors = [_boundary_anchor(ctx, probe, t_ms, s, -1 - i, rng) for i, s in enumerate(spaces)]
         # what the anchors found the predictions worth, fixed for the evolution

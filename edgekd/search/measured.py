@@ -50,13 +50,10 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
-
 from edgekd.hostinfo import cache_dir
 from edgekd.interleave import Ratio, load_replicas, time_sessions
-from edgekd.measurable import CHECK_SECONDS_PER_MODEL
-from edgekd.onnx_export import export_onnx
-from edgekd.runtimes import Artifact, CompileOptions, create_backend
+from edgekd.measurable import CHECK_SECONDS_PER_MODEL, local_threads
+from edgekd.runtimes import Artifact, create_backend
 
 QUANTUM = 4  # steps per octave of the measured scale the search sees (2 ** (1/4): 19% apart)
 GAIN_CALIBRATION_SAMPLES = 64  # enough to place an INT8 anchor's scales: its speed is timed, not its accuracy
@@ -81,18 +78,17 @@ class Timed:
 class RuntimeTimer:
     """Times archs against the teacher through the target's runtime, in this process."""
 
-    def __init__(self, ctx, teacher_onnx: Path, threads: int, folder: Path, feed=None,
-                 options: CompileOptions | None = None):
-        """feed: the input every model is timed on (default: a held-out image repeated to the target's batch);
-        options: how models are compiled (default: at the target's batch)."""
-        self.ctx, self.threads, self.folder = ctx, threads, folder
-        self.options = options or CompileOptions(batch=ctx.target.batch_size)
+    def __init__(self, ctx, folder: Path):
+        """Every model is compiled as the compile stage compiles it (the track's compile options) and timed on
+        the input the check times (ctx.data.timing_feed)."""
+        self.ctx, self.threads, self.folder = ctx, local_threads(ctx.profile), folder
         self.backend = create_backend(ctx.target.runtime)
+        self.options = ctx.track.compile_options(ctx, self.backend)
         self.precision = self.backend.float_precision
         # timed as the check times it: as the runtime runs it by default (edgekd/measurable.py)
-        self.teacher = load_replicas(self._compile(teacher_onnx, folder / "teacher").as_deployed(), threads)
-        self.x = feed if feed is not None else np.ascontiguousarray(
-            ctx.data.split("val")[0][:1].repeat(ctx.target.batch_size, 0))
+        teacher = ctx.track.teacher_onnx(ctx)[0]
+        self.teacher = load_replicas(self._compile(teacher, folder / "teacher").as_deployed(), self.threads)
+        self.x = ctx.data.timing_feed(ctx.target.batch_size)
         self.seconds = 0.0  # spent exporting, compiling and timing
         self.teacher_timings: list[dict] = []  # the teacher's figures from every batch
 
@@ -102,12 +98,13 @@ class RuntimeTimer:
         return self.backend.compile(onnx_path, out_dir, self.precision, None, self.ctx.profile.arch, self.options)
 
     def export(self, c, path: Path) -> Path:
-        """The candidate's ONNX at `path`, randomly initialised (edgekd/text/search.py exports encoders)."""
-        return export_onnx(self.ctx.new_student(c.arch), self.ctx.input_shape, path, {})
+        """The candidate's ONNX at `path`, randomly initialised: latency depends on the graph, not the weights."""
+        return self.ctx.track.export_candidate(self.ctx, c.arch, path)
 
     def calibration(self):
-        """What INT8 is calibrated on where the gain is timed (None where `options` carry the feeds)."""
-        return self.ctx.data.split("calib")[0][:GAIN_CALIBRATION_SAMPLES]
+        """What INT8 is calibrated on where the gain is timed (None where the options carry the feeds)."""
+        calibration = self.ctx.track.calibration(self.ctx)
+        return None if calibration is None else calibration[:GAIN_CALIBRATION_SAMPLES]
 
     def time(self, candidate) -> Timed:
         """Export, compile and time `candidate` (a search Candidate) alone with the teacher, as long as the check

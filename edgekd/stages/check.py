@@ -17,60 +17,52 @@ from dataclasses import replace
 import numpy as np
 
 from edgekd.figures import Figure, Figures
-from edgekd.gate.verdict import decide_budgets
-from edgekd.measurable import (
-    local_measurement_blocker,
-    local_threads,
-    measure_here,
-    predicted_figures,
-    predicted_speedup,
-)
+from edgekd.measurable import local_measurement_blocker, local_threads, measure_here, predicted_speedup
 from edgekd.remote import DeviceRun, measure_on_device
 from edgekd.report import Report, speedup_text
 from edgekd.results import CheckedModel, CheckResult, CompileResult
-from edgekd.runtimes import Artifact, create_backend, evaluate_accuracy
-from edgekd.text.check import run_text_check, text_budgets
+from edgekd.runtimes import Artifact, create_backend
 
 NAME = "check"
 
 
 
-
 def run(ctx, previous: CompileResult) -> CheckResult:
     """Figures and budget verdicts for the compiled artifacts (the compile stage's result)."""
-    if ctx.is_text:
-        return run_text_check(ctx, previous)
-    x, y = ctx.data.split("val")
+    track, exported = ctx.track, previous.export
     student_art = previous.student
-    student_onnx, teacher_onnx = previous.export.student_onnx, previous.export.teacher_onnx
     alternatives = dict(previous.alternatives)  # figures are added below
     if ctx.cfg.remote and student_art.compiled:  # everything measured on the device
         return _on_device(ctx, previous)
     runs_here = student_art.compiled
-    eval_art = student_art if runs_here else Artifact(student_onnx, "onnxruntime", "fp32")
+    eval_art = student_art if runs_here else Artifact(exported.student_onnx, "onnxruntime", "fp32")
     threads = local_threads(ctx.profile)
-    acc, _ = evaluate_accuracy(create_backend(eval_art.runtime).load(eval_art, threads), x, y)
-    ctx.console.print(f"[bold]check[/]: accuracy {acc:.4f} through {eval_art.runtime} ({eval_art.precision})")
+    q = track.quality(ctx, track.outputs(ctx, create_backend(eval_art.runtime).load(eval_art, threads)))
+    ctx.console.print(f"[bold]check[/]: {track.describe(q)} through {eval_art.runtime} ({eval_art.precision})")
     evaluated_with = f"{eval_art.runtime} {eval_art.precision}" + (
         "" if runs_here else " (the ONNX artifact; the target runtime is not available here)")
     s_session, t_session = {}, {}  # the runtime's session settings, where it runs here
     blocker = local_measurement_blocker(ctx.profile, ctx.target.runtime)
-    batch, shape = ctx.target.batch_size, (ctx.target.batch_size, *ctx.input_shape)
+    seq = track.sequence_length(ctx)
+    at = f" at batch {ctx.target.batch_size}" + (f" and {seq} tokens" if seq else "")
     if blocker is None:
-        teacher_art = previous.teacher or Artifact(teacher_onnx, "onnxruntime", "fp32")
-        xb = np.ascontiguousarray(x[:1].repeat(batch, 0))
-        s_fig, t_fig, settings, speedup, alternatives = measure_here(ctx, eval_art, teacher_art, alternatives, xb,
-                                                                     shape, threads)
+        teacher_art = previous.teacher or Artifact(exported.teacher_onnx, "onnxruntime", "fp32")
+        s_fig, t_fig, settings, speedup, alternatives = measure_here(ctx, eval_art, teacher_art, alternatives,
+                                                                     threads, at if seq else "")
         s_session, t_session = settings["student"], settings["teacher"]
     else:
         precision = student_art.precision if runs_here else ctx.target.precision
-        s_fig = predicted_figures(student_onnx, ctx.profile, precision, batch, ctx.target.runtime, blocker)
-        t_fig = predicted_figures(teacher_onnx, ctx.profile, "fp32", batch, ctx.target.runtime, blocker)
+        s_fig = track.predicted(ctx, exported.student_onnx, exported.arch, precision, blocker)
+        t_fig = track.predicted(ctx, exported.teacher_onnx, None, "fp32", blocker)
         for name, alt in alternatives.items():
-            alternatives[name] = replace(alt, figures=alt.figures | predicted_figures(
-                teacher_onnx, ctx.profile, alt.precision, batch, ctx.target.runtime, blocker))
-        speedup = predicted_speedup(t_fig.latency, s_fig.latency, blocker)
-    drop = 100 * (ctx.teacher_accuracy - acc)
+            alternatives[name] = replace(alt, figures=alt.figures | track.predicted(
+                ctx, exported.teacher_onnx, None, alt.precision, blocker))
+        speedup = predicted_speedup(t_fig.latency, s_fig.latency, f"{at.strip()}; {blocker}" if seq else blocker)
+    drop = 100 * (ctx.teacher_accuracy - q["accuracy"])
+    results = track.budgets(ctx, s_fig, speedup, drop, q, blocker)
+    short = track.shortfall(ctx, results, exported.arch, evaluated_with, speedup)
+    if short:  # the build exits 1 (3 when only inconclusive): the student is not a result, and this says why
+        ctx.console.print(short)
     where = "measured interleaved" if blocker is None else "predicted"
     if t_session.get("INFERENCE_PRECISION_HINT"):
         where += f"; the teacher as {ctx.target.runtime} runs it, {t_session['INFERENCE_PRECISION_HINT']}"
@@ -80,11 +72,10 @@ def run(ctx, previous: CompileResult) -> CheckResult:
         if alt.student_speedup is not None:
             ctx.console.print(f"  student vs {name}, the teacher at {alt.precision}: "
                               + speedup_text(alt.student_speedup))
-    return CheckResult(CheckedModel(acc, s_fig, evaluated_with, s_session),
-                       CheckedModel(ctx.teacher_accuracy, t_fig, session=t_session), speedup,
-                       decide_budgets(ctx.budgets, s_fig, speedup, drop, blocker), alternatives)
-
-
+    return CheckResult(CheckedModel(q["accuracy"], s_fig, evaluated_with, s_session, track.details(ctx, q)),
+                       CheckedModel(ctx.teacher_accuracy, t_fig, session=t_session,
+                                    details=track.teacher_details(ctx)),
+                       speedup, results, alternatives)
 
 
 def _on_device(ctx, previous: CompileResult) -> CheckResult:
@@ -105,7 +96,7 @@ def _on_device(ctx, previous: CompileResult) -> CheckResult:
                      f"teacher / student on {ctx.cfg.remote}, timed as a pair interleaved in one process there: the "
                      f"median of {pair['rounds']} rounds' ratios, bootstrap 95% interval")
     drop = 100 * (ctx.teacher_accuracy - s_run.accuracy)
-    return CheckResult(student, teacher, speedup, decide_budgets(ctx.budgets, s_fig, speedup, drop), {})
+    return CheckResult(student, teacher, speedup, ctx.track.budgets(ctx, s_fig, speedup, drop, {}), {})
 
 
 def _on(run: DeviceRun) -> dict:
@@ -154,8 +145,7 @@ def _weigh_alternatives(ctx, report: Report, result: CheckResult) -> None:
             if latency.source == "predicted" else
             Figure(result.teacher.figures.latency.value / latency.value, latency.source, None,
                    f"teacher fp32 / teacher {alt.precision}"))
-        budgets = (text_budgets(ctx, alt.figures, speed, alt.accuracy_drop, alt.quality) if ctx.is_text
-                   else decide_budgets(ctx.budgets, alt.figures, speed, alt.accuracy_drop))
+        budgets = ctx.track.budgets(ctx, alt.figures, speed, alt.accuracy_drop, alt.quality)
         meets = all(b.passed for b in budgets)
         better = alternative_is_better(meets, student_meets, alt.accuracy, s, speed, s_speed)
         said = (f"{name}: accuracy {alt.accuracy:.4f} (drop {alt.accuracy_drop:.2f} points), "

@@ -3,21 +3,17 @@ checked on torch accuracy before export."""
 
 from __future__ import annotations
 
-from edgekd.distill.stage import check_accuracy, gain_text, run_distill
+from edgekd.distill.stage import gain_text
 from edgekd.report import Report
 from edgekd.results import DistillResult, SearchResult
-from edgekd.text.distill import run_text_distill
 
 NAME = "distill"
 
 
 def run(ctx, previous: SearchResult, resume: bool = False, nproc_per_node: int = 1) -> DistillResult:
-    """Writes OUT/distill/ (student, history, checkpoints); over the accuracy budget raises BudgetFailed. A
-    transformer student trains in edgekd/text/distill.py."""
-    if ctx.is_text:
-        info = run_text_distill(ctx, previous.pick)
-        return DistillResult.from_info(check_accuracy(ctx, info) if ctx.teacher.task == "classification" else info)
-    return DistillResult.from_info(run_distill(ctx, previous.pick, resume=resume, nproc_per_node=nproc_per_node))
+    """Writes OUT/distill/ (student, history, checkpoints); over the accuracy budget raises BudgetFailed. The
+    track's training loop runs (edgekd/distill/stage.py, edgekd/text/distill.py)."""
+    return DistillResult.from_info(ctx.track.distill(ctx, previous.pick, resume, nproc_per_node))
 
 
 def fill_report(report: Report, result: DistillResult, ctx) -> None:

@@ -4,27 +4,22 @@ from __future__ import annotations
 
 import json
 
-import edgekd.search as search_lib
 from edgekd.report import Report
 from edgekd.results import SearchResult
-from edgekd.text.search import run_text_search
 
 NAME = "search"
 
 
 def run(ctx, previous: None = None) -> SearchResult:
-    """Writes OUT/search/search.json and pareto.png; a search that finds nothing raises BudgetFailed. A
-    transformer teacher searches the transformer space (edgekd/text/search.py). A pinned student
-    (--student-arch) skips the search."""
+    """Writes OUT/search/search.json (and the image search's pareto.png); a search that finds nothing raises
+    BudgetFailed. The track's search prices its own space (edgekd/search, edgekd/text/search.py) and both pick
+    through one driver (edgekd/search/__init__.py pick_measured). A pinned student (--student-arch) skips it."""
     pinned = ctx.cfg.search.student_arch
     if pinned is not None:
-        if not ctx.is_text:
-            ctx.new_student(pinned)  # an arch that cannot be built fails here, before any training
+        ctx.track.check_arch(ctx, pinned)  # an arch that cannot be built fails here, before any training
         ctx.console.print(f"[bold]search[/]: skipped, the student is pinned: {json.dumps(pinned)}", highlight=False)
         return SearchResult(pinned, skipped="the student is pinned (--student-arch)")
-    if ctx.is_text:
-        return SearchResult.from_record(run_text_search(ctx))
-    return SearchResult.from_record(search_lib.run_search(ctx))
+    return SearchResult.from_record(ctx.track.search(ctx))
 
 
 def fill_report(report: Report, result: SearchResult, ctx) -> None:

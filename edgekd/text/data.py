@@ -47,7 +47,6 @@ class TextData:
     calib_idx: np.ndarray
     tokenizer: object = field(repr=False)
     preprocessing: Tokenization
-    kind: str = "text"
 
     @property
     def num_classes(self) -> int:
@@ -74,6 +73,10 @@ class TextData:
 
     def split_idx(self, name: str) -> np.ndarray:
         return {"train": self.train_idx, "val": self.val_idx, "calib": self.calib_idx}[name]
+
+    def timing_shape(self, batch: int = 1) -> dict[str, tuple[int, int]]:
+        """The input shapes the memory probe feeds: every input at the batch and max_length tokens."""
+        return {k: (batch, self.max_length) for k in self.preprocessing.inputs}
 
     def timing_feed(self, batch: int = 1) -> dict[str, np.ndarray]:
         """The input latency is timed on: a held-out text padded to max_length (the budget's sequence length),

@@ -40,7 +40,6 @@ class TextTeacher:
     module: nn.Module
     tokenizer: object
     labels: list[str] | None  # classification: id -> label name from config.json
-    kind: str = "text"
     onnx_path: Path | None = None
 
     @property

@@ -26,7 +26,6 @@ import time
 from dataclasses import asdict
 
 from edgekd.errors import BudgetFailed
-from edgekd.measurable import local_threads
 from edgekd.runtimes import create_backend
 from edgekd.search import (
     SCHEMA,
@@ -42,27 +41,7 @@ from edgekd.search import (
 from edgekd.search.evolution import Candidate
 from edgekd.search.measured import RuntimeTimer
 from edgekd.text import space as text_space
-from edgekd.text.compile import compile_options
-from edgekd.text.export import export_text, metadata, teacher_onnx
-from edgekd.text.models import arch_of, build_student
-
-
-class TextTimer(RuntimeTimer):
-    """RuntimeTimer for encoders: students exported as edgekd/text/export.py does, timed at --max-length and
-    compiled (INT8 included, for the gain) as the compile stage compiles them."""
-
-    def __init__(self, ctx, folder):
-        super().__init__(ctx, teacher_onnx(ctx)[0], local_threads(ctx.profile), folder,
-                         feed=ctx.data.timing_feed(ctx.target.batch_size),
-                         options=compile_options(ctx, create_backend(ctx.target.runtime)))
-
-    def export(self, c, path):
-        student, _ = build_student(self.ctx.teacher.module, c.arch, init_from_teacher=False)
-        return export_text(student, path, metadata(self.ctx, {"arch": c.arch}),
-                           self.ctx.data.encode(self.ctx.data.val_idx[:2]))
-
-    def calibration(self):
-        return None  # the options carry the calibration feeds
+from edgekd.text.models import arch_of
 
 
 def _candidates(ctx, t_arch: dict, precision: str, t_lat, bar: float, timed: bool) -> list[Candidate]:
@@ -102,7 +81,7 @@ def run_text_search(ctx) -> dict:
         # The image search's way (edgekd/search/measured.py): an anchor near the bar corrects the uncalibrated
         # roofline and gives the shipped precision's gain; the candidates whose scaled prediction clears the bar
         # are timed in score order and the first the check's rule accepts is the pick.
-        timer = TextTimer(ctx, folder)
+        timer = RuntimeTimer(ctx, folder)
         bar = speedup_bar(ctx, timed=True)
         anchor = min(ranked, key=lambda c: (abs(math.log(c.predicted_speedup / bar)), c.index))
         timed, gains, correction, factor, source = time_anchors(

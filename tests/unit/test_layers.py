@@ -115,10 +115,42 @@ def test_the_upper_floors_are_imported_only_from_above():
         "edgekd.pipeline": {"edgekd.cli"},
         # the run Context is the stages' glue: the entry points make it (a DDP worker is a process of its own)
         "edgekd.context": {"edgekd.cli", "edgekd.pipeline", "edgekd.distill.worker"},
+        # the track is chosen once, where the Context is made; the stages reach it as ctx.track
+        "edgekd.tracks": {"edgekd.context"},
     }
     for upper, allowed in above.items():
         importers = {m for m, edges in graph.items() if upper in edges and not m.startswith(upper + ".")}
         assert importers <= allowed, f"{sorted(importers - allowed)} import {upper}"
+
+
+def test_the_stages_never_ask_which_modality_they_run():
+    """What a modality changes is the Track's (edgekd/tracks); a branch on the teacher's kind in a stage, the
+    pipeline or the Context is a second copy of that choice."""
+    import re
+
+    found = []
+    for path in [*(PACKAGE / "stages").glob("*.py"), PACKAGE / "pipeline.py", PACKAGE / "context.py"]:
+        found += [f"{path.name}:{i}" for i, line in enumerate(path.read_text().splitlines(), 1)
+                  if re.search(r"is_text|\.task\s*[!=]=|\.kind\s*[!=]=|HF_PREFIX|\"hf:", line)]
+    assert found == []
+
+
+@pytest.mark.parametrize("name", ["image", "text"])
+def test_every_track_provides_the_whole_protocol(name):
+    from edgekd.tracks import Track, create_track, list_tracks
+
+    assert sorted(list_tracks()) == ["image", "text"]
+    wanted = {m for m in vars(Track) if not m.startswith("_")} | set(Track.__annotations__)
+    track = create_track(name)
+    assert sorted(m for m in wanted if not hasattr(track, m)) == []
+
+
+def test_a_teacher_source_chooses_its_track():
+    from edgekd.tracks import track_for_source
+
+    assert track_for_source("hf:models/minilm").name == "text"
+    for source in ("torchvision:resnet18", "teacher.onnx", None, "embedded"):
+        assert track_for_source(source).name == "image"
 
 
 @pytest.mark.parametrize("script", sorted((PACKAGE.parent / "benchmarks").glob("*.py")), ids=lambda p: p.name)

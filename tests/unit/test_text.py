@@ -286,7 +286,7 @@ def test_neighbour_agreement_and_cosine_parity():
 def test_quality_intervals_bracket_the_agreement_and_narrow_with_more_texts():
     from edgekd import parity
     from edgekd.parity import neighbour_overlaps
-    from edgekd.text.check import mean_interval
+    from edgekd.text.quality import mean_interval
 
     rng = np.random.default_rng(0)
     ref = rng.normal(size=(200, 16))
@@ -303,17 +303,19 @@ def test_int8_that_makes_a_quality_pass_inconclusive_is_not_kept():
     from types import SimpleNamespace
 
     from edgekd.config import Budgets
-    from edgekd.text.compile import _within
+    from edgekd.tracks import create_track
 
     ctx = SimpleNamespace(budgets=Budgets(), teacher=SimpleNamespace(task="embedding"))
+    within = create_track("text").within  # the precision guard's quality rule for text (edgekd/precision.py)
     fp = {"mean_cosine": 0.97, "mean_cosine_interval": (0.96, 0.98), "neighbour_agreement": 0.9,
           "neighbour_agreement_interval": (0.88, 0.92)}
-    assert _within(ctx, fp, 1.0, fp)[0]
+    assert within(ctx, fp, fp)[0]
     straddles = fp | {"mean_cosine": 0.955, "mean_cosine_interval": (0.945, 0.965)}
-    ok, said = _within(ctx, straddles, 1.0, fp)
+    ok, said = within(ctx, straddles, fp)
     assert not ok and "[0.9450 .. 0.9650]" in said
-    assert _within(ctx, straddles, 1.0, straddles)[0]  # no worse than the float artifact's verdict
-    assert not _within(ctx, fp | {"neighbour_agreement": 0.7, "neighbour_agreement_interval": (0.6, 0.8)}, 1.0)[0]
+    assert within(ctx, straddles, straddles)[0]  # no worse than the float artifact's verdict
+    low = fp | {"neighbour_agreement": 0.7, "neighbour_agreement_interval": (0.6, 0.8)}
+    assert not within(ctx, low, low)[0]
 
 
 # ----------------------------------------------------------------------------- export and runtimes
