@@ -259,8 +259,8 @@ class GateRun:
         value, interval = fig.latency.value, fig.latency.interval
         said = (f"{cfg.statistic} {value:.4g} ms, 95% interval [{interval[0]:.4g}, {interval[1]:.4g}]; interleaved: "
                 + "; ".join(said))
-        said += "".join(f"; {c.name} {c.value:.4g} [{c.interval[0]:.4g}, {c.interval[1]:.4g}]" for c in found
-                        if c.name in ("latency_regression", "speedup"))
+        said += "".join(f"; {c.name} {c.figure.value:.4g} [{c.figure.interval[0]:.4g}, {c.figure.interval[1]:.4g}]"
+                        for c in found if c.name in ("latency_regression", "speedup"))
         run_info = {"statistic": cfg.statistic, "decided": all(t.decided for t in timings),
                     "max_seconds": cfg.max_seconds, "threads": plan.threads}
         self.student |= fig.as_dict() | {"session": replicas["model"][0].settings}
@@ -275,7 +275,8 @@ class GateRun:
                           f"{plan.threads} threads (the profile's {plan.profile.threads}, capped to this host's "
                           f"cores as the build does): {said}")
         for c in found:
-            self.decide(c.name, c.limit, c.value, "measured", c.interval, c.detail, c.at_least)
+            f = c.figure
+            self.decide(c.name, c.limit, f.value, f.source, f.interval, f.detail, c.at_least)
         self.student["audits"] = {}
         audits = (("outputs-match", lambda: outputs_match(first.outputs["model"], self.pool_outputs)),
                   ("no-input-caching", lambda: repeated_input_audit(self.session, self.pool, value)))

@@ -22,22 +22,23 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from edgekd.figures import Figure
 from edgekd.gate.verdict import decide, regression_limit
 from edgekd.interleave import AB_RATIO_FLOOR, STORED_SPREAD, Interleaved
 
 
 @dataclass(frozen=True)
 class Check:
+    """One latency verdict of a timing pass: its figure (measured here, with its interval) against a limit."""
+
     name: str
     limit: float
-    value: float
-    interval: tuple[float, float]
-    at_least: bool  # the limit is a minimum (a speed-up)
-    detail: str
+    figure: Figure
+    at_least: bool = False  # the limit is a minimum (a speed-up)
 
     @property
     def verdict(self) -> str:
-        return decide(self.interval, self.limit, self.at_least)
+        return decide(self.figure.interval, self.limit, self.at_least)
 
 
 def widened(interval: tuple[float, float]) -> tuple[float, float]:
@@ -63,23 +64,23 @@ def checks(plan, timed: Interleaved, first: bool = True) -> list[Check]:
     how = f"{cfg.statistic} of interleaved blocks, {timed.rounds} rounds, batch {plan.target.batch_size}"
     out = []
     if first and plan.budgets.latency_ms is not None:
-        out.append(Check("latency_ms", plan.budgets.latency_ms, value, interval, False, how))
+        out.append(Check("latency_ms", plan.budgets.latency_ms, Figure(value, "measured", interval, how)))
     if first and plan.baseline is not None and plan.baseline.latency_ms is not None:
-        out.append(Check("latency_ms_regression", regression_limit(plan.baseline.latency_ms, pct), value,
-                         widened(interval), False,
-                         f"stored baseline: {plan.baseline.latency_ms:.4g} ms from {plan.baseline.path} + {pct:g}%; "
-                         f"this process's interval widened by {100 * STORED_SPREAD:g}% either side for the spread "
-                         f"between processes; {how}"))
+        out.append(Check("latency_ms_regression", regression_limit(plan.baseline.latency_ms, pct), Figure(
+            value, "measured", widened(interval),
+            f"stored baseline: {plan.baseline.latency_ms:.4g} ms from {plan.baseline.path} + {pct:g}%; this "
+            f"process's interval widened by {100 * STORED_SPREAD:g}% either side for the spread between processes; "
+            f"{how}")))
     if "baseline" in timed.blocks_ms:
         r = timed.speedup("model", "baseline", AB_RATIO_FLOOR)
-        out.append(Check("latency_regression", regression_limit(1.0, pct), r.value, r.interval, False,
-                         f"A/B: MODEL / {cfg.baseline.name} latency, the two timed interleaved in one process; "
-                         f"limit 1 + {pct:g}%; paired-bootstrap 95% interval; {how}"))
+        out.append(Check("latency_regression", regression_limit(1.0, pct), Figure(
+            r.value, "measured", r.interval, f"A/B: MODEL / {cfg.baseline.name} latency, the two timed interleaved in "
+            f"one process; limit 1 + {pct:g}%; paired-bootstrap 95% interval; {how}")))
     if "reference" in timed.blocks_ms and plan.budgets.min_speedup is not None:
         r = timed.speedup("reference", "model")
-        out.append(Check("speedup", plan.budgets.min_speedup, r.value, r.interval, True,
-                         f"{cfg.reference.name} / MODEL latency on {plan.target.runtime}, the two timed interleaved "
-                         f"in one process as the build times its speed-up; {how}"))
+        out.append(Check("speedup", plan.budgets.min_speedup, Figure(
+            r.value, "measured", r.interval, f"{cfg.reference.name} / MODEL latency on {plan.target.runtime}, the two "
+            f"timed interleaved in one process as the build times its speed-up; {how}"), at_least=True))
     return out
 
 

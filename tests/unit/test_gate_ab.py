@@ -37,8 +37,9 @@ def _plan(**over):
 def test_ab_ratio_is_decided_on_its_interval(slower, noise, verdict):
     (c,) = checks(_plan(), _timed(slower * 0.1, 0.1, noise))
     assert c.name == "latency_regression" and c.limit == pytest.approx(1.05)
-    assert c.value == pytest.approx(slower, rel=0.03 if noise < 0.1 else 0.15) and c.verdict == verdict, c
-    assert c.interval[1] - c.interval[0] >= 2 * AB_RATIO_FLOOR * c.value * 0.999  # never under the floor
+    assert c.figure.value == pytest.approx(slower, rel=0.03 if noise < 0.1 else 0.15) and c.verdict == verdict, c
+    lo, hi = c.figure.interval
+    assert hi - lo >= 2 * AB_RATIO_FLOOR * c.figure.value * 0.999  # never under the floor
     assert all_decided(_plan(), _timed(slower * 0.1, 0.1, noise)) == (verdict != "inconclusive")
 
 
@@ -56,8 +57,8 @@ def test_stored_baseline_is_widened_by_the_between_process_spread():
     (c,) = checks(plan, _timed(0.1, 0.1, 0.01, names=("model",)))
     lo, hi = _timed(0.1, 0.1, 0.01, names=("model",)).interval_ms("model")
     assert c.name == "latency_ms_regression" and c.limit == pytest.approx(0.105)
-    assert c.interval == pytest.approx((lo * (1 - STORED_SPREAD), hi * (1 + STORED_SPREAD)))
-    assert c.verdict == "inconclusive" and "widened" in c.detail  # the same model: within the spread, undecided
+    assert c.figure.interval == pytest.approx((lo * (1 - STORED_SPREAD), hi * (1 + STORED_SPREAD)))
+    assert c.verdict == "inconclusive" and "widened" in c.figure.detail  # the same model: within the spread, undecided
     assert checks(plan, _timed(0.2, 0.1, 0.01, names=("model",)))[0].verdict == "fail"  # beyond any spread
 
 
@@ -65,7 +66,7 @@ def test_speedup_is_a_minimum_decided_like_the_build():
     plan = _plan(baseline_model=None, budgets=Budgets(min_speedup=2.0))
     pair = _timed(0.1, 0.1, 0.01, names=("reference", "model"))  # the reference is 3x the model
     (c,) = checks(plan, pair)
-    assert (c.name, c.at_least, c.verdict) == ("speedup", True, "pass") and c.value == pytest.approx(3, rel=0.05)
+    assert (c.name, c.at_least, c.verdict) == ("speedup", True, "pass") and c.figure.value == pytest.approx(3, rel=0.05)
     assert checks(_plan(baseline_model=None, budgets=Budgets(min_speedup=4.0)), pair)[0].verdict == "fail"
 
 
