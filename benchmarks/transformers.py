@@ -184,7 +184,7 @@ def main() -> None:
         done = ctx.run.student_json.is_file() and json.loads(ctx.run.student_json.read_text())
         # --resume: a student distilled by an earlier run into the same --out is reused
         distilled[name] = done if args.resume and done and done["arch"] == arch else run_text_distill(ctx, arch)
-        student = load_student(ctx.run.distill / "student", "embedding")
+        student = load_student(ctx.run.student_folder, "embedding")
         onnx_paths[name] = ctx.run.student_onnx
         export_checked(student, ctx.run.student_onnx, metadata(ctx, {"arch": arch}),
                        ctx.data.batches(ctx.data.val_idx[:256], 32), name)

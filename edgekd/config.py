@@ -86,7 +86,7 @@ class Budgets(Strict):
     min_speedup: Annotated[float, Field(ge=1)] | None = None
     # Text embedding students (docs/report-contract.md): mean cosine of the compiled student's sentence
     # embeddings to the teacher's, and the share of each held-out sentence's 10 nearest neighbours they agree
-    # on. None: the defaults in edgekd/text/check.py.
+    # on. None: the defaults in edgekd/text/quality.py.
     min_embedding_cosine: Annotated[float, Field(gt=0, le=1)] | None = None
     min_neighbour_agreement: Annotated[float, Field(gt=0, le=1)] | None = None
 

@@ -50,6 +50,7 @@ class RunDir:
     distill: Path = field(init=False, repr=False)  # student.*, history.*, checkpoints/ (assistant/ for `ta`)
     student_json: Path = field(init=False, repr=False)
     student_weights: Path = field(init=False, repr=False)
+    student_folder: Path = field(init=False, repr=False)  # a text student: a Hugging Face folder with its tokenizer
     history_json: Path = field(init=False, repr=False)
     teacher_onnx: Path = field(init=False, repr=False)  # a torch teacher exported once (the search times it first)
     teacher_parity_json: Path = field(init=False, repr=False)
@@ -64,7 +65,8 @@ class RunDir:
                            ("report_md", r / "report.md"), ("junit_xml", r / "junit.xml"),
                            ("report_html", r / "report.html"), ("search_json", r / "search" / "search.json"),
                            ("distill", d), ("student_json", d / "student.json"),
-                           ("student_weights", d / "student.safetensors"), ("history_json", d / "history.json"),
+                           ("student_weights", d / "student.safetensors"), ("student_folder", d / "student"),
+                           ("history_json", d / "history.json"),
                            ("teacher_onnx", r / "teacher" / "teacher.onnx"),
                            ("teacher_parity_json", r / "teacher" / "teacher.json"),
                            ("student_onnx", r / "export" / "student.onnx"),

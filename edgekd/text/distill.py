@@ -299,9 +299,9 @@ def run_text_distill(ctx, arch: dict) -> dict:
         h.remove()
     student = distiller.student.cpu().eval()
     quality = torch_quality(ctx, student.to(ctx.device))
-    folder = ctx.run.folder("distill")
-    save_student(student.cpu(), folder / "student", ctx.teacher.tokenizer)
-    (folder / "history.json").write_text(json.dumps(history, indent=2))
+    ctx.run.folder("distill")
+    save_student(student.cpu(), ctx.run.student_folder, ctx.teacher.tokenizer)
+    ctx.run.history_json.write_text(json.dumps(history, indent=2))
     teacher_acc = ctx.teacher_accuracy
     info = {"kind": "text", "task": ctx.teacher.task, "arch": arch, "init": init,
             "params": sum(p.numel() for p in student.parameters()), "method": plan.name, "epochs": len(history),

@@ -76,7 +76,7 @@ class TextTrack:
         return check_accuracy(ctx, info) if ctx.teacher.task == "classification" else info
 
     def export(self, ctx, distilled: DistillResult) -> ExportResult:
-        student = load_student(ctx.run.distill / "student", ctx.teacher.task)
+        student = load_student(ctx.run.student_folder, ctx.teacher.task)
         ctx.run.folder("export")
         ctx.console.print("[bold]export[/]: student -> ONNX (dynamic batch and sequence), checker, parity through "
                           "onnxruntime")
