@@ -39,7 +39,7 @@ TeacherWeights = Annotated[Path | None, typer.Option("--teacher-weights",
 TrustPickle = Annotated[bool, typer.Option("--trust-pickle", help="Allow a pickled whole module (runs its code).")]
 DataOpt = Annotated[str | None, typer.Option(
     "--data", help="digits | fonts | shapes | ImageFolder folder | file.npz; for hf: teachers a .txt (one text a "
-                   "line) or a .csv / .jsonl with text and label columns. Default: digits.")]
+                   "line), a .csv / .jsonl with text and label columns, or a folder of them. Default: digits.")]
 TaskOpt = Annotated[str | None, typer.Option(
     "--task", help="hf: teachers: embedding | classification (default: from config.json's architectures).")]
 MaxLengthOpt = Annotated[int | None, typer.Option(

@@ -163,22 +163,40 @@ def _label_ids(labels: list, classes: list[str], path: Path) -> np.ndarray:
     return np.asarray(out, np.int64)
 
 
-def load_text_data(spec: str, tokenizer, task: str, classes: list[str] | None, max_length: int, seed: int,
-                   tokenizer_name: str) -> TextData:
-    path = Path(spec)
-    if path.suffix.lower() not in SUFFIXES:
-        raise InputError(f"--data '{spec}': a text teacher takes a .txt (one text a line), or a .csv / .jsonl "
-                         "with text and label columns")
-    if not path.is_file():
-        raise InputError(f"--data '{spec}': file not found")
-    need_labels = task == "classification"
+def _read_file(path: Path, spec: str, need_labels: bool) -> tuple[list[str], list | None]:
     if path.suffix.lower() == ".txt":
         if need_labels:
             raise InputError(f"--data '{spec}': a classification teacher needs labels; give a .csv or .jsonl with "
-                             "text and label columns")
-        texts, labels = _read_lines(path), None
-    else:
-        texts, labels = _read_table(path, need_labels)
+                             f"text and label columns ({path.name} is one text a line)")
+        return _read_lines(path), None
+    return _read_table(path, need_labels)
+
+
+def _data_files(path: Path, spec: str) -> list[Path]:
+    """The file itself, or every .txt / .csv / .jsonl under a folder (sorted, so the split is reproducible)."""
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in SUFFIXES)
+        if not files:
+            raise InputError(f"--data '{spec}': a folder without a .txt, .csv or .jsonl file in it")
+        return files
+    if path.suffix.lower() not in SUFFIXES:
+        raise InputError(f"--data '{spec}': a text teacher takes a .txt (one text a line), a .csv / .jsonl with "
+                         "text and label columns, or a folder of them")
+    if not path.is_file():
+        raise InputError(f"--data '{spec}': file not found")
+    return [path]
+
+
+def load_text_data(spec: str, tokenizer, task: str, classes: list[str] | None, max_length: int, seed: int,
+                   tokenizer_name: str) -> TextData:
+    """--data: one file, or a folder of them (a user's text gathered from several places: more text is what a
+    small student needs most to keep its teacher's embeddings)."""
+    path = Path(spec)
+    texts, labels = [], []
+    for file in _data_files(path, spec):
+        got, got_labels = _read_file(file, spec, task == "classification")
+        texts += got
+        labels = None if got_labels is None or labels is None else labels + list(got_labels)
     if not texts:
         raise InputError(f"--data '{spec}': no text in it (empty, or only blank lines)")
     if len(texts) < MIN_LINES:

@@ -105,6 +105,25 @@ def test_empty_text_is_bad_input(tmp_path, teacher, content, match):
         load_text_data(str(tmp_path / "e.txt"), teacher.tokenizer, "embedding", None, 16, 0, "tiny")
 
 
+def test_a_folder_of_text_files_is_one_corpus(tmp_path, teacher):
+    """--data DIR: every .txt / .csv / .jsonl under it, so a user can add text from several places."""
+    from edgekd.text.data import load_text_data
+
+    folder = tmp_path / "corpus"
+    (folder / "more").mkdir(parents=True)
+    textkit.write_lines(folder / "a.txt", 30, seed=1)
+    textkit.write_lines(folder / "more" / "b.txt", 20, seed=2)
+    (folder / "notes.md").write_text("not read\n")
+    data = load_text_data(str(folder), teacher.tokenizer, "embedding", None, 16, 0, "tiny")
+    want = (folder / "a.txt").read_text().split("\n") + (folder / "more" / "b.txt").read_text().split("\n")
+    assert data.texts == [t.strip() for t in want if t.strip()] and len(data.train_idx) + len(data.val_idx) == 50
+    with pytest.raises(InputError, match="needs labels"):  # a classifier's texts carry labels
+        load_text_data(str(folder), teacher.tokenizer, "classification", ["neg", "pos"], 16, 0, "tiny")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match=r"--data '.*empty': a folder without a \.txt"):
+        load_text_data(str(tmp_path / "empty"), teacher.tokenizer, "embedding", None, 16, 0, "tiny")
+
+
 def test_csv_without_label_column_is_bad_input(tmp_path, teacher):
     from edgekd.text.data import load_text_data
 
