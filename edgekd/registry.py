@@ -1,5 +1,5 @@
 """One small name -> factory registry. Each kind exposes it as register_X / create_X / list_X (timm style):
-runtimes, model families, search spaces, search scores, distillation methods."""
+runtimes, model families, search spaces, search scores, distillation methods, tracks."""
 
 from __future__ import annotations
 

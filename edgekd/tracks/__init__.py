@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
+from edgekd.registry import Registry
+
 if TYPE_CHECKING:
     from edgekd.figures import Figure, Figures
     from edgekd.parity import Parity
@@ -109,26 +111,26 @@ class Track(Protocol):
         """The track's own report fields, set when the report is started."""
 
 
-_TRACKS: dict[str, Track] = {}
+_tracks: Registry[Track] = Registry("track")
 
 
 def register_track(track: Track) -> Track:
-    _TRACKS[track.name] = track
-    return track
+    return _tracks.register(track.name)(track)
 
 
 def create_track(name: str) -> Track:
-    return _TRACKS[name]
+    return _tracks.get(name)
 
 
 def list_tracks() -> list[str]:
-    return list(_TRACKS)
+    return _tracks.names()
 
 
 def track_for_source(source: str | None) -> Track:
     """The track whose teacher this is: text for `hf:DIR`, images for everything else."""
-    prefixed = [t for t in _TRACKS.values() if t.source_prefix and (source or "").startswith(t.source_prefix)]
-    return prefixed[0] if prefixed else next(t for t in _TRACKS.values() if t.source_prefix is None)
+    tracks = [create_track(name) for name in list_tracks()]
+    prefixed = [t for t in tracks if t.source_prefix and (source or "").startswith(t.source_prefix)]
+    return prefixed[0] if prefixed else next(t for t in tracks if t.source_prefix is None)
 
 
 # the modules register their track
