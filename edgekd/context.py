@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
@@ -97,3 +98,9 @@ def make_context(cfg: BuildConfig, console: Console | None = None) -> Context:
     teacher, data = track.load(cfg, target, profile, device, console)
     return Context(cfg, target, profile, target.budgets.merged(cfg.budgets), track, teacher, data, out, device,
                    console)
+
+
+def load_saved_config(out: Path) -> dict | None:
+    """The config an earlier run saved in OUT (stage commands resume from it)."""
+    path = RunDir(out).config_json
+    return json.loads(path.read_text()) if path.is_file() else None
