@@ -26,10 +26,6 @@ class PrecisionCandidate:
     latency_extra: dict = field(default_factory=dict)  # how it was timed (interleave statistics, device state)
     speedup_over_float: Figure | None = None  # float / this, timed as a pair here (the ratio's own interval)
 
-    @property
-    def accuracy(self) -> float:
-        return self.quality["accuracy"]
-
     def as_dict(self) -> dict:
         """The candidate's record (compile.json and report.json: student.compile.precision_guard.candidates)."""
         out = self.quality | {"accuracy_drop": self.accuracy_drop, "parity": self.parity.as_dict(),
