@@ -161,6 +161,7 @@ def main() -> None:
             "distill": {"epochs": args.epochs, "batch_size": 32}})
         ctx = make_context(cfg, console)
         ctx.out.mkdir(parents=True, exist_ok=True)
+        ctx.save_config()  # marks the folder as a run, which the timing pass's context opens again
         return ctx
 
     targets = args.targets.split(",")
