@@ -38,6 +38,13 @@ class PrecisionCandidate:
         return out
 
 
+def within_accuracy_drop(ctx, quality: dict) -> tuple[bool, str]:
+    """The guard's rule for a classifier (either track): its accuracy drop within max_accuracy_drop."""
+    limit = ctx.budgets.max_accuracy_drop
+    drop = 100 * (ctx.teacher_accuracy - quality["accuracy"])
+    return limit is None or drop <= limit, f"accuracy drop {drop:.2f} points (budget {limit})"
+
+
 def faster(candidate: PrecisionCandidate, than: PrecisionCandidate) -> bool:
     """Timed interleaved here: the interval of their ratio above 1; both measured (a device): the candidate's
     latency interval entirely below the other's; predicted: a lower prediction (both share the cost model's

@@ -34,11 +34,11 @@ if TYPE_CHECKING:  # the Context is the stages' glue; libraries below them only 
 
 def run_distill(ctx: Context, arch: dict, resume: bool = False, nproc_per_node: int = 1) -> dict:
     """Train (in this process, or in nproc_per_node DDP processes), then check the accuracy budget."""
-    method, why = resolve_method(ctx, arch)  # `auto` made concrete in this stage's copy of the run's config,
+    method, why = resolve_method(ctx, arch)  # `auto` made concrete in the training's copy of the run's config,
     # which DDP workers read from OUT/config.json
     resolved = ctx.cfg.distill.model_copy(update={"method": method})
-    ctx = replace(ctx, cfg=ctx.cfg.model_copy(update={"distill": resolved}))
-    cfg = ctx.cfg.distill
+    training = replace(ctx, cfg=ctx.cfg.model_copy(update={"distill": resolved}))
+    cfg = training.cfg.distill
     plan = parse_method(cfg.method, cfg)  # bad method names fail before any work
     ctx.console.print(f"[bold]distill[/]: {escape(str(arch))} from {escape(ctx.teacher.source)}, {cfg.method}, "
                       f"{cfg.epochs} epochs"
@@ -46,10 +46,10 @@ def run_distill(ctx: Context, arch: dict, resume: bool = False, nproc_per_node: 
     if why:
         ctx.console.print(f"  method auto -> {method}: {why}")
     many = nproc_per_node > 1
-    info = launch(ctx, arch, resume, nproc_per_node) if many else train_student(ctx, arch, plan, resume)
+    info = launch(training, arch, resume, nproc_per_node) if many else train_student(training, arch, plan, resume)
     if cfg.baseline_scratch:
-        info = train_scratch(ctx, arch, info, resume)
-    return check_accuracy(ctx, info)
+        info = train_scratch(training, arch, info, resume)
+    return check_accuracy(ctx, info)  # the run's Context: its teacher accuracy is computed once for every stage
 
 
 def resolve_method(ctx: Context, arch: dict) -> tuple[str, str | None]:

@@ -44,11 +44,11 @@ def run(ctx, previous: CompileResult) -> CheckResult:
     s_session, t_session = {}, {}  # the runtime's session settings, where it runs here
     blocker = local_measurement_blocker(ctx.profile, ctx.target.runtime)
     seq = track.sequence_length(ctx)
-    at = f" at batch {ctx.target.batch_size}" + (f" and {seq} tokens" if seq else "")
+    at = f" at batch {ctx.target.batch_size} and {seq} tokens" if seq else ""  # what a text model is timed at
     if blocker is None:
         teacher_art = previous.teacher or Artifact(exported.teacher_onnx, "onnxruntime", "fp32")
         s_fig, t_fig, settings, speedup, alternatives = measure_here(ctx, eval_art, teacher_art, alternatives,
-                                                                     threads, at if seq else "")
+                                                                     threads, at)
         s_session, t_session = settings["student"], settings["teacher"]
     else:
         precision = student_art.precision if runs_here else ctx.target.precision
@@ -57,7 +57,7 @@ def run(ctx, previous: CompileResult) -> CheckResult:
         for name, alt in alternatives.items():
             alternatives[name] = replace(alt, figures=alt.figures | track.predicted(
                 ctx, exported.teacher_onnx, None, alt.precision, blocker))
-        speedup = predicted_speedup(t_fig.latency, s_fig.latency, f"{at.strip()}; {blocker}" if seq else blocker)
+        speedup = predicted_speedup(t_fig.latency, s_fig.latency, f"{at.strip()}; {blocker}" if at else blocker)
     drop = 100 * (ctx.teacher_accuracy - q["accuracy"])
     results = track.budgets(ctx, s_fig, speedup, drop, q, blocker)
     short = track.shortfall(ctx, results, exported.arch, evaluated_with, speedup)

@@ -19,13 +19,14 @@ from edgekd.measurable import predicted_figures
 from edgekd.models.embedded_teacher import RECIPES, embedded_teacher, source_name
 from edgekd.models.teacher import EMBEDDED, check_logits, load_teacher, teacher_accuracy
 from edgekd.onnx_export import export_checked, export_onnx, teacher_onnx
+from edgekd.precision import within_accuracy_drop
 from edgekd.report import BudgetResult
 from edgekd.results import DistillResult, ExportResult
+from edgekd.runtimes import evaluate_accuracy
 from edgekd.tracks import register_track
 
 PARITY_SAMPLES = 512  # held-out inputs the export's parity check runs
 TUNE_SAMPLES = 512  # training images outside the calibration subset, for accuracy-controlled INT8
-EVAL_BATCH = 256
 
 
 class ImageTrack:
@@ -83,9 +84,7 @@ class ImageTrack:
         return export_onnx(ctx.new_student(arch), ctx.input_shape, path, {})
 
     def outputs(self, ctx, session) -> np.ndarray:
-        x = ctx.data.split("val")[0]
-        return np.concatenate([session.run(np.ascontiguousarray(x[i:i + EVAL_BATCH]))
-                               for i in range(0, len(x), EVAL_BATCH)])
+        return evaluate_accuracy(session, *ctx.data.split("val"))[1]
 
     def quality(self, ctx, outputs: np.ndarray) -> dict:
         return {"accuracy": float((outputs.argmax(1) == ctx.data.y[ctx.data.val_idx]).mean())}
@@ -97,9 +96,7 @@ class ImageTrack:
         return parity.compare_logits(got, reference)
 
     def within(self, ctx, quality: dict, float_quality: dict) -> tuple[bool, str]:
-        limit = ctx.budgets.max_accuracy_drop
-        drop = 100 * (ctx.teacher_accuracy - quality["accuracy"])
-        return limit is None or drop <= limit, f"accuracy drop {drop:.2f} points (budget {limit})"
+        return within_accuracy_drop(ctx, quality)
 
     def compile_options(self, ctx, backend):
         return backend.options_for(ctx.profile.arch, ctx.target.batch_size)

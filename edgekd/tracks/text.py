@@ -16,6 +16,7 @@ from edgekd.figures import Figure, Figures
 from edgekd.gate.verdict import decide
 from edgekd.models.embedded_teacher import RECIPES
 from edgekd.parity import Parity
+from edgekd.precision import within_accuracy_drop
 from edgekd.report import BudgetResult
 from edgekd.results import DistillResult, ExportResult
 from edgekd.text import HF_PREFIX
@@ -112,9 +113,7 @@ class TextTrack:
         """Embeddings: cosine and neighbour agreement within their budgets, and each budget's verdict on its
         bootstrap interval no worse than the float artifact's (INT8 may not turn a pass into an inconclusive)."""
         if ctx.teacher.task != "embedding":
-            limit = ctx.budgets.max_accuracy_drop
-            drop = 100 * (ctx.teacher_accuracy - quality["accuracy"])
-            return limit is None or drop <= limit, f"accuracy drop {drop:.2f} points (budget {limit})"
+            return within_accuracy_drop(ctx, quality)
         cos, agree = min_cosine(ctx.budgets), min_agreement(ctx.budgets)
         rank = {"pass": 0, "inconclusive": 1, "fail": 2}
         q, qf = quality, float_quality
